@@ -1,0 +1,20 @@
+#!/bin/sh
+# Install the Debian/Ubuntu packages xlbridge needs, if any are missing.
+# Usage: scripts/system-deps.sh [extra-package ...]
+# Runs apt-get only when something is missing; uses sudo when not root.
+set -eu
+pkgs="python3 python3-venv python3-dev gcc $*"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "xlbridge: please install these system packages:$missing" >&2
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "xlbridge: installing system packages:$missing"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,91 @@
+"""
+A leg: one caller's side of a call, as the media core sees it.
+
+A leg ties together the caller's transport (which moves frames), its
+outbound buffer (what the caller will hear next) and its counters.  It does
+not know how audio is encoded on the wire or where it comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xlbridge.audio.buffer import OutboundBuffer
+from xlbridge.events import DropReason, LegCounters
+from xlbridge.interfaces import ILegTransport
+
+
+class Leg:
+    """
+    One caller's side of a call.
+
+    :param extension: the caller's extension, e.g. ``"7777"``.
+    :param language: what the caller speaks and hears, e.g. ``"en"``.
+    :param transport: provides :class:`ILegTransport`.
+    :param buffer_ms: bound of the outbound buffer, in milliseconds.
+    """
+
+    def __init__(
+        self, extension: str, language: str, transport: ILegTransport, buffer_ms: int = 200
+    ) -> None:
+        self.extension = extension
+        self.language = language
+        self.transport = transport
+        self.outbound = OutboundBuffer(buffer_ms)
+
+    @property
+    def counters(self) -> LegCounters:
+        """
+        The transport's counters (cumulative for that transport).
+        """
+        counters: LegCounters = self.transport.counters
+        return counters
+
+    def play(self, samples: Any) -> None:
+        """
+        Queue internal audio for this caller to hear; overflow drops the
+        oldest audio and is counted as :attr:`DropReason.BUFFER_FULL` (in
+        samples).
+        """
+        dropped = self.outbound.write(samples)
+        if dropped:
+            self.counters.drop(DropReason.BUFFER_FULL, dropped)
+
+    def egress(self, packets: int, skipped: int) -> None:
+        """
+        Called by the egress clock once per tick: send ``packets`` frames
+        (1 normally, more when catching up) and account for ``skipped``
+        intervals that will never be sent.
+        """
+        transport = self.transport
+        if not transport.ready:
+            return
+        counters = self.counters
+        if packets > 1 or skipped:
+            counters.late_ticks += packets - 1 + skipped
+            counters.skipped_ticks += skipped
+        read = self.outbound.read_frame
+        for _ in range(packets):
+            transport.send_frame(read())
+        if skipped:
+            transport.skip(skipped)
+
+    def reset(self) -> None:
+        """
+        The call ended: empty the buffer and reset the transport.
+        """
+        self.outbound.clear()
+        self.transport.reset()
+
+    def status(self) -> dict[str, Any]:
+        """
+        A JSON-ready snapshot for the monitor and logs.
+        """
+        return {
+            "extension": self.extension,
+            "language": self.language,
+            "transport": self.transport.describe(),
+            "buffer_ms": self.outbound.depth_ms,
+            "buffer_dropped_samples": self.outbound.dropped_samples,
+            "counters": self.counters.snapshot(),
+        }

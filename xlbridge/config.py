@@ -1,0 +1,298 @@
+"""
+Settings: parsing, validation, and the TOML file / command line merge.
+
+Every setting has one name used both on the command line (``--reply-codec``)
+and in the TOML file (``reply_codec`` in its section, see etc/xlbridge.toml).
+Precedence is: built-in default < TOML file < command line.  Every bad value
+raises :class:`ConfigError` naming the option, which the twistd plugin turns
+into a usage error; unknown TOML keys are errors too, so typos do not pass
+silently.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any, Callable, Mapping
+
+import attrs
+
+from xlbridge.audio.codecs import CODEC_NAMES, Codec, get_codec
+from xlbridge.errors import ConfigError
+
+ENGINES = ("auto", "cloud", "local", "relay")
+
+
+@attrs.frozen
+class PairConfig:
+    """
+    Two extensions that talk to each other.
+
+    :ivar extensions: e.g. ``("7777", "8888")``.
+    :ivar ports: UDP port per extension.
+    :ivar languages: language per extension, e.g. ``("en", "es")``.
+    """
+
+    extensions: tuple[str, str]
+    ports: tuple[int, int]
+    languages: tuple[str, str]
+
+
+@attrs.frozen
+class BridgeConfig:
+    """
+    Validated settings of a bridge.  Build it with :func:`load_config`.
+    """
+
+    pairs: tuple[PairConfig, ...]
+    interface: str = "127.0.0.1"
+    engines: str = "auto"
+    codec: str = "slin16"
+    reply_codec: str = "g722"
+    payload_types: Mapping[str, int] = attrs.field(factory=dict)
+    latch_timeout: float = 5.0
+    reorder_depth: int = 3
+    call_timeout: float = 10.0
+    relay_buffer_ms: int = 200
+    max_burst: int = 3
+
+    def codec_in(self) -> Codec:
+        """
+        What Asterisk sends us.
+        """
+        return get_codec(self.codec, self.payload_types.get(self.codec))
+
+    def codec_out(self) -> Codec:
+        """
+        What we send back.
+        """
+        return get_codec(self.reply_codec, self.payload_types.get(self.reply_codec))
+
+    def port_of(self, extension: str) -> int:
+        """
+        UDP port of ``extension``.
+        """
+        for p in self.pairs:
+            for ext, port in zip(p.extensions, p.ports):
+                if ext == extension:
+                    return port
+        raise KeyError(extension)
+
+
+def _port(option: str, text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ConfigError(option, f"{text!r} is not a port number") from None
+    if not 0 <= n <= 65535:
+        raise ConfigError(option, f"port {n} is outside 0..65535")
+    return n
+
+
+def parse_ports(spec: str, option: str = "ports") -> list[tuple[str, int]]:
+    """
+    Parse an extension list.
+
+    ``EXT`` means extension EXT on UDP port EXT; ``EXT=PORT`` maps it
+    elsewhere; ``A-B`` is the consecutive extensions A..B, each on its own
+    number as port.  Items are comma separated.
+
+    :return: ``(extension, port)`` in the order given.
+    """
+    out: list[tuple[str, int]] = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if "=" in item:
+            ext, _, port = item.partition("=")
+            ext = ext.strip()
+            if not ext.isdigit():
+                raise ConfigError(option, f"extension {ext!r} in {item!r} is not a number")
+            out.append((ext, _port(option, port.strip())))
+        elif "-" in item:
+            lo_s, _, hi_s = item.partition("-")
+            lo, hi = _port(option, lo_s.strip()), _port(option, hi_s.strip())
+            if hi < lo:
+                raise ConfigError(option, f"range {item!r} runs backwards")
+            out.extend((str(n), n) for n in range(lo, hi + 1))
+        else:
+            out.append((item, _port(option, item)))
+    if not out:
+        raise ConfigError(option, "no extensions given")
+    exts = [e for e, _ in out]
+    dup = {e for e in exts if exts.count(e) > 1} if len(exts) < 64 else _dups(exts)
+    if dup:
+        raise ConfigError(option, f"extension {sorted(dup)[0]} is listed twice")
+    ports = [p for _, p in out if p != 0]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(option, "two extensions share one UDP port")
+    if len(out) % 2:
+        raise ConfigError(
+            option,
+            f"{len(out)} extensions given; extensions pair up in order (1st with 2nd, ...), "
+            "so the count must be even",
+        )
+    return out
+
+
+def _dups(items: list[str]) -> set[str]:
+    seen: set[str] = set()
+    dups: set[str] = set()
+    for i in items:
+        (dups if i in seen else seen).add(i)
+    return dups
+
+
+def parse_langs(spec: str | list[str], option: str = "langs") -> list[str]:
+    """
+    Parse ``en,es``: one language per extension in pair order, repeated per
+    pair when shorter than the extension list.
+    """
+    items = spec if isinstance(spec, list) else spec.split(",")
+    langs = [str(i).strip().lower() for i in items if str(i).strip()]
+    if not langs:
+        raise ConfigError(option, "no languages given")
+    for lang in langs:
+        if not lang.replace("-", "").isalpha() or len(lang) > 16:
+            raise ConfigError(option, f"{lang!r} is not a language code like en or es")
+    return langs
+
+
+def parse_payload_types(spec: str | Mapping[str, Any], option: str = "payload-types") -> dict[str, int]:
+    """
+    Parse ``slin16=118,g722=9`` (or a TOML table) into codec -> PT.
+    """
+    if isinstance(spec, str):
+        pairs = [i.partition("=") for i in spec.split(",") if i.strip()]
+        items = {k.strip(): v.strip() for k, _, v in pairs}
+    else:
+        items = dict(spec)
+    out: dict[str, int] = {}
+    for name, value in items.items():
+        if name not in CODEC_NAMES:
+            raise ConfigError(option, f"unknown codec {name!r} (known: {', '.join(CODEC_NAMES)})")
+        try:
+            pt = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(option, f"payload type {value!r} for {name} is not a number") from None
+        if not 0 <= pt <= 127:
+            raise ConfigError(option, f"payload type {pt} for {name} is outside 0..127")
+        out[name] = pt
+    return out
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
+    def parse(option: str, value: Any) -> Any:
+        try:
+            n = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(option, f"{value!r} is not a {kind.__name__}") from None
+        if not low <= n <= high:
+            raise ConfigError(option, f"{n} is outside {low:g}..{high:g}")
+        return n
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def parse(option: str, value: Any) -> str:
+        v = str(value).strip().lower()
+        if v not in choices:
+            raise ConfigError(option, f"{value!r} is not one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def _text(option: str, value: Any) -> str:
+    return str(value).strip()
+
+
+#: option name -> (TOML section, TOML key, parser)
+SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
+    "ports": ("bridge", "ports", lambda o, v: v),
+    "langs": ("bridge", "langs", lambda o, v: v),
+    "engines": ("bridge", "engines", _choice(ENGINES)),
+    "interface": ("bridge", "interface", _text),
+    "codec": ("media", "codec", _choice(CODEC_NAMES)),
+    "reply-codec": ("media", "reply_codec", _choice(CODEC_NAMES)),
+    "payload-types": ("media", "payload_types", lambda o, v: v),
+    "latch-timeout": ("media", "latch_timeout", _number(float, 0.1, 3600)),
+    "reorder-depth": ("media", "reorder_depth", _number(int, 0, 50)),
+    "relay-buffer-ms": ("media", "relay_buffer_ms", _number(int, 20, 10000)),
+    "max-burst": ("media", "max_burst", _number(int, 1, 50)),
+    "call-timeout": ("calls", "inactivity_timeout", _number(float, 0.1, 86400)),
+}
+
+#: TOML sections this version knows (other issues add engines, monitor, ...).
+SECTIONS = ("bridge", "media", "calls")
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """
+    Read a TOML settings file into ``{option: value}`` (option names as on
+    the command line).  Raises :class:`ConfigError` for a missing file,
+    bad TOML, or unknown sections or keys.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config", f"{path} is not valid TOML: {e}") from None
+    by_key = {(sec, key): opt for opt, (sec, key, _) in SETTINGS.items()}
+    out: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise ConfigError("config", f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        for key, value in table.items():
+            opt = by_key.get((section, key))
+            if opt is None:
+                raise ConfigError("config", f"{path}: unknown setting {key!r} in [{section}]")
+            out[opt] = value
+    return out
+
+
+def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig:
+    """
+    Merge defaults, the TOML file at ``path`` and command-line values
+    (``None`` means "not given") into a validated :class:`BridgeConfig`.
+    """
+    merged: dict[str, Any] = read_toml(path) if path else {}
+    merged.update({k: v for k, v in cli.items() if v is not None and k in SETTINGS})
+    values: dict[str, Any] = {}
+    for opt, value in merged.items():
+        values[opt] = SETTINGS[opt][2](opt, value)
+
+    ports_spec = values.get("ports", "7777,8888")
+    if isinstance(ports_spec, list):
+        ports_spec = ",".join(str(p) for p in ports_spec)
+    exts = parse_ports(str(ports_spec))
+    langs = parse_langs(values.get("langs", "en,es"))
+    pairs = []
+    for i in range(0, len(exts), 2):
+        (ea, pa), (eb, pb) = exts[i], exts[i + 1]
+        pairs.append(PairConfig((ea, eb), (pa, pb), (langs[i % len(langs)], langs[(i + 1) % len(langs)])))
+
+    codec = values.get("codec", "slin16")
+    # Asterisk drops RTP sent back with PT 118 (PROTOCOLS.md T2): a slin16 leg
+    # replies in G.722, the only wideband codec it accepts back.
+    reply = values.get("reply-codec") or ("g722" if codec == "slin16" else codec)
+    payload_types = parse_payload_types(values.get("payload-types", {}))
+    interface = values.get("interface", "127.0.0.1")
+    if not interface:
+        raise ConfigError("interface", "empty bind address")
+    return BridgeConfig(
+        pairs=tuple(pairs),
+        interface=interface,
+        engines=values.get("engines", "auto"),
+        codec=codec,
+        reply_codec=reply,
+        payload_types=payload_types,
+        latch_timeout=values.get("latch-timeout", 5.0),
+        reorder_depth=values.get("reorder-depth", 3),
+        call_timeout=values.get("call-timeout", 10.0),
+        relay_buffer_ms=values.get("relay-buffer-ms", 200),
+        max_burst=values.get("max-burst", 3),
+    )

@@ -1,0 +1,133 @@
+"""
+The egress clock: one ``LoopingCall`` at 20 ms for every leg of every call.
+
+Asterisk does not re-time what it receives on an ExternalMedia or AudioSocket
+channel, so xlbridge must send exactly one 20 ms packet per leg every 20 ms,
+audio or silence.  A timer per call would multiply wake-ups and drift apart;
+one loop scheduled from its start time (``LoopingCall`` computes each
+deadline as ``start + n * interval``) never drifts against the reactor's
+clock.
+
+When the reactor stalls, ``LoopingCall.withCount`` reports how many
+intervals passed.  Each leg then sends at most ``max_burst`` packets to catch
+up and the rest of the missed intervals are skipped (the RTP timestamp still
+advances, so the receiver sees a gap, not a time warp); every late tick is
+counted.  An exception from one leg is logged and counted and never reaches
+the loop: an exception would stop ``LoopingCall`` for every call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from xlbridge.audio.frame import FRAME_MS
+
+
+class EgressLeg(Protocol):
+    """
+    What the clock needs of a leg.
+    """
+
+    extension: str
+
+    def egress(self, packets: int, skipped: int) -> None: ...
+
+
+class EgressClock(Service):
+    """
+    Paces every registered leg.
+
+    :param clock: the reactor's time provider (a ``task.Clock`` in tests).
+    :param max_burst: at most this many packets per leg in one tick when
+        catching up after a stall.
+    :param interval: tick length in seconds (20 ms).
+
+    :ivar ticks: loop wake-ups so far.
+    :ivar late_ticks: intervals that were not served on time.
+    :ivar skipped: intervals that were never served (beyond the burst).
+    :ivar errors: leg exceptions caught in ticks.
+    :ivar last_lateness: seconds between the last tick's deadline and when it
+        ran.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, max_burst: int = 3, interval: float = FRAME_MS / 1000
+    ) -> None:
+        if max_burst < 1:
+            raise ValueError("max_burst must be at least 1")
+        self.clock = clock
+        self.max_burst = max_burst
+        self.interval = interval
+        self._legs: dict[int, EgressLeg] = {}
+        self._loop: LoopingCall | None = None
+        self.ticks = 0
+        self.late_ticks = 0
+        self.skipped = 0
+        self.errors = 0
+        self.last_lateness = 0.0
+        self.max_lateness = 0.0
+        self._n = 0
+
+    def add(self, leg: EgressLeg) -> None:
+        """
+        Start pacing ``leg`` from the next tick.
+        """
+        self._legs[id(leg)] = leg
+
+    def remove(self, leg: EgressLeg) -> None:
+        """
+        Stop pacing ``leg`` (no error if it was not registered).
+        """
+        self._legs.pop(id(leg), None)
+
+    def __len__(self) -> int:
+        return len(self._legs)
+
+    def startService(self) -> None:
+        super().startService()
+        loop = LoopingCall.withCount(self._tick)
+        loop.clock = self.clock
+        self._loop = loop
+        self._n = 0
+        d = loop.start(self.interval, now=False)
+        d.addErrback(lambda f: self.log.failure("egress clock stopped", f))
+
+    def stopService(self) -> Any:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        return super().stopService()
+
+    def _tick(self, count: int) -> None:
+        # Never let anything escape: LoopingCall stops for good on an error.
+        try:
+            self.ticks += 1
+            self._n += count
+            loop = self._loop
+            if loop is not None and loop.starttime is not None:
+                deadline = loop.starttime + self._n * self.interval
+                lateness = self.clock.seconds() - deadline
+                self.last_lateness = lateness
+                if lateness > self.max_lateness:
+                    self.max_lateness = lateness
+            packets = min(count, self.max_burst)
+            skipped = count - packets
+            if count > 1:
+                self.late_ticks += count - 1
+                self.skipped += skipped
+            for leg in list(self._legs.values()):
+                try:
+                    leg.egress(packets, skipped)
+                except Exception:
+                    self.errors += 1
+                    self.log.failure("egress failed for leg {ext}", ext=leg.extension)
+        except Exception:
+            self.errors += 1
+            self.log.failure("egress tick failed")

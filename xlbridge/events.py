@@ -1,0 +1,136 @@
+"""
+Typed values that travel between xlbridge's parts: drop reasons, counters
+and call lifecycle events.
+
+Drop reasons are an :class:`enum.Enum` so counters are keyed by a closed set
+(the monitor turns them into Prometheus labels without cardinality surprises).
+Events are frozen attrs classes named for what they carry; they are
+serialised in one place (:func:`event_to_dict`) for logs and transcripts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from typing import Any, Union
+
+import attrs
+
+
+class DropReason(enum.Enum):
+    """
+    Why an inbound packet or outbound audio was discarded.
+    """
+
+    #: Datagram shorter than the 12-byte RTP header.
+    SHORT = "short"
+    #: RTP version field is not 2.
+    VERSION = "version"
+    #: Padding count is zero or runs past the start of the payload.
+    PADDING = "padding"
+    #: CSRC list runs past the end of the datagram.
+    CSRC = "csrc"
+    #: Header extension runs past the end of the datagram.
+    EXTENSION = "extension"
+    #: Payload type is not the one this leg receives.
+    PAYLOAD_TYPE = "payload_type"
+    #: Payload could not be decoded (odd length for L16, empty).
+    PAYLOAD = "payload"
+    #: Sent from an address other than the latched source.
+    FOREIGN_SOURCE = "foreign_source"
+    #: Sequence number already received.
+    DUPLICATE = "duplicate"
+    #: Arrived after its slot was given up by the reorder buffer.
+    LATE = "late"
+    #: Outbound audio discarded because the leg's buffer was full.
+    BUFFER_FULL = "buffer_full"
+    #: Arrived while no call could take it (shutting down).
+    NO_CALL = "no_call"
+    #: An unexpected error while handling the packet (logged).
+    ERROR = "error"
+
+
+@attrs.define(slots=True)
+class LegCounters:
+    """
+    Running counters of one leg, readable by the monitor.
+
+    Byte counts are RTP/AudioSocket payload bytes, not IP datagram sizes.
+    """
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    silence_out: int = 0
+    late_ticks: int = 0
+    skipped_ticks: int = 0
+    lost: int = 0
+    drops: Counter[DropReason] = attrs.field(factory=Counter)
+
+    def drop(self, reason: DropReason, n: int = 1) -> None:
+        """
+        Count ``n`` drops for ``reason``.
+        """
+        self.drops[reason] += n
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        A JSON-ready copy: plain ints, drop reasons by their string value.
+        """
+        return {
+            "packets_in": self.packets_in,
+            "bytes_in": self.bytes_in,
+            "packets_out": self.packets_out,
+            "bytes_out": self.bytes_out,
+            "silence_out": self.silence_out,
+            "late_ticks": self.late_ticks,
+            "skipped_ticks": self.skipped_ticks,
+            "lost": self.lost,
+            "drops": {r.value: n for r, n in sorted(self.drops.items(), key=lambda i: i[0].value)},
+        }
+
+
+@attrs.frozen
+class CallStarted:
+    """
+    A call began: audio first arrived on one of a pair's legs.
+    """
+
+    call_id: str
+    extensions: tuple[str, str]
+    languages: tuple[str, str]
+    time: float
+
+
+@attrs.frozen
+class CallEnded:
+    """
+    A call ended (inactivity, hangup or shutdown).
+
+    :ivar reason: ``"inactivity"``, ``"hangup"`` or ``"shutdown"``.
+    :ivar duration: seconds from start to end.
+    """
+
+    call_id: str
+    extensions: tuple[str, str]
+    reason: str
+    duration: float
+    time: float
+
+
+#: Every event type the bridge emits.
+Event = Union[CallStarted, CallEnded]
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """
+    Serialise an event for JSON lines and the monitor: its fields plus
+    ``"event"``, the class name.
+    """
+    d: dict[str, Any] = {"event": type(event).__name__}
+    d.update(attrs.asdict(event, recurse=False))
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d

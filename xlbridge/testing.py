@@ -1,0 +1,146 @@
+"""
+Test doubles that ship with xlbridge, for its own tests and for embedders.
+
+:class:`MemoryUDPReactor` is a ``MemoryReactorClock`` that also implements
+``IReactorUDP``: ``listenUDP`` returns a :class:`MemoryDatagramPort` that
+records every datagram written and lets a test deliver datagrams to the
+protocol.  Time moves only when the test calls ``advance``/``pump``, so a
+whole bridge (ports, egress clock, calls) runs deterministically with no
+sockets.  (Twisted's own ``MemoryReactor`` has no ``listenUDP``.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import attrs
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorUDP, IUDPTransport
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
+
+Address = tuple[str, int]
+
+
+@attrs.frozen
+class Sent:
+    """
+    One datagram written by a protocol.
+    """
+
+    data: bytes
+    addr: Address
+    time: float
+
+
+@implementer(IUDPTransport, IListeningPort)
+class MemoryDatagramPort:
+    """
+    An in-memory UDP port bound to ``protocol``.
+
+    :ivar sent: every datagram written, in order.
+    :ivar fail_with: if set, ``write`` raises it (to test error handling).
+    """
+
+    def __init__(self, reactor: "MemoryUDPReactor", port: int, protocol: Any, interface: str) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.protocol = protocol
+        self.interface = interface
+        self.sent: list[Sent] = []
+        self.listening = True
+        self.fail_with: Optional[Exception] = None
+
+    def startListening(self) -> None:
+        self.protocol.makeConnection(self)
+
+    def write(self, packet: bytes, addr: Optional[Address] = None) -> None:
+        if not self.listening:
+            raise RuntimeError("write on a closed port")
+        if self.fail_with is not None:
+            raise self.fail_with
+        assert addr is not None, "unconnected UDP write needs an address"
+        self.sent.append(Sent(packet, addr, self.reactor.seconds()))
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """
+        Hand ``data`` to the protocol as if it came from ``addr``.
+        """
+        self.protocol.datagramReceived(data, addr)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
+
+    def stopListening(self) -> Deferred[None]:
+        if self.listening:
+            self.listening = False
+            self.protocol.doStop()
+        return succeed(None)
+
+    loseConnection = stopListening
+
+    def connect(self, host: str, port: int) -> None:
+        raise NotImplementedError()
+
+    def getPeer(self) -> None:
+        return None
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        pass
+
+    def getBroadcastAllowed(self) -> bool:
+        return False
+
+    def take(self) -> list[Sent]:
+        """
+        Return and forget what was sent so far.
+        """
+        out, self.sent = self.sent, []
+        return out
+
+
+@implementer(IReactorUDP)
+class MemoryUDPReactor(MemoryReactorClock):
+    """
+    A memory reactor with a fake clock and in-memory UDP.
+
+    :ivar udp: listening ports by port number.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp: dict[int, MemoryDatagramPort] = {}
+        self._next_port = 40000
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> MemoryDatagramPort:
+        if port == 0:
+            while self._next_port in self.udp:
+                self._next_port += 1
+            port = self._next_port
+        if port in self.udp and self.udp[port].listening:
+            from twisted.internet.error import CannotListenError
+
+            raise CannotListenError(interface, port, OSError("address in use"))
+        p = MemoryDatagramPort(self, port, protocol, interface)
+        self.udp[port] = p
+        p.startListening()
+        return p
+
+
+def pump_ticks(clock: Any, n: int, interval: float = 0.02) -> None:
+    """
+    Advance ``clock`` by ``n`` whole intervals, landing each step a
+    nanosecond after the interval boundary.
+
+    ``clock.pump([0.02] * n)`` accumulates float error (ten steps of 0.02
+    end at 0.19999999999999998, just short of the 0.2 deadline), which makes
+    a 20 ms ``LoopingCall`` look late in tests; this lands on the grid.
+    """
+    start = clock.seconds()
+    base = round(start / interval)
+    for i in range(1, n + 1):
+        target = (base + i) * interval + 1e-9
+        clock.advance(max(0.0, target - clock.seconds()))

@@ -1,0 +1,211 @@
+"""
+RTP legs: one UDP port per extension, as Asterisk's ExternalMedia uses it.
+
+Design notes:
+
+- Asterisk sends each extension's audio from its own RTP port to
+  ``external_host:port`` (ours).  We *latch* the first valid sender: while
+  latched, packets from any other address are dropped and counted (no audio
+  injection from strangers).  After ``latch_timeout`` seconds without a valid
+  packet from the latched source, a new source may latch.
+- Replies go to the latched address from the same socket: Asterisk's strict
+  RTP accepts packets from ``external_host:port`` at once (PROTOCOLS.md T7).
+- Inbound packets go through a small reorder buffer, are decoded to internal
+  audio exactly once here, and are handed to ``on_audio``.  Nothing above
+  this module sees RTP or wire byte order.
+- ``datagramReceived`` never raises: malformed input is a counted drop,
+  anything unexpected is logged and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from xlbridge.audio.codecs import Codec, CodecError, make_decoder, make_encoder
+from xlbridge.audio.frame import FRAME_SAMPLES, Samples, silence
+from xlbridge.events import DropReason, LegCounters
+from xlbridge.interfaces import ILegTransport
+from xlbridge.rtp.packet import RTPPacket, RTPParseError, RTPSender, parse
+from xlbridge.rtp.seq import ReorderBuffer
+
+Address = tuple[str, int]
+
+
+@attrs.frozen
+class RTPSettings:
+    """
+    Tunables of an RTP leg.
+
+    :ivar latch_timeout: seconds of silence from the latched source before
+        another source may take over.
+    :ivar reorder_depth: packets held while waiting for a missing one.
+    """
+
+    latch_timeout: float = 5.0
+    reorder_depth: int = 3
+
+
+@implementer(ILegTransport)
+class RTPEndpoint(DatagramProtocol):
+    """
+    The UDP side of one extension.
+
+    :param extension: the extension this port serves.
+    :param codec_in: what Asterisk sends (its PT is the only one accepted).
+    :param codec_out: what we send back.
+    :param clock: time source for latching.
+    :param on_audio: called with ``(endpoint, samples)`` for every decoded
+        inbound packet, in sequence order.
+    """
+
+    kind = "rtp"
+    noisy = False
+    log = Logger()
+
+    def __init__(
+        self,
+        extension: str,
+        codec_in: Codec,
+        codec_out: Codec,
+        clock: IReactorTime,
+        on_audio: Callable[["RTPEndpoint", Samples], None],
+        settings: RTPSettings = RTPSettings(),
+    ) -> None:
+        self.extension = extension
+        self.codec_in = codec_in
+        self.codec_out = codec_out
+        self.clock = clock
+        self.on_audio = on_audio
+        self.settings = settings
+        self.counters = LegCounters()
+        self.remote: Address | None = None
+        self._last_rx = 0.0
+        self._ssrc: int | None = None
+        self._reorder: ReorderBuffer[RTPPacket] = ReorderBuffer(settings.reorder_depth)
+        self._decoder = make_decoder(codec_in)
+        self._encoder = make_encoder(codec_out)
+        self._sender = RTPSender(codec_out.payload_type, codec_out.timestamp_step)
+        self._silence = silence(FRAME_SAMPLES)
+        self._pt = codec_in.payload_type
+        self._counted = (0, 0, 0)
+
+    # -- inbound -----------------------------------------------------------
+
+    def datagramReceived(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+        try:
+            self._receive(data, addr)
+        except Exception:
+            self.counters.drop(DropReason.ERROR)
+            self.log.failure("error handling RTP from {addr} on {ext}", addr=addr, ext=self.extension)
+
+    def _receive(self, data: bytes, addr: Address) -> None:
+        counters = self.counters
+        try:
+            pkt = parse(data)
+        except RTPParseError as e:
+            counters.drop(e.reason)
+            return
+        if pkt.payload_type != self._pt:
+            counters.drop(DropReason.PAYLOAD_TYPE)
+            return
+        now = self.clock.seconds()
+        remote = self.remote
+        if addr != remote:
+            if remote is not None and now - self._last_rx < self.settings.latch_timeout:
+                counters.drop(DropReason.FOREIGN_SOURCE)
+                return
+            self._latch(addr, remote)
+        self._last_rx = now
+        if pkt.ssrc != self._ssrc:
+            self._ssrc = pkt.ssrc
+            self._reorder.reset()
+        reorder = self._reorder
+        ready = reorder.push(pkt.sequence, pkt)
+        if (reorder.duplicates, reorder.late, reorder.lost) != self._counted:
+            self._sync_reorder_counters()
+        for p in ready:
+            try:
+                samples = self._decoder.decode(p.payload)
+            except CodecError:
+                counters.drop(DropReason.PAYLOAD)
+                continue
+            counters.packets_in += 1
+            counters.bytes_in += len(p.payload)
+            self.on_audio(self, samples)
+
+    def _sync_reorder_counters(self) -> None:
+        r = self._reorder
+        dup, late, lost = self._counted
+        c = self.counters
+        if r.duplicates != dup:
+            c.drop(DropReason.DUPLICATE, r.duplicates - dup)
+        if r.late != late:
+            c.drop(DropReason.LATE, r.late - late)
+        c.lost += r.lost - lost
+        self._counted = (r.duplicates, r.late, r.lost)
+
+    def _latch(self, addr: Address, previous: Address | None) -> None:
+        self.remote = addr
+        self._ssrc = None
+        self._reorder.reset()
+        if previous is None:
+            self.log.info("{ext}: latched RTP source {addr}", ext=self.extension, addr=addr)
+        else:
+            self.log.info(
+                "{ext}: RTP source changed from {previous} to {addr}",
+                ext=self.extension,
+                addr=addr,
+                previous=previous,
+            )
+
+    # -- outbound (ILegTransport) ----------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.remote is not None and self.transport is not None
+
+    def send_frame(self, samples: Samples | None) -> None:
+        remote = self.remote
+        if remote is None or self.transport is None:
+            return
+        speech = samples is not None
+        payload = self._encoder.encode(samples if samples is not None else self._silence)
+        packet = self._sender.packet(payload, speech)
+        counters = self.counters
+        try:
+            self.transport.write(packet, remote)
+        except Exception as e:
+            counters.drop(DropReason.ERROR)
+            self.log.warn("{ext}: send to {addr} failed: {err}", ext=self.extension, addr=remote, err=e)
+            return
+        counters.packets_out += 1
+        counters.bytes_out += len(payload)
+        if not speech:
+            counters.silence_out += 1
+
+    def skip(self, ticks: int) -> None:
+        self._sender.skip(ticks)
+
+    def reset(self) -> None:
+        self.remote = None
+        self._ssrc = None
+        self._reorder.reset()
+        self._decoder = make_decoder(self.codec_in)
+        self._encoder = make_encoder(self.codec_out)
+        self._sender.reset()
+
+    def describe(self) -> dict[str, Any]:
+        host = self.transport.getHost() if self.transport is not None else None
+        return {
+            "kind": self.kind,
+            "codec": self.codec_in.name,
+            "reply_codec": self.codec_out.name,
+            "local": f"{host.host}:{host.port}" if host is not None else None,
+            "remote": f"{self.remote[0]}:{self.remote[1]}" if self.remote else None,
+        }
