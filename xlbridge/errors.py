@@ -23,9 +23,3 @@ class ConfigError(XLBridgeError, ValueError):
         super().__init__(f"--{option}: {message}")
         self.option = option
         self.message = message
-
-
-class EngineUnavailable(XLBridgeError):
-    """
-    A requested speech engine cannot be used (missing key, model, package).
-    """

@@ -31,10 +31,12 @@ class ILegTransport(Interface):
     ready = Attribute("True while there is a peer to send to.")
     counters = Attribute("The leg's LegCounters (packets, bytes, drops by reason).")
 
-    def send_frame(samples):  # type: ignore[no-untyped-def]
+    def send_frame(samples, speech=None):  # type: ignore[no-untyped-def]
         """
-        Send one 20 ms frame (320 samples), or filler silence if ``samples``
-        is ``None``.  Never raises for network trouble: counts it.
+        Send one 20 ms frame (320 samples), or digital silence if
+        ``samples`` is ``None``.  ``speech`` says whether the frame carries
+        speech (for the RTP marker bit); by default, whether ``samples`` is
+        given.  Never raises for network trouble: counts it.
         """
 
     def skip(ticks):  # type: ignore[no-untyped-def]

@@ -8,11 +8,30 @@ not know how audio is encoded on the wire or where it comes from.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional, Protocol
 
 from xlbridge.audio.buffer import OutboundBuffer
+from xlbridge.audio.frame import Samples
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
+
+
+class OutputSource(Protocol):
+    """
+    Where a leg's outbound audio comes from: a plain bounded buffer in
+    relay mode, an :class:`~xlbridge.audio.mix.OutputMix` when translating.
+    """
+
+    dropped_samples: int
+
+    @property
+    def depth_ms(self) -> float: ...
+
+    def write(self, samples: Samples) -> int: ...
+
+    def read_frame(self) -> Optional[Samples]: ...
+
+    def clear(self) -> None: ...
 
 
 class Leg:
@@ -31,7 +50,10 @@ class Leg:
         self.extension = extension
         self.language = language
         self.transport = transport
-        self.outbound = OutboundBuffer(buffer_ms)
+        self.output: OutputSource = OutboundBuffer(buffer_ms)
+        #: Called for a frame when the output has nothing (comfort noise);
+        #: ``None`` sends digital silence.
+        self.filler: Optional[Callable[[], Samples]] = None
 
     @property
     def counters(self) -> LegCounters:
@@ -47,7 +69,7 @@ class Leg:
         oldest audio and is counted as :attr:`DropReason.BUFFER_FULL` (in
         samples).
         """
-        dropped = self.outbound.write(samples)
+        dropped = self.output.write(samples)
         if dropped:
             self.counters.drop(DropReason.BUFFER_FULL, dropped)
 
@@ -64,9 +86,14 @@ class Leg:
         if packets > 1 or skipped:
             counters.late_ticks += packets - 1 + skipped
             counters.skipped_ticks += skipped
-        read = self.outbound.read_frame
+        read = self.output.read_frame
+        filler = self.filler
         for _ in range(packets):
-            transport.send_frame(read())
+            frame = read()
+            if frame is None and filler is not None:
+                transport.send_frame(filler(), False)
+            else:
+                transport.send_frame(frame)
         if skipped:
             transport.skip(skipped)
 
@@ -74,7 +101,7 @@ class Leg:
         """
         The call ended: empty the buffer and reset the transport.
         """
-        self.outbound.clear()
+        self.output.clear()
         self.transport.reset()
 
     def status(self) -> dict[str, Any]:
@@ -85,7 +112,7 @@ class Leg:
             "extension": self.extension,
             "language": self.language,
             "transport": self.transport.describe(),
-            "buffer_ms": self.outbound.depth_ms,
-            "buffer_dropped_samples": self.outbound.dropped_samples,
+            "buffer_ms": self.output.depth_ms,
+            "buffer_dropped_samples": self.output.dropped_samples,
             "counters": self.counters.snapshot(),
         }

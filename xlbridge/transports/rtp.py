@@ -123,6 +123,9 @@ class RTPEndpoint(DatagramProtocol):
             self._latch(addr, remote)
         self._last_rx = now
         if pkt.ssrc != self._ssrc:
+            # A new stream: its codec state must not inherit the old one's.
+            if self._ssrc is not None:
+                self._decoder.reset()
             self._ssrc = pkt.ssrc
             self._reorder.reset()
         reorder = self._reorder
@@ -154,6 +157,7 @@ class RTPEndpoint(DatagramProtocol):
         self.remote = addr
         self._ssrc = None
         self._reorder.reset()
+        self._decoder.reset()
         if previous is None:
             self.log.info("{ext}: latched RTP source {addr}", ext=self.extension, addr=addr)
         else:
@@ -170,11 +174,12 @@ class RTPEndpoint(DatagramProtocol):
     def ready(self) -> bool:
         return self.remote is not None and self.transport is not None
 
-    def send_frame(self, samples: Samples | None) -> None:
+    def send_frame(self, samples: Samples | None, speech: bool | None = None) -> None:
         remote = self.remote
         if remote is None or self.transport is None:
             return
-        speech = samples is not None
+        if speech is None:
+            speech = samples is not None
         payload = self._encoder.encode(samples if samples is not None else self._silence)
         packet = self._sender.packet(payload, speech)
         counters = self.counters
