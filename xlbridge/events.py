@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import attrs
 
@@ -119,8 +119,138 @@ class CallEnded:
     time: float
 
 
+@attrs.frozen
+class TranscriptEvent:
+    """
+    Recognised speech of a caller: interim (a caption that will change) or
+    final.
+
+    :ivar extension: the speaker.
+    :ivar asr_ms: for finals, end of speech to the final result, in ms.
+    """
+
+    call_id: str
+    extension: str
+    language: str
+    text: str
+    is_final: bool
+    time: float
+    speech_final: bool = False
+    asr_ms: Optional[float] = None
+
+
+@attrs.frozen
+class TranslationEvent:
+    """
+    A final transcript translated for the partner.
+
+    :ivar extension: the speaker; ``language`` is the target language.
+    :ivar utterance: per-direction sequence number of the utterance.
+    """
+
+    call_id: str
+    extension: str
+    language: str
+    text: str
+    source_text: str
+    source_language: str
+    utterance: int
+    mt_ms: float
+    time: float
+
+
+@attrs.frozen
+class PlaybackStarted:
+    """
+    The first packet of a translated utterance went on the wire.
+
+    :ivar extension: the listener; ``speaker`` said it.
+    :ivar asr_ms: end of speech to final transcript.
+    :ivar mt_ms: translation time.
+    :ivar tts_first_byte_ms: TTS request to its first audio.
+    :ivar queue_wait_ms: first audio to first packet (waiting for earlier
+        utterances and the next tick).
+    :ivar total_ms: end of speech to first translated packet on the wire.
+    """
+
+    call_id: str
+    extension: str
+    speaker: str
+    language: str
+    text: str
+    utterance: int
+    time: float
+    asr_ms: Optional[float]
+    mt_ms: Optional[float]
+    tts_first_byte_ms: Optional[float]
+    queue_wait_ms: Optional[float]
+    total_ms: Optional[float]
+
+
+@attrs.frozen
+class PlaybackEnded:
+    """
+    The last packet of a translated utterance went on the wire.
+    """
+
+    call_id: str
+    extension: str
+    speaker: str
+    language: str
+    text: str
+    utterance: int
+    time: float
+    duration_ms: float
+
+
+@attrs.frozen
+class UtteranceDropped:
+    """
+    A translated utterance was not (fully) played.
+
+    :ivar reason: ``"backlog"`` (too much pending speech), ``"echo"`` (it was
+        the listener's own translated speech coming back), ``"failed"``.
+    """
+
+    call_id: str
+    extension: str
+    language: str
+    text: str
+    reason: str
+    time: float
+
+
+@attrs.frozen
+class EngineStatusEvent:
+    """
+    An engine failed or recovered for one direction of a call.
+
+    :ivar state: ``"down"`` or ``"up"``.
+    :ivar fallback: what the listener hears meanwhile: ``"relay"``,
+        ``"silence"``, or ``"none"`` when back up.
+    """
+
+    call_id: str
+    extension: str
+    engine: str
+    state: str
+    fallback: str
+    error: str
+    retryable: bool
+    time: float
+
+
 #: Every event type the bridge emits.
-Event = Union[CallStarted, CallEnded]
+Event = Union[
+    CallStarted,
+    CallEnded,
+    TranscriptEvent,
+    TranslationEvent,
+    PlaybackStarted,
+    PlaybackEnded,
+    UtteranceDropped,
+    EngineStatusEvent,
+]
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -133,4 +263,6 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     for k, v in d.items():
         if isinstance(v, tuple):
             d[k] = list(v)
+        elif isinstance(v, float):
+            d[k] = round(v, 3)
     return d

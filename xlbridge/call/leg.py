@@ -8,6 +8,7 @@ not know how audio is encoded on the wire or where it comes from.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Optional, Protocol
 
 from xlbridge.audio.buffer import OutboundBuffer
@@ -22,7 +23,8 @@ class OutputSource(Protocol):
     relay mode, an :class:`~xlbridge.audio.mix.OutputMix` when translating.
     """
 
-    dropped_samples: int
+    @property
+    def dropped_samples(self) -> int: ...
 
     @property
     def depth_ms(self) -> float: ...
@@ -54,6 +56,9 @@ class Leg:
         #: Called for a frame when the output has nothing (comfort noise);
         #: ``None`` sends digital silence.
         self.filler: Optional[Callable[[], Samples]] = None
+        #: ``(time, text)`` of translated speech this caller was played
+        #: recently; the echo guard compares the caller's transcripts to it.
+        self.heard: deque[tuple[float, str]] = deque(maxlen=32)
 
     @property
     def counters(self) -> LegCounters:
@@ -102,6 +107,7 @@ class Leg:
         The call ended: empty the buffer and reset the transport.
         """
         self.output.clear()
+        self.heard.clear()
         self.transport.reset()
 
     def status(self) -> dict[str, Any]:

@@ -32,10 +32,11 @@ from xlbridge.interfaces import IPipeline
 
 class PipelineFactory(Protocol):
     """
-    Builds the pipeline that carries ``source``'s audio to ``partner``.
+    Builds the pipeline that carries ``source``'s audio to ``partner`` in
+    ``call`` (which offers ``call_id``, ``clock`` and ``emit``).
     """
 
-    def __call__(self, source: Leg, partner: Leg, call_id: str) -> IPipeline: ...
+    def __call__(self, source: Leg, partner: Leg, call: "CallService") -> IPipeline: ...
 
 
 class CallService(Service):
@@ -92,8 +93,8 @@ class CallService(Service):
         self.started_at = self.last_activity = now
         a, b = self.legs
         self.pipelines = (
-            self.pipeline_factory(a, b, self.call_id),
-            self.pipeline_factory(b, a, self.call_id),
+            self.pipeline_factory(a, b, self),
+            self.pipeline_factory(b, a, self),
         )
         for p in self.pipelines:
             p.start()

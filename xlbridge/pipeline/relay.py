@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
+from typing import Any
+
 from xlbridge.audio.frame import Samples
 from xlbridge.call.leg import Leg
 from xlbridge.interfaces import IPipeline
@@ -37,7 +39,7 @@ class RelayPipeline:
         pass
 
 
-def relay_factory(source: Leg, partner: Leg, call_id: str) -> IPipeline:
+def relay_factory(source: Leg, partner: Leg, call: Any) -> IPipeline:
     """
     A pipeline factory (see :class:`xlbridge.call.service.PipelineFactory`)
     that relays.

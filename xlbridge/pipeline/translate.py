@@ -1,0 +1,509 @@
+"""
+The translation pipeline: one caller's speech, recognised, translated and
+spoken into the partner's ear.
+
+Design notes:
+
+- Latency: in ``segment`` granularity every *final* ASR segment (Deepgram
+  ``is_final``) is translated and spoken at once, with the earlier segments
+  of the same utterance as MT context, so a long sentence starts playing
+  before the speaker stops.  ``utterance`` granularity waits for the end of
+  the utterance (``speech_final`` / ``UtteranceEnd``) and translates it whole.
+- Order: an :class:`~xlbridge.audio.mix.Utterance` takes its place in the
+  listener's :class:`~xlbridge.audio.mix.SpeechQueue` the moment its text is
+  final, before MT and TTS run.  Whatever finishes first, the listener hears
+  utterances in the order they were said, never overlapping.
+- Backlog: the queue holds at most ``backlog_s`` of pending speech; beyond it
+  the oldest utterance is dropped with an event.
+- Echo guard: speech played to a caller can leak back into that caller's
+  microphone (speakerphones) and must not be translated back.  ``text``
+  drops a final transcript that matches what the caller was played in the
+  last few seconds; ``gate`` feeds the recogniser silence while the caller
+  is being played translated speech (and a short tail after); ``both``;
+  ``off``.
+- Fallback: while an engine is down, the listener hears the speaker's
+  original voice (``relay``) or nothing (``silence``); entering and leaving
+  fallback are events.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from bisect import bisect_left
+from collections import deque
+from typing import Any, Callable, Optional
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from xlbridge.audio.frame import SAMPLE_RATE, Samples
+from xlbridge.audio.mix import ComfortNoise, OutputMix, SpeechQueue, Utterance
+from xlbridge.call.leg import Leg
+from xlbridge.engines.base import (
+    ASR,
+    MT,
+    TTS,
+    ASRFactory,
+    EngineDown,
+    EngineError,
+    EngineUp,
+    Transcript,
+    UtteranceEnd,
+)
+from xlbridge.events import (
+    EngineStatusEvent,
+    PlaybackEnded,
+    PlaybackStarted,
+    TranscriptEvent,
+    TranslationEvent,
+    UtteranceDropped,
+)
+from xlbridge.interfaces import IPipeline
+
+GRANULARITIES = ("segment", "utterance")
+ECHO_GUARDS = ("text", "gate", "both", "off")
+FALLBACKS = ("relay", "silence")
+
+
+@attrs.frozen
+class TranslateSettings:
+    """
+    How a translated call behaves (``[translation]`` in the TOML file).
+
+    :ivar granularity: ``segment`` or ``utterance``.
+    :ivar backlog_s: most seconds of pending translated speech per listener.
+    :ivar echo_guard: ``text``, ``gate``, ``both`` or ``off``.
+    :ivar echo_window_s: how long played text counts as possible echo.
+    :ivar echo_similarity: 0..1 word similarity above which a transcript is
+        taken as echo.
+    :ivar gate_tail_ms: the gate stays closed this long after playback.
+    :ivar fallback: ``relay`` or ``silence`` while an engine is down.
+    :ivar comfort_noise_dbfs: comfort noise level, or ``None`` for none.
+    :ivar bed_db: level of the partner's original voice under translations,
+        or ``None`` for no bed.
+    :ivar gain_db: output gain of translated speech.
+    :ivar context_segments: earlier segments given to MT as context.
+    """
+
+    granularity: str = "segment"
+    backlog_s: float = 10.0
+    echo_guard: str = "text"
+    echo_window_s: float = 8.0
+    echo_similarity: float = 0.6
+    gate_tail_ms: int = 300
+    fallback: str = "relay"
+    comfort_noise_dbfs: Optional[float] = -60.0
+    bed_db: Optional[float] = None
+    gain_db: float = 0.0
+    context_segments: int = 3
+    live_buffer_ms: int = 200
+
+
+@attrs.frozen
+class Engines:
+    """
+    The engines a translating bridge uses.
+
+    :ivar asr: builds one recogniser per leg.
+    :ivar mt: shared translator.
+    :ivar tts: shared synthesiser.
+    :ivar names: engine name per stage, for status pages.
+    """
+
+    asr: ASRFactory
+    mt: MT
+    tts: TTS
+    names: dict[str, str] = attrs.field(factory=dict)
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def similarity(a: str, b: str) -> float:
+    """
+    Word-level similarity of two texts in 0..1 (1 = same words).
+    """
+    wa, wb = _words(a), _words(b)
+    if not wa or not wb:
+        return 0.0
+    return difflib.SequenceMatcher(None, wa, wb).ratio()
+
+
+class Timeline:
+    """
+    Maps a position in a leg's audio stream (seconds since the first sample
+    fed to its recogniser) to the reactor time the chunk holding it arrived,
+    so "end of speech" can be dated from an ASR timestamp.  Bounded: keeps
+    about the last minute of chunks.
+    """
+
+    KEEP = 3000  # chunks (20 ms each: one minute)
+
+    def __init__(self) -> None:
+        self._ends: list[int] = []
+        self._time: list[float] = []
+        self.samples = 0
+
+    def note(self, n: int, now: float) -> None:
+        """
+        ``n`` samples arrived at ``now``.
+        """
+        self.samples += n
+        self._ends.append(self.samples)
+        self._time.append(now)
+        if len(self._ends) > 2 * self.KEEP:
+            del self._ends[: self.KEEP]
+            del self._time[: self.KEEP]
+
+    def time_at(self, seconds: float) -> Optional[float]:
+        """
+        When the sample at ``seconds`` into the stream arrived (or will,
+        extrapolated at real time past the end).
+        """
+        if not self._ends:
+            return None
+        pos = int(round(seconds * SAMPLE_RATE))
+        i = bisect_left(self._ends, pos)
+        if i >= len(self._ends):
+            return self._time[-1] + (pos - self._ends[-1]) / SAMPLE_RATE
+        return self._time[i]
+
+
+@attrs.define
+class _Pending:
+    """
+    Bookkeeping of one utterance on its way through MT and TTS.
+    """
+
+    utterance: Utterance
+    source_text: str
+    speech_end: Optional[float]
+    asr_ms: Optional[float]
+    mt_ms: Optional[float] = None
+    tts_started: Optional[float] = None
+    first_audio: Optional[float] = None
+
+
+@implementer(IPipeline)
+class TranslatePipeline:
+    """
+    Carries ``source``'s speech to ``partner``, translated.
+
+    :param call: the call (for ``call_id``, ``clock`` and ``emit``).
+    """
+
+    log = Logger()
+
+    def __init__(self, source: Leg, partner: Leg, call: Any, engines: Engines, settings: TranslateSettings) -> None:
+        self.source = source
+        self.partner = partner
+        self.call_id: str = call.call_id
+        self.clock = call.clock
+        self.emit: Callable[[Any], None] = call.emit
+        self.engines = engines
+        self.settings = settings
+        self.queue = SpeechQueue(settings.backlog_s, self._dropped_for_backlog)
+        self.mix = OutputMix(
+            self.queue, self.clock.seconds, settings.live_buffer_ms, settings.bed_db, settings.gain_db
+        )
+        partner.output = self.mix
+        partner.filler = ComfortNoise(settings.comfort_noise_dbfs) if settings.comfort_noise_dbfs is not None else None
+        self.timeline = Timeline()
+        self.asr: Optional[ASR] = None
+        self._uid = 0
+        self._segments: list[str] = []  # finals of the current utterance
+        self._context: deque[str] = deque(maxlen=max(1, settings.context_segments))
+        self._down: dict[str, EngineError] = {}
+        self._gate_until = 0.0
+        self._stopped = False
+        self._inflight: set[Deferred[Any]] = set()
+        self.echo_dropped = 0
+        self.gated_frames = 0
+
+    # -- IPipeline ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.asr = self.engines.asr(self.source.language, self._on_asr, self.call_id, self.source.extension)
+        self.asr.start()
+
+    def audio_in(self, samples: Samples) -> None:
+        now = self.clock.seconds()
+        self.timeline.note(len(samples), now)
+        self.mix.write(samples)
+        if self.asr is None:
+            return
+        if self.settings.echo_guard in ("gate", "both") and self._gate_closed(now):
+            self.gated_frames += 1
+            self.asr.feed(samples * 0)
+        else:
+            self.asr.feed(samples)
+
+    def stop(self) -> "Deferred[None] | None":
+        self._stopped = True
+        for d in list(self._inflight):
+            d.cancel()
+        if self.asr is not None:
+            return self.asr.finish()
+        return None
+
+    # -- echo guard ----------------------------------------------------------
+
+    def _gate_closed(self, now: float) -> bool:
+        # The caller (our source) is being played the other direction's
+        # translated speech: what the microphone hears now may be that.
+        own = self.source.output
+        if isinstance(own, OutputMix) and own.speech.playing:
+            self._gate_until = now + self.settings.gate_tail_ms / 1000
+            return True
+        return now < self._gate_until
+
+    def _is_echo(self, text: str, now: float) -> bool:
+        if self.settings.echo_guard not in ("text", "both"):
+            return False
+        heard = self.source.heard
+        window = self.settings.echo_window_s
+        for t, played in heard:
+            if now - t <= window and similarity(text, played) >= self.settings.echo_similarity:
+                return True
+        return False
+
+    # -- ASR -------------------------------------------------------------------
+
+    def _on_asr(self, event: Any) -> None:
+        try:
+            self._handle_asr(event)
+        except Exception:
+            self.log.failure("ASR event handling failed for {ext}", ext=self.source.extension)
+
+    def _handle_asr(self, event: Any) -> None:
+        if self._stopped:
+            return
+        if isinstance(event, Transcript):
+            self._transcript(event)
+        elif isinstance(event, UtteranceEnd):
+            self._end_of_utterance()
+        elif isinstance(event, EngineDown):
+            self._engine_down("asr", event.error)
+        elif isinstance(event, EngineUp):
+            self._engine_up("asr")
+
+    def _transcript(self, t: Transcript) -> None:
+        text = t.text.strip()
+        speech_end = self.timeline.time_at(t.end) if t.is_final else None
+        asr_ms = (t.received_at - speech_end) * 1000 if speech_end is not None else None
+        if text or t.is_final:
+            self.emit(
+                TranscriptEvent(
+                    self.call_id, self.source.extension, self.source.language, text,
+                    t.is_final, t.received_at, t.speech_final, asr_ms,
+                )
+            )
+        if not t.is_final:
+            return
+        if text:
+            if self._is_echo(text, t.received_at):
+                self.echo_dropped += 1
+                self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.source.language, text, "echo", t.received_at))
+            elif self.settings.granularity == "segment":
+                self._speak(text, speech_end, asr_ms, context=list(self._context) + self._segments)
+                self._segments.append(text)
+            else:
+                self._segments.append(text)
+                self._last_end, self._last_asr_ms = speech_end, asr_ms
+        if t.speech_final:
+            self._end_of_utterance()
+
+    def _end_of_utterance(self) -> None:
+        if not self._segments:
+            return
+        whole = " ".join(self._segments)
+        if self.settings.granularity == "utterance":
+            self._speak(whole, getattr(self, "_last_end", None), getattr(self, "_last_asr_ms", None), context=list(self._context))
+        self._context.append(whole)
+        self._segments = []
+
+    # -- MT and TTS ------------------------------------------------------------
+
+    def _speak(self, text: str, speech_end: Optional[float], asr_ms: Optional[float], context: list[str]) -> None:
+        self._uid += 1
+        u = self.queue.add(Utterance(self._uid))
+        p = _Pending(u, text, speech_end, asr_ms)
+        u.on_start = lambda u, p=p: self._playback_started(p)  # type: ignore[misc]
+        u.on_end = lambda u, p=p: self._playback_ended(p)  # type: ignore[misc]
+        if self.source.language.split("-")[0] == self.partner.language.split("-")[0]:
+            self._translated(text, p)
+            return
+        started = self.clock.seconds()
+        d = self._track(self.engines.mt.translate(text, self.source.language, self.partner.language, context))
+
+        def translated(result: str) -> None:
+            p.mt_ms = (self.clock.seconds() - started) * 1000
+            self._engine_up("mt")
+            self._translated(result, p)
+
+        d.addCallbacks(translated, lambda f: self._stage_failed("mt", f, p))
+        d.addErrback(self._bug)
+
+    def _translated(self, translation: str, p: _Pending) -> None:
+        if self._stopped or p.utterance.dropped:
+            p.utterance.finish()
+            return
+        now = self.clock.seconds()
+        p.utterance.text = translation
+        self.emit(
+            TranslationEvent(
+                self.call_id, self.source.extension, self.partner.language, translation,
+                p.source_text, self.source.language, p.utterance.uid, p.mt_ms or 0.0, now,
+            )
+        )
+        if not translation.strip():
+            p.utterance.finish()
+            return
+        p.tts_started = now
+
+        def on_audio(samples: Samples) -> None:
+            if p.first_audio is None:
+                p.first_audio = self.clock.seconds()
+            p.utterance.add(samples)
+            self.queue.enforce_bound()
+
+        d = self._track(self.engines.tts.synthesize(translation, self.partner.language, on_audio))
+
+        def spoken(_: Any) -> None:
+            p.utterance.finish()
+            self._engine_up("tts")
+
+        d.addCallbacks(spoken, lambda f: self._stage_failed("tts", f, p))
+        d.addErrback(self._bug)
+
+    def _track(self, d: "Deferred[Any]") -> "Deferred[Any]":
+        self._inflight.add(d)
+
+        def done(r: Any) -> Any:
+            self._inflight.discard(d)
+            return r
+
+        return d.addBoth(done)
+
+    def _stage_failed(self, stage: str, f: Failure, p: _Pending) -> None:
+        p.utterance.finish()
+        if self._stopped:
+            return
+        from twisted.internet.defer import CancelledError
+
+        if f.check(CancelledError):
+            return
+        err = f.value if isinstance(f.value, EngineError) else EngineError(stage, str(f.value))
+        if not isinstance(f.value, EngineError):
+            self.log.failure("{stage} failed unexpectedly", f, stage=stage)
+        self.emit(
+            UtteranceDropped(self.call_id, self.partner.extension, self.partner.language, p.source_text, "failed", self.clock.seconds())
+        )
+        self._engine_down(stage, err)
+
+    def _bug(self, f: Failure) -> None:
+        self.log.failure("translation pipeline bug", f)
+
+    # -- fallback ----------------------------------------------------------------
+
+    def _engine_down(self, stage: str, error: EngineError) -> None:
+        first = not self._down
+        known = stage in self._down
+        self._down[stage] = error
+        if known:
+            return
+        fallback = self.settings.fallback
+        if first and fallback == "relay":
+            self.mix.fallback = True
+        self.log.warn(
+            "{ext}: {stage} engine down ({error}); fallback {fallback}",
+            ext=self.source.extension, stage=stage, error=str(error), fallback=fallback,
+        )
+        self.emit(
+            EngineStatusEvent(
+                self.call_id, self.source.extension, error.engine if hasattr(error, "engine") else stage,
+                "down", fallback, str(error), bool(getattr(error, "retryable", True)), self.clock.seconds(),
+            )
+        )
+
+    def _engine_up(self, stage: str) -> None:
+        error = self._down.pop(stage, None)
+        if error is None:
+            return
+        if not self._down:
+            self.mix.fallback = False
+        self.log.info("{ext}: {stage} engine back", ext=self.source.extension, stage=stage)
+        self.emit(
+            EngineStatusEvent(
+                self.call_id, self.source.extension, error.engine, "up", "none", "", True, self.clock.seconds()
+            )
+        )
+
+    @property
+    def in_fallback(self) -> bool:
+        return bool(self._down)
+
+    # -- playback events -----------------------------------------------------------
+
+    def _playback_started(self, p: _Pending) -> None:
+        u = p.utterance
+        now = u.started_at or self.clock.seconds()
+        self.partner.heard.append((now, u.text))
+
+        def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
+            return (b - a) * 1000 if a is not None and b is not None else None
+
+        self.emit(
+            PlaybackStarted(
+                self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid, now,
+                p.asr_ms, p.mt_ms, ms(p.tts_started, p.first_audio), ms(p.first_audio, now), ms(p.speech_end, now),
+            )
+        )
+
+    def _playback_ended(self, p: _Pending) -> None:
+        u = p.utterance
+        now = self.clock.seconds()
+        self.partner.heard.append((now, u.text))
+        self.emit(
+            PlaybackEnded(
+                self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid,
+                now, (now - (u.started_at or now)) * 1000,
+            )
+        )
+
+    def _dropped_for_backlog(self, u: Utterance) -> None:
+        self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.partner.language, u.text, "backlog", self.clock.seconds()))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "engines": dict(self.engines.names),
+            "fallback": self.mix.fallback,
+            "down": {k: str(v) for k, v in self._down.items()},
+            "pending_ms": self.queue.pending_samples() * 1000 / SAMPLE_RATE,
+            "utterances": self._uid,
+            "dropped_backlog": self.queue.dropped,
+            "dropped_echo": self.echo_dropped,
+        }
+
+
+def translate_factory(engines: Engines, settings: TranslateSettings) -> Callable[[Leg, Leg, Any], IPipeline]:
+    """
+    A pipeline factory that translates between legs of different languages
+    and relays between legs of the same language.
+    """
+    from xlbridge.pipeline.relay import RelayPipeline
+
+    def factory(source: Leg, partner: Leg, call: Any) -> IPipeline:
+        if source.language.split("-")[0] == partner.language.split("-")[0]:
+            return RelayPipeline(source, partner)
+        return TranslatePipeline(source, partner, call, engines, settings)
+
+    return factory
