@@ -19,7 +19,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.audio.codecs import get_codec, make_encoder
-from xlbridge.audio.frame import FRAME_SAMPLES, Samples
+from xlbridge.audio.frame import Samples
 from xlbridge.rtp.packet import build, parse
 from xlbridge.testing import MemoryUDPReactor
 from xlbridge.tools.phone import (
@@ -421,3 +421,26 @@ class CommandLineErrorTests(SynchronousTestCase):
         )
         self.assertEqual(status, 1)
         self.assertIn("cannot bind", err)
+
+
+class EchoPathTests(SynchronousTestCase):
+    def test_heard_audio_comes_back_delayed_and_attenuated(self) -> None:
+        reactor = MemoryUDPReactor()
+        codec = get_codec("slin16")
+        phone = Phone(
+            reactor, np.zeros(320 * 20, dtype=np.int16), codec, ("127.0.0.1", 9),
+            echo_gain_db=-6.0206, echo_delay_ms=40,
+        )
+        port = reactor.listenUDP(0, phone, interface="127.0.0.1")
+        phone.play()
+        heard = np.full(320, 1000, dtype=np.int16)
+        port.deliver(build(118, 1, 0, 5, heard.astype(">i2").tobytes()), ("127.0.0.1", 9))
+        from xlbridge.testing import pump_ticks
+
+        pump_ticks(reactor, 6)
+        sent = [np.frombuffer(parse(s.data).payload, ">i2") for s in port.sent]
+        levels = [int(f[0]) for f in sent]
+        # Heard at t=0 (just after the first packet went out), it comes back
+        # in the packet sent 40 ms later, at half amplitude, once.
+        self.assertEqual(levels[:5], [0, 0, 500, 0, 0])
+        self.assertEqual(phone.echo_errors, 0)

@@ -61,7 +61,7 @@ class OptionsTests(SynchronousTestCase):
         for argv, word in [
             (["--ports", "7777,8888,9999"], "--ports"),
             (["--codec", "opus"], "--codec"),
-            (["--engines", "cloud"], "--engines"),
+            (["--engines", "cloud"], "DEEPGRAM_API_KEY"),
             (["--engines", "local"], "--engines"),
             (["--config", "/nonexistent.toml"], "--config"),
         ]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable, Iterable, Optional
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 from twisted.logger import Logger
 
@@ -139,6 +139,8 @@ class BridgeService(MultiService):
     :param reactor: provides ``IReactorUDP`` and ``IReactorTime``.
     :param pipeline_factory: per-direction pipeline; relay by default.
     :param observers: callables receiving every :data:`Event`.
+    :param services: more children (engines, the event log), started before
+        the calls and stopped after every call has ended.
     """
 
     log = Logger()
@@ -149,6 +151,7 @@ class BridgeService(MultiService):
         reactor: Any,
         pipeline_factory: Optional[PipelineFactory] = None,
         observers: Iterable[Callable[[Event], None]] = (),
+        services: Iterable[IService] = (),
     ) -> None:
         super().__init__()
         self.setName("xlbridge")
@@ -169,6 +172,8 @@ class BridgeService(MultiService):
         for ext, listener in self.listeners.items():
             listener.setName(f"rtp-{ext}")
             listener.setServiceParent(self)
+        for service in services:
+            service.setServiceParent(self)
         self.egress.setName("egress")
         self.egress.setServiceParent(self)
         self.calls.setServiceParent(self)

@@ -18,6 +18,7 @@ import attrs
 
 from xlbridge.audio.codecs import CODEC_NAMES, Codec, get_codec
 from xlbridge.errors import ConfigError
+from xlbridge.pipeline.translate import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
 
 ENGINES = ("auto", "cloud", "local", "relay")
 
@@ -54,6 +55,11 @@ class BridgeConfig:
     call_timeout: float = 10.0
     relay_buffer_ms: int = 200
     max_burst: int = 3
+    events: str | None = None
+    translation: TranslateSettings = TranslateSettings()
+    #: Raw ``[deepgram]``, ``[deepl]``, ``[elevenlabs]`` tables of the TOML
+    #: file; each engine validates its own.
+    engine_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     def codec_in(self) -> Codec:
         """
@@ -208,6 +214,17 @@ def _text(option: str, value: Any) -> str:
     return str(value).strip()
 
 
+def _level_or_off(low: float, high: float) -> Callable[[str, Any], Any]:
+    number = _number(float, low, high)
+
+    def parse(option: str, value: Any) -> Any:
+        if value is False or str(value).strip().lower() in ("off", "none", "no", "false"):
+            return None
+        return number(option, value)
+
+    return parse
+
+
 #: option name -> (TOML section, TOML key, parser)
 SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "ports": ("bridge", "ports", lambda o, v: v),
@@ -222,10 +239,21 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "relay-buffer-ms": ("media", "relay_buffer_ms", _number(int, 20, 10000)),
     "max-burst": ("media", "max_burst", _number(int, 1, 50)),
     "call-timeout": ("calls", "inactivity_timeout", _number(float, 0.1, 86400)),
+    "events": ("bridge", "events", _text),
+    "granularity": ("translation", "granularity", _choice(GRANULARITIES)),
+    "backlog": ("translation", "backlog_s", _number(float, 1, 600)),
+    "echo-guard": ("translation", "echo_guard", _choice(ECHO_GUARDS)),
+    "fallback": ("translation", "fallback", _choice(FALLBACKS)),
+    "comfort-noise": ("translation", "comfort_noise_dbfs", _level_or_off(-120, -20)),
+    "bed": ("translation", "bed_db", _level_or_off(-60, 0)),
+    "gain": ("translation", "gain_db", _number(float, -40, 20)),
 }
 
-#: TOML sections this version knows (other issues add engines, monitor, ...).
-SECTIONS = ("bridge", "media", "calls")
+#: Engine sections: passed whole to the engine's settings class.
+ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs")
+
+#: TOML sections this version knows.
+SECTIONS = ("bridge", "media", "calls", "translation") + ENGINE_SECTIONS
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -246,6 +274,9 @@ def read_toml(path: str) -> dict[str, Any]:
     for section, table in data.items():
         if section not in SECTIONS or not isinstance(table, dict):
             raise ConfigError("config", f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        if section in ENGINE_SECTIONS:
+            out.setdefault("_engines", {})[section] = dict(table)
+            continue
         for key, value in table.items():
             opt = by_key.get((section, key))
             if opt is None:
@@ -260,10 +291,16 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     (``None`` means "not given") into a validated :class:`BridgeConfig`.
     """
     merged: dict[str, Any] = read_toml(path) if path else {}
+    engine_options = merged.pop("_engines", {})
     merged.update({k: v for k, v in cli.items() if v is not None and k in SETTINGS})
     values: dict[str, Any] = {}
     for opt, value in merged.items():
         values[opt] = SETTINGS[opt][2](opt, value)
+    translation_keys = {
+        "granularity": "granularity", "backlog": "backlog_s", "echo-guard": "echo_guard",
+        "fallback": "fallback", "comfort-noise": "comfort_noise_dbfs", "bed": "bed_db", "gain": "gain_db",
+    }
+    translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 
     ports_spec = values.get("ports", "7777,8888")
     if isinstance(ports_spec, list):
@@ -295,4 +332,7 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
         call_timeout=values.get("call-timeout", 10.0),
         relay_buffer_ms=values.get("relay-buffer-ms", 200),
         max_burst=values.get("max-burst", 3),
+        events=values.get("events") or None,
+        translation=translation,
+        engine_options=engine_options,
     )

@@ -7,7 +7,8 @@ tools) may fall back to the global reactor; everything else takes one.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Any, Callable, Optional
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -16,7 +17,11 @@ from twisted.python import usage
 from xlbridge.audio.codecs import CODEC_NAMES
 from xlbridge.bridge import BridgeService
 from xlbridge.config import ENGINES, BridgeConfig, load_config
+from xlbridge.engines.select import choose_engines, missing_keys
 from xlbridge.errors import ConfigError
+from xlbridge.eventlog import EventLogService
+from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, TranscriptEvent, UtteranceDropped
+from xlbridge.pipeline.translate import translate_factory
 
 log = Logger()
 
@@ -57,6 +62,19 @@ class Options(usage.Options):
         ["relay-buffer-ms", None, None, "Bound of each leg's outbound buffer in relay mode, ms. [default: 200]"],
         ["max-burst", None, None, "Most packets per leg sent in one tick to catch up after a stall. [default: 3]"],
         ["call-timeout", None, None, "Seconds without audio on either leg before a call ends. [default: 10]"],
+        ["events", None, None, "Write every transcript, translation and playback event to PATH as JSON lines."],
+        ["granularity", None, None,
+         "segment: translate and speak each final ASR segment at once; utterance: wait for the "
+         "end of the utterance. [default: segment]"],
+        ["backlog", None, None, "Most seconds of pending translated speech per listener. [default: 10]"],
+        ["echo-guard", None, None, "text|gate|both|off: keep a caller's own translated speech from "
+         "being translated back. [default: text]"],
+        ["fallback", None, None, "relay|silence: what the listener hears while an engine is down. "
+         "[default: relay]"],
+        ["comfort-noise", None, None, "Comfort noise level in dBFS between translations, or off. [default: -60]"],
+        ["bed", None, None, "Level in dB of the partner's original voice under translations, or off. "
+         "[default: off]"],
+        ["gain", None, None, "Output gain of translated speech in dB. [default: 0]"],
     ]
 
     def postOptions(self) -> None:
@@ -66,11 +84,19 @@ class Options(usage.Options):
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
-        if self.config.engines in ("cloud", "local"):
+        engines = self.config.engines
+        if engines == "local":
             raise usage.UsageError(
-                f"--engines: {self.config.engines!r} engines are not available in this version yet; "
-                "use --engines relay (each caller hears the other's own voice)"
+                "--engines: local engines are not available in this version yet; use --engines cloud "
+                "(with keys) or --engines relay (each caller hears the other's own voice)"
             )
+        if engines == "cloud":
+            missing = missing_keys(os.environ, self.config.engine_options)
+            if missing:
+                raise usage.UsageError(
+                    f"--engines cloud needs API keys: set {', '.join(missing)} "
+                    "(or api_key/auth_key in the TOML file's engine sections)"
+                )
 
 
 def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
@@ -84,11 +110,23 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         reactor = global_reactor
     config: BridgeConfig = options.config
-    if config.engines == "auto":
-        log.warn(
-            "--engines auto: no translation engines are available in this version; "
-            "relaying each caller's voice untranslated"
-        )
+    try:
+        choice = choose_engines(config.engines, reactor, os.environ, config.engine_options)
+    except ConfigError as e:
+        raise usage.UsageError(str(e)) from None
+    for warning in choice.warnings:
+        log.warn("{warning}", warning=warning)
+    services: list[IService] = list(choice.services)
+    observers: list[Callable[[Event], None]] = [log_event]
+    if config.events:
+        eventlog = EventLogService(config.events, reactor)
+        services.append(eventlog)
+        observers.append(eventlog)
+    factory = (
+        translate_factory(choice.engines, config.translation) if choice.engines is not None else None
+    )
+    if choice.engines is not None:
+        log.info("engines: {names}", names=", ".join(f"{k}={v}" for k, v in choice.engines.names.items()))
     for pair in config.pairs[:4]:
         log.info(
             "pair {a} (port {pa}, {la}) <-> {b} (port {pb}, {lb})",
@@ -101,4 +139,39 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         "codec {codec} in, {reply} back, on {iface}",
         codec=config.codec, reply=config.reply_codec, iface=config.interface,
     )
-    return BridgeService(config, reactor)
+    return BridgeService(config, reactor, pipeline_factory=factory, observers=observers, services=services)
+
+
+def log_event(event: Event) -> None:
+    """
+    Log what an operator watching the console wants to see: final
+    transcripts, translations with latency, engine trouble, dropped speech.
+    """
+    if isinstance(event, TranscriptEvent):
+        if event.is_final and event.text:
+            log.info("{ext} said: {text}", ext=event.extension, text=event.text, call_id=event.call_id)
+    elif isinstance(event, PlaybackStarted):
+        log.info(
+            "{ext} hears ({lang}): {text} [total {total} ms: asr {asr}, mt {mt}, tts {tts}, queue {queue}]",
+            ext=event.extension, lang=event.language, text=event.text, call_id=event.call_id,
+            total=_ms(event.total_ms), asr=_ms(event.asr_ms), mt=_ms(event.mt_ms),
+            tts=_ms(event.tts_first_byte_ms), queue=_ms(event.queue_wait_ms),
+        )
+    elif isinstance(event, EngineStatusEvent):
+        if event.state == "down":
+            log.warn(
+                "{ext}: {engine} down ({error}); listener hears: {fallback}",
+                ext=event.extension, engine=event.engine, error=event.error, fallback=event.fallback,
+                call_id=event.call_id,
+            )
+        else:
+            log.info("{ext}: {engine} back", ext=event.extension, engine=event.engine, call_id=event.call_id)
+    elif isinstance(event, UtteranceDropped):
+        log.info(
+            "{ext}: dropped ({reason}): {text}", ext=event.extension, reason=event.reason, text=event.text,
+            call_id=event.call_id,
+        )
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"

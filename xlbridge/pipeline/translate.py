@@ -32,7 +32,7 @@ import difflib
 import re
 from bisect import bisect_left
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -63,6 +63,9 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.interfaces import IPipeline
+
+if TYPE_CHECKING:
+    from xlbridge.call.service import PipelineFactory
 
 GRANULARITIES = ("segment", "utterance")
 ECHO_GUARDS = ("text", "gate", "both", "off")
@@ -494,7 +497,7 @@ class TranslatePipeline:
         }
 
 
-def translate_factory(engines: Engines, settings: TranslateSettings) -> Callable[[Leg, Leg, Any], IPipeline]:
+def translate_factory(engines: Engines, settings: TranslateSettings) -> "PipelineFactory":
     """
     A pipeline factory that translates between legs of different languages
     and relays between legs of the same language.

@@ -27,14 +27,10 @@ from __future__ import annotations
 import argparse
 import secrets
 import socket
-import struct
 import sys
-import wave
 from typing import Any, Mapping, Optional, Sequence
 
-import attrs
 import numpy as np
-import numpy.typing as npt
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
@@ -44,19 +40,17 @@ from twisted.python.failure import Failure
 from xlbridge.audio.codecs import (
     CODEC_NAMES,
     Codec,
-    CodecError,
-    Decoder,
-    codec_for_payload_type,
     get_codec,
     make_decoder,
     make_encoder,
 )
-from xlbridge.audio.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Samples
-from xlbridge.audio.resample import resample
-from xlbridge.rtp.packet import RTPParseError, build, parse
-from xlbridge.rtp.seq import RESYNC_JUMP, seq_diff
+from xlbridge.audio.frame import FRAME_MS, SAMPLE_RATE, Samples
+from xlbridge.audio.wavfile import WavError, load_wav, noise, save_wav, tone
+from xlbridge.rtp.packet import build
+from xlbridge.tools.recorder import PacketRecord, PhoneReport, Recorder
 
 __all__ = [
+    "PacketRecord",
     "Phone",
     "PhoneReport",
     "Recorder",
@@ -69,289 +63,6 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
-
-#: One received RTP packet as kept in :attr:`PhoneReport.packets`:
-#: ``(arrival_time, seq, timestamp, pt, marker, payload_len)``.
-PacketRecord = tuple[float, int, int, int, bool, int]
-
-_Float = npt.NDArray[np.float64]
-
-
-# --- the report ---------------------------------------------------------------
-
-
-@attrs.frozen
-class PhoneReport:
-    """
-    What a phone sent and what came back.
-
-    :ivar packets_sent: RTP packets written to the socket.
-    :ivar send_errors: writes that failed (not counted as sent).
-    :ivar packets_received: valid RTP packets received, duplicates included.
-    :ivar lost: sequence numbers never received, summed over SSRCs (the span
-        from the lowest to the highest extended sequence number of each SSRC,
-        minus the distinct ones received; 16-bit wraparound aware).
-    :ivar duplicates: packets whose sequence number was already received.
-    :ivar reordered: packets that arrived after a higher sequence number of
-        the same SSRC (late, but not duplicates).
-    :ivar malformed: datagrams that are not RTP, plus payloads that failed
-        to decode.
-    :ivar unknown_pt: packets whose payload type has no known codec (not
-        decoded; they still count for sequence statistics).
-    :ivar jitter_ms: RFC 3550 A.8 interarrival jitter of the last stream
-        that updated it, at the end, in milliseconds.
-    :ivar jitter_max_ms: the largest value that jitter estimate reached, in
-        milliseconds, over all streams.
-    :ivar max_gap_ms: largest interval between two consecutive packet
-        arrivals, in milliseconds (0 with fewer than two packets).
-    :ivar payload_types: every payload type received.
-    :ivar ssrcs: number of distinct SSRCs received.
-    :ivar audio: the received audio, 16 kHz mono int16 native order; streams
-        in order of first arrival, each in sequence order, with silence in
-        place of missing packets.
-    :ivar packets: every valid packet received, in arrival order, as
-        ``(arrival_time, seq, timestamp, pt, marker, payload_len)``.
-    """
-
-    packets_sent: int
-    packets_received: int
-    lost: int
-    duplicates: int
-    reordered: int
-    malformed: int
-    jitter_ms: float
-    jitter_max_ms: float
-    max_gap_ms: float
-    payload_types: frozenset[int]
-    audio: Samples = attrs.field(eq=False, repr=lambda a: f"<{len(a)} samples>")
-    packets: list[PacketRecord] = attrs.field(factory=list, repr=False)
-    unknown_pt: int = 0
-    send_errors: int = 0
-    ssrcs: int = 0
-
-    @property
-    def seconds_recorded(self) -> float:
-        """Length of :attr:`audio` in seconds."""
-        return len(self.audio) / SAMPLE_RATE
-
-    def summary(self) -> str:
-        """
-        A human-readable multi-line summary, as the command line prints it.
-        """
-        pts = ", ".join(str(pt) for pt in sorted(self.payload_types)) or "none"
-        lines = [
-            f"packets sent:      {self.packets_sent}"
-            + (f" ({self.send_errors} send errors)" if self.send_errors else ""),
-            f"packets received:  {self.packets_received}",
-            f"lost:              {self.lost}",
-            f"duplicates:        {self.duplicates}",
-            f"reordered:         {self.reordered}",
-            f"malformed:         {self.malformed}",
-            f"jitter:            {self.jitter_ms:.2f} ms (max {self.jitter_max_ms:.2f} ms)",
-            f"largest gap:       {self.max_gap_ms:.1f} ms",
-            f"payload types:     {pts}",
-            f"seconds recorded:  {self.seconds_recorded:.2f}",
-        ]
-        if self.unknown_pt:
-            lines.insert(6, f"unknown PT:        {self.unknown_pt}")
-        return "\n".join(lines)
-
-
-# --- receiving ------------------------------------------------------------------
-
-
-def _signed32(x: int) -> int:
-    """Map a 32-bit modular difference into ``-2**31 .. 2**31 - 1``."""
-    return ((x + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-
-
-class _Stream:
-    """
-    Receive state of one SSRC.
-
-    Sequence numbers are extended past 16 bits relative to the highest one
-    seen (RFC 3550 A.1 without the probation), so wraparound is a step of +1.
-    """
-
-    __slots__ = (
-        "ssrc", "max_ext", "min_ext", "seen", "payloads",
-        "prev_arrival", "prev_ts", "rate", "jitter",
-    )
-
-    def __init__(self, ssrc: int, seq: int) -> None:
-        self.ssrc = ssrc
-        self.max_ext = seq
-        self.min_ext = seq
-        self.seen: set[int] = set()
-        #: extended seq -> (pt, payload), first copy only
-        self.payloads: dict[int, tuple[int, bytes]] = {}
-        self.prev_arrival: Optional[float] = None
-        self.prev_ts = 0
-        self.rate = 0
-        self.jitter = 0.0  # RFC 3550 J, in RTP clock units
-
-    def extend(self, seq: int) -> int:
-        return self.max_ext + seq_diff(seq, self.max_ext & 0xFFFF)
-
-
-class Recorder:
-    """
-    Sans-I/O receive side of a phone: fed datagrams with their arrival time,
-    it keeps what :class:`PhoneReport` needs.
-
-    :param codecs: payload type -> codec used to decode (and for the RTP
-        clock rate of jitter) before falling back to
-        :func:`~xlbridge.audio.codecs.codec_for_payload_type`.
-    """
-
-    def __init__(self, codecs: Optional[Mapping[int, Codec]] = None) -> None:
-        self.codecs: dict[int, Codec] = dict(codecs or {})
-        self.streams: dict[int, _Stream] = {}  # insertion order = first arrival
-        self.packets: list[PacketRecord] = []
-        self.malformed = 0
-        self.duplicates = 0
-        self.reordered = 0
-        self.unknown_pt = 0
-        self.payload_types: set[int] = set()
-        self.max_gap = 0.0
-        self.last_jitter_ms = 0.0
-        self.max_jitter_ms = 0.0
-        self._last_arrival: Optional[float] = None
-
-    def codec_for(self, pt: int) -> Optional[Codec]:
-        """The codec used for payload type ``pt``, or ``None``."""
-        return self.codecs.get(pt) or codec_for_payload_type(pt)
-
-    def receive(self, data: bytes, arrival: float) -> None:
-        """
-        Take one datagram that arrived at ``arrival`` (seconds, any epoch).
-        Never raises: anything that is not RTP is counted as malformed.
-        """
-        try:
-            self._receive(data, arrival)
-        except RTPParseError:
-            self.malformed += 1
-        except Exception:
-            # Defensive: a receive path must never raise into the reactor.
-            self.malformed += 1
-
-    def _receive(self, data: bytes, arrival: float) -> None:
-        pkt = parse(data)
-        pt = pkt.payload_type
-        self.packets.append(
-            (arrival, pkt.sequence, pkt.timestamp, pt, pkt.marker, len(pkt.payload))
-        )
-        self.payload_types.add(pt)
-        if self._last_arrival is not None:
-            self.max_gap = max(self.max_gap, arrival - self._last_arrival)
-        self._last_arrival = arrival
-
-        stream = self.streams.get(pkt.ssrc)
-        if stream is None:
-            stream = self.streams[pkt.ssrc] = _Stream(pkt.ssrc, pkt.sequence)
-        ext = stream.extend(pkt.sequence)
-        if ext in stream.seen:
-            self.duplicates += 1
-            return
-        if ext < stream.max_ext:
-            self.reordered += 1
-        stream.seen.add(ext)
-        stream.max_ext = max(stream.max_ext, ext)
-        stream.min_ext = min(stream.min_ext, ext)
-        stream.payloads[ext] = (pt, pkt.payload)
-
-        codec = self.codec_for(pt)
-        if codec is None:
-            self.unknown_pt += 1
-            return
-        self._jitter(stream, codec.clock_rate, arrival, pkt.timestamp)
-
-    def _jitter(self, s: _Stream, rate: int, arrival: float, ts: int) -> None:
-        # RFC 3550 A.8: D = (R_j - R_i) - (S_j - S_i) in timestamp units,
-        # J += (|D| - J) / 16.  A change of clock rate restarts the estimate.
-        if s.prev_arrival is not None and s.rate == rate:
-            d = (arrival - s.prev_arrival) * rate - _signed32(ts - s.prev_ts)
-            s.jitter += (abs(d) - s.jitter) / 16.0
-        elif s.rate != rate:
-            s.jitter = 0.0
-        s.prev_arrival, s.prev_ts, s.rate = arrival, ts, rate
-        ms = s.jitter * 1000.0 / rate
-        self.last_jitter_ms = ms
-        self.max_jitter_ms = max(self.max_jitter_ms, ms)
-
-    @property
-    def lost(self) -> int:
-        """Missing sequence numbers, summed over SSRCs."""
-        return sum(s.max_ext - s.min_ext + 1 - len(s.seen) for s in self.streams.values())
-
-    def decode(self) -> tuple[Samples, int]:
-        """
-        Decode everything received so far.
-
-        Each SSRC is decoded in extended-sequence order, with one fresh
-        decoder per (SSRC, payload type); a sequence gap becomes silence as
-        long as the stream's last decoded packet (at most
-        :data:`~xlbridge.rtp.seq.RESYNC_JUMP` packets of it), as does a
-        packet that does not decode or has an unknown payload type.
-
-        :return: the audio (16 kHz int16) and the number of payloads that
-            failed to decode.
-        """
-        chunks: list[Samples] = []
-        bad = 0
-        for s in self.streams.values():
-            decoders: dict[int, Decoder] = {}
-            frame = FRAME_SAMPLES
-            prev: Optional[int] = None
-            for ext in sorted(s.payloads):
-                pt, payload = s.payloads[ext]
-                if prev is not None and ext - prev > 1:
-                    missing = min(ext - prev - 1, RESYNC_JUMP)
-                    chunks.append(np.zeros(missing * frame, dtype=np.int16))
-                prev = ext
-                codec = self.codec_for(pt)
-                if codec is None:
-                    chunks.append(np.zeros(frame, dtype=np.int16))
-                    continue
-                dec = decoders.get(pt)
-                if dec is None:
-                    dec = decoders[pt] = make_decoder(codec)
-                try:
-                    samples = dec.decode(payload)
-                except CodecError:
-                    bad += 1
-                    chunks.append(np.zeros(frame, dtype=np.int16))
-                    continue
-                if len(samples):
-                    frame = len(samples)
-                chunks.append(np.asarray(samples, dtype=np.int16))
-        if not chunks:
-            return np.zeros(0, dtype=np.int16), bad
-        return np.concatenate(chunks), bad
-
-    def report(self, packets_sent: int = 0, send_errors: int = 0) -> PhoneReport:
-        """Summarise what was received so far."""
-        audio, bad = self.decode()
-        return PhoneReport(
-            packets_sent=packets_sent,
-            packets_received=len(self.packets),
-            lost=self.lost,
-            duplicates=self.duplicates,
-            reordered=self.reordered,
-            malformed=self.malformed + bad,
-            jitter_ms=self.last_jitter_ms,
-            jitter_max_ms=self.max_jitter_ms,
-            max_gap_ms=self.max_gap * 1000.0,
-            payload_types=frozenset(self.payload_types),
-            audio=audio,
-            packets=list(self.packets),
-            unknown_pt=self.unknown_pt,
-            send_errors=send_errors,
-            ssrcs=len(self.streams),
-        )
-
-
-# --- the phone --------------------------------------------------------------------
 
 
 def _random32() -> int:
@@ -394,6 +105,8 @@ class Phone(DatagramProtocol):
         seq: Optional[int] = None,
         ts: Optional[int] = None,
         codecs: Optional[Mapping[int, Codec]] = None,
+        echo_gain_db: Optional[float] = None,
+        echo_delay_ms: int = 200,
     ) -> None:
         x = np.asarray(audio)
         if x.ndim != 1:
@@ -439,6 +152,13 @@ class Phone(DatagramProtocol):
         self._tail_call: Optional[IDelayedCall] = None
         self._done: Optional[Deferred[PhoneReport]] = None
         self._finished = False
+        # Echo path: what the phone hears comes back into its microphone,
+        # ``echo_delay_ms`` later and ``echo_gain_db`` quieter (a
+        # speakerphone).  Bounded to two seconds of audio.
+        self.echo_gain = 10 ** (echo_gain_db / 20) if echo_gain_db is not None else None
+        self._echo = bytearray(bytes(2 * SAMPLE_RATE * echo_delay_ms // 1000))
+        self._echo_decoders: dict[int, Any] = {}
+        self.echo_errors = 0
 
     # -- sending -------------------------------------------------------------
 
@@ -486,8 +206,37 @@ class Phone(DatagramProtocol):
             if not self._finished and self._tail_call is None:
                 self._tail_call = self.clock.callLater(self.tail, self._finish)
 
+    def _echo_frame(self, frame: Samples) -> Samples:
+        n = len(frame) * 2
+        chunk = bytes(self._echo[:n])
+        del self._echo[:n]
+        if len(chunk) < n:
+            chunk += bytes(n - len(chunk))
+        heard = np.frombuffer(chunk, dtype=np.int16).astype(np.float32) * (self.echo_gain or 0.0)
+        return np.clip(frame.astype(np.float32) + heard, -32768, 32767).astype(np.int16)
+
+    def _hear_echo(self, datagram: bytes) -> None:
+        try:
+            pt = datagram[1] & 0x7F
+            codec = self.recorder.codec_for(pt)
+            if codec is None or len(datagram) < 12:
+                return
+            decoder = self._echo_decoders.get(pt)
+            if decoder is None:
+                decoder = self._echo_decoders[pt] = make_decoder(codec)
+            self._echo += decoder.decode(datagram[12:]).tobytes()
+            excess = len(self._echo) - 4 * SAMPLE_RATE
+            if excess > 0:
+                del self._echo[:excess]
+        except Exception:
+            # The recorder counts malformed input; the echo path skips it.
+            self.echo_errors += 1
+
     def _send(self, i: int) -> None:
-        payload = self._encoder.encode(self.frames[i])
+        frame = self.frames[i]
+        if self.echo_gain is not None:
+            frame = self._echo_frame(frame)
+        payload = self._encoder.encode(frame)
         packet = build(
             self.codec.payload_type,
             (self.first_seq + i) & 0xFFFF,
@@ -552,175 +301,14 @@ class Phone(DatagramProtocol):
             self.recorder.receive(datagram, self.clock.seconds())
         except Exception:
             self.recorder.malformed += 1
+        if self.echo_gain is not None:
+            self._hear_echo(datagram)
 
     def stopProtocol(self) -> None:
         # The port closed under us: report what we have.
         self._finish()
 
 
-# --- signals and WAV files --------------------------------------------------------
-
-
-def _check_seconds(seconds: float) -> int:
-    if not seconds >= 0:
-        raise ValueError(f"seconds must be >= 0, got {seconds!r}")
-    return int(round(seconds * SAMPLE_RATE))
-
-
-def _check_level(level: float) -> float:
-    if not 0.0 <= level <= 1.0:
-        raise ValueError(f"level must be 0..1 of full scale, got {level!r}")
-    return level
-
-
-def _to_int16(y: _Float) -> Samples:
-    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
-
-
-def tone(freq: float, seconds: float, level: float = 0.3) -> Samples:
-    """
-    A sine tone.
-
-    :param freq: frequency in Hz, below 8000 (the Nyquist frequency).
-    :param seconds: duration.
-    :param level: peak amplitude as a fraction of full scale (0..1).
-    :return: 16 kHz mono int16, starting at phase 0.
-    """
-    if not 0 < freq < SAMPLE_RATE / 2:
-        raise ValueError(f"tone frequency must be in (0, {SAMPLE_RATE // 2}) Hz, got {freq!r}")
-    n = _check_seconds(seconds)
-    amp = _check_level(level) * 32767.0
-    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
-    return _to_int16(amp * np.sin(2.0 * np.pi * freq * t))
-
-
-def noise(
-    seconds: float, level: float = 0.3, seed: int = 0, lowpass_hz: Optional[float] = None
-) -> Samples:
-    """
-    Deterministic white noise (the same ``seed`` gives the same samples).
-
-    :param seconds: duration.
-    :param level: peak amplitude as a fraction of full scale (0..1).
-    :param seed: seed of ``numpy.random.default_rng``.
-    :param lowpass_hz: if given, remove everything above this frequency (an
-        ideal FFT brick-wall filter), then rescale to ``level`` peak; e.g.
-        3400 for telephone-band noise that survives narrowband codecs.
-    :return: 16 kHz mono int16.
-    """
-    n = _check_seconds(seconds)
-    amp = _check_level(level) * 32767.0
-    x = np.random.default_rng(seed).uniform(-1.0, 1.0, n)
-    if lowpass_hz is not None and n:
-        if not 0 < lowpass_hz:
-            raise ValueError(f"lowpass_hz must be positive, got {lowpass_hz!r}")
-        spectrum = np.fft.rfft(x)
-        spectrum[np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE) > lowpass_hz] = 0
-        x = np.fft.irfft(spectrum, n)
-        peak = np.abs(x).max()
-        if peak > 0:
-            x /= peak
-    return _to_int16(amp * x)
-
-
-class WavError(ValueError):
-    """A file is not a WAV file this module can read."""
-
-
-#: WAVE format tags: integer PCM, IEEE float, WAVE_FORMAT_EXTENSIBLE.
-_PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
-
-
-def _wav_samples(data: bytes, fmt: int, bits: int) -> _Float:
-    """Decode little-endian WAV sample data to float64 in int16 scale."""
-    if fmt == _PCM and bits == 8:  # unsigned, offset 128
-        return (np.frombuffer(data, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
-    if fmt == _PCM and bits == 16:
-        return np.frombuffer(data, dtype="<i2").astype(np.float64)
-    if fmt == _PCM and bits == 24:
-        b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)
-        return v.astype(np.float64) / 256.0
-    if fmt == _PCM and bits == 32:
-        return np.frombuffer(data, dtype="<i4").astype(np.float64) / 65536.0
-    if fmt == _FLOAT and bits in (32, 64):
-        dtype = "<f4" if bits == 32 else "<f8"
-        return np.frombuffer(data, dtype=dtype).astype(np.float64) * 32768.0
-    kind = {_PCM: "integer PCM", _FLOAT: "float"}.get(fmt, f"format tag 0x{fmt:04x}")
-    raise WavError(f"unsupported WAV encoding: {bits}-bit {kind}")
-
-
-def load_wav(path: str) -> Samples:
-    """
-    Read a WAV file as internal audio.
-
-    Reads 8-bit (unsigned), 16-, 24- and 32-bit integer PCM and 32/64-bit
-    float, any sample rate and channel count (also WAVE_FORMAT_EXTENSIBLE).
-    Channels are averaged to mono and the result is resampled to 16 kHz
-    with :func:`xlbridge.audio.resample.resample`.
-
-    :param path: the file.
-    :return: 16 kHz mono int16, native byte order.
-    :raises OSError: if the file cannot be read.
-    :raises WavError: if it is not a WAV file this function understands.
-    """
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
-        raise WavError(f"{path}: not a RIFF/WAVE file")
-    fmt_chunk: Optional[bytes] = None
-    data: Optional[bytes] = None
-    pos = 12
-    while pos + 8 <= len(blob):
-        cid = blob[pos : pos + 4]
-        (size,) = struct.unpack_from("<I", blob, pos + 4)
-        body = blob[pos + 8 : pos + 8 + size]  # truncated if the file is short
-        if cid == b"fmt ":
-            fmt_chunk = body
-        elif cid == b"data":
-            data = body
-            if fmt_chunk is not None:
-                break
-        pos += 8 + size + (size & 1)
-    if fmt_chunk is None or len(fmt_chunk) < 16:
-        raise WavError(f"{path}: no valid 'fmt ' chunk")
-    if data is None:
-        raise WavError(f"{path}: no 'data' chunk")
-    fmt, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", fmt_chunk)
-    if fmt == _EXTENSIBLE:
-        if len(fmt_chunk) < 26:
-            raise WavError(f"{path}: truncated WAVE_FORMAT_EXTENSIBLE header")
-        (fmt,) = struct.unpack_from("<H", fmt_chunk, 24)  # sub-format GUID's first field
-    if channels < 1 or rate < 1 or bits < 8 or bits % 8:
-        raise WavError(f"{path}: bad header ({channels} channels, {rate} Hz, {bits} bits)")
-    block = channels * bits // 8
-    data = data[: len(data) - len(data) % block]
-    try:
-        x = _wav_samples(data, fmt, bits)
-    except WavError as e:
-        raise WavError(f"{path}: {e}") from None
-    mono = _to_int16(x.reshape(-1, channels).mean(axis=1))
-    if rate != SAMPLE_RATE:
-        mono = resample(mono, rate, SAMPLE_RATE)
-    return mono
-
-
-def save_wav(path: str, samples: Samples, rate: int = SAMPLE_RATE) -> None:
-    """
-    Write mono 16-bit PCM WAV (little-endian, as RIFF requires).
-
-    :param path: the file to create or overwrite.
-    :param samples: int16 samples at ``rate`` (not resampled).
-    :param rate: sample rate in Hz to put in the header.
-    :raises OSError: if the file cannot be written.
-    """
-    x = np.asarray(samples, dtype=np.int16)
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(x.astype("<i2").tobytes())
 
 
 # --- command line -------------------------------------------------------------------
@@ -773,6 +361,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="OUT.wav", help="write received audio here (16 kHz mono)")
     p.add_argument("--tail", type=float, default=2.0, help="seconds to listen after the last packet (default 2)")
     p.add_argument("--bind", default="127.0.0.1:0", metavar="HOST:PORT", help="local address (default 127.0.0.1:0)")
+    p.add_argument(
+        "--echo", type=float, metavar="DB",
+        help="speakerphone echo: mix what the phone hears back into what it sends, DB quieter (e.g. -10)",
+    )
+    p.add_argument("--echo-delay", type=int, default=200, metavar="MS", help="echo delay in ms (default 200)")
     return p
 
 
@@ -812,7 +405,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from twisted.internet.error import CannotListenError, ReactorNotRunning
 
     reactor: Any = _reactor
-    phone = Phone(reactor, audio, codec, target, tail=args.tail)
+    phone = Phone(
+        reactor, audio, codec, target, tail=args.tail, echo_gain_db=args.echo, echo_delay_ms=args.echo_delay
+    )
     try:
         port = reactor.listenUDP(bind[1], phone, interface=bind[0])
     except CannotListenError as e:
