@@ -394,7 +394,7 @@ class ClientStateTests(SynchronousTestCase):
         p = self.open()
         self.asr.feed(x[1000:])
         sizes = [len(b) for b in p.binaries()]
-        self.assertEqual(set(sizes), {1280})  # 40 ms each, the remainder waits
+        self.assertEqual(set(sizes), {640})  # 20 ms each (the default), the remainder waits
         self.assertEqual(b"".join(p.binaries()), x[:len(sizes) * 640].astype("<i2").tobytes())
         self.assertEqual(p.texts(), [])
         self.clock.advance(3.9)
@@ -414,7 +414,7 @@ class ClientStateTests(SynchronousTestCase):
         self.asr.feed(np.ones(700, np.int16))
         d = self.asr.finish()
         self.assertNoResult(d)
-        self.assertEqual([len(b) for b in p.binaries()], [1280, 640])  # 60 samples padded to 20 ms
+        self.assertEqual([len(b) for b in p.binaries()], [640, 640, 640])  # 60 samples padded to 20 ms
         self.assertEqual(p.texts(), ["Finalize", "CloseStream"])
         self.asr.ws_message(p, results("x", 0, 0.06, is_final=True).encode(), False)  # type: ignore[arg-type]
         self.asr.ws_close(p, True, 1000, None)  # type: ignore[arg-type]

@@ -114,7 +114,10 @@ class DeepgramSettings:
     :ivar keepalive_s: seconds without sending anything before a
         ``KeepAlive`` goes out (Deepgram closes after ~10 s, trap T4).
     :ivar replay_s: seconds of audio kept for replay after a reconnect.
-    :ivar chunk_ms: audio per binary message, 20..100 ms.
+    :ivar chunk_ms: audio per binary message, 20..100 ms.  20 (the default)
+        forwards every RTP packet at once: larger messages save frames but
+        hold the first packet of each message back by up to
+        ``chunk_ms - 20`` ms before Deepgram sees it.
     :ivar backoff_initial_s: first reconnect delay, seconds (before jitter).
     :ivar backoff_max_s: largest reconnect delay, seconds.
     :ivar backoff_factor: growth of the delay per consecutive failure.
@@ -134,7 +137,7 @@ class DeepgramSettings:
     extra_params: tuple[tuple[str, str], ...] = ()
     keepalive_s: float = 4.0
     replay_s: float = 5.0
-    chunk_ms: int = 40
+    chunk_ms: int = 20
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_factor: float = 2.0
