@@ -170,12 +170,25 @@ class SessionTests(SynchronousTestCase):
     def test_interim_and_final(self) -> None:
         s = DeepgramSession()
         [a] = s.receive(results("hello", 0.5, 0.4), now=10.0)
-        self.assertEqual(a, Transcript("hello", False, False, 0.5, 0.9, 10.0, 0.9))
+        self.assertEqual(a, Transcript("hello", False, False, 0.5, 0.9, 10.0, 0.9, speech_end=0.9))
         [b] = s.receive(results("hello world", 0.5, 1.0, is_final=True, speech_final=True), now=11.0)
         assert isinstance(b, Transcript)
         self.assertTrue(b.is_final and b.speech_final)
         self.assertEqual((b.start, b.end), (0.5, 1.5))
         self.assertEqual(s.final_end, 1.5)
+
+    def test_speech_end_is_the_last_words_end_not_the_span_end(self) -> None:
+        # Deepgram's span covers trailing silence; latency counts from the
+        # last word.
+        s = DeepgramSession()
+        msg = json.loads(results("hi there", 1.0, 2.0, is_final=True))
+        msg["channel"]["alternatives"][0]["words"][-1]["end"] = 1.6
+        [t] = s.receive(json.dumps(msg), now=5.0)
+        assert isinstance(t, Transcript)
+        self.assertEqual((t.end, t.speech_end), (3.0, 1.6))
+        [u] = s.receive(results("", 3.0, 1.0, is_final=True), now=6.0)
+        assert isinstance(u, Transcript)
+        self.assertIsNone(u.speech_end)
 
     def test_empty_interim_dropped_empty_final_kept(self) -> None:
         s = DeepgramSession()

@@ -84,8 +84,12 @@ class Transcript:
     :ivar is_final: the span is fixed (Deepgram ``is_final``); else interim.
     :ivar speech_final: an endpoint follows this span (end of utterance).
     :ivar start: span start, seconds since the stream began.
-    :ivar end: span end, seconds since the stream began (``start + duration``).
+    :ivar end: span end, seconds since the stream began (``start + duration``;
+        for Deepgram this includes trailing silence the span covered).
     :ivar received_at: reactor time when the result arrived.
+    :ivar speech_end: when the last word ended, seconds since the stream
+        began (Deepgram ``words[-1].end``), or ``None`` if unknown; this, not
+        ``end``, is the end of speech latency is measured from.
     """
 
     text: str
@@ -95,6 +99,7 @@ class Transcript:
     end: float
     received_at: float
     confidence: float = 0.0
+    speech_end: Optional[float] = None
 
 
 @attrs.frozen

@@ -383,12 +383,17 @@ class DeepgramSession:
         self.results += 1
         begin = self.offset + start
         end = begin + duration
+        words = alt.get("words") or []
+        speech_end = None
+        if words and isinstance(words[-1], dict) and "end" in words[-1]:
+            speech_end = self.offset + _number(words[-1]["end"])
         if is_final:
             self.final_end = max(self.final_end, end)
         elif not text.strip():
             return []
         return [Transcript(text=text.strip(), is_final=is_final, speech_final=speech_final,
-                           start=begin, end=end, received_at=now, confidence=confidence)]
+                           start=begin, end=end, received_at=now, confidence=confidence,
+                           speech_end=speech_end)]
 
     def _utterance_end(self, msg: dict[str, Any], now: float) -> list[ASREvent]:
         return [UtteranceEnd(last_word_end=self.offset + _number(msg["last_word_end"]), received_at=now)]

@@ -300,7 +300,8 @@ class TranslatePipeline:
 
     def _transcript(self, t: Transcript) -> None:
         text = t.text.strip()
-        speech_end = self.timeline.time_at(t.end) if t.is_final else None
+        spoken_until = t.speech_end if t.speech_end is not None else t.end
+        speech_end = self.timeline.time_at(spoken_until) if t.is_final else None
         asr_ms = (t.received_at - speech_end) * 1000 if speech_end is not None else None
         if text or t.is_final:
             self.emit(
