@@ -18,7 +18,7 @@ import attrs
 
 from xlbridge.audio.codecs import CODEC_NAMES, Codec, get_codec
 from xlbridge.errors import ConfigError
-from xlbridge.pipeline.translate import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
+from xlbridge.pipeline.settings import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
 
 ENGINES = ("auto", "cloud", "local", "relay")
 
@@ -250,7 +250,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
 }
 
 #: Engine sections: passed whole to the engine's settings class.
-ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs")
+ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs", "local_asr", "apertium", "espeak")
 
 #: TOML sections this version knows.
 SECTIONS = ("bridge", "media", "calls", "translation") + ENGINE_SECTIONS

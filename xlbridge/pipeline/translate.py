@@ -28,9 +28,6 @@ Design notes:
 
 from __future__ import annotations
 
-import difflib
-import re
-from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -45,9 +42,6 @@ from xlbridge.audio.mix import ComfortNoise, OutputMix, SpeechQueue, Utterance
 from xlbridge.call.leg import Leg
 from xlbridge.engines.base import (
     ASR,
-    MT,
-    TTS,
-    ASRFactory,
     EngineDown,
     EngineError,
     EngineUp,
@@ -63,122 +57,30 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.interfaces import IPipeline
+from xlbridge.pipeline.settings import (
+    ECHO_GUARDS,
+    FALLBACKS,
+    GRANULARITIES,
+    Engines,
+    TranslateSettings,
+    similarity,
+)
+from xlbridge.pipeline.timeline import Timeline
+
+__all__ = [
+    "ECHO_GUARDS",
+    "FALLBACKS",
+    "GRANULARITIES",
+    "Engines",
+    "Timeline",
+    "TranslatePipeline",
+    "TranslateSettings",
+    "similarity",
+    "translate_factory",
+]
 
 if TYPE_CHECKING:
     from xlbridge.call.service import PipelineFactory
-
-GRANULARITIES = ("segment", "utterance")
-ECHO_GUARDS = ("text", "gate", "both", "off")
-FALLBACKS = ("relay", "silence")
-
-
-@attrs.frozen
-class TranslateSettings:
-    """
-    How a translated call behaves (``[translation]`` in the TOML file).
-
-    :ivar granularity: ``segment`` or ``utterance``.
-    :ivar backlog_s: most seconds of pending translated speech per listener.
-    :ivar echo_guard: ``text``, ``gate``, ``both`` or ``off``.
-    :ivar echo_window_s: how long played text counts as possible echo.
-    :ivar echo_similarity: 0..1 word similarity above which a transcript is
-        taken as echo.
-    :ivar gate_tail_ms: the gate stays closed this long after playback.
-    :ivar fallback: ``relay`` or ``silence`` while an engine is down.
-    :ivar comfort_noise_dbfs: comfort noise level, or ``None`` for none.
-    :ivar bed_db: level of the partner's original voice under translations,
-        or ``None`` for no bed.
-    :ivar gain_db: output gain of translated speech.
-    :ivar context_segments: earlier segments given to MT as context.
-    """
-
-    granularity: str = "segment"
-    backlog_s: float = 10.0
-    echo_guard: str = "text"
-    echo_window_s: float = 8.0
-    echo_similarity: float = 0.6
-    gate_tail_ms: int = 300
-    fallback: str = "relay"
-    comfort_noise_dbfs: Optional[float] = -60.0
-    bed_db: Optional[float] = None
-    gain_db: float = 0.0
-    context_segments: int = 3
-    live_buffer_ms: int = 200
-
-
-@attrs.frozen
-class Engines:
-    """
-    The engines a translating bridge uses.
-
-    :ivar asr: builds one recogniser per leg.
-    :ivar mt: shared translator.
-    :ivar tts: shared synthesiser.
-    :ivar names: engine name per stage, for status pages.
-    """
-
-    asr: ASRFactory
-    mt: MT
-    tts: TTS
-    names: dict[str, str] = attrs.field(factory=dict)
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def similarity(a: str, b: str) -> float:
-    """
-    Word-level similarity of two texts in 0..1 (1 = same words).
-    """
-    wa, wb = _words(a), _words(b)
-    if not wa or not wb:
-        return 0.0
-    return difflib.SequenceMatcher(None, wa, wb).ratio()
-
-
-class Timeline:
-    """
-    Maps a position in a leg's audio stream (seconds since the first sample
-    fed to its recogniser) to the reactor time the chunk holding it arrived,
-    so "end of speech" can be dated from an ASR timestamp.  Bounded: keeps
-    about the last minute of chunks.
-    """
-
-    KEEP = 3000  # chunks (20 ms each: one minute)
-
-    def __init__(self) -> None:
-        self._ends: list[int] = []
-        self._time: list[float] = []
-        self.samples = 0
-
-    def note(self, n: int, now: float) -> None:
-        """
-        ``n`` samples arrived at ``now``.
-        """
-        self.samples += n
-        self._ends.append(self.samples)
-        self._time.append(now)
-        if len(self._ends) > 2 * self.KEEP:
-            del self._ends[: self.KEEP]
-            del self._time[: self.KEEP]
-
-    def time_at(self, seconds: float) -> Optional[float]:
-        """
-        When the sample at ``seconds`` into the stream arrived (or will,
-        extrapolated at real time past the end).
-        """
-        if not self._ends:
-            return None
-        pos = int(round(seconds * SAMPLE_RATE))
-        i = bisect_left(self._ends, pos)
-        if i >= len(self._ends):
-            return self._time[-1] + (pos - self._ends[-1]) / SAMPLE_RATE
-        return self._time[i]
-
 
 @attrs.define
 class _Pending:
