@@ -332,3 +332,35 @@ class StopTests(Harness):
         self.assertTrue(self.asr.made["7777"].finished)
         self.assertTrue(d.called)  # cancelled
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class DirectionSyncTests(Harness):
+    settings = TranslateSettings(comfort_noise_dbfs=None, sync_directions=True, sync_max_ms=1000)
+
+    def say(self, ext: str, text: str, mt_delay: float) -> None:
+        """One utterance through MT (taking mt_delay) and an instant TTS."""
+        port = int(ext)
+        self.speak(port, const(100, 320))
+        self.final(ext, text, end=(self.seq[port]) * 320 / 16000)
+        self.reactor.advance(mt_delay)
+        self.mt.requests[-1][4].callback(text.upper())
+        self.tts.requests[-1][2](const(7, 320))
+        self.tts.requests[-1][3].callback(None)
+        pump_ticks(self.reactor, 60)
+
+    def test_faster_direction_is_held_to_the_slower_lag(self) -> None:
+        self.say("7777", "hello", 0.6)   # slow direction: ~600 ms
+        self.say("8888", "hola", 0.1)    # fast direction, nothing to match yet
+        self.say("8888", "que tal", 0.1)  # now held to ~600 ms
+        totals = [(e.speaker, round((e.total_ms or 0) / 20)) for e in self.of(PlaybackStarted)]
+        self.assertEqual([s for s, _ in totals], ["7777", "8888", "8888"])
+        slow, fast_free, fast_held = [t for _, t in totals]
+        self.assertLess(fast_free, slow - 10)
+        self.assertTrue(abs(fast_held - slow) <= 2, totals)
+
+    def test_cap(self) -> None:
+        self.say("7777", "hello", 3.0)
+        self.say("8888", "hola", 0.1)
+        self.say("8888", "que tal", 0.1)
+        held = self.of(PlaybackStarted)[-1]
+        self.assertLess(held.total_ms or 0, 100 + 1000 + 60)

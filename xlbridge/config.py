@@ -214,6 +214,17 @@ def _text(option: str, value: Any) -> str:
     return str(value).strip()
 
 
+def _bool(option: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("yes", "true", "on", "1"):
+        return True
+    if v in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(option, f"{value!r} is not yes or no")
+
+
 def _level_or_off(low: float, high: float) -> Callable[[str, Any], Any]:
     number = _number(float, low, high)
 
@@ -247,6 +258,8 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "comfort-noise": ("translation", "comfort_noise_dbfs", _level_or_off(-120, -20)),
     "bed": ("translation", "bed_db", _level_or_off(-60, 0)),
     "gain": ("translation", "gain_db", _number(float, -40, 20)),
+    "sync-directions": ("translation", "sync_directions", _bool),
+    "sync-max-ms": ("translation", "sync_max_ms", _number(float, 0, 10000)),
 }
 
 #: Engine sections: passed whole to the engine's settings class.
@@ -299,6 +312,7 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     translation_keys = {
         "granularity": "granularity", "backlog": "backlog_s", "echo-guard": "echo_guard",
         "fallback": "fallback", "comfort-noise": "comfort_noise_dbfs", "bed": "bed_db", "gain": "gain_db",
+        "sync-directions": "sync_directions", "sync-max-ms": "sync_max_ms",
     }
     translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 

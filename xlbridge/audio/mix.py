@@ -67,6 +67,8 @@ class Utterance:
         self.dropped = False
         self.received_samples = 0
         self.started_at: Optional[float] = None
+        #: reactor time before which playback must not start (direction sync)
+        self.not_before: Optional[float] = None
         self.on_start: Optional[Callable[["Utterance"], None]] = None
         self.on_end: Optional[Callable[["Utterance"], None]] = None
 
@@ -162,6 +164,8 @@ class SpeechQueue:
         nbytes = n << 1
         while queue:
             head = queue[0]
+            if head.started_at is None and head.not_before is not None and now < head.not_before:
+                return None
             data = head._data
             have = len(data)
             if have >= nbytes:

@@ -39,6 +39,10 @@ class TranslateSettings:
         or ``None`` for no bed.
     :ivar gain_db: output gain of translated speech.
     :ivar context_segments: earlier segments given to MT as context.
+    :ivar sync_directions: delay the faster direction of a call so both
+        callers hear translations with the same lag (measured: the running
+        mean of end of speech to first packet per direction).
+    :ivar sync_max_ms: most delay direction sync adds to an utterance.
     """
 
     granularity: str = "segment"
@@ -53,6 +57,8 @@ class TranslateSettings:
     gain_db: float = 0.0
     context_segments: int = 3
     live_buffer_ms: int = 200
+    sync_directions: bool = False
+    sync_max_ms: float = 1500.0
 
 
 @attrs.frozen
@@ -87,3 +93,44 @@ def similarity(a: str, b: str) -> float:
     if not wa or not wb:
         return 0.0
     return difflib.SequenceMatcher(None, wa, wb).ratio()
+
+
+class DirectionSync:
+    """
+    Per-call latency of each direction, for direction sync.
+
+    Each direction reports its end of speech to first packet latency; an
+    utterance of the faster direction is held until the slower direction's
+    typical latency has passed since its speech ended, so both callers
+    experience the same lag.  The cost is that added delay, capped by
+    ``max_ms``.
+    """
+
+    ALPHA = 0.3
+
+    def __init__(self, max_ms: float) -> None:
+        self.max_ms = max_ms
+        self.latency_ms: dict[str, float] = {}
+
+    def observe(self, speaker: str, total_ms: float, added_ms: float = 0.0) -> None:
+        """
+        Record a direction's natural latency (what it would have been
+        without the sync delay).
+        """
+        natural = max(0.0, total_ms - added_ms)
+        old = self.latency_ms.get(speaker)
+        self.latency_ms[speaker] = natural if old is None else old + self.ALPHA * (natural - old)
+
+    def target_ms(self, speaker: str) -> Optional[float]:
+        """
+        The lag this speaker's translations should match, or ``None`` when
+        there is nothing to match yet or this direction is the slower one.
+        """
+        own = self.latency_ms.get(speaker)
+        others = [v for k, v in self.latency_ms.items() if k != speaker]
+        if own is None or not others:
+            return None
+        slowest = max(others)
+        if slowest <= own:
+            return None
+        return min(slowest, own + self.max_ms)

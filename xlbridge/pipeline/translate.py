@@ -61,6 +61,7 @@ from xlbridge.pipeline.settings import (
     ECHO_GUARDS,
     FALLBACKS,
     GRANULARITIES,
+    DirectionSync,
     Engines,
     TranslateSettings,
     similarity,
@@ -95,6 +96,7 @@ class _Pending:
     mt_ms: Optional[float] = None
     tts_started: Optional[float] = None
     first_audio: Optional[float] = None
+    sync_target: Optional[float] = None
 
 
 @implementer(IPipeline)
@@ -107,7 +109,10 @@ class TranslatePipeline:
 
     log = Logger()
 
-    def __init__(self, source: Leg, partner: Leg, call: Any, engines: Engines, settings: TranslateSettings) -> None:
+    def __init__(
+        self, source: Leg, partner: Leg, call: Any, engines: Engines, settings: TranslateSettings,
+        sync: Optional[DirectionSync] = None,
+    ) -> None:
         self.source = source
         self.partner = partner
         self.call_id: str = call.call_id
@@ -132,6 +137,7 @@ class TranslatePipeline:
         self._inflight: set[Deferred[Any]] = set()
         self.echo_dropped = 0
         self.gated_frames = 0
+        self.sync = sync
 
     # -- IPipeline ---------------------------------------------------------
 
@@ -278,6 +284,7 @@ class TranslatePipeline:
         def on_audio(samples: Samples) -> None:
             if p.first_audio is None:
                 p.first_audio = self.clock.seconds()
+                self._schedule(p)
             p.utterance.add(samples)
             self.queue.enforce_bound()
 
@@ -289,6 +296,16 @@ class TranslatePipeline:
 
         d.addCallbacks(spoken, lambda f: self._stage_failed("tts", f, p))
         d.addErrback(self._bug)
+
+    def _schedule(self, p: _Pending) -> None:
+        # Direction sync: hold this utterance until the slower direction's
+        # typical lag has passed since the speech ended.
+        if self.sync is None or p.speech_end is None:
+            return
+        target = self.sync.target_ms(self.source.extension)
+        if target is not None:
+            p.utterance.not_before = p.speech_end + target / 1000
+            p.sync_target = target
 
     def _track(self, d: "Deferred[Any]") -> "Deferred[Any]":
         self._inflight.add(d)
@@ -367,10 +384,14 @@ class TranslatePipeline:
         def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
             return (b - a) * 1000 if a is not None and b is not None else None
 
+        total = ms(p.speech_end, now)
+        if self.sync is not None and total is not None:
+            held = ms(p.first_audio, u.not_before) if u.not_before is not None else None
+            self.sync.observe(self.source.extension, total, max(0.0, held or 0.0))
         self.emit(
             PlaybackStarted(
                 self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid, now,
-                p.asr_ms, p.mt_ms, ms(p.tts_started, p.first_audio), ms(p.first_audio, now), ms(p.speech_end, now),
+                p.asr_ms, p.mt_ms, ms(p.tts_started, p.first_audio), ms(p.first_audio, now), total,
             )
         )
 
@@ -407,9 +428,18 @@ def translate_factory(engines: Engines, settings: TranslateSettings) -> "Pipelin
     """
     from xlbridge.pipeline.relay import RelayPipeline
 
+    syncs: dict[str, DirectionSync] = {}
+
     def factory(source: Leg, partner: Leg, call: Any) -> IPipeline:
         if source.language.split("-")[0] == partner.language.split("-")[0]:
             return RelayPipeline(source, partner)
-        return TranslatePipeline(source, partner, call, engines, settings)
+        sync = None
+        if settings.sync_directions:
+            # One shared DirectionSync per call: its two pipelines are built
+            # one after the other; the second one takes it out of the table.
+            sync = syncs.pop(call.call_id, None)
+            if sync is None:
+                sync = syncs[call.call_id] = DirectionSync(settings.sync_max_ms)
+        return TranslatePipeline(source, partner, call, engines, settings, sync)
 
     return factory
