@@ -58,6 +58,20 @@ class EgressClockTests(SynchronousTestCase):
         self.assertEqual(self.egress.late_ticks, 9)
         self.assertEqual(self.egress.skipped, 7)
 
+    def test_repeated_stalls_resynchronise_instead_of_bursting(self) -> None:
+        # An overloaded bridge whose ticks keep running late must not feed
+        # the overload with bursts (each burst makes the next tick later).
+        leg = RecordingLeg("7777", self.clock)
+        self.egress.add(leg)
+        pump_ticks(self.clock, 20)
+        self.clock.advance(0.04)  # first stall: caught up with a burst
+        pump_ticks(self.clock, 2)
+        self.clock.advance(0.04)  # again right away: resynchronise
+        self.assertEqual([c[1:] for c in leg.calls[20:]], [(2, 0), (1, 0), (1, 0), (1, 1)])
+        pump_ticks(self.clock, 10)
+        self.clock.advance(0.04)  # on time for a while again: bursts allowed
+        self.assertEqual(leg.calls[-1][1:], (2, 0))
+
     def test_short_stall_fully_caught_up(self) -> None:
         leg = RecordingLeg("7777", self.clock)
         self.egress.add(leg)

@@ -12,7 +12,9 @@ When the reactor stalls, ``LoopingCall.withCount`` reports how many
 intervals passed.  Each leg then sends at most ``max_burst`` packets to catch
 up and the rest of the missed intervals are skipped (the RTP timestamp still
 advances, so the receiver sees a gap, not a time warp); every late tick is
-counted.  An exception from one leg is logged and counted and never reaches
+counted.  A burst is only sent after ``burst_recovery`` on-time ticks: when
+ticks keep running late (an overloaded machine), bursting would lengthen the
+next tick and make it late too, so the clock resynchronises instead.  An exception from one leg is logged and counted and never reaches
 the loop: an exception would stop ``LoopingCall`` for every call.
 """
 
@@ -58,12 +60,18 @@ class EgressClock(Service):
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, max_burst: int = 3, interval: float = FRAME_MS / 1000
+        self,
+        clock: IReactorTime,
+        max_burst: int = 3,
+        interval: float = FRAME_MS / 1000,
+        burst_recovery: int = 10,
     ) -> None:
         if max_burst < 1:
             raise ValueError("max_burst must be at least 1")
         self.clock = clock
         self.max_burst = max_burst
+        self.burst_recovery = burst_recovery
+        self._on_time = burst_recovery
         self.interval = interval
         self._legs: dict[int, EgressLeg] = {}
         self._loop: LoopingCall | None = None
@@ -117,11 +125,19 @@ class EgressClock(Service):
                 self.last_lateness = lateness
                 if lateness > self.max_lateness:
                     self.max_lateness = lateness
-            packets = min(count, self.max_burst)
-            skipped = count - packets
             if count > 1:
+                # Catch up with a burst only after a stretch of on-time
+                # ticks.  When ticks keep running late the bridge is
+                # overloaded: a burst would make this tick longer and the
+                # next one late again (a cascade), so resynchronise instead.
+                packets = min(count, self.max_burst) if self._on_time >= self.burst_recovery else 1
+                self._on_time = 0
+                skipped = count - packets
                 self.late_ticks += count - 1
                 self.skipped += skipped
+            else:
+                packets, skipped = 1, 0
+                self._on_time += 1
             for leg in list(self._legs.values()):
                 try:
                     leg.egress(packets, skipped)

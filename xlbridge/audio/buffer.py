@@ -87,7 +87,8 @@ class OutboundBuffer:
         nbytes = n << 1
         have = len(data)
         if have >= nbytes:
-            out = np.frombuffer(bytes(data[:nbytes]), dtype=np.int16)
+            with memoryview(data) as view:  # one copy, not two
+                out = np.frombuffer(view[:nbytes].tobytes(), dtype=np.int16)
             del data[:nbytes]
             self._waited = False
             return out
