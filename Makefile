@@ -2,13 +2,16 @@
 PORTS ?= 7777,8888
 ARGS ?=
 
-.PHONY: setup run test mypy bench clean
+.PHONY: setup run demo test mypy bench clean
 
 setup:
 	sh scripts/setup.sh
 
 run:
 	sh scripts/run.sh --ports $(PORTS) $(ARGS)
+
+demo:
+	sh scripts/demo.sh
 
 test:
 	sh scripts/test.sh

@@ -3,7 +3,9 @@
 # Usage: scripts/system-deps.sh [extra-package ...]
 # Runs apt-get only when something is missing; uses sudo when not root.
 set -eu
-pkgs="python3 python3-venv python3-dev gcc $*"
+# The embedded default engines and the demo need Apertium (MT) and the
+# Asterisk recordings the demo plays; pocketsphinx and espeak-ng come from PyPI.
+pkgs="python3 python3-venv python3-dev gcc apertium apertium-eng-spa asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 $*"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -20,9 +20,21 @@ class SelectTests(SynchronousTestCase):
     def test_relay_has_no_engines(self) -> None:
         self.assertIsNone(choose_engines("relay", self.reactor, KEYS, {}).engines)
 
-    def test_local_is_a_clear_error(self) -> None:
-        e = self.assertRaises(ConfigError, choose_engines, "local", self.reactor, {}, {})
-        self.assertIn("local engines", str(e))
+    def test_local_engines(self) -> None:
+        choice = choose_engines("local", self.reactor, KEYS, {}, {"en", "es"})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names, {"asr": "pocketsphinx", "mt": "apertium", "tts": "espeak-ng"})
+        # English is built in; Spanish needs a user-supplied model: a warning
+        # that names the setting, not an error.
+        (warning,) = choice.warnings
+        self.assertIn("'es'", warning)
+        self.assertIn("[local_asr.models.es]", warning)
+
+    def test_local_mt_missing_names_the_packages(self) -> None:
+        e = self.assertRaises(
+            ConfigError, choose_engines, "local", self.reactor, {}, {"apertium": {"modes_dir": "/nonexistent"}}
+        )
+        self.assertIn("apertium-eng-spa", str(e))
 
     def test_cloud_names_every_missing_variable(self) -> None:
         e = self.assertRaises(ConfigError, choose_engines, "cloud", self.reactor, {"DEEPL_API_KEY": "k"}, {})
@@ -40,16 +52,19 @@ class SelectTests(SynchronousTestCase):
         self.assertEqual(choice.engines.names, {"asr": "deepgram", "mt": "deepl", "tts": "elevenlabs"})
         self.assertEqual(choice.engines.mt.name, "deepl")
         self.assertEqual(choice.engines.tts.name, "elevenlabs")
-        self.assertEqual(len(choice.services), 2)
+        self.assertEqual(len(choice.services), 4)  # pool + one per engine
         for secret in KEYS.values():
             self.assertNotIn(secret, repr(choice))
 
-    def test_auto_without_keys_relays_with_a_warning(self) -> None:
-        choice = choose_engines("auto", self.reactor, {"DEEPGRAM_API_KEY": "x"}, {})
-        self.assertIsNone(choice.engines)
-        (warning,) = choice.warnings
-        self.assertIn("DEEPL_AUTH_KEY", warning)
-        self.assertIn("ELEVENLABS_API_KEY", warning)
+    def test_auto_picks_per_stage(self) -> None:
+        choice = choose_engines("auto", self.reactor, {"DEEPL_AUTH_KEY": "x"}, {})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names, {"asr": "pocketsphinx", "mt": "deepl", "tts": "espeak-ng"})
+
+    def test_auto_without_keys_is_local(self) -> None:
+        choice = choose_engines("auto", self.reactor, {}, {})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names["asr"], "pocketsphinx")
 
     def test_auto_with_keys_is_cloud(self) -> None:
         self.assertIsNotNone(choose_engines("auto", self.reactor, KEYS, {}).engines)

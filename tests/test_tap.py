@@ -62,7 +62,6 @@ class OptionsTests(SynchronousTestCase):
             (["--ports", "7777,8888,9999"], "--ports"),
             (["--codec", "opus"], "--codec"),
             (["--engines", "cloud"], "DEEPGRAM_API_KEY"),
-            (["--engines", "local"], "--engines"),
             (["--config", "/nonexistent.toml"], "--config"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)

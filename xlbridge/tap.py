@@ -75,6 +75,9 @@ class Options(usage.Options):
         ["bed", None, None, "Level in dB of the partner's original voice under translations, or off. "
          "[default: off]"],
         ["gain", None, None, "Output gain of translated speech in dB. [default: 0]"],
+        ["sync-directions", None, None, "yes|no: delay the faster direction so both callers hear "
+         "translations with the same lag. [default: no]"],
+        ["sync-max-ms", None, None, "Most delay direction sync adds, ms. [default: 1500]"],
     ]
 
     def postOptions(self) -> None:
@@ -85,11 +88,6 @@ class Options(usage.Options):
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         engines = self.config.engines
-        if engines == "local":
-            raise usage.UsageError(
-                "--engines: local engines are not available in this version yet; use --engines cloud "
-                "(with keys) or --engines relay (each caller hears the other's own voice)"
-            )
         if engines == "cloud":
             missing = missing_keys(os.environ, self.config.engine_options)
             if missing:
@@ -111,7 +109,8 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         reactor = global_reactor
     config: BridgeConfig = options.config
     try:
-        choice = choose_engines(config.engines, reactor, os.environ, config.engine_options)
+        languages = {lang for pair in config.pairs for lang in pair.languages}
+        choice = choose_engines(config.engines, reactor, os.environ, config.engine_options, languages)
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None
     for warning in choice.warnings:

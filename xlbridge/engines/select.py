@@ -4,11 +4,14 @@ Choosing engines from configuration: which stage uses which engine.
 - ``relay``: no engines; each caller hears the other's own voice.
 - ``cloud``: Deepgram, DeepL and ElevenLabs; refuses to start, naming the
   environment variable, when a key is missing.
+- ``local``: pocketsphinx (English built in; other languages from
+  user-supplied models), Apertium and espeak-ng, all on this machine's CPU.
 - ``auto`` (the default): per stage, the cloud engine when its key is set,
-  else the local engine.  Local engines are not in this version yet, so a
-  stage without a key leaves the bridge relaying, with a warning that names
-  the missing keys.
-- ``local``: not available in this version (a clear usage error).
+  else the local engine.
+
+A language without a local ASR model is not an error: that leg's speech
+falls back (by default the partner hears the original voice) and a start-up
+warning names the setting to add.
 
 Keys come from the environment (DEEPGRAM_API_KEY, DEEPL_AUTH_KEY or
 DEEPL_API_KEY, ELEVENLABS_API_KEY) or the TOML file's engine sections
@@ -18,13 +21,15 @@ XLBRIDGE_DEEPL_URL, XLBRIDGE_ELEVENLABS_URL or ``base_url`` / ``server_url``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import attrs
 from twisted.application.service import IService, Service
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
 
 from xlbridge.errors import ConfigError
-from xlbridge.pipeline.translate import Engines
+from xlbridge.pipeline.settings import Engines
 
 #: stage -> (engine, the environment variables that may hold its key)
 KEY_VARIABLES = {
@@ -67,11 +72,23 @@ def missing_keys(environ: Mapping[str, str], options: Mapping[str, Mapping[str, 
 
 class _Closer(Service):
     """
-    Calls ``close()`` on an engine when the bridge stops.
+    An engine's lifetime as a service: ``warm_up()`` (if it has one) when the
+    bridge starts, so the first caller does not pay for loading models, and
+    ``close()`` when it stops.
     """
+
+    log = Logger()
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
+
+    def startService(self) -> None:
+        super().startService()
+        warm_up = getattr(self.engine, "warm_up", None)
+        if warm_up is not None:
+            d = maybeDeferred(warm_up)
+            d.addErrback(lambda f: self.log.warn("{engine}: warm-up failed: {error}",
+                                                 engine=getattr(self.engine, "name", "?"), error=f.getErrorMessage()))
 
     def stopService(self) -> Any:
         super().stopService()
@@ -89,54 +106,110 @@ def _settings(cls: Any, engine: str, environ: Mapping[str, str], options: Mappin
         raise ConfigError("config", f"[{engine}]: {e}") from None
 
 
-def build_cloud_engines(reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]]) -> EngineChoice:
-    """
-    Deepgram + DeepL + ElevenLabs, all keys present.
-    """
-    from xlbridge.engines.deepgram import DeepgramSettings, deepgram_asr_factory
-    from xlbridge.engines.deepl import DeepLMT, DeepLSettings
+def _cloud_stage(stage: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]], pool: Any) -> Any:
+    if stage == "asr":
+        from xlbridge.engines.deepgram import DeepgramSettings, deepgram_asr_factory
+
+        return deepgram_asr_factory(reactor, _settings(DeepgramSettings, "deepgram", environ, options))
+    if stage == "mt":
+        from xlbridge.engines.deepl import DeepLMT, DeepLSettings
+
+        return DeepLMT(reactor, pool, _settings(DeepLSettings, "deepl", environ, options))
     from xlbridge.engines.elevenlabs import ElevenLabsSettings, ElevenLabsTTS
+
+    return ElevenLabsTTS(reactor, _settings(ElevenLabsSettings, "elevenlabs", environ, options))
+
+
+def _local_settings(cls: Any, section: str, options: Mapping[str, Mapping[str, Any]]) -> Any:
+    return cls.from_options(dict(options.get(section, {})))
+
+
+def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any,
+                 languages: Iterable[str], warnings: list[str]) -> Any:
+    if stage == "asr":
+        from xlbridge.engines.local_asr import LocalASRSettings, languages_with_models, local_asr_factory
+
+        settings = _local_settings(LocalASRSettings, "local_asr", options)
+        have = languages_with_models(settings)
+        for lang in sorted({lang.split("-")[0] for lang in languages} - have):
+            warnings.append(
+                f"no local ASR model for {lang!r}: callers speaking it are not recognised, and their "
+                f"partners hear the original voice; add [local_asr.models.{lang}] with a model path "
+                "to etc/xlbridge.toml (see README, Local engines), or set DEEPGRAM_API_KEY"
+            )
+        return local_asr_factory(reactor, pool, settings)
+    if stage == "mt":
+        from xlbridge.engines.apertium import ApertiumMT, ApertiumSettings, apertium_available
+
+        settings = _local_settings(ApertiumSettings, "apertium", options)
+        if not apertium_available(settings):
+            raise ConfigError(
+                "engines",
+                "local MT needs Apertium: install the Debian packages apertium and apertium-eng-spa "
+                "(sh scripts/setup.sh does), or set DEEPL_AUTH_KEY",
+            )
+        return ApertiumMT(reactor, settings)
+    from xlbridge.engines.espeak import ESpeakSettings, ESpeakTTS
+
+    return ESpeakTTS(reactor, _local_settings(ESpeakSettings, "espeak", options))
+
+
+ENGINE_NAMES = {
+    ("asr", "cloud"): "deepgram", ("mt", "cloud"): "deepl", ("tts", "cloud"): "elevenlabs",
+    ("asr", "local"): "pocketsphinx", ("mt", "local"): "apertium", ("tts", "local"): "espeak-ng",
+}
+
+
+def build_engines(
+    kinds: Mapping[str, str], reactor: Any, environ: Mapping[str, str],
+    options: Mapping[str, Mapping[str, Any]], languages: Iterable[str] = (),
+) -> EngineChoice:
+    """
+    Build one engine per stage; ``kinds`` maps each stage (``asr``, ``mt``,
+    ``tts``) to ``cloud`` or ``local``.
+    """
     from xlbridge.engines.threads import ThreadPoolService
 
-    pool = ThreadPoolService(reactor, name="xlbridge-mt", max_threads=4, max_queued=64)
-    asr = deepgram_asr_factory(reactor, _settings(DeepgramSettings, "deepgram", environ, options))
-    mt = DeepLMT(reactor, pool, _settings(DeepLSettings, "deepl", environ, options))
-    tts = ElevenLabsTTS(reactor, _settings(ElevenLabsSettings, "elevenlabs", environ, options))
-    engines = Engines(asr, mt, tts, {"asr": "deepgram", "mt": "deepl", "tts": "elevenlabs"})
-    return EngineChoice(engines, (pool, _Closer(tts)))
+    warnings: list[str] = []
+    services: list[IService] = []
+    pool = ThreadPoolService(reactor, name="xlbridge-engines", max_threads=4, max_queued=256)
+    services.append(pool)
+    built: dict[str, Any] = {}
+    for stage in ("asr", "mt", "tts"):
+        if kinds[stage] == "cloud":
+            built[stage] = _cloud_stage(stage, reactor, environ, options, pool)
+        else:
+            built[stage] = _local_stage(stage, reactor, options, pool, languages, warnings)
+        services.append(_Closer(built[stage]))
+    names = {stage: ENGINE_NAMES[(stage, kinds[stage])] for stage in kinds}
+    return EngineChoice(Engines(built["asr"], built["mt"], built["tts"], names), tuple(services), tuple(warnings))
 
 
 def choose_engines(
-    mode: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]]
+    mode: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]],
+    languages: Iterable[str] = (),
 ) -> EngineChoice:
     """
     Resolve ``--engines`` into engines.  Raises :class:`ConfigError` for
-    ``cloud`` with a missing key and for ``local``.
+    ``cloud`` with a missing key, and when a needed local engine is not
+    installed.
+
+    :param languages: the languages of the configured extensions (for
+        start-up warnings about missing local ASR models).
     """
     if mode == "relay":
         return EngineChoice(None)
-    if mode == "local":
+    missing = missing_keys(environ, options)
+    if mode == "cloud" and missing:
         raise ConfigError(
             "engines",
-            "local engines are not available in this version yet; use --engines cloud "
-            "(with keys) or --engines relay",
+            f"cloud engines need API keys; set {', '.join(missing)} in the environment "
+            "(or api_key/auth_key in the TOML file's engine sections)",
         )
-    missing = missing_keys(environ, options)
     if mode == "cloud":
-        if missing:
-            raise ConfigError(
-                "engines",
-                f"cloud engines need API keys; set {', '.join(missing)} in the environment "
-                "(or api_key/auth_key in the TOML file's engine sections)",
-            )
-        return build_cloud_engines(reactor, environ, options)
-    # auto
-    if not missing:
-        return build_cloud_engines(reactor, environ, options)
-    return EngineChoice(
-        None,
-        warnings=(
-            f"--engines auto: no key for {', '.join(missing)} and no local engines in this version; "
-            "relaying each caller's voice untranslated",
-        ),
-    )
+        kinds = {stage: "cloud" for stage in KEY_VARIABLES}
+    elif mode == "local":
+        kinds = {stage: "local" for stage in KEY_VARIABLES}
+    else:
+        kinds = {stage: "cloud" if _has_key(stage, environ, options) else "local" for stage in KEY_VARIABLES}
+    return build_engines(kinds, reactor, environ, options, languages)

@@ -1,0 +1,31 @@
+"""
+The quick start's main job, run as a user runs it: the demo conversation
+must end by itself with exit code 0 and translated speech at the partner.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from xlbridge.tools.demo import SCRIPT
+
+
+class DemoTests(TestCase):
+    def test_demo_translates_and_exits_zero(self) -> None:
+        if not all(os.path.exists(path) for _, _, path in SCRIPT):
+            raise SkipTest("asterisk-core-sounds-en-g722/-es-g722 are not installed")
+        out = self.mktemp()
+        run = subprocess.run(
+            [sys.executable, "-m", "xlbridge.tools.demo", "--engines", "local", "--out", out],
+            capture_output=True, text=True, timeout=180,
+        )
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("7777 (en) said: you are currently the only person in this conference", run.stdout)
+        self.assertIn("8888 hears:", run.stdout)
+        self.assertIn("result: OK", run.stdout)
+        for name in ("heard-by-7777.wav", "heard-by-8888.wav"):
+            self.assertGreater(os.path.getsize(os.path.join(out, name)), 100_000)
