@@ -6,9 +6,10 @@ The recogniser is the real pocketsphinx on real speech: Asterisk's "Allison"
 prompts (16 kHz G.722 from Debian's ``asterisk-core-sounds-en-g722``), with
 lead-in silence as on a phone line.  :class:`SphinxStream` is driven
 directly for the decoding logic; :class:`LocalASR` runs on the real reactor
-with a real :class:`ThreadPoolService` for the threading.  Decoders come
-from one module-wide pool, so the ~300 ms model load is paid about twice
-for the whole file.
+with a real :class:`ThreadPoolService` (``thread`` backend) and with real
+worker processes (``process`` backend, one worker per test).  In-process
+decoders come from one module-wide pool, so the ~300 ms model load is paid
+about twice for those tests.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import types
 from typing import Any, Iterable, Optional
 
+import attrs
 import numpy as np
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -40,6 +42,7 @@ from xlbridge.engines.base import (
 )
 from xlbridge.engines.local_asr import (
     LocalASR,
+    LocalASRFactory,
     LocalASRSettings,
     coalesce,
     languages_with_models,
@@ -167,6 +170,18 @@ class SettingsTests(SynchronousTestCase):
             e = self.assertRaises(ConfigError, LocalASRSettings.from_options, table)
             self.assertIn(key + ":", str(e), table)
         self.assertRaises(ConfigError, LocalASRSettings.from_options, ["models"])
+
+    def test_backend_and_workers(self) -> None:
+        default = LocalASRSettings()
+        self.assertEqual((default.backend, default.workers), ("process", None))
+        self.assertGreaterEqual(default.worker_count(), 1)
+        s = LocalASRSettings.from_options({"backend": "thread", "workers": 3})
+        self.assertEqual((s.backend, s.workers, s.worker_count()), ("thread", 3, 3))
+        for table, key in [({"backend": "fork"}, "local_asr.backend"), ({"backend": ["thread"]}, "local_asr.backend"),
+                           ({"workers": 0}, "local_asr.workers"), ({"workers": 1.5}, "local_asr.workers")]:
+            e = self.assertRaises(ConfigError, LocalASRSettings.from_options, table)
+            self.assertIn(key + ":", str(e), table)
+        self.assertRaises(ValueError, LocalASRSettings, backend="fork")
 
     def test_languages_with_models(self) -> None:
         self.patch(sys, "modules", {**sys.modules, "vosk": None})
@@ -406,23 +421,37 @@ def feed_paced(asr: LocalASR, audio: Samples, sizes: Iterable[int] = (320,), int
     return lc.start(interval)
 
 
-class LocalASRTests(TestCase):
+class _LegTests:
+    """:class:`LocalASR` on the real reactor; run for each backend."""
+
     skip = _skip
     timeout = 20
+    backend = "thread"
+
+    def setUp(self) -> None:
+        self._factories: dict[tuple[int, int], tuple[LocalASRSettings, LocalASRFactory]] = {}
+        self._default = LocalASRSettings()
 
     def start_pool(self, max_threads: int = 2, max_queued: int = 16) -> ThreadPoolService:
         pool = ThreadPoolService(reactor, name="test-local-asr", max_threads=max_threads, max_queued=max_queued)
         pool.startService()
-        self.addCleanup(pool.stopService)
+        self.addCleanup(pool.stopService)  # type: ignore[attr-defined]
         return pool
 
     def make(self, pool: ThreadPoolService, language: str = "en", settings: Optional[LocalASRSettings] = None,
              decoders: Optional[DecoderPool] = None) -> tuple[LocalASR, list[ASREvent]]:
+        """A leg from this test's factory for ``settings`` (one worker process per factory)."""
+        settings = settings or self._default
+        key = (id(settings), id(decoders))
+        if key not in self._factories:
+            configured = attrs.evolve(settings, backend=self.backend, workers=1)
+            factory = local_asr_factory(reactor, pool, configured, decoders or DECODERS)
+            self.addCleanup(factory.close)  # type: ignore[attr-defined]
+            self._factories[key] = (settings, factory)
         events: list[ASREvent] = []
-        factory = local_asr_factory(reactor, pool, settings or LocalASRSettings(), decoders or DECODERS)
-        asr = factory(language, events.append, "call-1", "100")
+        asr = self._factories[key][1](language, events.append, "call-1", "100")
         assert isinstance(asr, LocalASR)
-        self.addCleanup(asr.finish)
+        self.addCleanup(asr.finish)  # type: ignore[attr-defined]
         return asr, events
 
     @inlineCallbacks
@@ -481,51 +510,16 @@ class LocalASRTests(TestCase):
 
     @inlineCallbacks
     def test_queue_bound_drops_oldest_and_counts(self) -> Any:
-        pool = self.start_pool(max_threads=1)
-        gate = threading.Event()
-        blocker = pool.run(gate.wait, 5)
+        """Audio fed while the first batch (the open) is out queues, bounded: oldest dropped, counted."""
+        pool = self.start_pool()
         asr, events = self.make(pool, settings=LocalASRSettings(queue_s=0.2))
-        asr.start()  # its first task waits behind the blocker
+        asr.start()  # its first batch is in flight until the reactor turns
         asr.feed(np.zeros(RATE, np.int16))  # 50 frames into a 10-frame queue
         asr.feed(np.zeros(RATE, np.int16))
         self.assertEqual((asr.frames_in, asr.dropped_frames, asr.max_queue), (100, 90, 10))
-        gate.set()
-        yield blocker
         yield asr.finish()
         self.assertEqual(asr.frames_decoded, 10)
         self.assertEqual(asr.state.value, "closed")
-
-    @inlineCallbacks
-    def test_pool_full_is_retried(self) -> Any:
-        pool = self.start_pool(max_threads=1, max_queued=1)
-        gate = threading.Event()
-        blocker = pool.run(gate.wait, 5)
-        asr, events = self.make(pool)
-        asr.start()
-        asr.feed(np.zeros(3200, np.int16))
-        self.assertEqual(asr.pool_refused, 1)  # then it waits POOL_RETRY_S, not hammering
-        gate.set()
-        yield blocker
-        yield asr.finish()
-        self.assertEqual((asr.frames_decoded, asr.dropped_frames), (10, 0))
-
-    @inlineCallbacks
-    def test_decoders_are_reused(self) -> Any:
-        """warm_up() loads a decoder; calls borrow it in turn: one model load."""
-        pool = self.start_pool()
-        decoders = DecoderPool()
-        settings = LocalASRSettings(preload_decoders=1)
-        factory = local_asr_factory(reactor, pool, settings, decoders)
-        yield factory.warm_up()
-        self.assertEqual((decoders.loads, decoders.idle(BUNDLED)), (1, 1))
-        yield factory.warm_up()  # already there: nothing more to load
-        for _ in range(2):
-            asr, _events = self.make(pool, settings=settings, decoders=decoders)
-            asr.start()
-            asr.feed(with_silence(prompt("vm-goodbye")))
-            yield asr.finish()
-            self.assertEqual(decoders.idle(BUNDLED), 1)
-        self.assertEqual((decoders.loads, decoders.reuses), (1, 2))
 
     @inlineCallbacks
     def test_language_without_model(self) -> Any:
@@ -561,6 +555,58 @@ class LocalASRTests(TestCase):
             self.assertIn(words, str(down.error))
             self.assertEqual(asr.state.value, "failed")
 
+class ThreadLegTests(_LegTests, TestCase):
+    """The ``thread`` backend, plus what only it has: the thread pool and in-process decoders."""
+
+    backend = "thread"
+
+    @inlineCallbacks
+    def test_blocked_pool_bounds_the_queue(self) -> Any:
+        pool = self.start_pool(max_threads=1)
+        gate = threading.Event()
+        blocker = pool.run(gate.wait, 5)
+        asr, events = self.make(pool, settings=LocalASRSettings(queue_s=0.2))
+        asr.start()  # its first task waits behind the blocker
+        asr.feed(np.zeros(RATE, np.int16))
+        asr.feed(np.zeros(RATE, np.int16))
+        self.assertEqual((asr.frames_in, asr.dropped_frames), (100, 90))
+        gate.set()
+        yield blocker
+        yield asr.finish()
+        self.assertEqual(asr.frames_decoded, 10)
+
+    @inlineCallbacks
+    def test_pool_full_is_retried(self) -> Any:
+        pool = self.start_pool(max_threads=1, max_queued=1)
+        gate = threading.Event()
+        blocker = pool.run(gate.wait, 5)
+        asr, events = self.make(pool)
+        asr.start()
+        asr.feed(np.zeros(3200, np.int16))
+        self.assertEqual(asr.pool_refused, 1)  # then it waits POOL_RETRY_S, not hammering
+        gate.set()
+        yield blocker
+        yield asr.finish()
+        self.assertEqual((asr.frames_decoded, asr.dropped_frames), (10, 0))
+
+    @inlineCallbacks
+    def test_decoders_are_reused(self) -> Any:
+        """warm_up() loads a decoder; calls borrow it in turn: one model load."""
+        pool = self.start_pool()
+        decoders = DecoderPool()
+        settings = LocalASRSettings(preload_decoders=1, backend="thread")
+        factory = local_asr_factory(reactor, pool, settings, decoders)
+        yield factory.warm_up()
+        self.assertEqual((decoders.loads, decoders.idle(BUNDLED)), (1, 1))
+        yield factory.warm_up()  # already there: nothing more to load
+        for _ in range(2):
+            asr, _events = self.make(pool, settings=settings, decoders=decoders)
+            asr.start()
+            asr.feed(with_silence(prompt("vm-goodbye")))
+            yield asr.finish()
+            self.assertEqual(decoders.idle(BUNDLED), 1)
+        self.assertEqual((decoders.loads, decoders.reuses), (1, 2))
+
     @inlineCallbacks
     def test_decoder_crash(self) -> Any:
         """A decoder that raises is dropped; a fresh one takes over (EngineUp)."""
@@ -580,6 +626,12 @@ class LocalASRTests(TestCase):
         self.assertIn("boom", str(down.error))
         self.assertEqual(asr.crashes, 1)
         self.assertIn("thank you", [t.text for t in transcripts(events) if t.is_final])
+
+
+class ProcessLegTests(_LegTests, TestCase):
+    """The same legs with pocketsphinx in a worker process (see also tests.test_asr_worker)."""
+
+    backend = "process"
 
 
 class _Crashing:

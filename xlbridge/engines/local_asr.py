@@ -6,29 +6,40 @@ Design notes
 ------------
 
 * **Never on the reactor.**  Loading a model (~330 ms) and decoding run in
-  the bounded :class:`~xlbridge.engines.threads.ThreadPoolService`.  Each leg
-  has at most one task in flight; frames that arrive meanwhile wait in a
-  per-leg queue (bounded to ``queue_s`` of audio, drop-oldest, counted in
-  ``dropped_frames``) and go together in the next task.  Results come back
-  on the reactor thread in order, stamped with ``reactor.seconds()``.
-  Interims overtaken by a later result in the same task are not delivered.
+  a backend: ``process`` (the default) sends pocketsphinx legs to ASR
+  worker processes (:mod:`~xlbridge.engines.asr_process`), because
+  pocketsphinx holds the GIL while it decodes and would stall the reactor
+  even from a thread; ``thread`` (for platforms that cannot spawn) and
+  every Vosk leg use the bounded
+  :class:`~xlbridge.engines.threads.ThreadPoolService` (Vosk goes through
+  cffi, which releases the GIL, and its model is shared by all calls of a
+  process rather than copied into each worker).  Both decode with the same
+  :class:`~xlbridge.engines.asr_worker.Session`.  Each leg has at most one
+  batch in flight; frames that arrive meanwhile wait in a per-leg queue
+  (bounded to ``queue_s`` of audio, drop-oldest, counted in
+  ``dropped_frames``) and go together in the next batch.  Results come back
+  on the reactor thread in order, stamped with ``reactor.seconds()`` when
+  they arrive.  Interims overtaken by a later result in the same batch are
+  not delivered.
 * **Frames.**  Callers push any number of 16 kHz int16 samples;
   :class:`Reframer` cuts them into the 640-byte (20 ms, native byte order)
   frames the pocketsphinx ``Endpointer`` insists on.
 * **Models once per process.**  A pocketsphinx ``Decoder`` holds one
   stream's state, so a :class:`~xlbridge.engines.sphinx.DecoderPool` keeps
-  a few idle decoders per model and lends them out (a leg borrows on its
-  first task, returns on ``finish()``); the default pool
-  :data:`~xlbridge.engines.sphinx.DECODERS` lives as long as the process.
-  A Vosk ``Model`` is shared by all calls at once
-  (:func:`~xlbridge.engines.vosk_asr.shared_model`).  Loading a decoder
-  holds the GIL for ~340 ms (stalling every call's audio even from a pool
-  thread), so :meth:`LocalASRFactory.warm_up` loads ``preload_decoders``
-  at start-up.
+  a few idle decoders per model and lends them out (a leg borrows on
+  start, returns on ``finish()``); the pool
+  :data:`~xlbridge.engines.sphinx.DECODERS` lives as long as the process
+  (each worker process has its own).  A Vosk ``Model`` is shared by all
+  calls at once (:func:`~xlbridge.engines.vosk_asr.shared_model`).
+  Loading a decoder takes ~340 ms, so :meth:`LocalASRFactory.warm_up`
+  loads ``preload_decoders`` at start-up (in every worker).
 * **Failures.**  A model that cannot load → ``EngineDown(EngineRequestError)``
   and the leg stops (the pipeline falls back).  A decoder that raises while
   decoding is thrown away → ``EngineDown(EngineUnavailable)``; the next
   audio gets a fresh decoder and ``EngineUp`` (up to :data:`MAX_RESTARTS`).
+  A worker process that dies → ``EngineDown(EngineUnavailable)`` once per
+  leg on it; audio until the leg is re-opened on the respawned worker is
+  lost (``lost_frames``), then ``EngineUp``.  Each death counts as a crash.
   No exception reaches the reactor; ``finish()`` never errbacks.
 
 Lifecycle (``state``)::
@@ -45,10 +56,10 @@ import enum
 import re
 import time
 from collections import deque
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Protocol, Union
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,6 +75,8 @@ from xlbridge.engines.base import (
     EngineUp,
     Transcript,
 )
+from xlbridge.engines.asr_process import ASRWorkerPool, WorkerLost, default_workers
+from xlbridge.engines.asr_worker import Session, StreamParams
 from xlbridge.engines.sphinx import (
     DECODERS,
     ENGINE,
@@ -76,7 +89,7 @@ from xlbridge.engines.sphinx import (
     check_sphinx_model,
 )
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
-from xlbridge.engines.vosk_asr import VoskModel, VoskStream, check_vosk_model, shared_model
+from xlbridge.engines.vosk_asr import VoskModel, check_vosk_model, shared_model
 from xlbridge.errors import ConfigError
 
 __all__ = [
@@ -92,6 +105,9 @@ MAX_RESTARTS = 3
 
 #: Seconds between retries when the thread pool refused a task.
 POOL_RETRY_S = 0.05
+
+#: Where decoding runs (see the module notes).
+BACKENDS = ("process", "thread")
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
@@ -117,13 +133,17 @@ class LocalASRSettings:
     :ivar max_utterance_s: longer speech is cut into finals.
     :ivar queue_s: audio a busy leg may queue before dropping the oldest.
     :ivar idle_decoders: idle pocketsphinx decoders kept per model (~90 MB
-        each for the bundled model).
-    :ivar preload_decoders: decoders loaded per model by
+        each for the bundled model), per worker process.
+    :ivar preload_decoders: decoders loaded per model (in each worker) by
         :meth:`LocalASRFactory.warm_up` (at most ``idle_decoders``).  Loading
-        holds the GIL for ~340 ms, stalling every call's audio, so it is
-        best done before calls arrive.
+        takes ~340 ms (holding the GIL: with the thread backend it stalls
+        every call's audio), so it is best done before calls arrive.
     :ivar finish_timeout_s: ``finish()`` fires after this even if the last
         task never returns (a stopped pool).
+    :ivar backend: ``process`` (pocketsphinx in worker processes) or
+        ``thread`` (in the thread pool, holding the GIL).
+    :ivar workers: worker processes (default one per CPU core minus one, at
+        least one); each keeps its own ``idle_decoders`` per model.
     """
 
     models: Mapping[str, ModelSpec] = attrs.field(factory=dict, converter=_with_english)
@@ -136,6 +156,8 @@ class LocalASRSettings:
     idle_decoders: int = 4
     preload_decoders: int = 2
     finish_timeout_s: float = 5.0
+    backend: str = attrs.field(default="process", validator=attrs.validators.in_(BACKENDS))
+    workers: Optional[int] = None
 
     #: key -> (type, least, most)
     _NUMBERS = {
@@ -148,7 +170,17 @@ class LocalASRSettings:
         "idle_decoders": (int, 0, 64),
         "preload_decoders": (int, 0, 64),
         "finish_timeout_s": (float, 0.1, 120.0),
+        "workers": (int, 1, 64),
     }
+
+    def worker_count(self) -> int:
+        """Worker processes for the ``process`` backend."""
+        return self.workers or default_workers()
+
+    def stream_params(self) -> StreamParams:
+        """The per-stream recogniser settings."""
+        return StreamParams(self.endpoint_window_s, self.endpoint_ratio, self.vad_mode, self.interim_interval_s,
+                            self.max_utterance_s)
 
     def model_for(self, language: str) -> Optional[ModelSpec]:
         """The model for ``language``: exact match, else its primary subtag."""
@@ -168,10 +200,14 @@ class LocalASRSettings:
         for key, value in table.items():
             if key == "models":
                 values["models"] = _parse_models(value)
+            elif key == "backend":
+                if value not in BACKENDS:
+                    raise ConfigError("config", f"local_asr.backend: {value!r} is not one of {', '.join(BACKENDS)}")
+                values["backend"] = value
             elif key in cls._NUMBERS:
                 values[key] = _number(f"local_asr.{key}", value, *cls._NUMBERS[key])
             else:
-                known = ", ".join(["models", *cls._NUMBERS])
+                known = ", ".join(["models", "backend", *cls._NUMBERS])
                 raise ConfigError("config", f"local_asr.{key}: unknown setting (known: {known})")
         settings = cls(**values)
         _check_endpointer(settings.endpoint_window_s, settings.endpoint_ratio)
@@ -260,12 +296,9 @@ class State(enum.StrEnum):
     CLOSED = "closed"
 
 
-Stream = Union[SphinxStream, VoskStream]
-
-
 @attrs.define
 class _Batch:
-    """One task's work and, once done, its results (worker thread fills them)."""
+    """One batch of a leg's work and, once done, its results (the backend fills them)."""
 
     frames: list[bytes]
     skip: int
@@ -289,29 +322,72 @@ def coalesce(events: list[ASREvent]) -> list[ASREvent]:
     return out
 
 
+class _Backend(Protocol):
+    """Where a leg's batches are decoded: :class:`ThreadBackend` or an :class:`~xlbridge.engines.asr_process.WorkerStream`."""
+
+    def run(self, batch: _Batch) -> "Deferred[_Batch]":
+        """Decode ``batch``; fires with it (events, seconds filled in) or errbacks."""
+
+    def abandon(self) -> None:
+        """The leg is done and has no batch in flight: end its stream so the decoder is reused."""
+
+
+class ThreadBackend:
+    """
+    Decodes a leg in the thread pool (``backend = "thread"``, and Vosk
+    legs).  pocketsphinx holds the GIL meanwhile, so the reactor waits a
+    frame's decode now and then and a whole ``end_utt`` per utterance.
+    """
+
+    def __init__(self, pool: ThreadPoolService, session: Session) -> None:
+        self.pool = pool
+        self.session = session  # touched only by the one task in flight
+
+    def run(self, batch: _Batch) -> "Deferred[_Batch]":
+        return self.pool.run(self._work, batch)
+
+    def _work(self, batch: _Batch) -> _Batch:
+        """Pool thread: a batch of a leg, never two at once."""
+        t0 = time.perf_counter()
+        self.session.skip(batch.skip)
+        if batch.frames or not batch.final:
+            batch.events.extend(self.session.feed(batch.frames))
+        if batch.final:
+            batch.events.extend(self.session.finish(batch.tail))
+        batch.seconds = time.perf_counter() - t0
+        return batch
+
+    def abandon(self) -> None:
+        if self.session.stream is not None:
+            self.pool.run(self.session.abandon).addErrback(lambda f: None)
+
+
 class LocalASR:
     """
     One caller's offline recogniser, implementing
     :class:`~xlbridge.engines.base.ASR`.
 
     :param reactor: ``IReactorTime``; results are stamped with its time.
-    :param pool: runs every blocking call.
+    :param pool: runs blocking calls (the ``thread`` backend, Vosk).
     :param language: the caller's language; without a model, ``start()``
         reports ``EngineDown(EngineRequestError)``.
-    :param decoders: where pocketsphinx decoders are borrowed from (default
-        the process-wide :data:`~xlbridge.engines.sphinx.DECODERS`).
+    :param decoders: where the thread backend borrows pocketsphinx decoders
+        (default the process-wide :data:`~xlbridge.engines.sphinx.DECODERS`).
+    :param workers: the ASR worker processes; given, a pocketsphinx leg
+        decodes there (the ``process`` backend), else in ``pool``.
 
     Counters: ``frames_in``; ``dropped_frames`` (queue overflow);
-    ``ignored_frames`` (after failure or finish); ``tasks``;
+    ``ignored_frames`` (after failure or finish); ``lost_frames`` (gone
+    with a dead worker or sent while it was down); ``tasks``;
     ``pool_refused``; ``crashes``; ``frames_decoded`` and ``decode_s``
-    (worker time, for cost per frame).
+    (decoder time, for cost per frame).
     """
 
     log = Logger()
 
     def __init__(self, reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings, language: str,
                  on_event: Callable[[ASREvent], None], call_id: str = "", extension: str = "",
-                 decoders: Optional[DecoderPool] = None) -> None:
+                 decoders: Optional[DecoderPool] = None, workers: Optional[ASRWorkerPool] = None) -> None:
         self.reactor = reactor
         self.pool = pool
         self.settings = settings
@@ -320,10 +396,11 @@ class LocalASR:
         self.call_id = call_id
         self.extension = extension
         self.decoders = DECODERS if decoders is None else decoders
+        self.workers = workers
         self.spec = settings.model_for(language)
         self.state = State.IDLE
         self.max_queue = max(1, round(settings.queue_s / FRAME_S))
-        self.frames_in = self.dropped_frames = self.ignored_frames = 0
+        self.frames_in = self.dropped_frames = self.ignored_frames = self.lost_frames = 0
         self.tasks = self.pool_refused = self.crashes = self.frames_decoded = 0
         self.decode_s = 0.0
         self._reframer = Reframer()
@@ -334,8 +411,8 @@ class LocalASR:
         self._opened = False
         self._finishing = False
         self._down = False
-        self._stream: Optional[Stream] = None  # touched only by the one task in flight
-        self._resource: Any = None
+        self._outage = False  # the worker died; until the leg is re-opened its audio is lost
+        self._backend: Optional[_Backend] = None
         self._waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
@@ -346,7 +423,7 @@ class LocalASR:
     # -- the ASR interface -------------------------------------------------
 
     def start(self) -> None:
-        """Borrow a decoder in the pool (loading it if none is idle)."""
+        """Open the stream: borrow a decoder (loading it if none is idle)."""
         if self.state is not State.IDLE:
             return
         if self.spec is None:
@@ -355,10 +432,18 @@ class LocalASR:
             self.reactor.callLater(0, self._emit, EngineDown(err, self.reactor.seconds()), True)
             return
         self.state = State.RUNNING
-        self._kick()
+        params = self.settings.stream_params()
+        if self.workers is not None and isinstance(self.spec, SphinxModel):
+            self._backend = self.workers.open_stream(self.spec, params, self._worker_lost, self._worker_back)
+        else:
+            self._backend = ThreadBackend(self.pool, Session(self.spec, params, self.decoders, self.settings.idle_decoders))
+        if self.state is State.RUNNING:
+            self._kick()
+        else:
+            self._release()
 
     def feed(self, samples: Samples) -> None:
-        """Queue caller audio (16 kHz int16, native order); decoding follows in the pool."""
+        """Queue caller audio (16 kHz int16, native order); decoding follows in the backend."""
         if self.state in (State.FAILED, State.CLOSED) or self._finishing:
             self.ignored_frames += len(samples) // (FRAME_BYTES // 2)
             return
@@ -371,7 +456,7 @@ class LocalASR:
     def finish(self) -> "Deferred[None]":
         """
         End of audio: decode what is queued, flush the endpointer, deliver
-        the last final, return the decoder to the pool.  Never errbacks.
+        the last final, return the decoder to its pool.  Never errbacks.
         """
         if self.state is State.IDLE:
             self.state = State.CLOSED
@@ -397,6 +482,12 @@ class LocalASR:
     def _kick(self) -> None:
         if self._busy or self._retry_call is not None or self.state is not State.RUNNING:
             return
+        if self._outage:
+            self._lose(len(self._queue))
+            self._queue.clear()
+            if self._finishing:
+                self._close()
+            return
         if not (self._queue or self._finishing or not self._opened):
             return
         batch = _Batch(list(self._queue), self._skip, self._finishing, self._tail if self._finishing else b"")
@@ -405,56 +496,41 @@ class LocalASR:
         self._busy = True
         self._opened = True
         self.tasks += 1
-        d = self.pool.run(self._work, batch)
+        assert self._backend is not None
+        d = self._backend.run(batch)
         d.addCallbacks(self._done, self._failed, errbackArgs=(batch,))
         d.addErrback(self._bug)
+
+    def _lose(self, frames: int) -> None:
+        """Audio the worker will never see: counted, and skipped so stream time stays true."""
+        self.lost_frames += frames
+        self._skip += frames
 
     def _retry(self) -> None:
         self._retry_call = None
         self._kick()
 
-    # -- the task (worker thread) -------------------------------------------
+    # -- the process backend's worker (reactor thread) ----------------------------
 
-    def _work(self, batch: _Batch) -> _Batch:
-        """Decode one batch; runs in a pool thread, never two at once per leg."""
-        t0 = time.perf_counter()
-        stream = self._stream
-        if stream is None and not (batch.final and not batch.frames):
-            assert self.spec is not None
-            if isinstance(self.spec, VoskModel):
-                self._resource = shared_model(self.spec)
-            else:
-                self._resource = self.decoders.acquire(self.spec)
-            stream = self._stream = self._open(self._resource)
-        if stream is not None:
-            if batch.skip:
-                stream.skip(batch.skip)
-            for frame in batch.frames:
-                batch.events.extend(stream.feed(frame))
-            if batch.final:
-                batch.events.extend(stream.finish(batch.tail))
-                self._return_decoder()
-        batch.seconds = time.perf_counter() - t0
-        return batch
+    def _worker_lost(self, err: EngineError) -> None:
+        """The worker died; the batch in flight, if any, errbacks :class:`WorkerLost` next."""
+        if self.state is State.RUNNING:
+            self._outage = True
+            if self._crashed(err):
+                self._kick()
 
-    def _open(self, resource: Any) -> Stream:
-        s = self.settings
-        if isinstance(self.spec, VoskModel):
-            return VoskStream(resource, interim_interval_s=s.interim_interval_s)
-        return SphinxStream(resource, window_s=s.endpoint_window_s, ratio=s.endpoint_ratio, vad_mode=s.vad_mode,
-                            interim_interval_s=s.interim_interval_s, max_utterance_s=s.max_utterance_s)
-
-    def _return_decoder(self) -> None:
-        stream, resource = self._stream, self._resource
-        self._stream = self._resource = None
-        if isinstance(stream, SphinxStream) and stream.finished and isinstance(self.spec, SphinxModel):
-            self.decoders.release(self.spec, resource, self.settings.idle_decoders)
-
-    def _wind_up(self) -> None:
-        """Worker thread: end an abandoned stream quietly so its decoder is reusable."""
-        if self._stream is not None:
-            self._stream.finish()
-        self._return_decoder()
+    def _worker_back(self, error: Optional[EngineError]) -> None:
+        """Re-opened on the respawned worker (or that failed)."""
+        if self.state is not State.RUNNING:
+            return
+        self._outage = False
+        if error is not None:
+            self._fail(error)
+            return
+        if self._down:
+            self._down = False
+            self._emit(EngineUp(ENGINE, self.reactor.seconds()))
+        self._kick()
 
     # -- results (reactor thread) ---------------------------------------------
 
@@ -462,11 +538,10 @@ class LocalASR:
         self._busy = False
         self.frames_decoded += len(batch.frames)
         self.decode_s += batch.seconds
-        if self.state is State.CLOSED and not batch.final:
-            self._busy = True  # the finish timed out while we decoded
-            self.pool.run(self._wind_up).addErrback(lambda f: None)
+        if self.state is not State.RUNNING:  # the finish timed out (or the leg failed) meanwhile
+            self._release()
             return
-        if self._down and self.state is State.RUNNING:
+        if self._down:
             self._down = False
             self._emit(EngineUp(ENGINE, self.reactor.seconds()))
         now = self.reactor.seconds()
@@ -489,26 +564,37 @@ class LocalASR:
                 self._opened = False
             self._retry_call = self.reactor.callLater(POOL_RETRY_S, self._retry)
             return
-        self._stream = self._resource = None  # a decoder that raised is not reused
         err = f.value
-        if isinstance(err, EngineError) and not err.retryable:
+        if f.check(WorkerLost):
+            self._skip += batch.skip  # _worker_lost has reported it
+            self._lose(len(batch.frames))
+        elif isinstance(err, EngineError) and not err.retryable:
             self.log.error("local-asr: {error} call={call_id} ext={ext} language={language}",
                            error=err.message, call_id=self.call_id, ext=self.extension, language=self.language)
             self._fail(err)
             return
-        self.crashes += 1
-        self.log.error("local-asr: decoder crashed ({n}/{max}) call={call_id} ext={ext}: {error!r}",
-                       n=self.crashes, max=MAX_RESTARTS, call_id=self.call_id, ext=self.extension, error=err)
-        if self.crashes > MAX_RESTARTS:
-            self._fail(EngineRequestError(ENGINE, f"decoder crashed {self.crashes} times, last: {err!r}"))
+        elif not self._crashed(err if isinstance(err, EngineUnavailable)
+                               else EngineUnavailable(ENGINE, f"decoder crashed: {err!r}")):
             return
-        if not self._down:
-            self._down = True
-            self._emit(EngineDown(EngineUnavailable(ENGINE, f"decoder crashed: {err!r}"), self.reactor.seconds()))
-        if batch.final or self.state is not State.RUNNING:
+        if self.state is not State.RUNNING:
+            self._release()
+        elif batch.final:
             self._close()
         else:
             self._kick()
+
+    def _crashed(self, err: EngineError) -> bool:
+        """Count a crash and report ``EngineDown`` once; ``False`` if that was one too many (the leg failed)."""
+        self.crashes += 1
+        self.log.error("local-asr: decoding failed ({n}/{max}) call={call_id} ext={ext}: {error}",
+                       n=self.crashes, max=MAX_RESTARTS, call_id=self.call_id, ext=self.extension, error=err.message)
+        if self.crashes > MAX_RESTARTS:
+            self._fail(EngineRequestError(ENGINE, f"decoding failed {self.crashes} times, last: {err.message}"))
+            return False
+        if not self._down:
+            self._down = True
+            self._emit(EngineDown(err, self.reactor.seconds()))
+        return True
 
     def _fail(self, err: EngineError) -> None:
         self.state = State.FAILED
@@ -516,10 +602,18 @@ class LocalASR:
         self._queue.clear()
         self._emit(EngineDown(err, self.reactor.seconds()), True)
         self._fire_waiters()
+        self._release()
 
     def _close(self) -> None:
         self.state = State.CLOSED
         self._fire_waiters()
+        self._release()
+
+    def _release(self) -> None:
+        """Hand the stream back once no batch is in flight (else when it returns)."""
+        if not self._busy and self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.abandon()
 
     def _finish_timed_out(self) -> None:
         self._timer = None
@@ -555,6 +649,8 @@ class LocalASRFactory:
     get one :class:`LocalASR` per caller.  A language without a model still
     gets one, which reports ``EngineDown(EngineRequestError("no model for
     <lang>"))`` when started, so the pipeline falls back for that leg only.
+    With ``backend = "process"`` it owns the :class:`ASRWorkerPool`
+    (spawned on first use or by :meth:`warm_up`, ended by :meth:`close`).
     """
 
     log = Logger()
@@ -565,23 +661,33 @@ class LocalASRFactory:
         self.pool = pool
         self.settings = settings
         self.decoders = DECODERS if decoders is None else decoders
+        self.workers: Optional[ASRWorkerPool] = None
+        if settings.backend == "process":
+            self.workers = ASRWorkerPool(reactor, settings.worker_count(), settings.idle_decoders)
 
     def __call__(self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
         return LocalASR(self.reactor, self.pool, self.settings, language, on_event, call_id=call_id,
-                        extension=extension, decoders=self.decoders)
+                        extension=extension, decoders=self.decoders, workers=self.workers)
 
     def warm_up(self) -> "Deferred[None]":
         """
-        Load ``preload_decoders`` decoders per usable pocketsphinx model and
-        every usable Vosk model into the process pools, in the thread pool,
-        so the first calls do not stall the reactor loading them.  Fires
-        when done; failures are logged, never errbacked.
+        Load ``preload_decoders`` decoders per usable pocketsphinx model (in
+        every worker process, spawning them; or in this process's pool for
+        the thread backend) and every usable Vosk model, so the first calls
+        do not wait for (or, in-process, stall the reactor loading) them.
+        Fires when done; failures are logged, never errbacked.
         """
         count = min(self.settings.preload_decoders, self.settings.idle_decoders)
-        specs = {spec for spec in self.settings.models.values() if check_model(spec) is None}
+        specs = [spec for spec in self.settings.models.values() if check_model(spec) is None]
+        in_workers = [s for s in specs if isinstance(s, SphinxModel)] if self.workers is not None else []
+        here = [s for s in specs if s not in in_workers]
+        ds: list[Deferred[None]] = []
+        if in_workers:
+            assert self.workers is not None
+            ds.append(self.workers.warm_up(in_workers, count))
 
         def load() -> None:  # worker thread
-            for spec in specs:
+            for spec in here:
                 if isinstance(spec, VoskModel):
                     shared_model(spec)
                     continue
@@ -589,15 +695,21 @@ class LocalASRFactory:
                 for decoder in lent:
                     self.decoders.release(spec, decoder, self.settings.idle_decoders)
 
-        d = self.pool.run(load)
+        if here:
+            ds.append(self.pool.run(load))
+        d = gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
         d.addErrback(lambda f: self.log.warn("local-asr: warm-up failed: {error}", error=f.getErrorMessage()))
         return d
+
+    def close(self) -> "Deferred[None]":
+        """End the worker processes, if any (fires when they exited)."""
+        return self.workers.close() if self.workers is not None else succeed(None)
 
 
 def local_asr_factory(reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings,
                       decoders: Optional[DecoderPool] = None) -> LocalASRFactory:
     """
     A :class:`LocalASRFactory` (an :data:`~xlbridge.engines.base.ASRFactory`
-    with a ``warm_up()``).
+    with ``warm_up()`` and ``close()``).
     """
     return LocalASRFactory(reactor, pool, settings, decoders)

@@ -11,14 +11,16 @@ Design notes
   bytes = 320 samples = 20 ms at 16 kHz) of int16 in the machine's native
   byte order, which is also what ``Decoder.process_raw`` reads; callers cut
   their chunks with :class:`Reframer`.
-* **Threads and the GIL.**  Everything here blocks and must run in the
-  engine thread pool.  Measured with pocketsphinx 5.1.1: ``process_raw``
-  does *not* release the GIL (0.8 s of audio in one call stalled another
-  thread for 0.8 s), so :meth:`SphinxStream.feed` takes one 20 ms frame per
-  call: the reactor then waits at most one frame's decode (median ~1.5 ms)
-  plus the interpreter's switch interval, never a whole backlog.
-  ``end_utt`` (10-50 ms with ``fwdflat=False``) holds it too: expect one
-  reactor stall of that size per utterance.
+* **Threads and the GIL.**  Everything here blocks: it runs in an ASR
+  worker process (:mod:`~xlbridge.engines.asr_worker`, the default) or in
+  the engine thread pool, never on the reactor.  Measured with pocketsphinx
+  5.1.1: ``process_raw`` does *not* release the GIL (0.8 s of audio in one
+  call stalled another thread for 0.8 s), so in a thread the reactor waits
+  for the decoder; :meth:`SphinxStream.feed` therefore takes one 20 ms
+  frame per call, so that wait is at most one frame's decode (median
+  ~1.5 ms) plus the interpreter's switch interval, never a whole backlog.
+  ``end_utt`` (10-50 ms with ``fwdflat=False``) holds it too: one stall of
+  that size per utterance.  Hence the worker processes.
 * **Timing.**  All times are seconds since the leg's stream began: frames
   fed plus frames the caller dropped (:meth:`SphinxStream.skip`), 20 ms
   each.  The endpointer hands speech on ~``window`` late and declares the
@@ -33,7 +35,7 @@ Design notes
   emitted only when its text changed.
 * **Events** are :class:`~xlbridge.engines.base.Transcript` and
   :class:`~xlbridge.engines.base.SpeechStarted` with ``received_at=0.0``:
-  this code runs in a worker thread and has no clock; the owner stamps the
+  this code runs off the reactor and has no clock; the owner stamps the
   reactor time when it delivers them.
 """
 
@@ -141,7 +143,7 @@ def check_sphinx_model(spec: SphinxModel) -> Optional[str]:
 def load_sphinx_decoder(spec: SphinxModel) -> Any:
     """
     Load a ``pocketsphinx.Decoder`` for 16 kHz audio (~270-330 ms for the
-    bundled model; call from a worker thread).  ``fwdflat=False`` keeps
+    bundled model; call from a worker process or thread).  ``fwdflat=False`` keeps
     ``end_utt`` at 10-36 ms instead of 130-1200 ms with the same results.
 
     :raises EngineRequestError: the model is missing or pocketsphinx
@@ -193,7 +195,7 @@ class DecoderPool:
     def acquire(self, spec: SphinxModel) -> Any:
         """
         An idle decoder for ``spec``, or a new one (blocks while loading:
-        worker threads only).
+        worker processes or threads only).
 
         :raises EngineRequestError: the model cannot load.
         """
