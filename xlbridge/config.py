@@ -56,6 +56,9 @@ class BridgeConfig:
     relay_buffer_ms: int = 200
     max_burst: int = 3
     events: str | None = None
+    monitor: str = "tcp:3001:interface=127.0.0.1"
+    monitor_token: str | None = attrs.field(default=None, repr=lambda v: "<redacted>" if v else "None")
+    monitor_metrics_open: bool = False
     translation: TranslateSettings = TranslateSettings()
     #: Raw ``[deepgram]``, ``[deepl]``, ``[elevenlabs]`` tables of the TOML
     #: file; each engine validates its own.
@@ -258,6 +261,9 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "comfort-noise": ("translation", "comfort_noise_dbfs", _level_or_off(-120, -20)),
     "bed": ("translation", "bed_db", _level_or_off(-60, 0)),
     "gain": ("translation", "gain_db", _number(float, -40, 20)),
+    "monitor": ("monitor", "endpoint", _text),
+    "monitor-metrics-open": ("monitor", "metrics_open", _bool),
+    "monitor-token": ("monitor", "token", _text),
     "sync-directions": ("translation", "sync_directions", _bool),
     "sync-max-ms": ("translation", "sync_max_ms", _number(float, 0, 10000)),
 }
@@ -266,7 +272,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
 ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs", "local_asr", "apertium", "espeak")
 
 #: TOML sections this version knows.
-SECTIONS = ("bridge", "media", "calls", "translation") + ENGINE_SECTIONS
+SECTIONS = ("bridge", "media", "calls", "translation", "monitor") + ENGINE_SECTIONS
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -347,6 +353,9 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
         relay_buffer_ms=values.get("relay-buffer-ms", 200),
         max_burst=values.get("max-burst", 3),
         events=values.get("events") or None,
+        monitor=values.get("monitor", "tcp:3001:interface=127.0.0.1"),
+        monitor_token=values.get("monitor-token") or None,
+        monitor_metrics_open=values.get("monitor-metrics-open", False),
         translation=translation,
         engine_options=engine_options,
     )

@@ -20,7 +20,7 @@ the loop: an exception would stop ``LoopingCall`` for every call.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -82,6 +82,9 @@ class EgressClock(Service):
         self.last_lateness = 0.0
         self.max_lateness = 0.0
         self._n = 0
+        #: Called once per tick with its lateness in seconds (the monitor's
+        #: histogram); cheap, must not raise.
+        self.on_tick: Optional[Callable[[float], None]] = None
 
     def add(self, leg: EgressLeg) -> None:
         """
@@ -144,6 +147,9 @@ class EgressClock(Service):
                 except Exception:
                     self.errors += 1
                     self.log.failure("egress failed for leg {ext}", ext=leg.extension)
+            hook = self.on_tick
+            if hook is not None:
+                hook(self.last_lateness)
         except Exception:
             self.errors += 1
             self.log.failure("egress tick failed")

@@ -75,6 +75,8 @@ class Options(usage.Options):
         ["bed", None, None, "Level in dB of the partner's original voice under translations, or off. "
          "[default: off]"],
         ["gain", None, None, "Output gain of translated speech in dB. [default: 0]"],
+        ["monitor", "m", None, "strports endpoint of the monitor (web page, /api/calls, /metrics), or none. "
+         "[default: tcp:3001:interface=127.0.0.1]"],
         ["sync-directions", None, None, "yes|no: delay the faster direction so both callers hear "
          "translations with the same lag. [default: no]"],
         ["sync-max-ms", None, None, "Most delay direction sync adds, ms. [default: 1500]"],
@@ -138,7 +140,18 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         "codec {codec} in, {reply} back, on {iface}",
         codec=config.codec, reply=config.reply_codec, iface=config.interface,
     )
-    return BridgeService(config, reactor, pipeline_factory=factory, observers=observers, services=services)
+    bridge = BridgeService(config, reactor, pipeline_factory=factory, observers=observers, services=services)
+    if config.monitor.strip().lower() != "none":
+        from xlbridge.monitor.service import make_monitor
+
+        try:
+            monitor = make_monitor(
+                bridge, reactor, config.monitor, config.monitor_token, config.monitor_metrics_open
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--monitor: {e}") from None
+        monitor.setServiceParent(bridge)  # starts after the calls container, stops before it
+    return bridge
 
 
 def log_event(event: Event) -> None:

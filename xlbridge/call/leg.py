@@ -59,6 +59,11 @@ class Leg:
         #: ``(time, text)`` of translated speech this caller was played
         #: recently; the echo guard compares the caller's transcripts to it.
         self.heard: deque[tuple[float, str]] = deque(maxlen=32)
+        #: Listen-in taps, set by the monitor while someone watches:
+        #: ``tap_in`` gets what the caller says, ``tap_out`` every frame the
+        #: caller hears (``None`` = digital silence).  Cheap, never raise.
+        self.tap_in: Optional[Callable[[Samples], None]] = None
+        self.tap_out: Optional[Callable[[Optional[Samples]], None]] = None
 
     @property
     def counters(self) -> LegCounters:
@@ -93,12 +98,16 @@ class Leg:
             counters.skipped_ticks += skipped
         read = self.output.read_frame
         filler = self.filler
+        tap = self.tap_out
         for _ in range(packets):
             frame = read()
             if frame is None and filler is not None:
-                transport.send_frame(filler(), False)
+                frame = filler()
+                transport.send_frame(frame, False)
             else:
                 transport.send_frame(frame)
+            if tap is not None:
+                tap(frame)
         if skipped:
             transport.skip(skipped)
 

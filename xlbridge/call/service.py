@@ -116,6 +116,9 @@ class CallService(Service):
         Inbound audio from leg ``index`` (0 or 1).
         """
         self.last_activity = self.clock.seconds()
+        tap = self.legs[index].tap_in
+        if tap is not None:
+            tap(samples)
         self.pipelines[index].audio_in(samples)
 
     def _check_inactivity(self) -> None:

@@ -1,0 +1,396 @@
+"""
+``/ws``: live data for monitor pages over one WebSocket per viewer.
+
+Design notes:
+
+- **Auth** happens in ``onConnect``: no valid token (``?token=`` or a bearer
+  header), no upgrade (401 or 403, counted by the guard).
+- **Server to client**, JSON text messages, each with a ``type``:
+  ``hello`` (protocol version, audio format, a status snapshot), ``status``
+  (``/api/calls`` without ``recent`` and without transcripts, every
+  ``status_interval``; history is one ``/api/calls`` away), ``event`` (every bridge event: interim and final
+  captions, translations, playback, engine status), ``call_ended`` (the
+  finished call's record with its transcript), ``levels``
+  (``{extension: {"says": dBFS, "hears": dBFS}}``, every
+  ``levels_interval``), ``listening`` / ``unlistened`` / ``error`` (answers).
+  Binary messages carry listen-in audio (:mod:`xlbridge.monitor.taps`).
+- **Client to server**: ``{"listen": {"extension": "7777", "direction":
+  "says"|"hears"}}`` and the same with ``unlisten``.
+- **Many viewers never slow the media path.**  Taps and observers only queue
+  references; one ``callLater(0)`` after the current reactor turn
+  serialises, frames each message once for all viewers
+  (``prepareMessage``) and puts it on every viewer's :class:`Outbox`.  An
+  outbox holds at most ``max_client_bytes``; it is drained into the
+  transport only while the transport has not paused us (we register as its
+  push producer, so Twisted tells us when its send buffer is full).  A slow
+  browser therefore loses its own oldest messages, counted, and nobody else
+  notices.
+- Timers run on the injected clock and only while someone is connected.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional, Protocol
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from xlbridge.audio.frame import Samples
+from xlbridge.events import CallEnded, CallStarted, Event, event_to_dict
+from xlbridge.monitor.api import CallRecorder, snapshot, to_json
+from xlbridge.monitor.auth import TokenGuard, Verdict
+from xlbridge.monitor.outbox import Outbox
+from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps, encode_frame
+
+#: Version of the message protocol in ``hello``.
+PROTOCOL_VERSION = 1
+
+
+class LiveClient(Protocol):
+    """
+    What the hub needs of a viewer (the WebSocket protocol, or a test fake).
+    """
+
+    outbox: Outbox
+    listens: set[TapKey]
+
+    def send_prepared(self, message: Any) -> None: ...
+
+
+class LiveHub:
+    """
+    Fans bridge events, status, levels and listen-in audio out to viewers.
+
+    :param bridge: the :class:`~xlbridge.bridge.BridgeService`.
+    :param reactor: clock for timers and reactor for the WebSocket factory.
+    :param guard: checks WebSocket handshakes.
+    :param recorder: call records for snapshots and ``call_ended``.
+    :param max_client_bytes: bound of each viewer's outbox.
+    :param max_listens: listen-in streams one viewer may have.
+
+    :ivar dropped: messages dropped for slow viewers, over all viewers.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, bridge: Any, reactor: Any, guard: TokenGuard, recorder: CallRecorder, *,
+        status_interval: float = 1.0, levels_interval: float = 0.1,
+        max_client_bytes: int = 1024 * 1024, max_listens: int = 4,
+    ) -> None:
+        self.bridge = bridge
+        self.clock: IReactorTime = reactor
+        self.guard = guard
+        self.recorder = recorder
+        self.max_client_bytes = max_client_bytes
+        self.max_listens = max_listens
+        self.clients: set[LiveClient] = set()
+        self.listeners: dict[TapKey, set[LiveClient]] = {}
+        self.taps = Taps(self._tapped)
+        self.factory = LiveFactory(self, reactor)
+        self.dropped = 0
+        self._events: list[Event] = []
+        self._frames: list[tuple[LegTap, bytes]] = []
+        self._flush_call: Optional[IDelayedCall] = None
+        self._loops: list[LoopingCall] = []
+        for interval, fn in ((status_interval, self._send_status), (levels_interval, self._send_levels)):
+            loop = LoopingCall(self._guarded, fn)
+            loop.clock = reactor
+            self._loops.append(loop)
+        self._intervals = (status_interval, levels_interval)
+
+    def resource(self) -> WebSocketResource:
+        """
+        The ``/ws`` resource.
+        """
+        return WebSocketResource(self.factory)
+
+    # -- viewers -----------------------------------------------------------
+
+    def join(self, client: LiveClient) -> None:
+        """
+        A viewer connected: greet it with a status snapshot; the first
+        viewer turns on taps and timers.
+        """
+        first = not self.clients
+        self.clients.add(client)
+        if first:
+            self.taps.install(self.bridge.active_calls())
+            for loop, interval in zip(self._loops, self._intervals):
+                loop.start(interval, now=False)
+        hello = {
+            "type": "hello", "version": PROTOCOL_VERSION, "audio": AUDIO_FORMAT, "directions": list(DIRECTIONS),
+            "snapshot": snapshot(self.bridge, self.recorder, self.clock.seconds(), full=False),
+        }
+        self._send_json(client, hello)
+
+    def leave(self, client: LiveClient) -> None:
+        """
+        A viewer went away; the last one turns taps and timers off.
+        """
+        if client not in self.clients:
+            return
+        self.clients.discard(client)
+        for key in list(client.listens):
+            self._unlisten(client, key)
+        client.outbox.clear()
+        if not self.clients:
+            self.taps.uninstall(self.bridge.active_calls())
+            for loop in self._loops:
+                if loop.running:
+                    loop.stop()
+
+    def close(self) -> None:
+        """
+        Stop everything and say goodbye to viewers (the monitor is stopping).
+        """
+        for client in list(self.clients):
+            self.leave(client)
+            goodbye = getattr(client, "sendClose", None)
+            if callable(goodbye):
+                goodbye(code=1001, reason="monitor stopping")
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._events.clear()
+        self._frames.clear()
+
+    def message(self, client: LiveClient, payload: bytes, is_binary: bool) -> None:
+        """
+        A viewer's request: ``listen`` or ``unlisten``.
+        """
+        try:
+            request = json.loads(payload.decode("utf-8")) if not is_binary else None
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            return self._reply(client, {"type": "error", "error": "expected a JSON object"})
+        for verb in ("listen", "unlisten"):
+            target = request.get(verb)
+            if target is None:
+                continue
+            ext = str(target.get("extension", "")) if isinstance(target, dict) else ""
+            direction = target.get("direction") if isinstance(target, dict) else None
+            if ext not in self.bridge.endpoints or direction not in DIRECTIONS:
+                return self._reply(client, {"type": "error", "error": f"{verb}: unknown extension or direction"})
+            key = (ext, direction)
+            if verb == "unlisten":
+                self._unlisten(client, key)
+                return self._reply(client, {"type": "unlistened", "extension": ext, "direction": direction})
+            if key not in client.listens and len(client.listens) >= self.max_listens:
+                return self._reply(client, {"type": "error", "error": f"at most {self.max_listens} listens"})
+            client.listens.add(key)
+            self.listeners.setdefault(key, set()).add(client)
+            tap = self.taps.get(*key)
+            tap.listening = True
+            return self._reply(
+                client, {"type": "listening", "extension": ext, "direction": direction, "stream": tap.stream_id}
+            )
+        return self._reply(client, {"type": "error", "error": "unknown request"})
+
+    def _unlisten(self, client: LiveClient, key: TapKey) -> None:
+        client.listens.discard(key)
+        listeners = self.listeners.get(key)
+        if listeners is not None:
+            listeners.discard(client)
+            if not listeners:
+                del self.listeners[key]
+                self.taps.get(*key).listening = False
+
+    def _reply(self, client: LiveClient, message: dict[str, Any]) -> None:
+        self._send_json(client, message)
+
+    # -- inputs from the bridge (media path: queue only) -------------------
+
+    def observe(self, event: Event) -> None:
+        """
+        Bridge observer.
+        """
+        if not self.clients:
+            return
+        if isinstance(event, CallStarted):
+            self.taps.install(c for c in self.bridge.active_calls() if c.call_id == event.call_id)
+        self._events.append(event)
+        self._schedule()
+
+    __call__ = observe
+
+    def _tapped(self, tap: LegTap, samples: Optional[Samples]) -> None:
+        # Copy now (well under a microsecond): the leg may reuse the array.
+        self._frames.append((tap, encode_frame(tap.stream_id, tap.seq, samples)))
+        self._schedule()
+
+    # -- output ------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        events, self._events = self._events, []
+        frames, self._frames = self._frames, []
+        try:
+            for event in events:
+                self._broadcast({"type": "event", "event": event_to_dict(event)})
+                if isinstance(event, CallEnded):
+                    record = next((r for r in self.recorder.recent if r.call_id == event.call_id), None)
+                    if record is not None:
+                        self._broadcast({"type": "call_ended", "call": record.to_dict()})
+            for tap, data in frames:
+                listeners = self.listeners.get((tap.extension, tap.direction))
+                if listeners:
+                    prepared = self.factory.prepareMessage(data, isBinary=True)
+                    for client in listeners:
+                        self._put(client, prepared, len(data))
+        except Exception:
+            self.log.failure("monitor flush failed")
+        for client in list(self.clients):
+            self.drain(client)
+
+    def drain(self, client: LiveClient) -> None:
+        """
+        Write ``client``'s queued messages while its transport takes them.
+        """
+        try:
+            client.outbox.drain(client.send_prepared)
+        except Exception:
+            self.log.failure("monitor send failed")
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        if not self.clients:
+            return
+        data = to_json(message)
+        prepared = self.factory.prepareMessage(data, isBinary=False)
+        for client in self.clients:
+            self._put(client, prepared, len(data))
+
+    def _send_json(self, client: LiveClient, message: dict[str, Any]) -> None:
+        data = to_json(message)
+        self._put(client, self.factory.prepareMessage(data, isBinary=False), len(data))
+        self._schedule()
+
+    def _put(self, client: LiveClient, prepared: Any, size: int) -> None:
+        self.dropped += client.outbox.put(prepared, size)
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        # An exception would stop the LoopingCall for good.
+        try:
+            fn()
+        except Exception:
+            self.log.failure("monitor timer failed")
+
+    def _send_status(self) -> None:
+        self._broadcast(
+            {"type": "status", "status": snapshot(self.bridge, self.recorder, self.clock.seconds(), full=False)}
+        )
+        self._schedule()
+
+    def _send_levels(self) -> None:
+        levels = self.taps.levels(self.bridge.active_calls())
+        if levels:
+            self._broadcast({"type": "levels", "time": self.clock.seconds(), "levels": levels})
+            self._schedule()
+
+
+@implementer(IPushProducer)
+class _Backpressure:
+    """
+    Registered with a viewer's transport: Twisted pauses it when the send
+    buffer is full and resumes it when drained.
+    """
+
+    def __init__(self, client: "LiveProtocol") -> None:
+        self.client = client
+
+    def pauseProducing(self) -> None:
+        self.client.outbox.paused = True
+
+    def resumeProducing(self) -> None:
+        self.client.outbox.paused = False
+        self.client.hub.drain(self.client)
+
+    def stopProducing(self) -> None:
+        self.client.outbox.paused = True
+        self.client.outbox.clear()
+
+
+class LiveProtocol(WebSocketServerProtocol):
+    """
+    One viewer; forwards everything to the hub.
+    """
+
+    log = Logger()
+    factory: "LiveFactory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listens: set[TapKey] = set()
+        self.outbox = Outbox(256 * 1024)
+
+    @property
+    def hub(self) -> LiveHub:
+        return self.factory.hub
+
+    def onConnect(self, request: Any) -> None:
+        verdict = self.hub.guard.check_handshake(request.headers, request.params)
+        if verdict is Verdict.MISSING:
+            raise ConnectionDeny(401, "token required")
+        if verdict is not Verdict.OK:
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "invalid token")
+
+    def onOpen(self) -> None:
+        self.outbox = Outbox(self.hub.max_client_bytes)
+        transport: Any = self.transport
+        try:
+            # The HTTP channel registered itself before Autobahn took the
+            # transport over; from now on the send buffer is ours to watch.
+            transport.unregisterProducer()
+            transport.registerProducer(_Backpressure(self), True)
+        except Exception:
+            # Without flow control a stuck browser would grow the send
+            # buffer without bound: refuse to serve it.
+            self.log.failure("cannot watch the viewer's send buffer; closing")
+            self.sendClose(1011, "flow control unavailable")
+            return
+        self.hub.join(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        try:
+            self.hub.message(self, payload, isBinary)
+        except Exception:
+            self.log.failure("bad monitor request")
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self.hub.leave(self)
+
+    def send_prepared(self, message: Any) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendPreparedMessage(message)
+
+
+class LiveFactory(WebSocketServerFactory):
+    """
+    Builds :class:`LiveProtocol` for the hub.
+
+    Client messages are small, so frames and messages are capped at 64 KiB.
+    The open-handshake timeout is off: under ``WebSocketResource`` twisted.web
+    has already read the whole upgrade request, so the handshake completes
+    (or fails) at once, and Autobahn's timer would only outlive it on
+    txaio's global clock.
+    """
+
+    protocol = LiveProtocol  # type: ignore[assignment]
+
+    def __init__(self, hub: LiveHub, reactor: Any) -> None:
+        super().__init__(reactor=reactor)
+        self.hub = hub
+        self.setProtocolOptions(
+            maxFramePayloadSize=65536, maxMessagePayloadSize=65536, openHandshakeTimeout=0
+        )

@@ -1,0 +1,339 @@
+"""
+Prometheus metrics of the bridge, on a registry of its own.
+
+Nothing here runs per packet.  Three feeds, each as cheap as its source
+allows:
+
+- **Scrape time**: :class:`BridgeCollector` reads the counters the media
+  path keeps anyway (:class:`~xlbridge.events.LegCounters` of every
+  endpoint, the :class:`~xlbridge.egress.EgressClock`'s tick counts, the live
+  calls) when ``/metrics`` is fetched, and sums them over endpoints.
+- **Events**: :meth:`BridgeMetrics.observe` is a bridge observer; latencies
+  come from :class:`~xlbridge.events.TranscriptEvent` (ASR),
+  :class:`~xlbridge.events.TranslationEvent` (MT) and
+  :class:`~xlbridge.events.PlaybackStarted` (TTS first byte, queue wait, and
+  end of speech to the first translated packet); engine trouble from
+  :class:`~xlbridge.events.EngineStatusEvent`.
+- **Egress ticks**: :meth:`BridgeMetrics.observe_tick` is called once per
+  20 ms tick with the tick's lateness (the clock's ``on_tick`` hook), one
+  histogram observation, about a microsecond, 50 times a second.
+
+Naming follows Prometheus conventions: ``xlbridge_`` prefix, counters end in
+``_total``, durations are ``_seconds``.  There are no per-call or
+per-extension labels (their number is unbounded over time, or at least
+unbounded per deployment); labels only take closed sets of values: drop
+reasons (:class:`~xlbridge.events.DropReason`), stages, transport kinds, and
+engine names, which are capped (:data:`MAX_LABEL_VALUES`) in case an engine
+reports something unexpected.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as _Counter
+from typing import Any, Iterable, Iterator, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.web.resource import Resource
+
+from xlbridge.events import (
+    CallEnded,
+    CallStarted,
+    DropReason,
+    EngineStatusEvent,
+    Event,
+    PlaybackStarted,
+    TranscriptEvent,
+    TranslationEvent,
+    UtteranceDropped,
+)
+from xlbridge.monitor.auth import TokenGuard, Verdict
+
+#: Content type of the text exposition format ``generate_latest`` writes.
+CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
+
+#: Most distinct values of a free-text label (engine names, reasons); more
+#: are reported as ``"other"`` so a misbehaving engine cannot blow up the
+#: number of series.
+MAX_LABEL_VALUES = 16
+
+#: Speech latencies: tens of milliseconds to several seconds.
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+#: Egress tick lateness: well under a millisecond when healthy; a stall of a
+#: whole tick (20 ms) and more is what callers hear.
+TICK_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
+CALL_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+#: The latency stages, as label values of ``xlbridge_stage_latency_seconds``.
+STAGES = ("asr", "mt", "tts_first_byte", "queue_wait")
+
+#: Drop reasons counted in packets; ``BUFFER_FULL`` counts samples and gets
+#: its own metric so one metric never mixes units.
+PACKET_DROP_REASONS = tuple(r for r in DropReason if r is not DropReason.BUFFER_FULL)
+
+
+class _Labels:
+    """
+    Caps the distinct values of one label at :data:`MAX_LABEL_VALUES`.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= MAX_LABEL_VALUES:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+def _base(language: str) -> str:
+    return language.split("-")[0].lower()
+
+
+class BridgeMetrics:
+    """
+    The registry and the event-fed metrics.
+
+    :param bridge: a :class:`~xlbridge.bridge.BridgeService` (read at scrape
+        time by :class:`BridgeCollector`).
+    :param guard: its refusal counts are exported.
+    :param hub: optional; anything with ``clients`` (a sized collection) and
+        ``dropped`` (an int), i.e. the live WebSocket hub.
+    """
+
+    def __init__(self, bridge: Any, guard: Optional[TokenGuard] = None, hub: Any = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage_latency = Histogram(
+            "xlbridge_stage_latency_seconds",
+            "Latency of one pipeline stage: asr (end of speech to final transcript), mt, "
+            "tts_first_byte (request to first audio), queue_wait (first audio to first packet).",
+            ["stage"], registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.speech_to_playback = Histogram(
+            "xlbridge_speech_to_playback_seconds",
+            "End of a caller's speech to the first packet of its translation on the wire.",
+            registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.egress_error = Histogram(
+            "xlbridge_egress_interval_error_seconds",
+            "How late each 20 ms egress tick ran after its deadline.",
+            registry=r, buckets=TICK_BUCKETS,
+        )
+        self.call_duration = Histogram(
+            "xlbridge_call_duration_seconds", "Duration of ended calls.", registry=r, buckets=CALL_BUCKETS,
+        )
+        self.calls_started = Counter("xlbridge_calls_started_total", "Calls started.", registry=r)
+        self.calls_ended = Counter(
+            "xlbridge_calls_ended_total", "Calls ended, by reason.", ["reason"], registry=r
+        )
+        self.translations = Counter(
+            "xlbridge_translations_total", "Final transcripts translated for the partner.", registry=r
+        )
+        self.utterances_dropped = Counter(
+            "xlbridge_utterances_dropped_total",
+            "Translated utterances not (fully) played, by reason (backlog, echo, failed).",
+            ["reason"], registry=r,
+        )
+        self.engine_errors = Counter(
+            "xlbridge_engine_errors_total",
+            "Engine failures that put a direction into fallback, by engine.",
+            ["engine"], registry=r,
+        )
+        self.engine_reconnects = Counter(
+            "xlbridge_engine_reconnects_total",
+            "Engines working again after a failure, by engine.",
+            ["engine"], registry=r,
+        )
+        for stage in STAGES:
+            self.stage_latency.labels(stage)
+        self._engine_label = _Labels()
+        self._reason_label = _Labels()
+        self.collector = BridgeCollector(bridge, guard, hub)
+        r.register(self.collector)
+
+    def observe(self, event: Event) -> None:
+        """
+        Bridge observer: update the event-fed metrics.
+        """
+        if isinstance(event, TranscriptEvent):
+            if event.is_final and event.asr_ms is not None:
+                self.stage_latency.labels("asr").observe(max(0.0, event.asr_ms) / 1000)
+        elif isinstance(event, TranslationEvent):
+            self.translations.inc()
+            # Same-language "translations" skip MT (mt_ms is 0): not a latency.
+            if _base(event.language) != _base(event.source_language):
+                self.stage_latency.labels("mt").observe(max(0.0, event.mt_ms) / 1000)
+        elif isinstance(event, PlaybackStarted):
+            for stage, ms in (("tts_first_byte", event.tts_first_byte_ms), ("queue_wait", event.queue_wait_ms)):
+                if ms is not None:
+                    self.stage_latency.labels(stage).observe(max(0.0, ms) / 1000)
+            if event.total_ms is not None:
+                self.speech_to_playback.observe(max(0.0, event.total_ms) / 1000)
+        elif isinstance(event, EngineStatusEvent):
+            engine = self._engine_label(event.engine)
+            if event.state == "down":
+                self.engine_errors.labels(engine).inc()
+            elif event.state == "up":
+                self.engine_reconnects.labels(engine).inc()
+        elif isinstance(event, UtteranceDropped):
+            self.utterances_dropped.labels(self._reason_label(event.reason)).inc()
+        elif isinstance(event, CallStarted):
+            self.calls_started.inc()
+        elif isinstance(event, CallEnded):
+            self.calls_ended.labels(self._reason_label(event.reason)).inc()
+            self.call_duration.observe(max(0.0, event.duration))
+
+    __call__ = observe
+
+    def observe_tick(self, lateness: float) -> None:
+        """
+        The egress clock's per-tick hook: one tick ran ``lateness`` seconds
+        after its deadline (never negative in the histogram).
+        """
+        self.egress_error.observe(lateness if lateness > 0.0 else 0.0)
+
+    def exposition(self) -> bytes:
+        """
+        The text exposition of every metric.
+        """
+        return exposition.generate_latest(self.registry)
+
+
+class BridgeCollector:
+    """
+    Reads the bridge's own counters at scrape time (a prometheus_client
+    custom collector).  Counters are cumulative per endpoint (endpoints live
+    as long as the bridge), so their sums only grow.
+    """
+
+    def __init__(self, bridge: Any, guard: Optional[TokenGuard] = None, hub: Any = None) -> None:
+        self.bridge = bridge
+        self.guard = guard
+        self.hub = hub
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not read the bridge: return nothing and let
+        # collect() run at scrape time only.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._packets()
+        yield from self._egress()
+        yield from self._calls()
+        yield from self._monitor()
+
+    def _packets(self) -> Iterator[Metric]:
+        fields = {
+            "packets_in": ("xlbridge_packets_received_total", "Media packets received and decoded."),
+            "packets_out": ("xlbridge_packets_sent_total", "Media packets sent (audio or silence)."),
+            "bytes_in": ("xlbridge_received_payload_bytes_total", "Payload bytes received."),
+            "bytes_out": ("xlbridge_sent_payload_bytes_total", "Payload bytes sent."),
+            "silence_out": ("xlbridge_silence_packets_sent_total", "Packets sent carrying silence."),
+            "lost": ("xlbridge_packets_lost_total", "Inbound packets never received (sequence gaps)."),
+        }
+        families = {k: CounterMetricFamily(n, h, labels=["transport"]) for k, (n, h) in fields.items()}
+        sums: dict[str, _Counter[str]] = {k: _Counter() for k in fields}
+        drops: _Counter[DropReason] = _Counter()
+        for endpoint in self.bridge.endpoints.values():
+            c = endpoint.counters
+            kind = str(getattr(endpoint, "kind", "rtp"))
+            for k in fields:
+                sums[k][kind] += getattr(c, k)
+            drops.update(c.drops)
+        for k, family in families.items():
+            for kind, value in sorted(sums[k].items()):
+                family.add_metric([kind], value)
+            yield family
+        dropped = CounterMetricFamily(
+            "xlbridge_packets_dropped_total", "Inbound or outbound packets discarded, by reason.",
+            labels=["reason"],
+        )
+        for reason in PACKET_DROP_REASONS:
+            dropped.add_metric([reason.value], drops.get(reason, 0))
+        yield dropped
+        yield CounterMetricFamily(
+            "xlbridge_outbound_samples_dropped_total",
+            "Outbound audio samples discarded because a leg's buffer was full.",
+            value=drops.get(DropReason.BUFFER_FULL, 0),
+        )
+
+    def _egress(self) -> Iterator[Metric]:
+        eg = self.bridge.egress
+        yield CounterMetricFamily("xlbridge_egress_ticks_total", "Egress clock wake-ups.", value=eg.ticks)
+        yield CounterMetricFamily(
+            "xlbridge_egress_late_ticks_total", "20 ms intervals not served on time.", value=eg.late_ticks
+        )
+        yield CounterMetricFamily(
+            "xlbridge_egress_skipped_ticks_total", "20 ms intervals never served (beyond the burst).",
+            value=eg.skipped,
+        )
+        yield CounterMetricFamily(
+            "xlbridge_egress_errors_total", "Exceptions caught in egress ticks.", value=eg.errors
+        )
+        yield GaugeMetricFamily(
+            "xlbridge_egress_max_lateness_seconds", "Largest egress tick lateness since start.",
+            value=eg.max_lateness,
+        )
+
+    def _calls(self) -> Iterator[Metric]:
+        calls = self.bridge.active_calls()
+        down = 0
+        for call in calls:
+            for pipeline in getattr(call, "pipelines", ()):
+                if getattr(pipeline, "in_fallback", False):
+                    down += 1
+        yield GaugeMetricFamily("xlbridge_active_calls", "Calls in progress.", value=len(calls))
+        yield GaugeMetricFamily(
+            "xlbridge_active_legs", "Legs paced by the egress clock.", value=len(self.bridge.egress)
+        )
+        yield GaugeMetricFamily(
+            "xlbridge_directions_in_fallback", "Call directions whose engine is down (in fallback).",
+            value=down,
+        )
+
+    def _monitor(self) -> Iterator[Metric]:
+        if self.guard is not None:
+            refused = CounterMetricFamily(
+                "xlbridge_monitor_auth_refused_total",
+                "Monitor requests refused: missing (401) or wrong (403) token.",
+                labels=["reason"],
+            )
+            for verdict in (Verdict.MISSING, Verdict.WRONG):
+                refused.add_metric([verdict.value], self.guard.refused.get(verdict, 0))
+            yield refused
+        if self.hub is not None:
+            yield GaugeMetricFamily(
+                "xlbridge_monitor_clients", "Connected monitor WebSocket clients.", value=len(self.hub.clients)
+            )
+            yield CounterMetricFamily(
+                "xlbridge_monitor_messages_dropped_total",
+                "Messages and audio frames dropped for slow monitor clients.",
+                value=self.hub.dropped,
+            )
+
+
+class MetricsResource(Resource):
+    """
+    ``/metrics``: renders the registry on the reactor thread.
+
+    prometheus_client's own Twisted resource renders in a thread pool, which
+    would read the bridge's counters while the reactor changes them; a
+    scrape takes well under a millisecond, so it runs here instead.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: BridgeMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return self.metrics.exposition()
+
+    render_HEAD = render_GET

@@ -1,0 +1,259 @@
+"""
+The monitor as a service: the site, its listener and the bridge hooks.
+
+:func:`make_monitor` builds a :class:`MonitorService` from the tap's
+options; add it to the bridge (``monitor.setServiceParent(bridge)``) so it
+starts after the calls container and stops before it.  While running it
+
+- listens on a strports endpoint (``tcp:3001:interface=127.0.0.1`` by
+  default) with the injected reactor, never the global one;
+- observes bridge events (call records, metrics, live viewers);
+- sets the egress clock's per-tick hook for the interval-error histogram.
+
+The site writes no access log: the token travels in query strings, and an
+access log would write it to disk with every page load.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from xlbridge.monitor.api import CallRecorder, CallsResource
+from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource, resolve_token
+from xlbridge.monitor.live import LiveHub
+from xlbridge.monitor.metrics import BridgeMetrics, MetricsResource
+
+#: The ``--monitor`` value that turns the monitor off.
+DISABLED = "none"
+
+#: The ``--monitor`` default: loopback only.
+DEFAULT_ENDPOINT = "tcp:3001:interface=127.0.0.1"
+
+_INDEX = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xlbridge monitor</title></head>
+<body>
+<h1>xlbridge monitor</h1>
+<p>The monitor page is not built yet. The server side is live:</p>
+<ul>
+<li><code>/api/calls</code>: active and recent calls as JSON (send the token as
+<code>Authorization: Bearer &lt;token&gt;</code> or <code>?token=</code>);</li>
+<li><code>/ws?token=</code>: live events, captions, status, levels and listen-in audio;</li>
+<li><code>/metrics</code>: Prometheus metrics.</li>
+</ul>
+</body></html>
+"""
+
+
+class IndexResource(Resource):
+    """
+    ``/``: the page.  It holds no data (that comes over ``/ws`` and
+    ``/api``), so it is served without a token; it reads the token from its
+    own ``?token=`` and must not leak it in a ``Referer``.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"cache-control", b"no-store")
+        return _INDEX
+
+
+class _QuietSite(Site):
+    """
+    A site with no access log (see the module docstring).
+    """
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class SiteListener(Service):
+    """
+    Listen on ``endpoint`` while running.
+
+    A listening failure (port taken, bad interface) raises from
+    :meth:`startService` when the endpoint fails synchronously, as TCP does,
+    so twistd refuses to start instead of running without its monitor.
+
+    :param on_listening: called with the port once listening.
+    :ivar port: the listening port while running.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, factory: Any, on_listening: Callable[[IListeningPort], None]
+    ) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.on_listening = on_listening
+        self.port: Optional[IListeningPort] = None
+        self._listening: Optional[Deferred[Any]] = None
+
+    def startService(self) -> None:
+        super().startService()
+        outcome: list[Any] = []
+
+        def note(result: Any) -> Any:
+            outcome.append(result)
+            return result
+
+        d: Deferred[Any] = self.endpoint.listen(self.factory)
+        d.addBoth(note)
+        if outcome and isinstance(outcome[0], Failure):
+            self.running = False
+            d.addErrback(lambda f: None)
+            outcome[0].raiseException()
+        d.addCallback(self._listened)
+        d.addErrback(lambda f: self.log.failure("monitor cannot listen", f))
+        self._listening = d
+
+    def _listened(self, port: IListeningPort) -> None:
+        self.port = port
+        self.on_listening(port)
+
+    def stopService(self) -> "Deferred[None] | None":
+        super().stopService()
+        port, self.port = self.port, None
+        if self._listening is not None and not self._listening.called:
+            self._listening.cancel()
+        self._listening = None
+        if port is not None:
+            return port.stopListening()  # type: ignore[return-value]
+        return None
+
+
+class MonitorService(MultiService):
+    """
+    The monitor: site, listener, live hub, metrics and call records.
+
+    :param bridge: the :class:`~xlbridge.bridge.BridgeService` to watch.
+    :param reactor: for the listener, timers and the WebSocket factory.
+    :param endpoint: where to listen.
+    :param guard: the token check.
+    :param metrics_open: serve ``/metrics`` without the token.
+    :param scheme: ``http`` or ``https`` for the logged URL.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, bridge: Any, reactor: Any, endpoint: IStreamServerEndpoint, guard: TokenGuard,
+        metrics_open: bool = False, scheme: str = "http", *, recent_calls: int = 50,
+        status_interval: float = 1.0, levels_interval: float = 0.1, max_client_bytes: int = 1024 * 1024,
+    ) -> None:
+        super().__init__()
+        self.setName("monitor")
+        self.bridge = bridge
+        self.reactor = reactor
+        self.guard = guard
+        self.scheme = scheme
+        self.recorder = CallRecorder(max_recent=recent_calls)
+        self.hub = LiveHub(
+            bridge, reactor, guard, self.recorder, status_interval=status_interval,
+            levels_interval=levels_interval, max_client_bytes=max_client_bytes,
+        )
+        self.metrics = BridgeMetrics(bridge, guard, self.hub)
+        self.root = Resource()
+        self.root.putChild(b"", IndexResource())
+        api = Resource()
+        api.putChild(b"calls", CallsResource(bridge, self.recorder, reactor))
+        self.root.putChild(b"api", GuardedResource(api, guard))
+        metrics = MetricsResource(self.metrics)
+        self.root.putChild(b"metrics", metrics if metrics_open else GuardedResource(metrics, guard))
+        self.root.putChild(b"ws", self.hub.resource())
+        self.site = _QuietSite(self.root, reactor=reactor)
+        self.listener = SiteListener(endpoint, self.site, self._listening)
+        self.listener.setServiceParent(self)
+        self.observers = (self.recorder.observe, self.metrics.observe, self.hub.observe)
+        self.url: Optional[str] = None
+
+    def startService(self) -> None:
+        for observer in self.observers:
+            if observer not in self.bridge.observers:
+                self.bridge.observers.append(observer)
+        # The egress clock's per-tick hook (proposed ``EgressClock.on_tick``).
+        egress: Any = self.bridge.egress
+        egress.on_tick = self.metrics.observe_tick
+        super().startService()
+
+    def stopService(self) -> "Deferred[None]":
+        for observer in self.observers:
+            while observer in self.bridge.observers:
+                self.bridge.observers.remove(observer)
+        egress: Any = self.bridge.egress
+        if getattr(egress, "on_tick", None) == self.metrics.observe_tick:
+            egress.on_tick = None
+        self.hub.close()
+        d: Deferred[None] = super().stopService()
+        return d
+
+    @property
+    def port(self) -> Optional[IListeningPort]:
+        """
+        The listening port while running.
+        """
+        return self.listener.port
+
+    def _listening(self, port: IListeningPort) -> None:
+        address = port.getHost()
+        host = getattr(address, "host", None)
+        if host is None:
+            self.log.info("monitor listening on {address}", address=address)
+            return
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        base = f"{self.scheme}://{host}:{getattr(address, 'port', '')}/"
+        if self.guard.source is TokenSource.GENERATED:
+            # Generated at start-up: this line is the only way to learn it.
+            self.url = f"{base}?token={self.guard.token}"
+            self.log.info("monitor: open {url}", url=self.url)
+        else:
+            self.url = f"{base}?token=<token from {self.guard.source.value}>"
+            self.log.info("monitor on {base} (token from {source})", base=base, source=self.guard.source.value)
+
+
+def make_monitor(
+    bridge: Any,
+    reactor: Any,
+    description: str = DEFAULT_ENDPOINT,
+    token: Optional[str] = None,
+    metrics_open: bool = False,
+    environ: Optional[Mapping[str, str]] = None,
+    **options: Any,
+) -> MonitorService:
+    """
+    Build the monitor for ``bridge``.
+
+    :param description: a strports server description; the caller handles
+        :data:`DISABLED` (``"none"``).  A bad one raises ``ValueError`` here,
+        before anything starts.
+    :param token: configured token; else ``XLBRIDGE_MONITOR_TOKEN`` in
+        ``environ`` (``os.environ`` by default); else a random one.
+    :param options: passed to :class:`MonitorService` (``recent_calls``,
+        ``status_interval``, ``levels_interval``, ``max_client_bytes``).
+    """
+    if description.strip().lower() == DISABLED:
+        raise ValueError("the monitor is disabled ('none'): do not build it")
+    endpoint = serverFromString(reactor, description)
+    value, source = resolve_token(token, os.environ if environ is None else environ)
+    scheme = "https" if description.split(":", 1)[0].lower() in ("ssl", "tls") else "http"
+    return MonitorService(
+        bridge, reactor, endpoint, TokenGuard(value, source), metrics_open, scheme, **options
+    )
