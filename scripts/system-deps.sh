@@ -5,6 +5,7 @@
 set -eu
 # The embedded default engines and the demo need Apertium (MT) and the
 # Asterisk recordings the demo plays; pocketsphinx and espeak-ng come from PyPI.
+# scripts/test.sh adds chromium, for the monitor page's browser test.
 pkgs="python3 python3-venv python3-dev gcc apertium apertium-eng-spa asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 $*"
 missing=""
 for p in $pkgs; do

@@ -4,7 +4,7 @@
 #   sh scripts/test.sh tests.test_rtp_packet   # one module
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/setup.sh
+sh scripts/setup.sh chromium  # chromium: the monitor page's browser test
 if [ $# -gt 0 ]; then
     exec .venv/bin/python -m twisted.trial "$@"
 fi

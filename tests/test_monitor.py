@@ -147,9 +147,29 @@ class TokenTests(MonitoredBridge, SynchronousTestCase):
     def test_page_is_open_and_does_not_leak_the_token(self) -> None:
         code, headers, body = self.get(f"/?token={TOKEN}")
         self.assertEqual(code, 200)
-        self.assertIn(b"not built yet", body)
+        self.assertIn(b'<script src="/static/app.js"', body)
+        self.assertNotIn(TOKEN.encode(), body)
         self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
+        (csp,) = headers.getRawHeaders(b"content-security-policy")
+        self.assertIn(b"default-src 'self'", csp)
+        self.assertIn(b"connect-src 'self' ws: wss:", csp)
+        self.assertIn(b"script-src 'self';", csp)  # no inline script, no other origins
         self.assertNotIn(TOKEN, repr(self.monitor.guard))
+        self.assertEqual(sum(self.monitor.guard.refused.values()), 0)
+
+    def test_static_files_are_open_typed_and_confined(self) -> None:
+        for name, kind in (("app.js", b"text/javascript"), ("style.css", b"text/css"), ("index.html", b"text/html")):
+            code, headers, body = self.get(f"/static/{name}")
+            self.assertEqual(code, 200, name)
+            self.assertTrue(headers.getRawHeaders(b"content-type")[0].startswith(kind), name)
+            self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
+            self.assertEqual(headers.getRawHeaders(b"referrer-policy"), [b"no-referrer"])
+            self.assertTrue(headers.getRawHeaders(b"content-security-policy"))
+            self.assertGreater(len(body), 100)
+        for path in ("/static/nope.js", "/static/../service.py", "/static/%2e%2e%2fservice.py",
+                     "/static/", "/static/a/app.js", "/static/.hidden.js", "/static/__init__.py"):
+            self.assertEqual(self.get(path)[0], 404, path)
+        self.assertEqual(sum(self.monitor.guard.refused.values()), 0)
 
     def test_metrics_need_the_token_unless_open(self) -> None:
         self.assertEqual(self.get("/metrics")[0], 401)

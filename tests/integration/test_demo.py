@@ -20,12 +20,14 @@ class DemoTests(TestCase):
             raise SkipTest("asterisk-core-sounds-en-g722/-es-g722 are not installed")
         out = self.mktemp()
         run = subprocess.run(
-            [sys.executable, "-m", "xlbridge.tools.demo", "--engines", "local", "--out", out],
+            [sys.executable, "-m", "xlbridge.tools.demo", "--engines", "local", "--out", out,
+             "--monitor", "tcp:0:interface=127.0.0.1"],
             capture_output=True, text=True, timeout=180,
         )
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
         self.assertIn("7777 (en) said: you are currently the only person in this conference", run.stdout)
         self.assertIn("8888 hears:", run.stdout)
         self.assertIn("result: OK", run.stdout)
+        self.assertIn("monitor (live captions, listen-in): http://127.0.0.1:", run.stdout)
         for name in ("heard-by-7777.wav", "heard-by-8888.wav"):
             self.assertGreater(os.path.getsize(os.path.join(out, name)), 100_000)

@@ -39,19 +39,53 @@ DISABLED = "none"
 #: The ``--monitor`` default: loopback only.
 DEFAULT_ENDPOINT = "tcp:3001:interface=127.0.0.1"
 
-_INDEX = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>xlbridge monitor</title></head>
-<body>
-<h1>xlbridge monitor</h1>
-<p>The monitor page is not built yet. The server side is live:</p>
-<ul>
-<li><code>/api/calls</code>: active and recent calls as JSON (send the token as
-<code>Authorization: Bearer &lt;token&gt;</code> or <code>?token=</code>);</li>
-<li><code>/ws?token=</code>: live events, captions, status, levels and listen-in audio;</li>
-<li><code>/metrics</code>: Prometheus metrics.</li>
-</ul>
-</body></html>
-"""
+#: The page and its assets: shipped inside the package (package-data glob
+#: ``monitor/static/*``) so the wheel serves them offline, with no CDN.
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+_CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
+    ".png": b"image/png",
+    ".ico": b"image/x-icon",
+}
+
+#: The page needs nothing but its own scripts and styles, the WebSocket and
+#: ``/api``: everything else (inline script, other origins, frames, plugins,
+#: forms) is refused.
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _secure_headers(request: Any, content_type: bytes) -> None:
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"cache-control", b"no-store")
+
+
+def _read_static(name: str) -> Optional[bytes]:
+    """
+    The bytes of ``static/<name>``, or ``None`` unless ``name`` is a plain
+    file name of a known type in that directory (no ``..``, no sub-paths).
+    """
+    if not name or name != os.path.basename(name) or name.startswith("."):
+        return None
+    if os.path.splitext(name)[1] not in _CONTENT_TYPES:
+        return None
+    path = os.path.join(STATIC_DIR, name)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 class IndexResource(Resource):
@@ -64,10 +98,33 @@ class IndexResource(Resource):
     isLeaf = True
 
     def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"referrer-policy", b"no-referrer")
-        request.setHeader(b"cache-control", b"no-store")
-        return _INDEX
+        body = _read_static("index.html")
+        if body is None:
+            request.setResponseCode(500)
+            _secure_headers(request, b"text/plain; charset=utf-8")
+            return b"monitor page missing from the installation\n"
+        _secure_headers(request, _CONTENT_TYPES[".html"])
+        return body
+
+
+class StaticResource(Resource):
+    """
+    ``/static/<name>``: the page's scripts and styles, without a token (they
+    hold no data).  Only plain files of known types in :data:`STATIC_DIR`.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        parts = [p for p in request.postpath if p]
+        name = parts[0].decode("utf-8", "replace") if len(parts) == 1 else ""
+        body = _read_static(name)
+        if body is None:
+            request.setResponseCode(404)
+            _secure_headers(request, b"text/plain; charset=utf-8")
+            return b"not found\n"
+        _secure_headers(request, _CONTENT_TYPES[os.path.splitext(name)[1]])
+        return body
 
 
 class _QuietSite(Site):
@@ -170,6 +227,7 @@ class MonitorService(MultiService):
         self.metrics = BridgeMetrics(bridge, guard, self.hub)
         self.root = Resource()
         self.root.putChild(b"", IndexResource())
+        self.root.putChild(b"static", StaticResource())
         api = Resource()
         api.putChild(b"calls", CallsResource(bridge, self.recorder, reactor))
         self.root.putChild(b"api", GuardedResource(api, guard))

@@ -166,6 +166,12 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
         config, reactor, pipeline_factory=translate_factory(choice.engines, config.translation),
         observers=[transcript], services=choice.services,
     )
+    monitor: Any = None
+    if args.monitor.strip().lower() != "none":
+        from xlbridge.monitor.service import make_monitor
+
+        monitor = make_monitor(bridge, reactor, args.monitor, None, False)
+        monitor.setServiceParent(bridge)
     tracks = build_tracks(SCRIPT)
     os.makedirs(args.out, exist_ok=True)
     result: list[int] = []
@@ -173,6 +179,8 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     @defer.inlineCallbacks
     def main() -> Any:
         bridge.startService()
+        if monitor is not None and monitor.url:
+            print(f"monitor (live captions, listen-in): {monitor.url}", flush=True)
         phones = {}
         for ext, audio in tracks.items():
             listener = bridge.listeners[ext].port
@@ -244,6 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="engines to translate with (default local: runs on this CPU, no keys)")
     parser.add_argument("--config", default=None, help="TOML settings file (e.g. model paths)")
     parser.add_argument("--out", default="demo-out", help="folder for the WAV files (default demo-out)")
+    parser.add_argument("--monitor", default="tcp:3001:interface=127.0.0.1",
+                        help="monitor endpoint (strports), or none (default tcp:3001:interface=127.0.0.1)")
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
