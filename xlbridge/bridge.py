@@ -3,7 +3,8 @@ The bridge: endpoints, the egress clock and the calls, composed as services.
 
 ``BridgeService`` is a ``MultiService`` owning, in start order:
 
-1. one UDP listener per extension (an :class:`RTPEndpoint` on its port),
+1. one listener per extension: UDP for an :class:`RTPEndpoint`, TCP for an
+   :class:`AudioSocketEndpoint`,
 2. the :class:`EgressClock` that paces every leg,
 3. ``calls``, a ``MultiService`` holding one :class:`CallService` per live
    call.
@@ -14,7 +15,10 @@ ports close.  This is what SIGTERM does under twistd, and what an embedding
 application gets by stopping the service.
 
 Extensions pair up in configuration order; a :class:`Pair` turns the first
-audio on either of its legs into a new call.
+audio on either of its legs into a new call.  Above the transport, RTP and
+AudioSocket legs are the same; the only differences the pair sees are the
+call id (an AudioSocket leg brings Asterisk's UUID; otherwise uuid4) and
+hangup (an AudioSocket peer can end the call at once).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import uuid
 from typing import Any, Callable, Iterable, Optional
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime, IReactorUDP
 from twisted.logger import Logger
 
 from xlbridge.audio.codecs import Codec
@@ -34,7 +38,10 @@ from xlbridge.config import BridgeConfig, PairConfig
 from xlbridge.egress import EgressClock
 from xlbridge.events import DropReason, Event
 from xlbridge.pipeline.relay import relay_factory
+from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
+
+Endpoint = RTPEndpoint | AudioSocketEndpoint
 
 
 class UDPListenerService(Service):
@@ -76,6 +83,25 @@ class UDPListenerService(Service):
         return None
 
 
+class TCPListenerService(UDPListenerService):
+    """
+    Listen on a TCP port (AudioSocket) for the lifetime of the service;
+    ``protocol`` is the factory.
+    """
+
+    def __init__(self, reactor: IReactorTCP, port: int, protocol: Any, interface: str) -> None:
+        super().__init__(reactor, port, protocol, interface)  # type: ignore[arg-type]
+
+    def _listen(self) -> IListeningPort:
+        port: IListeningPort = self.reactor.listenTCP(  # type: ignore[attr-defined]
+            self.portNumber, self.protocol, interface=self.interface
+        )
+        host = port.getHost()
+        # Status pages show where Asterisk should connect, even when idle.
+        self.protocol.local = f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
+        return port
+
+
 class Pair:
     """
     Two extensions that talk to each other, and their current call.
@@ -88,23 +114,38 @@ class Pair:
     def __init__(self, bridge: "BridgeService", config: PairConfig) -> None:
         self.bridge = bridge
         self.config = config
-        self.endpoints: tuple[RTPEndpoint, RTPEndpoint] = (
-            bridge.make_endpoint(config.extensions[0], self._audio_from),
-            bridge.make_endpoint(config.extensions[1], self._audio_from),
+        self.endpoints: tuple[Endpoint, Endpoint] = (
+            bridge.make_endpoint(config.extensions[0], self._audio_from, self._hangup_from),
+            bridge.make_endpoint(config.extensions[1], self._audio_from, self._hangup_from),
         )
         self.call: Optional[CallService] = None
         self.calls_started = 0
 
-    def _audio_from(self, endpoint: RTPEndpoint, samples: Samples) -> None:
+    def _audio_from(self, endpoint: Endpoint, samples: Samples) -> None:
         call = self.call
         if call is None:
             if not self.bridge.accepting_calls:
                 endpoint.counters.drop(DropReason.NO_CALL)
                 return
-            call = self._start_call()
+            call = self._start_call(self._call_id(endpoint))
         call.audio_in(0 if endpoint is self.endpoints[0] else 1, samples)
 
-    def _start_call(self) -> CallService:
+    def _call_id(self, first: Endpoint) -> str:
+        # An AudioSocket leg brings Asterisk's UUID: the leg whose audio
+        # starts the call first, else its partner if that one is connected
+        # (a mixed pair whose RTP leg spoke first); otherwise a fresh uuid4.
+        for endpoint in (first, *self.endpoints):
+            call_id = getattr(endpoint, "call_id", None)
+            if call_id:
+                return str(call_id)
+        return str(uuid.uuid4())
+
+    def _hangup_from(self, endpoint: Endpoint) -> None:
+        call = self.call
+        if call is not None:
+            call.end("hangup")
+
+    def _start_call(self, call_id: Optional[str] = None) -> CallService:
         cfg = self.config
         bridge = self.bridge
         legs = (
@@ -112,7 +153,7 @@ class Pair:
             Leg(cfg.extensions[1], cfg.languages[1], self.endpoints[1], bridge.config.relay_buffer_ms),
         )
         call = CallService(
-            str(uuid.uuid4()),
+            call_id or str(uuid.uuid4()),
             legs,
             bridge.pipeline_factory,
             bridge.egress,
@@ -163,14 +204,14 @@ class BridgeService(MultiService):
         self.codec_in: Codec = config.codec_in()
         self.codec_out: Codec = config.codec_out()
         self._rtp_settings = RTPSettings(config.latch_timeout, config.reorder_depth)
-        self.endpoints: dict[str, RTPEndpoint] = {}
+        self.endpoints: dict[str, Endpoint] = {}
         self.listeners: dict[str, UDPListenerService] = {}
         self.egress = EgressClock(reactor, max_burst=config.max_burst)
         self.calls = MultiService()
         self.calls.setName("calls")
         self.pairs = [Pair(self, p) for p in config.pairs]
         for ext, listener in self.listeners.items():
-            listener.setName(f"rtp-{ext}")
+            listener.setName(f"{self.endpoints[ext].kind}-{ext}")
             listener.setServiceParent(self)
         for service in services:
             service.setServiceParent(self)
@@ -179,18 +220,29 @@ class BridgeService(MultiService):
         self.calls.setServiceParent(self)
 
     def make_endpoint(
-        self, extension: str, on_audio: Callable[[RTPEndpoint, Samples], None]
-    ) -> RTPEndpoint:
+        self,
+        extension: str,
+        on_audio: Callable[[Any, Samples], None],
+        on_hangup: Callable[[Any], None] = lambda e: None,
+    ) -> Endpoint:
         """
-        Create the RTP endpoint (and its listener) for ``extension``.
+        Create the endpoint (and its listener) for ``extension``: RTP on a
+        UDP port, or AudioSocket on a TCP port, as configured.
         """
-        endpoint = RTPEndpoint(
-            extension, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings
-        )
+        port = self.config.port_of(extension)
+        endpoint: Endpoint
+        if self.config.transport_of(extension) == "audiosocket":
+            endpoint = AudioSocketEndpoint(extension, on_audio, on_hangup)
+            listener: UDPListenerService = TCPListenerService(
+                self.reactor, port, endpoint, self.config.interface
+            )
+        else:
+            endpoint = RTPEndpoint(
+                extension, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings
+            )
+            listener = UDPListenerService(self.reactor, port, endpoint, self.config.interface)
         self.endpoints[extension] = endpoint
-        self.listeners[extension] = UDPListenerService(
-            self.reactor, self.config.port_of(extension), endpoint, self.config.interface
-        )
+        self.listeners[extension] = listener
         return endpoint
 
     @property

@@ -29,13 +29,17 @@ class PairConfig:
     Two extensions that talk to each other.
 
     :ivar extensions: e.g. ``("7777", "8888")``.
-    :ivar ports: UDP port per extension.
+    :ivar ports: UDP (RTP) or TCP (AudioSocket) port per extension.
     :ivar languages: language per extension, e.g. ``("en", "es")``.
+    :ivar transports: ``"rtp"`` or ``"audiosocket"`` per extension.  The
+        command line makes RTP pairs (``--ports``) and AudioSocket pairs
+        (``--audiosocket``); an embedder may mix them within a pair.
     """
 
     extensions: tuple[str, str]
     ports: tuple[int, int]
     languages: tuple[str, str]
+    transports: tuple[str, str] = ("rtp", "rtp")
 
 
 @attrs.frozen
@@ -78,12 +82,22 @@ class BridgeConfig:
 
     def port_of(self, extension: str) -> int:
         """
-        UDP port of ``extension``.
+        UDP (RTP) or TCP (AudioSocket) port of ``extension``.
         """
         for p in self.pairs:
             for ext, port in zip(p.extensions, p.ports):
                 if ext == extension:
                     return port
+        raise KeyError(extension)
+
+    def transport_of(self, extension: str) -> str:
+        """
+        ``"rtp"`` or ``"audiosocket"``: how ``extension`` reaches us.
+        """
+        for p in self.pairs:
+            for ext, kind in zip(p.extensions, p.transports):
+                if ext == extension:
+                    return kind
         raise KeyError(extension)
 
 
@@ -134,7 +148,9 @@ def parse_ports(spec: str, option: str = "ports") -> list[tuple[str, int]]:
         raise ConfigError(option, f"extension {sorted(dup)[0]} is listed twice")
     ports = [p for _, p in out if p != 0]
     if len(set(ports)) != len(ports):
-        raise ConfigError(option, "two extensions share one UDP port")
+        raise ConfigError(
+            option, f"two extensions share one {'TCP' if option == 'audiosocket' else 'UDP'} port"
+        )
     if len(out) % 2:
         raise ConfigError(
             option,
@@ -242,6 +258,7 @@ def _level_or_off(low: float, high: float) -> Callable[[str, Any], Any]:
 #: option name -> (TOML section, TOML key, parser)
 SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "ports": ("bridge", "ports", lambda o, v: v),
+    "audiosocket": ("bridge", "audiosocket", lambda o, v: v),
     "langs": ("bridge", "langs", lambda o, v: v),
     "engines": ("bridge", "engines", _choice(ENGINES)),
     "interface": ("bridge", "interface", _text),
@@ -322,15 +339,30 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     }
     translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 
-    ports_spec = values.get("ports", "7777,8888")
-    if isinstance(ports_spec, list):
-        ports_spec = ",".join(str(p) for p in ports_spec)
-    exts = parse_ports(str(ports_spec))
+    # --ports defaults to 7777,8888 only when --audiosocket is not given:
+    # an AudioSocket-only bridge opens no UDP ports.
+    as_spec = values.get("audiosocket")
+    ports_spec = values.get("ports", None if as_spec else "7777,8888")
+    exts: list[tuple[str, int, str]] = []
+    for option, spec, kind in (("ports", ports_spec, "rtp"), ("audiosocket", as_spec, "audiosocket")):
+        if spec is None:
+            continue
+        if isinstance(spec, list):
+            spec = ",".join(str(p) for p in spec)
+        exts.extend((e, p, kind) for e, p in parse_ports(str(spec), option))
+    names = [e for e, _, _ in exts]
+    if len(set(names)) != len(names):
+        dup = sorted(_dups(names))[0]
+        raise ConfigError("audiosocket", f"extension {dup} is in both --ports and --audiosocket")
     langs = parse_langs(values.get("langs", "en,es"))
     pairs = []
     for i in range(0, len(exts), 2):
-        (ea, pa), (eb, pb) = exts[i], exts[i + 1]
-        pairs.append(PairConfig((ea, eb), (pa, pb), (langs[i % len(langs)], langs[(i + 1) % len(langs)])))
+        (ea, pa, ka), (eb, pb, kb) = exts[i], exts[i + 1]
+        pairs.append(
+            PairConfig(
+                (ea, eb), (pa, pb), (langs[i % len(langs)], langs[(i + 1) % len(langs)]), (ka, kb)
+            )
+        )
 
     codec = values.get("codec", "slin16")
     # Asterisk drops RTP sent back with PT 118 (PROTOCOLS.md T2): a slin16 leg

@@ -48,6 +48,16 @@ class DropReason(enum.Enum):
     NO_CALL = "no_call"
     #: An unexpected error while handling the packet (logged).
     ERROR = "error"
+    #: AudioSocket message of a kind we do not accept (skipped whole).
+    AUDIOSOCKET_KIND = "audiosocket_kind"
+    #: AudioSocket message too long for its kind, empty or odd-sized audio.
+    AUDIOSOCKET_LENGTH = "audiosocket_length"
+    #: AudioSocket audio before the 0x01 UUID message.
+    AUDIOSOCKET_NO_UUID = "audiosocket_no_uuid"
+    #: AudioSocket connection closed in the middle of a message.
+    AUDIOSOCKET_TRUNCATED = "audiosocket_truncated"
+    #: A second AudioSocket connection to a busy extension (refused).
+    AUDIOSOCKET_BUSY = "audiosocket_busy"
 
 
 @attrs.define(slots=True)

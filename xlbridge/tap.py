@@ -35,7 +35,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "xlbridge: a real-time interpreter between two phone callers. "
-        "Asterisk sends each extension's audio as RTP to its own UDP port; "
+        "Asterisk sends each extension's audio as RTP to its own UDP port, "
+        "or connects to its own TCP port with AudioSocket; "
         "each caller hears the other. See README.rst."
     )
 
@@ -43,7 +44,11 @@ class Options(usage.Options):
         ["ports", "p", None,
          "Extensions, paired in order (1st with 2nd, ...). EXT receives RTP on UDP port EXT; "
          "EXT=PORT maps it elsewhere; A-B is a range of consecutive extensions. "
-         "[default: 7777,8888]"],
+         "[default: 7777,8888, or none when --audiosocket is given]"],
+        ["audiosocket", "a", None,
+         "AudioSocket extensions, paired in order like --ports, independent of the --ports pairs: "
+         "EXT=PORT listens for Asterisk's AudioSocket TCP connection for EXT on PORT (same syntax "
+         "as --ports). Call ids are the AudioSocket UUIDs. [default: none]"],
         ["langs", "l", None, "Language per extension in pair order, repeated per pair. [default: en,es]"],
         ["engines", "e", None,
          f"Speech engines: {'|'.join(ENGINES)}. 'relay' passes each caller's voice through "
@@ -54,7 +59,7 @@ class Options(usage.Options):
          "else the same as --codec]"],
         ["payload-types", None, None,
          "Override RTP payload types, e.g. slin16=118,g722=9. [default: Asterisk's]"],
-        ["interface", "i", None, "Address to bind the RTP ports on. [default: 127.0.0.1]"],
+        ["interface", "i", None, "Address to bind the RTP and AudioSocket ports on. [default: 127.0.0.1]"],
         ["config", None, None, "TOML settings file (sample: etc/xlbridge.toml)."],
         ["latch-timeout", None, None,
          "Seconds without packets from the latched source before a new source may latch. [default: 5]"],
@@ -130,9 +135,10 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         log.info("engines: {names}", names=", ".join(f"{k}={v}" for k, v in choice.engines.names.items()))
     for pair in config.pairs[:4]:
         log.info(
-            "pair {a} (port {pa}, {la}) <-> {b} (port {pb}, {lb})",
+            "pair {a} ({ka} port {pa}, {la}) <-> {b} ({kb} port {pb}, {lb})",
             a=pair.extensions[0], b=pair.extensions[1], pa=pair.ports[0], pb=pair.ports[1],
             la=pair.languages[0], lb=pair.languages[1],
+            ka=_transport_label(pair.transports[0]), kb=_transport_label(pair.transports[1]),
         )
     if len(config.pairs) > 4:
         log.info("... {n} pairs in all", n=len(config.pairs))
@@ -183,6 +189,10 @@ def log_event(event: Event) -> None:
             "{ext}: dropped ({reason}): {text}", ext=event.extension, reason=event.reason, text=event.text,
             call_id=event.call_id,
         )
+
+
+def _transport_label(kind: str) -> str:
+    return "AudioSocket TCP" if kind == "audiosocket" else "RTP UDP"
 
 
 def _ms(value: Optional[float]) -> str:

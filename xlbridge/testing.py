@@ -7,6 +7,11 @@ records every datagram written and lets a test deliver datagrams to the
 protocol.  Time moves only when the test calls ``advance``/``pump``, so a
 whole bridge (ports, egress clock, calls) runs deterministically with no
 sockets.  (Twisted's own ``MemoryReactor`` has no ``listenUDP``.)
+
+:class:`MemoryNetReactor` adds in-memory TCP for AudioSocket legs:
+``listenTCP`` returns a :class:`MemoryStreamPort`, and
+:meth:`MemoryNetReactor.connect` opens a connection to it as Asterisk would,
+returning a :class:`MemoryStream` the test writes to and reads from.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import Any, Optional
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorUDP, IUDPTransport
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorUDP, IUDPTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 Address = tuple[str, int]
@@ -128,6 +135,142 @@ class MemoryUDPReactor(MemoryReactorClock):
         self.udp[port] = p
         p.startListening()
         return p
+
+
+class MemoryStream(StringTransport):
+    """
+    The server side of one in-memory TCP connection.
+
+    The test plays the client: :meth:`send` delivers bytes to the server's
+    protocol, :meth:`take` returns what the server wrote, :meth:`close`
+    closes from the client side.  When the server calls
+    ``loseConnection``, ``connectionLost`` follows on the next reactor turn
+    (``clock.advance(0)``), as with a real socket.
+
+    :ivar closed: ``connectionLost`` was delivered.
+    """
+
+    def __init__(self, reactor: "MemoryNetReactor", protocol: Any, host: IPv4Address, peer: IPv4Address) -> None:
+        super().__init__(hostAddress=host, peerAddress=peer)
+        self.reactor = reactor
+        self.protocol = protocol
+        self.closed = False
+        protocol.makeConnection(self)
+
+    def send(self, data: bytes) -> None:
+        """
+        Deliver ``data`` to the server's protocol (ignored once closed).
+        """
+        if not self.closed:
+            self.protocol.dataReceived(data)
+
+    def take(self) -> bytes:
+        """
+        Return and forget what the server wrote so far.
+        """
+        out = self.value()
+        self.clear()
+        return out
+
+    def close(self) -> None:
+        """
+        The client closes the connection.
+        """
+        if not self.closed:
+            self.closed = True
+            self.disconnecting = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            super().loseConnection()
+            self.reactor.callLater(0, self._lost)
+
+    def _lost(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+@implementer(IListeningPort)
+class MemoryStreamPort:
+    """
+    An in-memory TCP listening port of ``factory``.
+
+    :ivar connections: every connection made to it, in order.
+    """
+
+    def __init__(self, reactor: "MemoryNetReactor", port: int, factory: Any, interface: str) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.factory = factory
+        self.interface = interface or "0.0.0.0"
+        self.listening = True
+        self.connections: list[MemoryStream] = []
+        self._client_port = 50000
+
+    def startListening(self) -> None:
+        self.factory.doStart()
+
+    def connect(self) -> MemoryStream:
+        """
+        Open a connection as a client on the loopback would.
+        """
+        if not self.listening:
+            from twisted.internet.error import ConnectionRefusedError
+
+            raise ConnectionRefusedError()
+        self._client_port += 1
+        peer = IPv4Address("TCP", "127.0.0.1", self._client_port)
+        protocol = self.factory.buildProtocol(peer)
+        stream = MemoryStream(self.reactor, protocol, self.getHost(), peer)
+        self.connections.append(stream)
+        return stream
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", self.interface, self.port)
+
+    def stopListening(self) -> Deferred[None]:
+        if self.listening:
+            self.listening = False
+            self.factory.doStop()
+        return succeed(None)
+
+
+@implementer(IReactorTCP)
+class MemoryNetReactor(MemoryUDPReactor):
+    """
+    :class:`MemoryUDPReactor` plus in-memory TCP listening ports.
+
+    :ivar tcp: listening ports by port number.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tcp: dict[int, MemoryStreamPort] = {}
+        self._next_tcp = 41000
+
+    def listenTCP(  # type: ignore[override]
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> MemoryStreamPort:
+        if port == 0:
+            while self._next_tcp in self.tcp:
+                self._next_tcp += 1
+            port = self._next_tcp
+        if port in self.tcp and self.tcp[port].listening:
+            from twisted.internet.error import CannotListenError
+
+            raise CannotListenError(interface, port, OSError("address in use"))
+        p = MemoryStreamPort(self, port, factory, interface)
+        self.tcp[port] = p
+        p.startListening()
+        return p
+
+    def connect(self, port: int) -> MemoryStream:
+        """
+        Connect to the TCP port ``port`` (as Asterisk does).
+        """
+        return self.tcp[port].connect()
 
 
 def pump_ticks(clock: Any, n: int, interval: float = 0.02) -> None:

@@ -1,0 +1,263 @@
+"""
+AudioSocket legs: one TCP listening port per extension.
+
+Design notes:
+
+- Asterisk is the TCP client (``AudioSocket()`` dialplan app, or
+  ExternalMedia with ``encapsulation=audiosocket``); the extension is known
+  from the port it connected to.  Its first message is 0x01 with the call's
+  UUID, which becomes :attr:`AudioSocketEndpoint.call_id` (8-4-4-4-12) and
+  the id of the call this leg starts.
+- One connection per extension at a time: a second one while the first is
+  live is refused (closed at once) and counted as ``audiosocket_busy``.
+- Audio arrives as little-endian slin at the rate its kind names (0x10 8 kHz
+  from the dialplan app, 0x12 16 kHz from ExternalMedia slin16).  It is
+  decoded and resampled to internal 16 kHz audio exactly once here and
+  handed to ``on_audio``, like :class:`~xlbridge.transports.rtp.RTPEndpoint`.
+- Replies go back in the kind and rate of the latest audio received, one
+  20 ms message per egress tick (Asterisk writes each message straight to
+  the channel without re-timing, so we pace).  Nothing is sent before the
+  first audio message: until then the rate is unknown.
+- Hangup: 0x00 or a closed socket from Asterisk calls ``on_hangup`` so the
+  call ends at once; when the call ends on our side, :meth:`reset` sends
+  0x00 and closes.
+- ``dataReceived`` never raises: malformed input is a counted drop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from xlbridge.audio.codecs import from_little_endian, little_endian_bytes
+from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
+from xlbridge.audio.resample import StreamResampler
+from xlbridge.events import DropReason, LegCounters
+from xlbridge.interfaces import ILegTransport
+from xlbridge.transports.audiosocket_codec import (
+    HANGUP,
+    KIND_DTMF,
+    KIND_ERROR,
+    KIND_HANGUP,
+    KIND_OF_RATE,
+    KIND_UUID,
+    Frame,
+    FrameDecoder,
+    Malformed,
+    encode,
+    format_uuid,
+)
+
+
+class AudioSocketProtocol(Protocol):
+    """
+    One TCP connection from Asterisk; forwards everything to its endpoint.
+    """
+
+    def __init__(self, endpoint: "AudioSocketEndpoint") -> None:
+        self.endpoint = endpoint
+        self.decoder = FrameDecoder()
+
+    def connectionMade(self) -> None:
+        self.endpoint.connection_made(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.endpoint.data_received(self, data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.endpoint.connection_lost(self)
+
+
+@implementer(ILegTransport)
+class AudioSocketEndpoint(Factory):
+    """
+    The TCP side of one extension; also the factory of its connections.
+
+    :param extension: the extension this port serves.
+    :param on_audio: called with ``(endpoint, samples)`` for each inbound
+        audio message, as internal audio.
+    :param on_hangup: called with the endpoint when Asterisk hangs up (0x00
+        or socket closed) after the UUID was received.
+    """
+
+    kind = "audiosocket"
+    noisy = False
+    log = Logger()
+
+    def __init__(
+        self,
+        extension: str,
+        on_audio: Callable[["AudioSocketEndpoint", Samples], None],
+        on_hangup: Callable[["AudioSocketEndpoint"], None] = lambda e: None,
+    ) -> None:
+        self.extension = extension
+        self.on_audio = on_audio
+        self.on_hangup = on_hangup
+        self.counters = LegCounters()
+        #: the live connection, or ``None``
+        self.connection: Optional[AudioSocketProtocol] = None
+        #: the UUID of the live connection, once received
+        self.call_id: Optional[str] = None
+        #: sample rate of the latest inbound audio (replies use it)
+        self.rate: Optional[int] = None
+        self.dtmf: list[str] = []
+        self._in: Optional[StreamResampler] = None
+        self._out: Optional[StreamResampler] = None
+        self._silence = silence(FRAME_SAMPLES)
+        #: ``host:port`` we listen on (set by the listener), for status pages
+        self.local: Optional[str] = None
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> AudioSocketProtocol:
+        return AudioSocketProtocol(self)
+
+    # -- inbound -----------------------------------------------------------
+
+    def connection_made(self, proto: AudioSocketProtocol) -> None:
+        if self.connection is not None:
+            self.counters.drop(DropReason.AUDIOSOCKET_BUSY)
+            self.log.warn("{ext}: refused a second AudioSocket connection", ext=self.extension)
+            proto.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.connection = proto
+
+    def data_received(self, proto: AudioSocketProtocol, data: bytes) -> None:
+        if proto is not self.connection:
+            return
+        for token in proto.decoder.feed(data):
+            if proto is not self.connection:
+                return  # hung up by an earlier message in this chunk
+            if isinstance(token, Malformed):
+                self.counters.drop(token.reason)
+                continue
+            try:
+                self._frame(proto, token)
+            except Exception:
+                self.counters.drop(DropReason.ERROR)
+                self.log.failure("error handling AudioSocket data on {ext}", ext=self.extension)
+
+    def _frame(self, proto: AudioSocketProtocol, frame: Frame) -> None:
+        rate = frame.rate
+        if rate is not None:
+            self._audio(frame, rate)
+        elif frame.kind == KIND_UUID:
+            call_id = format_uuid(frame.payload)
+            if self.call_id is None:
+                self.call_id = call_id
+                self.log.info("{ext}: AudioSocket call {call_id}", ext=self.extension, call_id=call_id)
+            elif call_id != self.call_id:
+                self.counters.drop(DropReason.AUDIOSOCKET_KIND)
+        elif frame.kind == KIND_HANGUP:
+            self._peer_gone(proto)
+        elif frame.kind == KIND_DTMF:
+            self.dtmf.append(frame.payload[:1].decode("latin-1"))
+        elif frame.kind == KIND_ERROR:
+            self.log.warn(
+                "{ext}: AudioSocket error message {code}", ext=self.extension, code=frame.payload.hex()
+            )
+
+    def _audio(self, frame: Frame, rate: int) -> None:
+        counters = self.counters
+        if self.call_id is None:
+            counters.drop(DropReason.AUDIOSOCKET_NO_UUID)
+            return
+        if rate != self.rate:
+            # New stream or a rate change: resampler state must not carry over.
+            self.rate = rate
+            self._in = StreamResampler(rate, SAMPLE_RATE)
+            self._out = StreamResampler(SAMPLE_RATE, rate)
+        assert self._in is not None
+        samples = self._in.process(from_little_endian(frame.payload))
+        counters.packets_in += 1
+        counters.bytes_in += len(frame.payload)
+        if len(samples):
+            self.on_audio(self, samples)
+
+    def connection_lost(self, proto: AudioSocketProtocol) -> None:
+        if proto is not self.connection:
+            return
+        if proto.decoder.pending:
+            self.counters.drop(DropReason.AUDIOSOCKET_TRUNCATED)
+        self._peer_gone(proto)
+
+    def _peer_gone(self, proto: AudioSocketProtocol) -> None:
+        had_call = self.call_id is not None
+        self._forget()
+        if proto.transport is not None:
+            proto.transport.loseConnection()
+        if had_call:
+            self.log.info("{ext}: AudioSocket peer hung up", ext=self.extension)
+            self.on_hangup(self)
+
+    def _forget(self) -> None:
+        self.connection = None
+        self.call_id = None
+        self.rate = None
+        self._in = self._out = None
+
+    # -- outbound (ILegTransport) ----------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.connection is not None and self.rate is not None
+
+    def send_frame(self, samples: Samples | None, speech: bool | None = None) -> None:
+        conn, out, rate = self.connection, self._out, self.rate
+        if conn is None or out is None or rate is None or conn.transport is None:
+            return
+        if speech is None:
+            speech = samples is not None
+        pcm = out.process(samples if samples is not None else self._silence)
+        payload = little_endian_bytes(np.asarray(pcm, dtype=np.int16))
+        if not payload:
+            return
+        counters = self.counters
+        try:
+            conn.transport.write(encode(KIND_OF_RATE[rate], payload))
+        except Exception as e:
+            counters.drop(DropReason.ERROR)
+            self.log.warn("{ext}: AudioSocket send failed: {err}", ext=self.extension, err=e)
+            return
+        counters.packets_out += 1
+        counters.bytes_out += len(payload)
+        if not speech:
+            counters.silence_out += 1
+
+    def skip(self, ticks: int) -> None:
+        # TCP has no media clock to keep in step: Asterisk writes what it
+        # gets, so missed ticks are simply not sent.
+        pass
+
+    def reset(self) -> None:
+        """
+        The call ended: hang up (0x00, then close) if Asterisk is still
+        connected, and forget the stream.
+        """
+        conn = self.connection
+        self._forget()
+        if conn is not None and conn.transport is not None:
+            try:
+                conn.transport.write(HANGUP)
+                conn.transport.loseConnection()
+            except Exception:
+                self.log.failure("{ext}: AudioSocket hangup failed", ext=self.extension)
+
+    def describe(self) -> dict[str, Any]:
+        peer = None
+        conn = self.connection
+        if conn is not None and conn.transport is not None:
+            p = conn.transport.getPeer()
+            peer = f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"
+        return {
+            "kind": self.kind,
+            "codec": f"slin@{self.rate}" if self.rate else None,
+            "reply_codec": f"slin@{self.rate}" if self.rate else None,
+            "local": self.local,
+            "remote": peer,
+            "call_id": self.call_id,
+        }
