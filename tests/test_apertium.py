@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults, inli
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from xlbridge.engines import apertium
+from xlbridge.engines import apertium, apertium_settings
 from xlbridge.engines.apertium import (
     CARET_STAND_IN,
     DEFAULT_PAIRS,
@@ -192,7 +192,7 @@ class SettingsTests(SynchronousTestCase):
         empty = self.mktemp()
         os.mkdir(empty)
         self.assertFalse(apertium_available(ApertiumSettings(modes_dir=empty)))
-        self.patch(apertium, "_PROGRAMS", ("no-such-apertium-program",))
+        self.patch(apertium_settings, "_PROGRAMS", ("no-such-apertium-program",))
         self.assertFalse(apertium_available(ApertiumSettings()))
 
 
@@ -223,7 +223,7 @@ class EngineWithoutProcessTests(SynchronousTestCase):
         self.assertIsNone(mt.pipe("en", "es"))
 
     def test_not_installed(self) -> None:
-        self.patch(apertium, "_PROGRAMS", ("no-such-apertium-program",))
+        self.patch(apertium_settings, "_PROGRAMS", ("no-such-apertium-program",))
         mt = ApertiumMT(reactor)
         f = self.failureResultOf(mt.translate("Hello", "en", "es"), EngineUnavailable)
         self.assertIn("apertium apertium-eng-spa", str(f.value))
