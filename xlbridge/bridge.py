@@ -210,6 +210,8 @@ class BridgeService(MultiService):
         self.calls = MultiService()
         self.calls.setName("calls")
         self.pairs = [Pair(self, p) for p in config.pairs]
+        #: Calls set up at run time (ARI), not owned by a configured pair.
+        self.dynamic_calls: dict[str, CallService] = {}
         for ext, listener in self.listeners.items():
             listener.setName(f"{self.endpoints[ext].kind}-{ext}")
             listener.setServiceParent(self)
@@ -245,6 +247,44 @@ class BridgeService(MultiService):
         self.listeners[extension] = listener
         return endpoint
 
+    def rtp_endpoint(self, name: str, on_audio: Callable[[Any, Samples], None]) -> RTPEndpoint:
+        """
+        A new RTP endpoint with this bridge's codecs and settings, for a leg
+        set up at run time (the caller binds it).
+        """
+        return RTPEndpoint(name, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings)
+
+    def start_call(
+        self,
+        call_id: str,
+        extensions: tuple[str, str],
+        languages: tuple[str, str],
+        endpoints: tuple[Endpoint, Endpoint],
+        on_end: Callable[[CallService], None] = lambda c: None,
+    ) -> CallService:
+        """
+        Start a call between two endpoints set up at run time (ARI); it
+        runs under ``calls`` like a pair's call and ends the same ways.
+        """
+        buf = self.config.relay_buffer_ms
+        legs = (
+            Leg(extensions[0], languages[0], endpoints[0], buf),
+            Leg(extensions[1], languages[1], endpoints[1], buf),
+        )
+
+        def ended(call: CallService) -> None:
+            if self.dynamic_calls.get(call.call_id) is call:
+                del self.dynamic_calls[call.call_id]
+            on_end(call)
+
+        call = CallService(
+            call_id, legs, self.pipeline_factory, self.egress, self.clock,
+            inactivity_timeout=self.config.call_timeout, emit=self.emit, on_end=ended,
+        )
+        self.dynamic_calls[call_id] = call
+        call.setServiceParent(self.calls)
+        return call
+
     @property
     def accepting_calls(self) -> bool:
         """
@@ -267,7 +307,7 @@ class BridgeService(MultiService):
         """
         The live calls.
         """
-        return [p.call for p in self.pairs if p.call is not None]
+        return [p.call for p in self.pairs if p.call is not None] + list(self.dynamic_calls.values())
 
     def status(self) -> dict[str, Any]:
         """

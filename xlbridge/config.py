@@ -42,6 +42,32 @@ class PairConfig:
     transports: tuple[str, str] = ("rtp", "rtp")
 
 
+ON_PARTNER_HANGUP = ("hangup", "keep")
+
+
+@attrs.frozen
+class ARISettings:
+    """
+    How to reach Asterisk's ARI (``--ari``).
+
+    :ivar password: read from ``--ari-password-file``; never in ``repr``.
+    :ivar rtp_ports: inclusive UDP range for ExternalMedia RTP legs.
+    :ivar external_host: address Asterisk sends RTP to (our bind address,
+        or 127.0.0.1 when binding all interfaces).
+    :ivar languages: languages callers may ask for (engines preload them).
+    """
+
+    url: str
+    user: str
+    password: str = attrs.field(repr=lambda v: "<redacted>")
+    app: str = "xlbridge"
+    rtp_ports: tuple[int, int] = (20000, 29999)
+    external_host: str = "127.0.0.1"
+    on_partner_hangup: str = "hangup"
+    port_quarantine: float = 10.0
+    languages: tuple[str, ...] = ("en", "es")
+
+
 @attrs.frozen
 class BridgeConfig:
     """
@@ -67,6 +93,7 @@ class BridgeConfig:
     #: Raw ``[deepgram]``, ``[deepl]``, ``[elevenlabs]`` tables of the TOML
     #: file; each engine validates its own.
     engine_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    ari: ARISettings | None = None
 
     def codec_in(self) -> Codec:
         """
@@ -283,13 +310,20 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "monitor-token": ("monitor", "token", _text),
     "sync-directions": ("translation", "sync_directions", _bool),
     "sync-max-ms": ("translation", "sync_max_ms", _number(float, 0, 10000)),
+    "ari": ("ari", "url", _text),
+    "ari-user": ("ari", "user", _text),
+    "ari-password-file": ("ari", "password_file", _text),
+    "ari-app": ("ari", "app", _text),
+    "rtp-ports": ("ari", "rtp_ports", _text),
+    "ari-external-host": ("ari", "external_host", _text),
+    "on-partner-hangup": ("ari", "on_partner_hangup", _choice(ON_PARTNER_HANGUP)),
 }
 
 #: Engine sections: passed whole to the engine's settings class.
 ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs", "local_asr", "apertium", "espeak")
 
 #: TOML sections this version knows.
-SECTIONS = ("bridge", "media", "calls", "translation", "monitor") + ENGINE_SECTIONS
+SECTIONS = ("bridge", "media", "calls", "translation", "monitor", "ari") + ENGINE_SECTIONS
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -342,7 +376,8 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     # --ports defaults to 7777,8888 only when --audiosocket is not given:
     # an AudioSocket-only bridge opens no UDP ports.
     as_spec = values.get("audiosocket")
-    ports_spec = values.get("ports", None if as_spec else "7777,8888")
+    ari = _ari_settings(values)
+    ports_spec = values.get("ports", None if as_spec or ari else "7777,8888")
     exts: list[tuple[str, int, str]] = []
     for option, spec, kind in (("ports", ports_spec, "rtp"), ("audiosocket", as_spec, "audiosocket")):
         if spec is None:
@@ -390,4 +425,51 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
         monitor_metrics_open=values.get("monitor-metrics-open", False),
         translation=translation,
         engine_options=engine_options,
+        ari=ari,
+    )
+
+
+def parse_port_range(option: str, spec: str) -> tuple[int, int]:
+    """
+    ``20000-29999`` -> ``(20000, 29999)``.
+    """
+    lo, sep, hi = str(spec).partition("-")
+    if not sep:
+        raise ConfigError(option, f"{spec!r} is not a range like 20000-29999")
+    low, high = _port(option, lo.strip()), _port(option, hi.strip())
+    if low == 0 or high < low:
+        raise ConfigError(option, f"range {spec!r} is empty or runs backwards")
+    return low, high
+
+
+def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
+    url = values.get("ari")
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError("ari", f"{url!r} is not an http:// or https:// URL like http://127.0.0.1:8088")
+    user = values.get("ari-user")
+    if not user:
+        raise ConfigError("ari-user", "--ari needs --ari-user")
+    path = values.get("ari-password-file")
+    if not path:
+        raise ConfigError("ari-password-file", "--ari needs --ari-password-file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.read().strip()
+    except OSError as e:
+        raise ConfigError("ari-password-file", f"cannot read {path}: {e.strerror or e}") from None
+    if not password:
+        raise ConfigError("ari-password-file", f"{path} is empty")
+    interface = values.get("interface", "127.0.0.1")
+    default_host = "127.0.0.1" if interface in ("0.0.0.0", "", "::") else interface
+    return ARISettings(
+        url=url.rstrip("/"),
+        user=user,
+        password=password,
+        app=values.get("ari-app") or "xlbridge",
+        rtp_ports=parse_port_range("rtp-ports", values.get("rtp-ports", "20000-29999")),
+        external_host=values.get("ari-external-host") or default_host,
+        on_partner_hangup=values.get("on-partner-hangup", "hangup"),
+        languages=tuple(parse_langs(values.get("langs", "en,es"))),
     )

@@ -85,6 +85,17 @@ class Options(usage.Options):
         ["sync-directions", None, None, "yes|no: delay the faster direction so both callers hear "
          "translations with the same lag. [default: no]"],
         ["sync-max-ms", None, None, "Most delay direction sync adds, ms. [default: 1500]"],
+        ["ari", None, None,
+         "Asterisk ARI base URL, e.g. http://127.0.0.1:8088: xlbridge pairs callers sent to "
+         "Stasis(APP,room=R,lang=L) itself. [default: off]"],
+        ["ari-user", None, None, "ARI user (ari.conf)."],
+        ["ari-password-file", None, None, "File holding the ARI password (never logged)."],
+        ["ari-app", None, None, "Stasis application name. [default: xlbridge]"],
+        ["rtp-ports", None, None, "UDP port range for ExternalMedia RTP legs. [default: 20000-29999]"],
+        ["ari-external-host", None, None,
+         "Address Asterisk sends ExternalMedia RTP to. [default: --interface, or 127.0.0.1]"],
+        ["on-partner-hangup", None, None, "hangup|keep: what happens to a caller whose partner hung up. "
+         "[default: hangup]"],
     ]
 
     def postOptions(self) -> None:
@@ -117,6 +128,8 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     config: BridgeConfig = options.config
     try:
         languages = {lang for pair in config.pairs for lang in pair.languages}
+        if config.ari is not None:
+            languages.update(config.ari.languages)
         choice = choose_engines(config.engines, reactor, os.environ, config.engine_options, languages)
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None
@@ -147,6 +160,15 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         codec=config.codec, reply=config.reply_codec, iface=config.interface,
     )
     bridge = BridgeService(config, reactor, pipeline_factory=factory, observers=observers, services=services)
+    if config.ari is not None:
+        from xlbridge.ari.controller import ARIController
+
+        ari = config.ari
+        log.info(
+            "ARI {url} as {user}, app {app}, RTP ports {lo}-{hi}",
+            url=ari.url, user=ari.user, app=ari.app, lo=ari.rtp_ports[0], hi=ari.rtp_ports[1],
+        )
+        ARIController(bridge, ari, reactor).setServiceParent(bridge)  # stops before the calls
     if config.monitor.strip().lower() != "none":
         from xlbridge.monitor.service import make_monitor
 

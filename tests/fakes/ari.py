@@ -1,0 +1,337 @@
+"""
+A fake Asterisk ARI (PROTOCOLS.md 5.1-5.2): REST under ``/ari`` and the
+events WebSocket at ``/ari/events``, on one port.
+
+* Auth: HTTP Basic or ``api_key=user:pass`` (split at the first ``:``);
+  anything else is 401, on REST and on the WebSocket upgrade.
+* Every REST request is recorded as a :class:`Request` (method, path,
+  query params) in :attr:`FakeARI.requests`.
+* Channels look like Asterisk's (``id`` ``1724500000.N``, ``name``,
+  ``state``, ``caller``, ``dialplan``...).  ``externalMedia`` validates its
+  params, creates ``UnicastRTP/<host:port>-0x...`` whose own StasisStart is
+  emitted, and answers with ``channelvars`` UNICASTRTP_LOCAL_ADDRESS/PORT
+  naming a real UDP socket of the fake: :meth:`FakeARI.send_rtp` sends
+  from it to ``external_host`` and what comes back is recorded.
+* :meth:`FakeARI.enter` puts a caller into Stasis (StasisStart with
+  ``args``); :meth:`FakeARI.hangup` (and ``DELETE /channels/{id}``) emits
+  StasisEnd then ChannelDestroyed.  ``POST /channels`` (originate) enters
+  the new channel, answered, with ``appArgs`` split at commas.
+* :meth:`FakeARI.fail_next` makes the next request matching a method and
+  path prefix fail with a status.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import itertools
+import json
+from typing import Any, Optional
+from urllib.parse import unquote
+
+import attrs
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import deferLater
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+ASTERISK_ID = "02:42:ac:11:00:02"
+
+
+@attrs.define
+class Request:
+    method: str
+    path: str
+    params: dict[str, str]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+class _RTPSocket(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.received.append((data, addr))
+
+
+class _Events(WebSocketServerProtocol):
+    def onConnect(self, request: Any) -> None:
+        fake: FakeARI = self.factory.fake
+        key = (request.params.get("api_key") or [None])[0]
+        if not fake.authorized(request.headers.get("authorization"), key):
+            fake.ws_rejected += 1
+            raise ConnectionDeny(401, "Unauthorized")
+        self.apps = set(",".join(request.params.get("app", [])).split(","))
+
+    def onOpen(self) -> None:
+        self.factory.fake.sockets.append(self)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self in self.factory.fake.sockets:
+            self.factory.fake.sockets.remove(self)
+
+
+class _Rest(Resource):
+    isLeaf = True
+
+    def __init__(self, fake: "FakeARI") -> None:
+        super().__init__()
+        self.fake = fake
+
+    def render(self, request: Any) -> bytes:
+        fake = self.fake
+        method = request.method.decode()
+        path = unquote(request.path.decode())[len("/ari"):]
+        params = {k.decode(): v[-1].decode() for k, v in request.args.items()}
+        key = params.pop("api_key", None)
+        fake.requests.append(Request(method, path, params))
+        request.setHeader(b"content-type", b"application/json")
+        if not fake.authorized(request.getHeader("authorization"), key):
+            request.setResponseCode(401)
+            return b'{"message": "Authentication required"}'
+        for i, (m, prefix, status) in enumerate(fake.failures):
+            if m == method and path.startswith(prefix):
+                del fake.failures[i]
+                request.setResponseCode(status)
+                return json.dumps({"message": "injected failure"}).encode()
+        status, body = fake.handle(method, path.strip("/").split("/"), params)
+        request.setResponseCode(status)
+        return b"" if body is None else json.dumps(body).encode()
+
+
+class FakeARI:
+    """
+    The fake.  ``listen(reactor)`` binds it; :attr:`url` is the base URL.
+    """
+
+    def __init__(self, reactor: Any, user: str = "xlbridge", password: str = "s3cret") -> None:
+        self.reactor = reactor
+        self.user, self.password = user, password
+        self.requests: list[Request] = []
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.bridges: dict[str, dict[str, Any]] = {}
+        self.in_stasis: set[str] = set()
+        self.sockets: list[_Events] = []
+        self.failures: list[tuple[str, str, int]] = []
+        self.rtp: dict[str, _RTPSocket] = {}
+        self._rtp_ports: dict[str, Any] = {}
+        self.ws_rejected = 0
+        #: ``POST /channels`` callees answer (enter Stasis) at once.
+        self.originate_answers = True
+        self.originated: list[str] = []
+        self._ids = itertools.count(42)
+        factory = WebSocketServerFactory()
+        factory.protocol = _Events
+        factory.fake = self  # type: ignore[attr-defined]
+        ari = Resource()
+        ari.putChild(b"events", WebSocketResource(factory))
+        self._rest = _Rest(self)
+        ari.getChild = lambda name, request: self._rest  # type: ignore[method-assign]
+        root = Resource()
+        root.putChild(b"ari", ari)
+        self.site = Site(root)
+        self.connections: set[Any] = set()
+        build = self.site.buildProtocol
+
+        def tracked(addr: Any) -> Any:
+            proto = build(addr)
+            self.connections.add(proto)
+            lost = proto.connectionLost
+
+            def gone(reason: Any) -> None:
+                self.connections.discard(proto)
+                lost(reason)
+
+            proto.connectionLost = gone
+            return proto
+
+        self.site.buildProtocol = tracked  # type: ignore[method-assign]
+        self.port: Any = None
+
+    # -- plumbing ----------------------------------------------------------
+
+    def listen(self, port: int = 0) -> str:
+        self.port = self.reactor.listenTCP(port, self.site, interface="127.0.0.1")
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def stop(self) -> Any:
+        for s in self.sockets:
+            s.dropConnection(abort=True)
+        for p in self._rtp_ports.values():
+            p.stopListening()
+        for channel in list(self.connections):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        d = self.port.stopListening()
+        # Let aborted connections finish closing before trial checks.
+        return d.addCallback(lambda _: deferLater(self.reactor, 0.05, lambda: None))
+
+    def authorized(self, header: Optional[Any], api_key: Optional[str]) -> bool:
+        want = f"{self.user}:{self.password}"
+        if api_key is not None:
+            return bool(api_key == want)
+        if header:
+            if isinstance(header, bytes):
+                header = header.decode()
+            scheme, _, token = header.partition(" ")
+            try:
+                return scheme.lower() == "basic" and base64.b64decode(token).decode() == want
+            except ValueError:
+                return False
+        return False
+
+    def fail_next(self, method: str, path_prefix: str, status: int = 500) -> None:
+        self.failures.append((method, path_prefix, status))
+
+    def emit(self, event: dict[str, Any]) -> None:
+        event = {**event, "application": "xlbridge", "timestamp": _now(), "asterisk_id": ASTERISK_ID}
+        data = json.dumps(event).encode()
+        for s in list(self.sockets):
+            s.sendMessage(data)
+
+    # -- channels ------------------------------------------------------------
+
+    def new_channel(self, name: str, number: str = "7777", exten: str = "100", state: str = "Ring") -> dict[str, Any]:
+        cid = f"1724500000.{next(self._ids)}"
+        ch = {
+            "id": cid, "name": name, "state": state,
+            "caller": {"name": "", "number": number}, "connected": {"name": "", "number": ""},
+            "accountcode": "",
+            "dialplan": {"context": "from-internal", "exten": exten, "priority": 2,
+                         "app_name": "Stasis", "app_data": "xlbridge"},
+            "creationtime": _now(), "language": "en", "protocol_id": "",
+        }
+        self.channels[cid] = ch
+        return ch
+
+    def enter(self, channel: dict[str, Any], args: list[str]) -> None:
+        """
+        ``channel`` enters ``Stasis(xlbridge, args...)``.
+        """
+        self.in_stasis.add(channel["id"])
+        self.emit({"type": "StasisStart", "args": list(args), "channel": channel})
+
+    def hangup(self, channel_id: str, cause: int = 16) -> None:
+        ch = self.channels.pop(channel_id, None)
+        if ch is None:
+            return
+        for b in self.bridges.values():
+            if channel_id in b["channels"]:
+                b["channels"].remove(channel_id)
+        if channel_id in self.in_stasis:
+            self.in_stasis.discard(channel_id)
+            self.emit({"type": "StasisEnd", "channel": ch})
+        self.emit({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "Normal Clearing", "channel": ch})
+        port = self._rtp_ports.pop(channel_id, None)
+        if port is not None:
+            port.stopListening()
+
+    def send_rtp(self, channel_id: str, packet: bytes) -> None:
+        """
+        Send ``packet`` from ExternalMedia channel ``channel_id`` to its
+        ``external_host``.
+        """
+        host, _, port = self.channels[channel_id]["_external_host"].rpartition(":")
+        self._rtp_ports[channel_id].write(packet, (host, int(port)))
+
+    def public(self, ch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in ch.items() if not k.startswith("_")}
+
+    # -- REST ------------------------------------------------------------------
+
+    def handle(self, method: str, parts: list[str], params: dict[str, str]) -> tuple[int, Any]:
+        head = parts[0] if parts else ""
+        if head == "channels":
+            return self._channels(method, parts[1:], params)
+        if head == "bridges":
+            return self._bridges(method, parts[1:], params)
+        return 404, {"message": "Resource not found"}
+
+    def _channels(self, method: str, rest: list[str], params: dict[str, str]) -> tuple[int, Any]:
+        if method == "GET" and not rest:
+            return 200, [self.public(c) for c in self.channels.values()]
+        if method == "POST" and rest == ["externalMedia"]:
+            return self._external_media(params)
+        if method == "POST" and not rest:
+            if not params.get("endpoint") or not params.get("app"):
+                return 400, {"message": "Endpoint and app are required"}
+            ch = self.new_channel(f"{params['endpoint']}-{next(self._ids):08x}", state="Up")
+            args = params.get("appArgs", "")
+            if self.originate_answers:
+                self.reactor.callLater(0.01, self.enter, ch, args.split(",") if args else [])
+            self.originated.append(ch["id"])
+            return 200, self.public(ch)
+        if not rest or rest[0] not in self.channels:
+            return 404, {"message": "Channel not found"}
+        cid = rest[0]
+        if method == "DELETE" and len(rest) == 1:
+            self.reactor.callLater(0, self.hangup, cid)
+            return 204, None
+        if method == "POST" and rest[1:] == ["answer"]:
+            if cid not in self.in_stasis:
+                return 409, {"message": "Channel not in Stasis application"}
+            self.channels[cid]["state"] = "Up"
+            return 204, None
+        return 404, {"message": "Resource not found"}
+
+    def _external_media(self, params: dict[str, str]) -> tuple[int, Any]:
+        host = params.get("external_host", "")
+        h, sep, p = host.rpartition(":")
+        if not params.get("app") or not params.get("format") or not sep or not p.isdigit():
+            return 400, {"message": "external_host and format are required"}
+        if params.get("encapsulation", "rtp") != "rtp" or params.get("transport", "udp") != "udp":
+            return 501, {"message": "unsupported"}
+        sock = _RTPSocket()
+        port = self.reactor.listenUDP(0, sock, interface="127.0.0.1")
+        ch = self.new_channel(f"UnicastRTP/{host}-0x7f{next(self._ids):06x}", number="", state="Up")
+        ch["dialplan"] = {"context": "default", "exten": "s", "priority": 1, "app_name": "", "app_data": ""}
+        ch["_external_host"] = host
+        ch["channelvars"] = {
+            "UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1",
+            "UNICASTRTP_LOCAL_PORT": str(port.getHost().port),
+        }
+        self.rtp[ch["id"]] = sock
+        self._rtp_ports[ch["id"]] = port
+        # Its own StasisStart comes first (Asterisk queues it before replying).
+        self.enter(ch, [params["data"]] if params.get("data") else [])
+        return 200, self.public(ch)
+
+    def _bridges(self, method: str, rest: list[str], params: dict[str, str]) -> tuple[int, Any]:
+        if method == "GET" and not rest:
+            return 200, list(self.bridges.values())
+        if method == "POST" and not rest:
+            bid = params.get("bridgeId") or f"b{next(self._ids):04x}-0000-4000-8000-000000000000"
+            if bid in self.bridges:
+                return 409, {"message": "Bridge with id already exists"}
+            self.bridges[bid] = {
+                "id": bid, "technology": "simple_bridge", "bridge_type": params.get("type", "mixing"),
+                "bridge_class": "stasis", "creator": "Stasis", "name": params.get("name", ""),
+                "channels": [], "creationtime": _now(), "video_mode": "none",
+            }
+            return 200, self.bridges[bid]
+        if not rest or rest[0] not in self.bridges:
+            return 404, {"message": "Bridge not found"}
+        bridge = self.bridges[rest[0]]
+        if method == "DELETE" and len(rest) == 1:
+            del self.bridges[rest[0]]
+            return 204, None
+        if method == "POST" and rest[1:] == ["addChannel"]:
+            ids = [c for c in params.get("channel", "").split(",") if c]
+            if not ids or any(c not in self.channels for c in ids):
+                return 400, {"message": "Channel not found"}
+            if any(c not in self.in_stasis for c in ids):
+                return 422, {"message": "Channel not in Stasis application"}
+            bridge["channels"].extend(ids)
+            return 204, None
+        return 404, {"message": "Resource not found"}
