@@ -430,7 +430,10 @@ class _LegTests:
 
     def setUp(self) -> None:
         self._factories: dict[tuple[int, int], tuple[LocalASRSettings, LocalASRFactory]] = {}
-        self._default = LocalASRSettings()
+        # A generous queue: these tests feed faster than real time, and a
+        # loaded CI machine (or a worker still loading its decoder) must not
+        # turn that into dropped frames.  The tests of the bound set their own.
+        self._default = LocalASRSettings(queue_s=10.0)
 
     def start_pool(self, max_threads: int = 2, max_queued: int = 16) -> ThreadPoolService:
         pool = ThreadPoolService(reactor, name="test-local-asr", max_threads=max_threads, max_queued=max_queued)
