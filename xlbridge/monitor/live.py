@@ -30,9 +30,8 @@ Design notes:
 
 from __future__ import annotations
 
-import socket
-
 import json
+import socket
 from typing import Any, Callable, Optional, Protocol
 
 from autobahn.twisted.resource import WebSocketResource
