@@ -787,3 +787,30 @@ class FakeServerTests(TestCase):
         self.assertIn("200 ms is outside", v)
         self.assertIn("empty binary frame", v)
         self.assertEqual(fake.connections[0].close_code, 1000)
+
+
+class NoDelayTests(TestCase):
+    """
+    One small message per 20 ms packet: Nagle must not hold them back.
+    """
+
+    def test_tcp_nodelay_on_the_audio_socket(self) -> Any:
+        import socket
+
+        from twisted.internet import reactor as real_reactor
+        from twisted.internet.task import deferLater
+
+        from tests.fakes.deepgram import start_fake_deepgram
+
+        fake = start_fake_deepgram(real_reactor)
+        self.addCleanup(fake.stop)
+        asr = DeepgramASR(real_reactor, DeepgramSettings(api_key="test-key", base_url=fake.url), "en", lambda e: None)
+        asr.start()
+        self.addCleanup(asr.finish)
+
+        def check(_: Any) -> None:
+            assert asr._proto is not None
+            sock = asr._proto.transport.getHandle()
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
+        return deferLater(real_reactor, 0.5, lambda: None).addCallback(check)
