@@ -30,12 +30,30 @@ bridge is a fresh child process of this script (pinned to CPU 1) holding
 the bridge, both simulated phones and the probes (bench/pipeline_probe.py),
 all on one reactor.  Phone 7777 (en) says ``--utterances`` short phrases
 made of tone-words (plus ``--warmup`` unmeasured ones first) separated by
-``--gap`` seconds of silence; phone 8888 (es) is silent.
+``--gap`` seconds of silence; phone 8888 (es) is silent.  The speaking
+phone's packet clock runs ``--phone-skew-ppm`` slow, so the phase between
+its packets and the bridge's egress ticks sweeps the whole 20 ms during a
+run (the fakes' delays are exact timers: without the skew every utterance
+of a run would meet the egress clock at the same phase).
+
+Engine delays (defaults): Deepgram endpointing 300 ms (client setting) with
+the fake adding nothing, so a final leaves the fake when the bridge has
+sent it 300 ms of silence after the last loud frame; DeepL 150 ms; ElevenLabs
+first byte 100 ms, then a chunk every 10 ms (faster than real time).
+
+A run starts only when no other ``bench/*.py`` runs and no core is busier
+than ``--max-busy`` with other work; a run during which another benchmark
+ran, or others used more than that of the bridge's core, is repeated (up to
+three tries; the quietest is kept).
 
 Run:  python bench/pipeline_latency.py [--utterances 20] [--repeats 2]
+Experiments: ``--nodelay off --tag nagle`` (Deepgram socket with Nagle, as
+before de84f88), ``--granularities segment --tts-chunk-interval-ms 40 --tag
+paced`` (TTS slower than real time: underruns).  ``--rerender [--tag T]``
+rebuilds the tables of an earlier invocation from bench/out.
 
-Writes bench/out/pipeline_latency.json (plus raw per-run files) and a
-summary copy in bench/results/pipeline_latency.json.
+Writes bench/out/pipeline_latency[-TAG].json (plus raw per-run files and
+logs); an untagged invocation also writes bench/results/pipeline_latency.json.
 """
 
 from __future__ import annotations
@@ -47,6 +65,7 @@ import json
 import os
 import platform
 import selectors
+import shutil
 import subprocess
 import sys
 import time
@@ -153,7 +172,7 @@ def run_one(args: argparse.Namespace) -> None:
     log = open(args.log, "w") if args.log else open(os.devnull, "w")
     globalLogBeginner.beginLoggingTo([textFileLogObserver(log)], redirectStandardIO=False)
 
-    probe = Probe(reactor, force_nodelay=args.force_nodelay)
+    probe = Probe(reactor, nodelay=args.nodelay)
     probe.install()
     speech, phrases = build_speech(args.utterances, args.warmup, args.gap, args.lead)
     environ = {
@@ -394,7 +413,7 @@ def run_one(args: argparse.Namespace) -> None:
             "egress": egress,
             "tick_lateness_ms": stats([x * 1e3 for x in probe.tick_lateness]),
             "deepgram_tcp_nodelay_at_open": probe.nodelay_seen,
-            "force_nodelay": args.force_nodelay,
+            "nodelay_experiment": args.nodelay,
             "pipeline_dates_speech_end_from": "span end (start+duration)" if span_end_dating
             else "last word end (Transcript.speech_end) when present",
             "configured_engine_ms": configured,
@@ -601,7 +620,7 @@ def child_flags(args: argparse.Namespace) -> list[str]:
             "--dg-latency", str(args.dg_latency), "--deepl-latency", str(args.deepl_latency),
             "--tts-first-byte-ms", str(args.tts_first_byte_ms),
             "--tts-chunk-interval-ms", str(args.tts_chunk_interval_ms), "--reply-codec", args.reply_codec,
-            *(["--force-nodelay"] if args.force_nodelay else [])]
+            "--nodelay", args.nodelay]
 
 
 def machine() -> dict[str, Any]:
@@ -670,7 +689,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, d
     lines.append(f"\nAudio messages still unsent in the kernel right after their send() (SIOCOUTQNSD > 0, "
                  f"i.e. held back by Nagle): {hh} of {hc} ({100 * hh / max(1, hc):.1f} %); TCP_NODELAY on the "
                  f"Deepgram socket when it opened: {sorted(set(x for r in runs for x in r['deepgram_tcp_nodelay_at_open']))}"
-                 f"{' (forced on by the bench)' if runs[0].get('force_nodelay') else ''}.")
+                 f"{'' if runs[0].get('nodelay_experiment', 'keep') == 'keep' else ' (then forced ' + runs[0]['nodelay_experiment'] + ' by the bench)'}.")
     def tally_line(key: str) -> str:
         tot: dict[str, int] = {}
         for r in runs:
@@ -722,7 +741,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, d
                 f"{fmt(own.get('p99'), 0)} | {fmt(col('asr_ms').get('p50'), 0)} | "
                 f"{fmt(col('mt_ms').get('p50'), 0)} | {fmt(col('tts_first_byte_ms').get('p50'), 0)} | "
                 f"{fmt(col('queue_wait_ms').get('p50'), 0)} | {fmt(max(res) if res else None, 2)} | "
-                f"{fmt(diff.get('p50'), 0)} |")
+                f"{fmt(diff.get('p50'), 1)} |")
 
     for g, rs in by_gran.items():
         for r in rs:
@@ -747,7 +766,10 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, d
     of = [r["cpu"].get("other_on_fakes_core") for r in runs if r.get("cpu", {}).get("other_on_fakes_core") is not None]
     if oc:
         lines.append(f"\nCPU used by other processes during the runs (per run): bridge's core "
-                     f"{', '.join(f'{100 * x:.0f} %' for x in oc)}; fakes' core {', '.join(f'{100 * x:.0f} %' for x in of)}.")
+                     f"{', '.join(f'{max(0.0, 100 * x):.0f} %' for x in oc)}; fakes' core "
+                     f"{', '.join(f'{max(0.0, 100 * x):.0f} %' for x in of)} (busy time from /proc/stat minus "
+                     f"our processes' own CPU time; tick-based accounting reads a few % low, so values below 0 "
+                     f"are shown as 0).")
     lines.append(f"\nOther benchmarks ({', '.join(OTHER_BENCHES)}) running during a kept run: "
                  f"{', '.join(dirty) if dirty else 'none'}.")
     lines.append(f"\nThe pipeline dated end of speech from: {runs[0]['pipeline_dates_speech_end_from']}.")
@@ -757,6 +779,26 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, d
         summary["runs"].append(s)
     summary["pooled"] = pooled
     return "\n".join(lines), summary
+
+
+def rerender(args: argparse.Namespace) -> None:
+    """Tables again from the summary and the per-run raw files of an earlier invocation."""
+    path = Path(args.output or OUT / f"pipeline_latency{'-' + args.tag if args.tag else ''}.json")
+    summary = json.loads(path.read_text())
+    runs = []
+    for s in summary["runs"]:
+        raw = json.loads((OUT / f"{s['run']}.json").read_text())
+        raw.update(s)
+        runs.append(raw)
+    text, fresh = report(runs, args)
+    summary["pooled"] = fresh["pooled"]
+    summary["table"] = text
+    print(text)
+    path.write_text(json.dumps(summary, indent=1))
+    print(f"\nwrote {path}")
+    if not args.no_results and not args.tag:
+        (RESULTS / "pipeline_latency.json").write_text(json.dumps(summary, indent=1))
+        print(f"wrote {RESULTS / 'pipeline_latency.json'}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -776,8 +818,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--tts-first-byte-ms", type=float, default=100.0, help="fake ElevenLabs first byte, ms")
     p.add_argument("--tts-chunk-interval-ms", type=float, default=10.0, help="fake ElevenLabs chunk pacing, ms")
     p.add_argument("--reply-codec", default="g722", help="codec of the bridge's replies (default g722)")
-    p.add_argument("--force-nodelay", action="store_true",
-                   help="experiment: set TCP_NODELAY on the bridge's Deepgram socket (xlbridge does not)")
+    p.add_argument("--nodelay", choices=("keep", "on", "off"), default="keep",
+                   help="experiment: TCP_NODELAY on the bridge's Deepgram socket as xlbridge sets it (keep), "
+                        "or forced on/off when it opens (off = xlbridge before de84f88)")
+    p.add_argument("--rerender", action="store_true",
+                   help="rebuild the tables of an earlier invocation (same --tag) from bench/out, no new runs")
     p.add_argument("--tag", default="", help="suffix for output file names (e.g. nodelay)")
     p.add_argument("--no-pin", action="store_true", help="do not pin fakes to CPU 0 and the bridge to CPU 1")
     p.add_argument("--no-wait", action="store_true",
@@ -801,6 +846,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.run_one:
         run_one(args)
         return
+    if args.rerender:
+        rerender(args)
+        return
 
     if args.output is None:
         args.output = str(OUT / f"pipeline_latency{'-' + args.tag if args.tag else ''}.json")
@@ -822,6 +870,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     wait_for_other_bench(max_busy=args.max_busy)
                 r = one_run(args, g, rep)
                 r["attempt"] = attempt + 1
+                raw = OUT / f"{r['run']}.json"
+                r["raw_file"] = str(raw.with_name(f"{r['run']}-attempt{attempt + 1}.json"))
+                raw.replace(r["raw_file"])
                 other = r.get("cpu", {}).get("other_on_bridge_core") or 0.0
                 noisy = bool(r["other_benchmarks_seen"]) or (not args.no_wait and other > args.max_busy)
                 if kept is None or (not noisy) or other < (kept.get("cpu", {}).get("other_on_bridge_core") or 0.0):
@@ -831,6 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 print(f"  the machine was busy meanwhile (other benchmarks {r['other_benchmarks_seen']}, "
                       f"{100 * other:.0f} % of the bridge's core used by others): running again", flush=True)
             assert kept is not None
+            shutil.copyfile(kept["raw_file"], OUT / f"{kept['run']}.json")
             runs.append(kept)
     text, summary = report(runs, args)
     command = "python bench/pipeline_latency.py " + " ".join(a for a in (argv or sys.argv[1:]))
@@ -842,7 +894,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "code_after_runs": code_identity(),
         "settings": {k: getattr(args, k) for k in ("utterances", "repeats", "warmup", "gap", "lead", "endpointing",
                                                     "dg_latency", "deepl_latency", "tts_first_byte_ms",
-                                                    "tts_chunk_interval_ms", "reply_codec", "force_nodelay",
+                                                    "tts_chunk_interval_ms", "reply_codec", "nodelay",
                                                     "phone_skew_ppm")},
         "pinning": {"fakes_cpu": args.fake_cpu, "bridge_cpu": args.bridge_cpu},
         "processes": "fakes: one process each (python -m tests.fakes); bridge + both phones + probes: "

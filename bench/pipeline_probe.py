@@ -64,11 +64,12 @@ class _TCPAccount:
 
 
 class Probe:
-    def __init__(self, reactor: Any, force_nodelay: bool = False) -> None:
+    def __init__(self, reactor: Any, nodelay: str = "keep") -> None:
         self.reactor = reactor
-        #: experiment only: set TCP_NODELAY on the Deepgram socket when it
-        #: opens (xlbridge leaves it to Autobahn, see BENCHMARKS.md)
-        self.force_nodelay = force_nodelay
+        #: experiment: ``keep`` TCP_NODELAY on the Deepgram socket as xlbridge
+        #: set it, or force it ``on`` / ``off`` when the socket opens
+        #: (``off`` reproduces xlbridge before de84f88, see BENCHMARKS.md)
+        self.nodelay = nodelay
         #: TCP_NODELAY as found on each Deepgram socket when it opened
         self.nodelay_seen: list[bool] = []
         self.cur: Optional[list[Any]] = None
@@ -149,8 +150,8 @@ class Probe:
             t = proto.transport
             try:
                 probe.nodelay_seen.append(bool(t.getTcpNoDelay()))
-                if probe.force_nodelay:
-                    t.setTcpNoDelay(True)
+                if probe.nodelay != "keep":
+                    t.setTcpNoDelay(probe.nodelay == "on")
             except Exception:
                 pass
             probe._account(t)

@@ -79,6 +79,16 @@ class _StreamInputProtocol(WebSocketClientProtocol):
     factory: "_SessionFactory"
 
     def onOpen(self) -> None:
+        # Small text messages (text, flush, keep-alives): without TCP_NODELAY
+        # Nagle holds them back until the previous one is acknowledged
+        # (Autobahn's own attempt to set it fails silently; see the Deepgram
+        # client and bench/pipeline_latency.py).
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            try:
+                set_nodelay(True)
+            except OSError:
+                pass  # the socket is gone; ws_close follows
         self.factory.session.ws_open(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
