@@ -801,17 +801,44 @@ def code_identity() -> dict[str, Any]:
     return out
 
 
+def _other_benches() -> list[tuple[int, str, bool]]:
+    """Other bench/*.py processes: (pid, command, has child processes, i.e. is measuring rather than waiting)."""
+    r = subprocess.run(["pgrep", "-af", r"bench/[A-Za-z0-9_]+\.py"], capture_output=True, text=True, check=False)
+    procs = []
+    for line in r.stdout.splitlines():
+        pid_s, _, cmd = line.partition(" ")
+        if "local_bench.py" not in cmd and pid_s.isdigit():
+            procs.append((int(pid_s), cmd))
+    parents = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat(int(d))
+            if st and not st[1].startswith("pgrep"):
+                parents.add(st[0])
+    return [(pid, cmd, pid in parents or "--run-one" in cmd) for pid, cmd in procs]
+
+
 def wait_for_other_bench(max_wait_s: float, poll_s: float = 30.0) -> float:
+    """
+    Wait while another bench/*.py is measuring (it has child processes).  A
+    bench that is itself only waiting (no children; e.g. pipeline_latency.py
+    waits for every other bench/*.py, this one included) does not count,
+    or the two would wait for each other.  Five clean checks 1 s apart.
+    """
     t0 = time.monotonic()
     if max_wait_s <= 0:
         return 0.0
+    clean = 0
     while time.monotonic() - t0 < max_wait_s:
-        # any other bench/*.py (run.py, pipeline_latency.py, monitor_listeners.py ...), not this one
-        r = subprocess.run(["pgrep", "-af", r"bench/[A-Za-z0-9_]+\.py"], capture_output=True, text=True, check=False)
-        others = [line for line in r.stdout.splitlines() if "local_bench.py" not in line]
-        if not others:
-            return time.monotonic() - t0
-        print(f"waiting for other benchmarks ({[o.split(' ', 1)[0] for o in others]}) ...", flush=True)
+        busy = [(pid, cmd[:80]) for pid, cmd, measuring in _other_benches() if measuring]
+        if not busy:
+            clean += 1
+            if clean >= 5:
+                return time.monotonic() - t0
+            time.sleep(1.0)
+            continue
+        clean = 0
+        print(f"{time.strftime('%H:%M:%S')} waiting for other benchmarks: {busy}", flush=True)
         time.sleep(poll_s)
     raise SystemExit("other benchmarks still running; giving up")
 
