@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.fakes.ari import FakeARI
 from xlbridge.ari.client import ARIAuthError, ARIClient
-from xlbridge.ari.controller import ARIController, parse_args
+from xlbridge.ari.controller import MEDIA_STASIS_TIMEOUT, ARIController, parse_args
 from xlbridge.ari.ports import PortPool, PortsExhausted
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
@@ -55,17 +55,37 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(cfg.ari.app, "xlbridge")
         self.assertEqual(cfg.pairs, ())  # no static ports with --ari
         self.assertNotIn(PASSWORD, repr(cfg))
+        self.assertEqual(
+            (cfg.ari.media, cfg.ari.audiosocket_port, cfg.ari.dial_timeout, cfg.ari.on_partner_hangup,
+             cfg.ari.partner_hangup_sound),
+            ("rtp", 9092, 30, "hangup", "sound:vm-goodbye"),
+        )
+
+    def test_media_prompt_and_dial_options(self) -> None:
+        cfg = load_config({"ari": "http://h:8088", "ari-user": "u", "ari-password-file": password_file(self),
+                           "ari-media": "AudioSocket", "ari-audiosocket-port": "9100", "ari-dial-timeout": "45",
+                           "on-partner-hangup": "prompt", "partner-hangup-sound": "sound:bye, tone:busy"})
+        assert cfg.ari is not None
+        self.assertEqual(
+            (cfg.ari.media, cfg.ari.audiosocket_port, cfg.ari.dial_timeout, cfg.ari.on_partner_hangup,
+             cfg.ari.partner_hangup_sound),
+            ("audiosocket", 9100, 45, "prompt", "sound:bye,tone:busy"),
+        )
 
     def test_toml_section(self) -> None:
         fd, path = tempfile.mkstemp(suffix=".toml")
         pw = password_file(self)
         os.write(fd, f'[ari]\nurl = "http://h:8088"\nuser = "u"\npassword_file = "{pw}"\n'
-                     f'app = "xl"\nrtp_ports = "20000-20099"\non_partner_hangup = "keep"\n'.encode())
+                     f'app = "xl"\nrtp_ports = "20000-20099"\non_partner_hangup = "keep"\n'
+                     f'media = "audiosocket"\naudiosocket_port = 9093\ndial_timeout = 20\n'
+                     f'partner_hangup_sound = "sound:goodbye"\n'.encode())
         os.close(fd)
         self.addCleanup(os.unlink, path)
         cfg = load_config({}, path)
         assert cfg.ari is not None
         self.assertEqual((cfg.ari.app, cfg.ari.on_partner_hangup), ("xl", "keep"))
+        self.assertEqual((cfg.ari.media, cfg.ari.audiosocket_port, cfg.ari.dial_timeout,
+                          cfg.ari.partner_hangup_sound), ("audiosocket", 9093, 20, "sound:goodbye"))
 
     def test_errors(self) -> None:
         base = {"ari": "http://h:8088", "ari-user": "u", "ari-password-file": password_file(self)}
@@ -75,6 +95,15 @@ class ConfigTests(SynchronousTestCase):
             ({"rtp-ports": "300"}, "rtp-ports"),
             ({"ari": "h:8088"}, "ari"),
             ({"on-partner-hangup": "maybe"}, "on-partner-hangup"),
+            ({"ari-media": "websocket"}, "ari-media"),
+            ({"ari-audiosocket-port": "70000"}, "ari-audiosocket-port"),
+            ({"ari-audiosocket-port": "x"}, "ari-audiosocket-port"),
+            ({"ari-dial-timeout": "0"}, "ari-dial-timeout"),
+            ({"ari-dial-timeout": "1.5"}, "ari-dial-timeout"),
+            ({"partner-hangup-sound": "vm-goodbye"}, "partner-hangup-sound"),
+            ({"partner-hangup-sound": "sound:"}, "partner-hangup-sound"),
+            ({"ari-media": "audiosocket", "ari-audiosocket-port": "5050", "audiosocket": "7000=5050,7001=5052"},
+             "ari-audiosocket-port"),
         ]:
             e = self.assertRaises(ConfigError, load_config, {**base, **bad})
             self.assertIn(word, str(e))
@@ -114,14 +143,14 @@ class ARIHarness(TestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
-    def start(self, password: str = PASSWORD) -> ARIController:
+    def start(self, password: str = PASSWORD, **kwargs: Any) -> ARIController:
         cfg = load_config({
             "ari": self.fake.url, "ari-user": "xlbridge", "ari-password-file": password_file(self, password),
             "rtp-ports": "47100-47199", "engines": "relay", "monitor": "none", **self.settings,
         })
         assert cfg.ari is not None
         self.bridge = BridgeService(cfg, reactor)
-        self.ari = ARIController(self.bridge, cfg.ari, reactor)
+        self.ari = ARIController(self.bridge, cfg.ari, reactor, **kwargs)
         self.ari.setServiceParent(self.bridge)
         self.bridge.startService()
         self.addCleanup(self.bridge.stopService)
@@ -216,6 +245,45 @@ class RoomFlowTests(ARIHarness):
 
         return ensureDeferred(run())
 
+    def test_media_added_to_bridge_only_once_in_stasis(self) -> Any:
+        """
+        Asterisk answers externalMedia before the channel is in Stasis
+        (the fake delays its StasisStart): addChannel waits for it, so the
+        bridge never gets a 422.
+        """
+        async def run() -> None:
+            self.fake.media_stasis_delay = 0.3
+            await self.enter_both()
+            adds = [r for r in self.fake.requests if r.path.endswith("/addChannel")]
+            self.assertEqual(len(adds), 2)
+            for ca in self.ari.rooms["r1"].callers:
+                self.assertIn(ca.media_id, self.fake.in_stasis)
+
+        return ensureDeferred(run())
+
+    def test_media_never_in_stasis_fails_setup_cleanly(self) -> Any:
+        """
+        An ExternalMedia channel that never enters Stasis fails its
+        caller's setup after the timeout: caller hung up, channel, bridge
+        and port released.
+        """
+        async def run() -> None:
+            clock = Clock()
+            self.fake.media_stasis_delay = 3600
+            ari = self.start(clock=clock)
+            await wait_until(lambda: ari.events.connected)
+            a = self.fake.new_channel("PJSIP/7777-00000001")
+            self.fake.enter(a, ["room=r5,lang=en"])
+            await wait_until(lambda: ari._media_waiting)
+            clock.advance(MEDIA_STASIS_TIMEOUT)
+            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: not ari.callers)
+            self.assertEqual(ari.pool.in_use, set())
+            self.assertFalse([r for r in self.fake.requests if r.path.endswith("/addChannel")])
+            self.assertTrue(any("did not enter Stasis" in line for line in self.logged))
+
+        return ensureDeferred(run())
+
 
 class KeepPartnerTests(ARIHarness):
     settings = {"on-partner-hangup": "keep"}
@@ -247,7 +315,8 @@ class DialFlowTests(ARIHarness):
             await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
             orig = [r for r in self.fake.requests if (r.method, r.path) == ("POST", "/channels")]
             self.assertEqual(orig[0].params, {"endpoint": "PJSIP/8888", "app": "xlbridge",
-                                              "appArgs": f"room=dial-{a['id']},lang=es"})
+                                              "appArgs": f"room=dial-{a['id']},lang=es", "timeout": "30"})
+            self.assertEqual(ari.dialer.timers, {})  # the guard timer stopped at the answer
             call = self.bridge.dynamic_calls[a["id"]]
             self.assertEqual([leg.language for leg in call.legs], ["en", "es"])
 
@@ -266,6 +335,43 @@ class RestartCleanupTests(ARIHarness):
             self.assertIn("other", self.fake.bridges)
             self.assertIn(foreign["id"], self.fake.channels)
             self.assertTrue(ari.events.connected)
+
+        return ensureDeferred(run())
+
+    def orphan(self, name: str, args: str) -> dict[str, Any]:
+        # A caller an earlier run left in Stasis (no event: it is old news).
+        ch = self.fake.new_channel(name, state="Up")
+        self.fake.in_stasis.add(ch["id"])
+        ch["dialplan"]["app_data"] = f"xlbridge,{args}"
+        return ch
+
+    def test_callers_left_in_stasis_are_taken_back(self) -> Any:
+        """
+        After a restart, callers still in our app are set up again from
+        their Stasis arguments and paired as before; a dial caller whose
+        callee is gone is hung up.
+        """
+        async def run() -> None:
+            a = self.orphan("PJSIP/7777-00000001", "room=r7,lang=en")
+            b = self.orphan("PJSIP/8888-00000002", "room=r7,lang=es")
+            lonely = self.orphan("PJSIP/7000-00000003", "dial=PJSIP/9999,lang=en,peer_lang=es")
+            self.start()
+            await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
+            call = self.bridge.dynamic_calls[a["id"]]
+            self.assertEqual(call.extensions, (a["name"], b["name"]))
+            self.assertEqual([leg.language for leg in call.legs], ["en", "es"])
+            await wait_until(lambda: lonely["id"] not in self.fake.channels)
+            self.assertFalse([r for r in self.fake.requests if r.method == "POST" and r.path == "/channels"])
+
+        return ensureDeferred(run())
+
+    def test_dial_pair_left_in_stasis_is_paired_again(self) -> Any:
+        async def run() -> None:
+            caller = self.orphan("PJSIP/7000-00000001", "dial=PJSIP/9999,lang=en,peer_lang=es")
+            callee = self.orphan("PJSIP/9999-00000002", f"room=dial-{caller['id']},lang=es")
+            self.start()
+            await wait_until(lambda: caller["id"] in self.bridge.dynamic_calls or callee["id"] in self.bridge.dynamic_calls)
+            self.assertFalse([r for r in self.fake.requests if r.method == "POST" and r.path == "/channels"])
 
         return ensureDeferred(run())
 
@@ -317,12 +423,30 @@ class TapTests(SynchronousTestCase):
         self.assertEqual(reactor.udp, {})  # no fixed ports with --ari
         self.assertEqual(ari.settings.rtp_ports, (20000, 20009))  # type: ignore[attr-defined]
 
+    def test_audiosocket_media_listens_on_one_tcp_port(self) -> None:
+        from xlbridge import tap
+        from xlbridge.testing import MemoryUDPReactor
+
+        o = tap.Options()
+        o.parseOptions(["--ari", "http://127.0.0.1:8088", "--ari-user", "u",
+                        "--ari-password-file", password_file(self), "--ari-media", "audiosocket",
+                        "--ari-audiosocket-port", "9200", "--ari-dial-timeout", "20",
+                        "--on-partner-hangup", "prompt", "--engines", "relay", "--monitor", "none"])
+        svc = tap.makeService(o, MemoryUDPReactor())
+        assert isinstance(svc, BridgeService)
+        ari = svc.getServiceNamed("ari")
+        assert isinstance(ari, ARIController)
+        listener = ari.getServiceNamed("ari-audiosocket")
+        self.assertEqual((listener.portNumber, listener.interface), (9200, "127.0.0.1"))  # type: ignore[attr-defined]
+        self.assertEqual((ari.settings.dial_timeout, ari.settings.on_partner_hangup), (20, "prompt"))
+
     def test_sample_config_documents_ari(self) -> None:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "etc", "xlbridge.toml")) as f:
             text = f.read()
         self.assertIn("[ari]", text)
-        for key in ("url", "user", "password_file", "app", "rtp_ports", "on_partner_hangup"):
+        for key in ("url", "user", "password_file", "app", "rtp_ports", "on_partner_hangup", "media",
+                    "audiosocket_port", "dial_timeout", "partner_hangup_sound"):
             self.assertIn(f"# {key} = ", text)
 
 
@@ -343,6 +467,9 @@ class LifecycleTests(ARIHarness):
             await self.bridge.stopService()
             await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
             self.assertEqual(self.ari.pool.in_use, set())
+            # The events socket said goodbye with a close frame.
+            await wait_until(lambda: self.fake.closes)
+            self.assertEqual(self.fake.closes, [1000])
 
         return ensureDeferred(run())
 

@@ -110,6 +110,8 @@ class RTPDriver:
     settings: dict[str, Any] = {"ports": "7777,8888", "reply-codec": "slin16"}
     transport_kind = "rtp"
     reactor: MemoryNetReactor
+    #: RTP has no connection: a call ends after call-timeout without audio
+    line_holds_call = False
 
     def start_leg(self, ext: str) -> None:
         self.seq = getattr(self, "seq", {})
@@ -144,6 +146,11 @@ class AudioSocketDriver:
     transport_kind = "audiosocket"
     kind = 0x12
     reactor: MemoryNetReactor
+    #: a call lasts while the connection does, silent or not
+    line_holds_call = True
+
+    def hang_up(self, ext: str) -> None:
+        self.streams[ext].send(HANGUP)
 
     def start_leg(self, ext: str) -> None:
         self.streams: dict[str, MemoryStream] = getattr(self, "streams", {})
@@ -159,9 +166,9 @@ class AudioSocketDriver:
     def heard(self, ext: str) -> list[np.ndarray]:
         out = []
         for f in self.frames(ext):
-            assert isinstance(f, Frame) and f.kind in (self.kind, 0x00), f
-            if f.kind == 0x00:
-                continue
+            assert isinstance(f, Frame) and f.kind in (self.kind, 0x00, 0x10), f
+            if f.kind == 0x00 or (f.kind == 0x10 and self.kind != 0x10):
+                continue  # hangup; 8 kHz replies before this leg's own audio
             out.append(np.frombuffer(f.payload, "<i2").astype(np.int16))
         return out
 
@@ -243,7 +250,16 @@ class LegContract:
         t.expected_id(started[0].call_id)
         pump_ticks(self.reactor, 10 * 50 + 5)
         ended = [e for e in self.events if isinstance(e, CallEnded)]
-        t.assertEqual([e.reason for e in ended], ["inactivity"])
+        if t.line_holds_call:
+            # The connection is the call: silence does not end it, hangup does.
+            t.assertEqual(ended, [])
+            t.assertEqual(len(self.bridge.active_calls()), 1)
+            t.hang_up("7777")
+            t.hang_up("8888")
+            ended = [e for e in self.events if isinstance(e, CallEnded)]
+            t.assertEqual([e.reason for e in ended], ["hangup"])
+        else:
+            t.assertEqual([e.reason for e in ended], ["inactivity"])
         t.assertEqual(self.bridge.active_calls(), [])
         t.assertEqual(len(self.bridge.egress), 0)
         t.heard("7777")
@@ -300,12 +316,15 @@ class AudioSocketTests(AudioSocketDriver, SynchronousTestCase):
         d: dict[str, int] = self.bridge.endpoints[ext].counters.snapshot()["drops"]
         return d
 
-    def test_call_id_is_the_uuid_of_the_first_leg_with_audio(self) -> None:
-        self.start_leg("7777")
+    def test_call_starts_with_the_first_leg_on_the_line(self) -> None:
+        """
+        The UUID starts the call, before any audio, and names it.
+        """
         self.start_leg("8888")
-        self.send("8888", frame(1))
         (call,) = self.bridge.active_calls()
         self.assertEqual(call.call_id, UUIDS["8888"])
+        self.start_leg("7777")
+        self.assertEqual(self.bridge.active_calls(), [call])
         described = self.bridge.endpoints["8888"].describe()
         self.assertEqual(described["call_id"], UUIDS["8888"])
         self.assertEqual(described["local"], "127.0.0.1:8888")
@@ -327,13 +346,33 @@ class AudioSocketTests(AudioSocketDriver, SynchronousTestCase):
         self.assertEqual(self.frames("8888")[-1], Frame(0x00, b""))
         self.assertNotIn(0x00, {f.kind for f in self.frames("7777")})
 
-    def test_inactivity_end_sends_hangup_and_closes(self) -> None:
+    def test_silent_callers_are_answered_and_kept(self) -> None:
+        """
+        Asterisk sends nothing while a caller is silent, and AudioSocket()
+        hangs up after 2 s without traffic: replies start with the UUID, in
+        8 kHz (0x10) until the leg's own audio names its rate, and silence
+        never ends the call.
+        """
+        self.start_leg("7777")
+        self.start_leg("8888")
+        pump_ticks(self.reactor, 5)
+        for ext in ("7777", "8888"):
+            self.assertEqual([(f.kind, len(f.payload)) for f in self.frames(ext)], [(0x10, 320)] * 5)
+        self.send("7777", frame(1))
+        pump_ticks(self.reactor, 2)
+        self.assertEqual({f.kind for f in self.frames("7777")}, {0x12})
+        self.assertEqual({f.kind for f in self.frames("8888")}, {0x10})
+        pump_ticks(self.reactor, 30 * 50)
+        self.assertEqual([e for e in self.events if isinstance(e, CallEnded)], [])
+        self.assertEqual(len(self.frames("8888")), 30 * 50)
+
+    def test_bridge_side_end_sends_hangup_and_closes(self) -> None:
         self.start_leg("7777")
         self.start_leg("8888")
         self.send("7777", frame(1))
-        self.send("8888", frame(2))
-        pump_ticks(self.reactor, 10 * 50 + 5)
-        self.assertEqual([e.reason for e in self.events if isinstance(e, CallEnded)], ["inactivity"])
+        self.bridge.stopService()
+        self.assertEqual([e.reason for e in self.events if isinstance(e, CallEnded)], ["shutdown"])
+        self.reactor.advance(0)
         for ext in ("7777", "8888"):
             self.assertEqual(self.frames(ext)[-1], Frame(0x00, b""))
             self.assertTrue(self.streams[ext].closed)
@@ -392,7 +431,7 @@ class AudioSocketTests(AudioSocketDriver, SynchronousTestCase):
         self.reactor.advance(0)
         self.assertTrue(other.closed)
         self.assertEqual(self.drops("7777"), {"audiosocket_busy": 1})
-        self.assertEqual(self.bridge.active_calls(), [])
+        self.assertEqual([c.call_id for c in self.bridge.active_calls()], [UUIDS["7777"]])
         self.assertFalse(self.streams["7777"].closed)
 
     def test_error_in_callback_is_contained(self) -> None:

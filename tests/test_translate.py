@@ -132,7 +132,9 @@ class LatencyTests(Harness):
     def test_stage_latencies(self) -> None:
         self.reactor.advance(0.5)
         self.speak(7777, const(100, 3200))  # 200 ms, arrives "now"
-        speech_end_stream = (320 + 3200) / 16000  # stream seconds at the end of that audio
+        # Stream seconds at the end of that audio: all the recogniser was
+        # fed, with the silence filled in while the line was quiet before.
+        speech_end_stream = self.asr.made["7777"].fed / 16000
         self.reactor.advance(0.3)
         self.final("7777", "hello", end=speech_end_stream)
         self.reactor.advance(0.15)
@@ -341,7 +343,8 @@ class DirectionSyncTests(Harness):
         """One utterance through MT (taking mt_delay) and an instant TTS."""
         port = int(ext)
         self.speak(port, const(100, 320))
-        self.final(ext, text, end=(self.seq[port]) * 320 / 16000)
+        # Stream time is what the recogniser was fed, silence fill included.
+        self.final(ext, text, end=self.asr.made[ext].fed / 16000)
         self.reactor.advance(mt_delay)
         self.mt.requests[-1][4].callback(text.upper())
         self.tts.requests[-1][2](const(7, 320))

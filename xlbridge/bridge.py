@@ -15,16 +15,25 @@ ports close.  This is what SIGTERM does under twistd, and what an embedding
 application gets by stopping the service.
 
 Extensions pair up in configuration order; a :class:`Pair` turns the first
-audio on either of its legs into a new call.  Above the transport, RTP and
-AudioSocket legs are the same; the only differences the pair sees are the
-call id (an AudioSocket leg brings Asterisk's UUID; otherwise uuid4) and
-hangup (an AudioSocket peer can end the call at once).
+audio on either of its legs into a new call, or an AudioSocket connection
+announcing its UUID (a caller on the line, silent or not).  Above the
+transport, RTP and AudioSocket legs are the same; the only differences the
+pair sees are the call id (an AudioSocket leg brings Asterisk's UUID;
+otherwise uuid4), the start, and hangup (an AudioSocket peer can end the
+call at once).
+
+Legs set up at run time (the ARI controller's callers) bring their own
+endpoints; whoever binds one registers it with :meth:`BridgeService.attach_endpoint`
+and removes it with :meth:`BridgeService.detach_endpoint`, so the monitor
+lists, counts and taps it like a configured extension.  A detached
+endpoint's counters are folded into :attr:`BridgeService.retired_counters`,
+so totals over all endpoints (Prometheus counters) never go down.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime, IReactorUDP
@@ -36,12 +45,15 @@ from xlbridge.call.leg import Leg
 from xlbridge.call.service import CallService, PipelineFactory
 from xlbridge.config import BridgeConfig, PairConfig
 from xlbridge.egress import EgressClock
-from xlbridge.events import DropReason, Event
+from xlbridge.events import DropReason, Event, LegCounters
 from xlbridge.pipeline.relay import relay_factory
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
 
 Endpoint = RTPEndpoint | AudioSocketEndpoint
+
+#: The ``origin`` of configured endpoints in :meth:`BridgeService.status`.
+CONFIGURED = "config"
 
 
 class UDPListenerService(Service):
@@ -115,8 +127,8 @@ class Pair:
         self.bridge = bridge
         self.config = config
         self.endpoints: tuple[Endpoint, Endpoint] = (
-            bridge.make_endpoint(config.extensions[0], self._audio_from, self._hangup_from),
-            bridge.make_endpoint(config.extensions[1], self._audio_from, self._hangup_from),
+            bridge.make_endpoint(config.extensions[0], self._audio_from, self._hangup_from, self._line_from),
+            bridge.make_endpoint(config.extensions[1], self._audio_from, self._hangup_from, self._line_from),
         )
         self.call: Optional[CallService] = None
         self.calls_started = 0
@@ -139,6 +151,12 @@ class Pair:
             if call_id:
                 return str(call_id)
         return str(uuid.uuid4())
+
+    def _line_from(self, endpoint: Endpoint) -> None:
+        # An AudioSocket caller is on the line (its UUID came): the call
+        # starts now, so replies flow even while both callers are silent.
+        if self.call is None and self.bridge.accepting_calls:
+            self._start_call(self._call_id(endpoint))
 
     def _hangup_from(self, endpoint: Endpoint) -> None:
         call = self.call
@@ -212,6 +230,11 @@ class BridgeService(MultiService):
         self.pairs = [Pair(self, p) for p in config.pairs]
         #: Calls set up at run time (ARI), not owned by a configured pair.
         self.dynamic_calls: dict[str, CallService] = {}
+        #: Endpoints set up at run time, by name, while attached.
+        self.dynamic_endpoints: dict[str, Endpoint] = {}
+        self._origins: dict[str, str] = {}
+        #: Counters of detached run-time endpoints, summed by transport kind.
+        self.retired_counters: dict[str, LegCounters] = {}
         for ext, listener in self.listeners.items():
             listener.setName(f"{self.endpoints[ext].kind}-{ext}")
             listener.setServiceParent(self)
@@ -226,6 +249,7 @@ class BridgeService(MultiService):
         extension: str,
         on_audio: Callable[[Any, Samples], None],
         on_hangup: Callable[[Any], None] = lambda e: None,
+        on_line: Callable[[Any], None] = lambda e: None,
     ) -> Endpoint:
         """
         Create the endpoint (and its listener) for ``extension``: RTP on a
@@ -234,7 +258,7 @@ class BridgeService(MultiService):
         port = self.config.port_of(extension)
         endpoint: Endpoint
         if self.config.transport_of(extension) == "audiosocket":
-            endpoint = AudioSocketEndpoint(extension, on_audio, on_hangup)
+            endpoint = AudioSocketEndpoint(extension, on_audio, on_hangup, on_uuid=on_line)
             listener: UDPListenerService = TCPListenerService(
                 self.reactor, port, endpoint, self.config.interface
             )
@@ -253,6 +277,60 @@ class BridgeService(MultiService):
         set up at run time (the caller binds it).
         """
         return RTPEndpoint(name, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings)
+
+    def attach_endpoint(self, name: str, endpoint: Endpoint, origin: str = "runtime") -> str:
+        """
+        List an endpoint set up at run time (bound by the caller) with the
+        configured ones, for status, metrics and listen-in, until
+        :meth:`detach_endpoint`.
+
+        :param name: what its leg is called (the ``extension`` of the call's
+            leg: for ARI, the caller's channel name).
+        :param origin: shown as the endpoint's ``origin`` in :meth:`status`.
+        :return: the key it is listed under: ``name``, or ``name#2`` (``#3``,
+            ...) if another live endpoint already has that name.
+        """
+        def taken(key: str) -> bool:
+            return any(d.get(key, endpoint) is not endpoint for d in (self.endpoints, self.dynamic_endpoints))
+
+        key, n = name, 1
+        while taken(key):
+            n += 1
+            key = f"{name}#{n}"
+        if key != name:
+            self.log.warn("endpoint name {name} is taken; listed as {key}", name=name, key=key)
+        self.dynamic_endpoints[key] = endpoint
+        self._origins[key] = origin
+        return key
+
+    def detach_endpoint(self, name: str, endpoint: Optional[Endpoint] = None) -> bool:
+        """
+        Stop listing a run-time endpoint and fold its counters into
+        :attr:`retired_counters` (idempotent).
+
+        :param endpoint: if given, detach this endpoint (wherever
+            :meth:`attach_endpoint` listed it) and nothing else.
+        :return: whether something was detached.
+        """
+        if endpoint is None or self.dynamic_endpoints.get(name) is endpoint:
+            keys = [name] if name in self.dynamic_endpoints else []
+        else:
+            keys = [k for k, ep in self.dynamic_endpoints.items() if ep is endpoint]
+        for key in keys:
+            found = self.dynamic_endpoints.pop(key)
+            del self._origins[key]
+            self.retired_counters.setdefault(found.kind, LegCounters()).add(found.counters)
+        return bool(keys)
+
+    def all_endpoints(self) -> Iterator[tuple[str, Endpoint, str]]:
+        """
+        ``(name, endpoint, origin)`` of every live endpoint: the configured
+        ones (origin :data:`CONFIGURED`), then those attached at run time.
+        """
+        for ext, ep in self.endpoints.items():
+            yield ext, ep, CONFIGURED
+        for key, ep in self.dynamic_endpoints.items():
+            yield key, ep, self._origins[key]
 
     def start_call(
         self,
@@ -311,7 +389,8 @@ class BridgeService(MultiService):
 
     def status(self) -> dict[str, Any]:
         """
-        JSON-ready state of the bridge: clock, calls and idle endpoints.
+        JSON-ready state of the bridge: clock, calls and endpoints
+        (configured and attached at run time, told apart by ``origin``).
         """
         eg = self.egress
         return {
@@ -325,7 +404,7 @@ class BridgeService(MultiService):
             },
             "calls": [c.status() for c in self.active_calls()],
             "endpoints": {
-                ext: {"transport": ep.describe(), "counters": ep.counters.snapshot()}
-                for ext, ep in self.endpoints.items()
+                name: {"transport": ep.describe(), "counters": ep.counters.snapshot(), "origin": origin}
+                for name, ep, origin in self.all_endpoints()
             },
         }

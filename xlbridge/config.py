@@ -54,7 +54,10 @@ class PairConfig:
     transports: tuple[str, str] = ("rtp", "rtp")
 
 
-ON_PARTNER_HANGUP = ("hangup", "keep")
+ON_PARTNER_HANGUP = ("hangup", "keep", "prompt")
+ARI_MEDIA = ("rtp", "audiosocket")
+#: Media URI schemes Asterisk's ``/channels/{id}/play`` understands.
+MEDIA_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "tone:")
 
 
 @attrs.frozen
@@ -67,6 +70,16 @@ class ARISettings:
     :ivar external_host: address Asterisk sends RTP to (our bind address,
         or 127.0.0.1 when binding all interfaces).
     :ivar languages: languages callers may ask for (engines preload them).
+    :ivar media: how ExternalMedia reaches us: ``"rtp"`` (UDP, a port of
+        ``rtp_ports`` per caller) or ``"audiosocket"`` (TCP, every caller on
+        ``audiosocket_port``; slin16 both ways).
+    :ivar audiosocket_port: TCP port of the AudioSocket listener (0: any
+        free port, for tests).
+    :ivar on_partner_hangup: ``"hangup"``, ``"keep"``, or ``"prompt"``: play
+        ``partner_hangup_sound`` to the remaining caller, then hang up (at
+        the latest ``prompt_timeout`` seconds later).
+    :ivar dial_timeout: seconds a ``dial=`` callee may ring unanswered
+        (passed to Asterisk; we give up ourselves 5 s after that).
     """
 
     url: str
@@ -78,6 +91,11 @@ class ARISettings:
     on_partner_hangup: str = "hangup"
     port_quarantine: float = 10.0
     languages: tuple[str, ...] = ("en", "es")
+    media: str = "rtp"
+    audiosocket_port: int = 9092
+    partner_hangup_sound: str = "sound:vm-goodbye"
+    prompt_timeout: float = 15.0
+    dial_timeout: int = 30
 
 
 @attrs.frozen
@@ -176,7 +194,25 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "rtp-ports": ("ari", "rtp_ports", _text),
     "ari-external-host": ("ari", "external_host", _text),
     "on-partner-hangup": ("ari", "on_partner_hangup", _choice(ON_PARTNER_HANGUP)),
+    "partner-hangup-sound": ("ari", "partner_hangup_sound", lambda o, v: _media_uri(o, v)),
+    "ari-media": ("ari", "media", _choice(ARI_MEDIA)),
+    "ari-audiosocket-port": ("ari", "audiosocket_port", _number(int, 0, 65535)),
+    "ari-dial-timeout": ("ari", "dial_timeout", _number(int, 1, 3600)),
 }
+
+
+def _media_uri(option: str, value: Any) -> str:
+    """
+    ``sound:vm-goodbye`` (or a comma list of media URIs) for ARI ``play``.
+    """
+    text = str(value).strip()
+    items = [i.strip() for i in text.split(",")]
+    for item in items:
+        if not item.startswith(MEDIA_SCHEMES) or len(item) <= item.index(":") + 1:
+            raise ConfigError(
+                option, f"{item!r} is not a media URI like sound:vm-goodbye (schemes: {', '.join(MEDIA_SCHEMES)})"
+            )
+    return ",".join(items)
 
 #: Engine sections: passed whole to the engine's settings class.
 ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs", "local_asr", "apertium", "espeak")
@@ -309,6 +345,16 @@ def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
         raise ConfigError("ari-password-file", f"{path} is empty")
     interface = values.get("interface", "127.0.0.1")
     default_host = "127.0.0.1" if interface in ("0.0.0.0", "", "::") else interface
+    media = values.get("ari-media", "rtp")
+    as_port = values.get("ari-audiosocket-port", 9092)
+    if media == "audiosocket" and as_port:
+        static = values.get("audiosocket")
+        if static is not None:
+            spec = ",".join(str(p) for p in static) if isinstance(static, list) else str(static)
+            if as_port in {p for _, p in parse_ports(spec, "audiosocket")}:
+                raise ConfigError(
+                    "ari-audiosocket-port", f"TCP port {as_port} is also an --audiosocket extension's port"
+                )
     return ARISettings(
         url=url.rstrip("/"),
         user=user,
@@ -318,4 +364,8 @@ def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
         external_host=values.get("ari-external-host") or default_host,
         on_partner_hangup=values.get("on-partner-hangup", "hangup"),
         languages=tuple(parse_langs(values.get("langs", "en,es"))),
+        media=media,
+        audiosocket_port=as_port,
+        partner_hangup_sound=values.get("partner-hangup-sound", "sound:vm-goodbye"),
+        dial_timeout=values.get("ari-dial-timeout", 30),
     )

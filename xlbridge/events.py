@@ -58,6 +58,9 @@ class DropReason(enum.Enum):
     AUDIOSOCKET_TRUNCATED = "audiosocket_truncated"
     #: A second AudioSocket connection to a busy extension (refused).
     AUDIOSOCKET_BUSY = "audiosocket_busy"
+    #: An AudioSocket connection to the ARI listener announced a UUID that
+    #: belongs to no leg (refused).
+    AUDIOSOCKET_UNKNOWN_UUID = "audiosocket_unknown_uuid"
 
 
 @attrs.define(slots=True)
@@ -83,6 +86,21 @@ class LegCounters:
         Count ``n`` drops for ``reason``.
         """
         self.drops[reason] += n
+
+    def add(self, other: "LegCounters") -> None:
+        """
+        Add ``other``'s counts to these (folding a retired endpoint's
+        counters into a total that must never go down).
+        """
+        self.packets_in += other.packets_in
+        self.bytes_in += other.bytes_in
+        self.packets_out += other.packets_out
+        self.bytes_out += other.bytes_out
+        self.silence_out += other.silence_out
+        self.late_ticks += other.late_ticks
+        self.skipped_ticks += other.skipped_ticks
+        self.lost += other.lost
+        self.drops.update(other.drops)
 
     def snapshot(self) -> dict[str, Any]:
         """

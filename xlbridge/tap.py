@@ -94,8 +94,15 @@ class Options(usage.Options):
         ["rtp-ports", None, None, "UDP port range for ExternalMedia RTP legs. [default: 20000-29999]"],
         ["ari-external-host", None, None,
          "Address Asterisk sends ExternalMedia RTP to. [default: --interface, or 127.0.0.1]"],
-        ["on-partner-hangup", None, None, "hangup|keep: what happens to a caller whose partner hung up. "
-         "[default: hangup]"],
+        ["on-partner-hangup", None, None, "hangup|keep|prompt: what happens to a caller whose partner hung "
+         "up; prompt plays --partner-hangup-sound first, then hangs up. [default: hangup]"],
+        ["partner-hangup-sound", None, None, "ARI media URI played with --on-partner-hangup prompt, in the "
+         "caller's language. [default: sound:vm-goodbye]"],
+        ["ari-media", None, None, "rtp|audiosocket: ExternalMedia as RTP to a --rtp-ports port per caller, "
+         "or AudioSocket (slin16) to one TCP port for all callers. [default: rtp]"],
+        ["ari-audiosocket-port", None, None, "TCP port (on --interface) Asterisk connects to with "
+         "--ari-media audiosocket. [default: 9092]"],
+        ["ari-dial-timeout", None, None, "Seconds a dial= callee may ring unanswered. [default: 30]"],
     ]
 
     def postOptions(self) -> None:
@@ -164,10 +171,11 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         from xlbridge.ari.controller import ARIController
 
         ari = config.ari
-        log.info(
-            "ARI {url} as {user}, app {app}, RTP ports {lo}-{hi}",
-            url=ari.url, user=ari.user, app=ari.app, lo=ari.rtp_ports[0], hi=ari.rtp_ports[1],
+        media = (
+            f"AudioSocket on TCP port {ari.audiosocket_port}" if ari.media == "audiosocket"
+            else f"RTP ports {ari.rtp_ports[0]}-{ari.rtp_ports[1]}"
         )
+        log.info("ARI {url} as {user}, app {app}, {media}", url=ari.url, user=ari.user, app=ari.app, media=media)
         ARIController(bridge, ari, reactor).setServiceParent(bridge)  # stops before the calls
     if config.monitor.strip().lower() != "none":
         from xlbridge.monitor.service import make_monitor

@@ -47,6 +47,8 @@ CHROMIUM_ARGS = [
 ]
 TOKEN = "browser-test-token"
 SCREENS = Path(os.environ.get("XLBRIDGE_BROWSER_SCREENS") or Path(__file__).resolve().parents[2] / "_browser_screens")
+#: Legs set up at run time are named like ARI channels: with a slash.
+ARI_NAMES = ("PJSIP/7777-00000001", "PJSIP/8888-00000002")
 #: Playwright's wait for each step, in ms.
 STEP_MS = 10_000
 
@@ -91,9 +93,12 @@ class MonitorPageTests(TestCase):
     def phone(self, ext: str, seed: int) -> Phone:
         port: Any = self.bridge.listeners[ext].port
         assert port is not None
+        return self.phone_to(port.getHost().port, seed)
+
+    def phone_to(self, port: int, seed: int) -> Phone:
         # 30 s of quiet telephone-band noise: the call stays up until stop().
         audio = noise(30.0, level=0.1, seed=seed, lowpass_hz=3400)
-        p = Phone(reactor, audio, get_codec("slin16"), ("127.0.0.1", port.getHost().port), tail=0.2)
+        p = Phone(reactor, audio, get_codec("slin16"), ("127.0.0.1", port), tail=0.2)
         listening = reactor.listenUDP(0, p, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         self.addCleanup(p.stop)
@@ -121,6 +126,30 @@ class MonitorPageTests(TestCase):
     def hang_up(self) -> None:
         for p in self.phones:
             p.stop()
+
+    def ari_like_call(self) -> None:
+        """
+        A call between two legs set up at run time and named like ARI
+        channels, the way the ARI controller does it, with a phone on each.
+        """
+        endpoints = []
+        self.ari_ports = []
+        for i, name in enumerate(ARI_NAMES):
+            ep = self.bridge.rtp_endpoint(name, lambda e, s, i=i: self.ari_call.audio_in(i, s))
+            port = reactor.listenUDP(0, ep, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            self.bridge.attach_endpoint(name, ep, origin="ari")
+            endpoints.append(ep)
+            self.ari_ports.append(port)
+        self.ari_call = self.bridge.start_call("ari-call", ARI_NAMES, ("en", "es"), (endpoints[0], endpoints[1]))
+        self.ari_phones = [self.phone_to(port.getHost().port, seed=10 + i) for i, port in enumerate(self.ari_ports)]
+
+    def ari_hang_up(self) -> None:
+        self.ari_call.end("hangup")
+        for name, phone, port in zip(ARI_NAMES, self.ari_phones, self.ari_ports):
+            phone.stop()
+            port.stopListening()
+            self.bridge.detach_endpoint(name, port.protocol)
 
     @staticmethod
     @inlineCallbacks
@@ -226,6 +255,36 @@ class MonitorPageTests(TestCase):
             self.shot(page, "monitor-failure")
             raise
 
+    def ari_leg_scenario(self, context: Any) -> None:
+        expect = self.sync_api.expect
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(f"{m.text} {m.location}") if m.type == "error" else None)
+        try:
+            page.goto(f"{self.base}/?token={TOKEN}")
+            expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            leg = page.locator(f'.leg[data-extension="{ARI_NAMES[0]}"]')
+            expect(leg).to_be_visible()
+            expect(leg.locator(".state")).to_have_text("active")
+            button = leg.locator('.listen-btn[data-direction="says"]')
+            button.click()
+            expect(button).to_have_class("listen-btn on")
+            expect(button).to_have_text("Stop: says")
+            page.wait_for_function("() => parseInt(document.body.dataset.audioFrames || '0') >= 25")
+            self.assertGreaterEqual(int(leg.locator(".frames").text_content() or "0"), 25)
+            keys = page.evaluate("() => [...window.xlMonitor.listens.keys()]")
+            self.assertEqual(keys, [f"{ARI_NAMES[0]}/says"])
+            self.shot(page, "monitor-ari-leg")
+            # The leg goes for good: the server ends the listen, the page forgets it.
+            self.call(self.ari_hang_up)
+            expect(leg).to_have_count(0)
+            page.wait_for_function("() => window.xlMonitor.listens.size === 0")
+            self.assertEqual(errors, [])
+        except BaseException:
+            self.shot(page, "monitor-ari-failure")
+            raise
+
     def denied_scenario(self, context: Any) -> None:
         expect = self.sync_api.expect
         for name, query in (("wrong", "?token=wrong"), ("missing", "")):
@@ -245,6 +304,13 @@ class MonitorPageTests(TestCase):
         yield self.until(lambda: self.bridge.active_calls() and "7777" in self.asr.made)
         yield deferToThread(self.browse, self.live_scenario)
         self.assertEqual(self.bridge.active_calls(), [])
+
+    @inlineCallbacks
+    def test_ari_named_leg_listen(self) -> Any:
+        self.ari_like_call()
+        yield self.until(lambda: len(self.bridge.active_calls()) == 2)
+        yield deferToThread(self.browse, self.ari_leg_scenario)
+        self.assertEqual(self.bridge.dynamic_endpoints, {})
 
     @inlineCallbacks
     def test_wrong_or_missing_token_shows_access_error(self) -> Any:

@@ -12,10 +12,29 @@ events WebSocket at ``/ari/events``, on one port.
   emitted, and answers with ``channelvars`` UNICASTRTP_LOCAL_ADDRESS/PORT
   naming a real UDP socket of the fake: :meth:`FakeARI.send_rtp` sends
   from it to ``external_host`` and what comes back is recorded.
+* ``encapsulation=audiosocket`` needs ``transport=tcp`` (400 otherwise)
+  and ``data`` (400 if empty; a non-UUID makes chan_audiosocket's request
+  fail, which ARI reports as 500).  The fake connects to ``external_host``
+  before answering (500 if it cannot), sends the 0x01 UUID, names the
+  channel ``AudioSocket/<host:port>-<uuid>`` (chan_audiosocket.c) and
+  emits its StasisStart with ``args`` ``[data]``: see
+  tests/fakes/ari_audiosocket.py.  :meth:`FakeARI.send_audiosocket` sends
+  audio on it; :attr:`FakeARI.audiosocket` holds each connection and what
+  came back.  Our 0x00, a bad message or a closed socket hangs the channel
+  up; hanging it up closes the socket.
+* ``POST /channels/{id}/play`` answers 201 with a Playback (``id`` uuid,
+  ``media_uri``, ``target_uri`` ``channel:<id>``, ``language``, ``state``
+  ``queued``), then emits PlaybackStarted (``playing``) and, unless
+  :attr:`FakeARI.playbacks_finish` is false, PlaybackFinished (``done``)
+  after :attr:`FakeARI.playback_seconds`.
 * :meth:`FakeARI.enter` puts a caller into Stasis (StasisStart with
   ``args``); :meth:`FakeARI.hangup` (and ``DELETE /channels/{id}``) emits
   StasisEnd then ChannelDestroyed.  ``POST /channels`` (originate) enters
-  the new channel, answered, with ``appArgs`` split at commas.
+  the new channel, answered, with ``appArgs`` split at commas; with
+  :attr:`FakeARI.originate_answers` false it rings (state ``Ring``) and,
+  like Asterisk, is destroyed (cause 19, no answer) after ``timeout``
+  seconds (default 30, -1 never) unless :attr:`FakeARI.originate_times_out`
+  is false.
 * :meth:`FakeARI.fail_next` makes the next request matching a method and
   path prefix fail with a status.
 """
@@ -26,6 +45,7 @@ import base64
 import datetime
 import itertools
 import json
+import uuid
 from typing import Any, Optional
 from urllib.parse import unquote
 
@@ -37,6 +57,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from tests.fakes.ari_audiosocket import AudioSocketPeer, connect
 
 ASTERISK_ID = "02:42:ac:11:00:02"
 
@@ -73,6 +95,7 @@ class _Events(WebSocketServerProtocol):
         self.factory.fake.sockets.append(self)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.factory.fake.closes.append(code)
         if self in self.factory.fake.sockets:
             self.factory.fake.sockets.remove(self)
 
@@ -122,9 +145,25 @@ class FakeARI:
         self.rtp: dict[str, _RTPSocket] = {}
         self._rtp_ports: dict[str, Any] = {}
         self.ws_rejected = 0
+        #: close code of each events socket that ended (None: no close frame)
+        self.closes: list[Any] = []
         #: ``POST /channels`` callees answer (enter Stasis) at once.
         self.originate_answers = True
+        #: an unanswered callee is destroyed after the originate ``timeout``
+        self.originate_times_out = True
         self.originated: list[str] = []
+        #: ExternalMedia AudioSocket connections, by channel id
+        self.audiosocket: dict[str, AudioSocketPeer] = {}
+        #: every Playback created, in order
+        self.playbacks: list[dict[str, Any]] = []
+        self.playbacks_finish = True
+        self.playback_seconds = 0.1
+        #: Seconds after its REST answer that a new ExternalMedia channel
+        #: enters Stasis.  Asterisk answers first and queues the channel
+        #: into the app: adding it to a bridge before its StasisStart is a
+        #: 422 (seen on Asterisk 22).  ``None``: enter before answering.
+        self.media_stasis_delay: Optional[float] = 0.05
+        self._delayed: list[Any] = []
         self._ids = itertools.count(42)
         factory = WebSocketServerFactory()
         factory.protocol = _Events
@@ -164,7 +203,21 @@ class FakeARI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port.getHost().port}"
 
+    def later(self, seconds: float, f: Any, *args: Any) -> None:
+        """
+        ``callLater`` that :meth:`stop` cancels if still pending.
+        """
+        self._delayed = [c for c in self._delayed if c.active()]
+        self._delayed.append(self.reactor.callLater(seconds, f, *args))
+
     def stop(self) -> Any:
+        for c in self._delayed:
+            if c.active():
+                c.cancel()
+        for peer in self.audiosocket.values():
+            if peer.transport is not None and not peer.closed:
+                peer.closing = True
+                peer.transport.abortConnection()  # type: ignore[attr-defined]
         for s in self.sockets:
             s.dropConnection(abort=True)
         for p in self._rtp_ports.values():
@@ -198,7 +251,8 @@ class FakeARI:
         event = {**event, "application": "xlbridge", "timestamp": _now(), "asterisk_id": ASTERISK_ID}
         data = json.dumps(event).encode()
         for s in list(self.sockets):
-            s.sendMessage(data)
+            if s.state == s.STATE_OPEN:  # not once the client said goodbye
+                s.sendMessage(data)
 
     # -- channels ------------------------------------------------------------
 
@@ -217,9 +271,14 @@ class FakeARI:
 
     def enter(self, channel: dict[str, Any], args: list[str]) -> None:
         """
-        ``channel`` enters ``Stasis(xlbridge, args...)``.
+        ``channel`` enters ``Stasis(xlbridge, args...)``; like Asterisk's,
+        its ``dialplan.app_data`` then reads ``xlbridge,<args>``.
         """
         self.in_stasis.add(channel["id"])
+        channel["dialplan"] = {
+            **channel.get("dialplan", {}), "app_name": "Stasis",
+            "app_data": ",".join(["xlbridge", *args]),
+        }
         self.emit({"type": "StasisStart", "args": list(args), "channel": channel})
 
     def hangup(self, channel_id: str, cause: int = 16) -> None:
@@ -236,6 +295,9 @@ class FakeARI:
         port = self._rtp_ports.pop(channel_id, None)
         if port is not None:
             port.stopListening()
+        peer = self.audiosocket.get(channel_id)
+        if peer is not None:
+            peer.close()
 
     def send_rtp(self, channel_id: str, packet: bytes) -> None:
         """
@@ -244,6 +306,13 @@ class FakeARI:
         """
         host, _, port = self.channels[channel_id]["_external_host"].rpartition(":")
         self._rtp_ports[channel_id].write(packet, (host, int(port)))
+
+    def send_audiosocket(self, channel_id: str, payload: bytes, kind: int = 0x12) -> None:
+        """
+        Send one audio message (``payload``: little-endian slin, 640 bytes
+        per 20 ms for slin16) from AudioSocket channel ``channel_id``.
+        """
+        self.audiosocket[channel_id].send(kind, payload)
 
     def public(self, ch: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in ch.items() if not k.startswith("_")}
@@ -266,36 +335,81 @@ class FakeARI:
         if method == "POST" and not rest:
             if not params.get("endpoint") or not params.get("app"):
                 return 400, {"message": "Endpoint and app are required"}
-            ch = self.new_channel(f"{params['endpoint']}-{next(self._ids):08x}", state="Up")
+            try:
+                timeout = int(params.get("timeout", "30"))
+            except ValueError:
+                return 400, {"message": "timeout must be an integer"}
+            ch = self.new_channel(f"{params['endpoint']}-{next(self._ids):08x}", state="Down")
             args = params.get("appArgs", "")
             if self.originate_answers:
-                self.reactor.callLater(0.01, self.enter, ch, args.split(",") if args else [])
+                ch["state"] = "Up"
+                self.later(0.01, self.enter, ch, args.split(",") if args else [])
+            else:
+                ch["state"] = "Ring"
+                if self.originate_times_out and timeout != -1:
+                    self.later(timeout if timeout > 0 else 30, self.hangup, ch["id"], 19)
             self.originated.append(ch["id"])
             return 200, self.public(ch)
         if not rest or rest[0] not in self.channels:
             return 404, {"message": "Channel not found"}
         cid = rest[0]
         if method == "DELETE" and len(rest) == 1:
-            self.reactor.callLater(0, self.hangup, cid)
+            self.later(0, self.hangup, cid)
             return 204, None
         if method == "POST" and rest[1:] == ["answer"]:
             if cid not in self.in_stasis:
                 return 409, {"message": "Channel not in Stasis application"}
             self.channels[cid]["state"] = "Up"
             return 204, None
+        if method == "POST" and rest[1:] == ["play"]:
+            return self._play(cid, params)
         return 404, {"message": "Resource not found"}
+
+    def _play(self, cid: str, params: dict[str, str]) -> tuple[int, Any]:
+        if not params.get("media"):
+            return 400, {"message": "media is required"}
+        if cid not in self.in_stasis:
+            return 409, {"message": "Channel not in Stasis application"}
+        playback = {
+            "id": params.get("playbackId") or str(uuid.uuid4()),
+            "media_uri": params["media"].split(",")[0],
+            "target_uri": f"channel:{cid}",
+            "language": params.get("lang", self.channels[cid].get("language", "en")),
+            "state": "queued",
+        }
+        self.playbacks.append(playback)
+        self.later(0.02, self._playback_event, "PlaybackStarted", cid, {**playback, "state": "playing"})
+        if self.playbacks_finish:
+            self.later(
+                0.02 + self.playback_seconds, self._playback_event, "PlaybackFinished", cid,
+                {**playback, "state": "done"},
+            )
+        return 201, playback
+
+    def _playback_event(self, kind: str, cid: str, playback: dict[str, Any]) -> None:
+        # Asterisk publishes through the channel's control: nothing once the
+        # channel is gone before the playback started.
+        if kind == "PlaybackStarted" and cid not in self.channels:
+            return
+        self.emit({"type": kind, "playback": playback})
 
     def _external_media(self, params: dict[str, str]) -> tuple[int, Any]:
         host = params.get("external_host", "")
         h, sep, p = host.rpartition(":")
         if not params.get("app") or not params.get("format") or not sep or not p.isdigit():
             return 400, {"message": "external_host and format are required"}
-        if params.get("encapsulation", "rtp") != "rtp" or params.get("transport", "udp") != "udp":
-            return 501, {"message": "unsupported"}
+        encapsulation = params.get("encapsulation", "rtp").lower()
+        transport = params.get("transport", "udp").lower()
+        if (encapsulation, transport) == ("audiosocket", "tcp"):
+            return self._external_audiosocket(params, h, int(p))
+        if encapsulation == "audiosocket" or transport == "tcp":
+            return 400, {"message": "encapsulation audiosocket requires transport tcp"}
+        if (encapsulation, transport) != ("rtp", "udp"):
+            return 501, {"message": "The encapsulation and/or transport is not supported"}
         sock = _RTPSocket()
         port = self.reactor.listenUDP(0, sock, interface="127.0.0.1")
         ch = self.new_channel(f"UnicastRTP/{host}-0x7f{next(self._ids):06x}", number="", state="Up")
-        ch["dialplan"] = {"context": "default", "exten": "s", "priority": 1, "app_name": "", "app_data": ""}
+        ch["dialplan"] = {"context": "default", "exten": "s", "priority": 1, "app_name": "Stasis", "app_data": "xlbridge"}
         ch["_external_host"] = host
         ch["channelvars"] = {
             "UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1",
@@ -303,9 +417,43 @@ class FakeARI:
         }
         self.rtp[ch["id"]] = sock
         self._rtp_ports[ch["id"]] = port
-        # Its own StasisStart comes first (Asterisk queues it before replying).
-        self.enter(ch, [params["data"]] if params.get("data") else [])
+        self._enter_media(ch, [params["data"]] if params.get("data") else [])
         return 200, self.public(ch)
+
+    def _external_audiosocket(self, params: dict[str, str], host: str, port: int) -> tuple[int, Any]:
+        data = params.get("data", "")
+        if not data:
+            return 400, {"message": "data can not be empty"}
+        try:
+            uuid.UUID(data)
+        except ValueError:
+            # chan_audiosocket's request fails; ARI says only this.
+            return 500, {"message": "Allocation failed"}
+        name = f"AudioSocket/{host}:{port}-{data}"
+        pending: dict[str, Any] = {}
+
+        def gone(peer: AudioSocketPeer) -> None:
+            if "id" in pending:
+                self.later(0, self.hangup, pending["id"])
+
+        peer = connect(self.reactor, host, port, data, gone)
+        if peer is None:
+            return 500, {"message": "Allocation failed"}
+        ch = self.new_channel(name, number="", state="Up")
+        pending["id"] = ch["id"]
+        ch["dialplan"] = {"context": "default", "exten": "s", "priority": 1, "app_name": "Stasis", "app_data": "xlbridge"}
+        ch["channelvars"] = {"AUDIOSOCKET_UUID": data, "AUDIOSOCKET_SERVICE": f"{host}:{port}"}
+        self.audiosocket[ch["id"]] = peer
+        if peer.closed:
+            gone(peer)
+        self._enter_media(ch, [data])
+        return 200, self.public(ch)
+
+    def _enter_media(self, ch: dict[str, Any], args: list[str]) -> None:
+        if self.media_stasis_delay is None:
+            self.enter(ch, args)
+        else:
+            self.later(self.media_stasis_delay, lambda: ch["id"] in self.channels and self.enter(ch, args))
 
     def _bridges(self, method: str, rest: list[str], params: dict[str, str]) -> tuple[int, Any]:
         if method == "GET" and not rest:

@@ -115,12 +115,39 @@ class ARIClient:
             "POST", f"/bridges/{quote(bridge_id, safe='')}/addChannel", {"channel": ",".join(channel_ids)}
         )
 
-    def external_media(self, app: str, host: str, port: int, fmt: str) -> "Deferred[Any]":
-        return self.request(
-            "POST",
-            "/channels/externalMedia",
-            {"app": app, "external_host": f"{host}:{port}", "format": fmt},
-        )
+    def external_media(
+        self, app: str, host: str, port: int, fmt: str, audiosocket_id: Optional[str] = None
+    ) -> "Deferred[Any]":
+        """
+        Create an ExternalMedia channel sending to ``host:port``: RTP over
+        UDP, or AudioSocket over TCP when ``audiosocket_id`` (a UUID string,
+        which Asterisk requires as ``data`` and sends back in the 0x01
+        message) is given.
+        """
+        params = {"app": app, "external_host": f"{host}:{port}", "format": fmt}
+        if audiosocket_id is not None:
+            params.update(encapsulation="audiosocket", transport="tcp", data=audiosocket_id)
+        return self.request("POST", "/channels/externalMedia", params)
 
-    def originate(self, endpoint: str, app: str, app_args: str) -> "Deferred[Any]":
-        return self.request("POST", "/channels", {"endpoint": endpoint, "app": app, "appArgs": app_args})
+    def originate(
+        self, endpoint: str, app: str, app_args: str, timeout: Optional[int] = None
+    ) -> "Deferred[Any]":
+        """
+        Call ``endpoint`` into Stasis ``app``; ``timeout``: seconds it may
+        ring unanswered before Asterisk gives up (Asterisk's default is 30).
+        """
+        params = {"endpoint": endpoint, "app": app, "appArgs": app_args}
+        if timeout is not None:
+            params["timeout"] = str(int(timeout))
+        return self.request("POST", "/channels", params)
+
+    def play(self, channel_id: str, media: str, lang: Optional[str] = None) -> "Deferred[Any]":
+        """
+        Play ``media`` (``sound:vm-goodbye``...) to a channel; the answer is
+        a Playback (``id``, ``state`` ``queued``) and ``PlaybackFinished``
+        follows on the events socket.
+        """
+        params = {"media": media}
+        if lang:
+            params["lang"] = lang
+        return self.request("POST", f"/channels/{quote(channel_id, safe='')}/play", params)

@@ -1,81 +1,58 @@
 """
 The ARI controller: callers in ``Stasis(xlbridge,room=R,lang=L)`` are
 paired by room, each through its own mixing bridge and ExternalMedia
-channel, whose RTP comes to a port of ``--rtp-ports``.
+channel, whose RTP comes to a port of ``--rtp-ports`` (or, with
+``--ari-media audiosocket``, whose AudioSocket connection comes to our one
+AudioSocket port: :mod:`xlbridge.ari.audiosocket`).
 
 Per caller (PROTOCOLS.md 5): answer, create bridge ``xlbridge-<channel>``,
-bind an RTP leg on a pool port, create the ExternalMedia channel sending to
-it, add both channels to the bridge.  When both callers of a room are set
-up, their legs form a call (id: the first caller's channel id); it is
-restarted by audio if it ended for inactivity.
+bind a leg (an RTP port from the pool, or an AudioSocket UUID registered
+with the router), create the ExternalMedia channel sending to it, add both
+channels to the bridge.  When both callers of a room are set up, their
+legs form a call (id: the first caller's channel id); it is restarted by
+audio if it ended for inactivity.
 
 Teardown (StasisEnd or ChannelDestroyed of a caller or its ExternalMedia
 channel) is idempotent and also runs half-way through a setup: every
 resource is released as soon as it exists once the caller is gone.  Ports
-rest in quarantine before reuse.  ``dial=ENDPOINT`` originates the callee
-into a private room.  On each (re)connection of the events socket,
-bridges named ``xlbridge-*`` and ExternalMedia channels to our port range
-that are not ours are removed: they are leftovers of an earlier run.
+rest in quarantine before reuse.  The partner is hung up, kept, or first
+told (``prompt``: :mod:`xlbridge.ari.prompt`).  ``dial=ENDPOINT``
+originates the callee into a private room (:mod:`xlbridge.ari.dial`).  On each (re)connection of the events socket, bridges
+named ``xlbridge-*`` and ExternalMedia channels to our port range or
+AudioSocket port that are not ours are removed: they are leftovers of an
+earlier run (:mod:`xlbridge.ari.leftovers`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import attrs
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from xlbridge.ari.audiosocket import AudioSocketRouter
 from xlbridge.ari.client import ARIClient, ARIError
+from xlbridge.ari.dial import Dialer
 from xlbridge.ari.events import ARIEvents
+from xlbridge.ari.leftovers import audiosocket_target, remove_leftovers, unicast_rtp_port
 from xlbridge.ari.ports import PortPool
+from xlbridge.ari.prompt import PartnerPrompt
+from xlbridge.ari.rooms import Caller, Room, parse_args
+from xlbridge.bridge import TCPListenerService
 from xlbridge.call.service import CallService
 from xlbridge.config import ARISettings
 from xlbridge.transports.rtp import RTPEndpoint
 
 BRIDGE_PREFIX = "xlbridge-"
-
-
-def parse_args(args: list[str]) -> dict[str, str]:
-    """
-    ``["room=R,lang=en"]`` or ``["room=R", "lang=en"]`` -> ``{"room": "R", "lang": "en"}``.
-    """
-    out: dict[str, str] = {}
-    for arg in args:
-        for item in str(arg).split(","):
-            key, sep, value = item.partition("=")
-            if sep and key.strip():
-                out[key.strip().lower()] = value.strip()
-    return out
-
-
-@attrs.define(eq=False)
-class Caller:
-    """
-    One caller's channel and what xlbridge created for it.
-    """
-
-    channel_id: str
-    name: str
-    room: str
-    lang: str
-    bridge_id: Optional[str] = None
-    media_id: Optional[str] = None
-    port: Optional[int] = None
-    endpoint: Optional[RTPEndpoint] = None
-    listening: Optional[IListeningPort] = None
-    ready: bool = False
-    gone: bool = False
-
-
-@attrs.define(eq=False)
-class Room:
-    name: str
-    callers: list[Caller] = attrs.Factory(list)
-    call: Optional[CallService] = None
+#: Seconds a new ExternalMedia channel may take to enter Stasis.
+MEDIA_STASIS_TIMEOUT = 5.0
+#: Bound on ExternalMedia StasisStarts remembered before their setup asks.
+MAX_EARLY_MEDIA = 1024
+#: Bound on the ended channel ids remembered.
+MAX_ENDED = 4096
 
 
 class ARIController(MultiService):
@@ -84,6 +61,8 @@ class ARIController(MultiService):
 
     :param client: REST client; ``events`` is built from the same settings
         unless given (tests).
+    :param clock: schedules the dial and prompt guard timers (default: the
+        reactor; tests pass a ``Clock``).
     """
 
     log = Logger()
@@ -91,20 +70,49 @@ class ARIController(MultiService):
     def __init__(
         self, bridge: Any, settings: ARISettings, reactor: Any,
         client: Optional[ARIClient] = None, pool: Optional[PortPool] = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         super().__init__()
         self.setName("ari")
         self.bridge = bridge
         self.settings = settings
         self.reactor = reactor
+        self.clock: IReactorTime = clock or reactor
         self.client = client or ARIClient(settings.url, settings.user, settings.password, reactor)
         self.pool = pool or PortPool(*settings.rtp_ports, reactor, settings.port_quarantine)
+        self.prompt = PartnerPrompt(
+            self.client, self.clock, settings.partner_hangup_sound, settings.prompt_timeout,
+            lambda cid: self._quietly(self.client.hangup(cid)), self._quietly,
+        )
+        #: With ``media = "audiosocket"``: routes connections by UUID, and
+        #: the service listening for them (bound before the events connect).
+        self.audiosocket: Optional[AudioSocketRouter] = None
+        self.audiosocket_listener: Optional[TCPListenerService] = None
+        if settings.media == "audiosocket":
+            self.audiosocket = AudioSocketRouter(reactor)
+            self.audiosocket_listener = TCPListenerService(
+                reactor, settings.audiosocket_port, self.audiosocket, bridge.config.interface
+            )
+            self.audiosocket_listener.setName("ari-audiosocket")
+            self.audiosocket_listener.setServiceParent(self)
         self.callers: dict[str, Caller] = {}
         self.media: dict[str, Caller] = {}
         self.rooms: dict[str, Room] = {}
         self._pending: set[Deferred[Any]] = set()
+        #: Our ExternalMedia channels seen entering Stasis before their
+        #: setup step waited for them, and the setups waiting (by id).
+        self._media_entered: set[str] = set()
+        #: Channels seen ending (StasisEnd, ChannelDestroyed, our teardown),
+        #: newest last, bounded: a restart cleanup working from an older
+        #: channel list must not take them back.
+        self.ended: dict[str, None] = {}
+        self._media_waiting: dict[str, Deferred[None]] = {}
+        self.dialer = Dialer(
+            self.client, self.clock, settings.app, settings.dial_timeout, self._end_caller,
+            lambda cid: cid in self.callers, lambda cid: self._quietly(self.client.hangup(cid)),
+        )
         #: Originated callee channel id -> the caller waiting for it.
-        self.dialing: dict[str, str] = {}
+        self.dialing = self.dialer.waiting
         self.events = ARIEvents(
             reactor, settings.url, settings.app, settings.user, settings.password,
             self.on_event, self.on_connect,
@@ -119,17 +127,17 @@ class ARIController(MultiService):
         cid = str(channel.get("id", ""))
         if kind == "StasisStart":
             if cid in self.media or self._is_our_media(channel):
-                return  # our ExternalMedia channel entering the app
-            self.dialing.pop(cid, None)  # an originated callee answered
+                self._media_in_stasis(cid)  # our ExternalMedia channel
+                return
+            self.dialer.answered(cid)
             self.start_caller(channel, list(event.get("args") or []))
+        elif kind == "PlaybackFinished":
+            self.prompt.playback_finished(event.get("playback") or {})
         elif kind in ("StasisEnd", "ChannelDestroyed"):
+            self._mark_ended(cid)
             caller = self.callers.get(cid)
-            if cid in self.dialing:
-                # The callee went away before answering: so does the caller.
-                waiting = self.callers.get(self.dialing.pop(cid))
-                if waiting is not None:
-                    self.teardown(waiting, "callee did not answer")
-                    self._quietly(self.client.hangup(waiting.channel_id))
+            if self.dialer.callee_gone(cid):
+                pass  # it went away before answering: so did its caller
             elif caller is not None:
                 self.teardown(caller, "hangup")
             elif cid in self.media:
@@ -139,9 +147,19 @@ class ARIController(MultiService):
                 self.teardown(caller, "media channel gone")
                 self._quietly(self.client.hangup(caller.channel_id))
 
+    def _mark_ended(self, cid: str) -> None:
+        self.ended[cid] = None
+        if len(self.ended) > MAX_ENDED:
+            del self.ended[next(iter(self.ended))]
+
     def _is_our_media(self, channel: dict[str, Any]) -> bool:
-        port = _media_port(str(channel.get("name", "")))
-        return port is not None and port in self.pool.in_use
+        # Its StasisStart may come before the REST answer naming its id.
+        name = str(channel.get("name", ""))
+        port = unicast_rtp_port(name)
+        if port is not None:
+            return port in self.pool.in_use
+        target = audiosocket_target(name)
+        return target is not None and self.audiosocket is not None and target[1] in self.audiosocket.routes
 
     def start_caller(self, channel: dict[str, Any], args: list[str]) -> None:
         cid = str(channel["id"])
@@ -150,10 +168,6 @@ class ARIController(MultiService):
         lang = opts.get("lang", "en").lower()
         if "dial" in opts:
             room_name = f"dial-{cid}"
-            peer_args = f"room={room_name},lang={opts.get('peer_lang', 'es').lower()}"
-            d = self.client.originate(opts["dial"], self.settings.app, peer_args)
-            d.addCallback(self._originated, cid)
-            d.addErrback(self._failed_originate, cid, opts["dial"])
         elif "room" in opts:
             room_name = opts["room"]
         else:
@@ -169,21 +183,16 @@ class ARIController(MultiService):
         room.callers.append(caller)
         self.callers[cid] = caller
         self.log.info("{name} ({lang}) entered room {room}", name=name, lang=lang, room=room_name)
+        if "dial" in opts:
+            peer_args = f"room={room_name},lang={opts.get('peer_lang', 'es').lower()}"
+            self.dialer.dial(cid, opts["dial"], peer_args)
         self.setup(caller).addErrback(self._failed_setup, caller)
 
-    def _originated(self, callee: Any, caller_id: str) -> None:
-        callee_id = str(callee["id"])
-        if callee_id not in self.callers and caller_id in self.callers:
-            self.dialing[callee_id] = caller_id
-        elif caller_id not in self.callers:
-            self._quietly(self.client.hangup(callee_id))  # the caller gave up meanwhile
-
-    def _failed_originate(self, failure: Any, cid: str, endpoint: str) -> None:
-        self.log.error("originating {endpoint} failed: {err}", endpoint=endpoint, err=failure.value)
-        caller = self.callers.get(cid)
+    def _end_caller(self, caller_id: str, reason: str) -> None:
+        caller = self.callers.get(caller_id)
         if caller is not None:
-            self.teardown(caller, "dial failed")
-            self._quietly(self.client.hangup(cid))
+            self.teardown(caller, reason)
+            self._quietly(self.client.hangup(caller_id))
 
     # -- setup -------------------------------------------------------------
 
@@ -198,27 +207,93 @@ class ARIController(MultiService):
         if caller.gone:
             return self._release(caller)
         self._bind(caller)
-        assert caller.port is not None
-        media = yield c.external_media(
-            self.settings.app, self.settings.external_host, caller.port, self.bridge.config.codec
-        )
+        if caller.media_uuid is not None:
+            # AudioSocket: slin16 both ways (0x12), whatever --codec says.
+            media = yield c.external_media(
+                self.settings.app, self.settings.external_host, self.audiosocket_port(), "slin16",
+                audiosocket_id=caller.media_uuid,
+            )
+        else:
+            assert caller.port is not None
+            media = yield c.external_media(
+                self.settings.app, self.settings.external_host, caller.port, self.bridge.config.codec
+            )
         caller.media_id = str(media["id"])
         self.media[caller.media_id] = caller
         if caller.gone:
             return self._release(caller)
         vars_ = media.get("channelvars") or {}
         addr, port = vars_.get("UNICASTRTP_LOCAL_ADDRESS"), vars_.get("UNICASTRTP_LOCAL_PORT")
-        if addr and port and caller.endpoint is not None:
+        if addr and port and isinstance(caller.endpoint, RTPEndpoint):
             # Asterisk does not learn our address from what we send (T8);
             # we can talk first, and latching still follows its real source.
             caller.endpoint.remote = (str(addr), int(port))
+        # Asterisk answers externalMedia before the new channel is in
+        # Stasis; adding it to the bridge earlier fails with 422 "Channel
+        # not in Stasis application" (seen on Asterisk 22).
+        yield self._wait_media(caller.media_id)
+        if caller.gone:
+            return self._release(caller)
         yield c.add_channels(caller.bridge_id, caller.channel_id, caller.media_id)
         if caller.gone:
             return self._release(caller)
         caller.ready = True
-        self._maybe_start(self.rooms[caller.room])
+        room = self.rooms.get(caller.room)
+        if room is not None and caller in room.callers:
+            self._maybe_start(room)
+
+    def _media_in_stasis(self, cid: str) -> None:
+        waiting = self._media_waiting.pop(cid, None)
+        if waiting is not None:
+            waiting.callback(None)
+        elif len(self._media_entered) < MAX_EARLY_MEDIA:
+            self._media_entered.add(cid)
+
+    def _wait_media(self, cid: str) -> "Deferred[None]":
+        """
+        Fires once ExternalMedia channel ``cid`` is in Stasis; fails after
+        :data:`MEDIA_STASIS_TIMEOUT` seconds.
+        """
+        if cid in self._media_entered:
+            self._media_entered.discard(cid)
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._media_waiting[cid] = d
+
+        def expire() -> None:
+            if self._media_waiting.pop(cid, None) is d:
+                d.errback(TimeoutError(
+                    f"ExternalMedia channel {cid} did not enter Stasis within {MEDIA_STASIS_TIMEOUT:g} s"
+                ))
+
+        timer = self.clock.callLater(MEDIA_STASIS_TIMEOUT, expire)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
+
+    def audiosocket_port(self) -> int:
+        """
+        The TCP port ExternalMedia AudioSocket channels connect to: the one
+        we listen on (the configured one, unless 0 asked for any).
+        """
+        listener = self.audiosocket_listener
+        if listener is not None and listener.port is not None:
+            return int(getattr(listener.port.getHost(), "port"))
+        return self.settings.audiosocket_port
 
     def _bind(self, caller: Caller) -> None:
+        if self.audiosocket is not None:
+            # One TCP port for all: the router hands Asterisk's connection
+            # announcing this UUID to this endpoint.
+            caller.media_uuid, caller.endpoint = self.audiosocket.add(
+                caller.name, lambda ep, s: self._audio(caller, s)
+            )
+            self.bridge.attach_endpoint(caller.name, caller.endpoint, origin="ari")
+            return
         endpoint = self.bridge.rtp_endpoint(caller.name, lambda ep, s: self._audio(caller, s))
         for _ in range(20):
             port = self.pool.allocate()
@@ -230,6 +305,8 @@ class ARIController(MultiService):
                 self.pool.skip(port)
                 continue
             caller.port, caller.endpoint = port, endpoint
+            # Listed for the monitor under its leg's name (status, metrics, Listen).
+            self.bridge.attach_endpoint(caller.name, endpoint, origin="ari")
             return
         raise CannotListenError(self.bridge.config.interface, 0, "no bindable port in --rtp-ports")
 
@@ -258,8 +335,8 @@ class ARIController(MultiService):
 
     def _audio(self, caller: Caller, samples: Any) -> None:
         room = self.rooms.get(caller.room)
-        if room is None or caller.gone:
-            return
+        if room is None or caller.gone or caller not in room.callers:
+            return  # a prompted caller has left its room (maybe reopened by others)
         call = self._maybe_start(room)
         if call is not None:
             call.audio_in(room.callers.index(caller), samples)
@@ -269,46 +346,68 @@ class ARIController(MultiService):
     def teardown(self, caller: Caller, reason: str) -> None:
         """
         ``caller`` left: end its call, release what was created for it, and
-        hang up (or keep) its partner.  Idempotent.
+        hang up, keep, or prompt its partner.  Idempotent.
         """
         if caller.gone:
             return
         caller.gone = True
+        self._mark_ended(caller.channel_id)
         self.log.info("{name} left room {room} ({reason})", name=caller.name, room=caller.room, reason=reason)
         self.callers.pop(caller.channel_id, None)
+        self.prompt.cancel(caller.channel_id)
+        self.dialer.caller_gone(caller.channel_id)
         room = self.rooms.get(caller.room)
         partner = None
-        if room is not None:
-            if caller in room.callers:
-                room.callers.remove(caller)
+        # A prompted caller has already left its room (which may since
+        # have been opened again by others): then there is nothing to end.
+        if room is not None and caller in room.callers:
+            room.callers.remove(caller)
             if room.call is not None:
                 room.call.end("shutdown" if reason == "shutdown" else "hangup")
                 room.call = None
             partner = room.callers[0] if room.callers else None
+            if partner is not None and self._prompting(reason):
+                room.callers.remove(partner)  # nobody joins a caller about to be hung up
             if not room.callers:
                 del self.rooms[caller.room]
         self._release(caller)
-        for callee, waiting in list(self.dialing.items()):
-            if waiting == caller.channel_id:
-                del self.dialing[callee]
-                self._quietly(self.client.hangup(callee))
         if partner is not None and self.settings.on_partner_hangup == "hangup":
             self._quietly(self.client.hangup(partner.channel_id))
+        elif partner is not None and self._prompting(reason):
+            self.log.info("{name}: playing {media} before hanging up", name=partner.name,
+                          media=self.settings.partner_hangup_sound)
+            self.prompt.start(partner.channel_id, partner.lang)
+
+    def _prompting(self, reason: str) -> bool:
+        return self.settings.on_partner_hangup == "prompt" and reason != "shutdown"
 
     def _release(self, caller: Caller) -> None:
+        waiting = None
         if caller.listening is not None:
             caller.listening.stopListening()
             caller.listening = None
+        if caller.endpoint is not None:
+            # Its counts stay in the monitor's totals (idempotent).
+            self.bridge.detach_endpoint(caller.name, caller.endpoint)
         if caller.port is not None:
             self.pool.release(caller.port)
             caller.port = None
         if caller.media_id is not None:
             self.media.pop(caller.media_id, None)
+            self._media_entered.discard(caller.media_id)
+            waiting = self._media_waiting.pop(caller.media_id, None)
             self._quietly(self.client.hangup(caller.media_id))
             caller.media_id = None
+        if caller.media_uuid is not None and self.audiosocket is not None:
+            # After the hangup request: Asterisk may read our 0x00 first,
+            # which ends the channel too.
+            self.audiosocket.remove(caller.media_uuid)
+            caller.media_uuid = None
         if caller.bridge_id is not None:
             self._quietly(self.client.destroy_bridge(caller.bridge_id))
             caller.bridge_id = None
+        if waiting is not None:
+            waiting.callback(None)  # its setup sees caller.gone and stops
 
     def _quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
         # 404: already gone, which is what we wanted.
@@ -331,6 +430,10 @@ class ARIController(MultiService):
         for caller in list(self.callers.values()):
             self.teardown(caller, "shutdown")
             self._quietly(self.client.hangup(caller.channel_id))
+        self.prompt.cancel_all()
+        self.dialer.cancel_all()
+        if self.audiosocket is not None:
+            self.audiosocket.close_pending()
         pending = list(self._pending)
         d = gatherResults([maybeDeferred(super().stopService), *pending], consumeErrors=True)
         d.addBoth(lambda _: self.client.close())
@@ -341,39 +444,9 @@ class ARIController(MultiService):
     def on_connect(self) -> None:
         self.cleanup().addErrback(lambda f: self.log.error("ARI cleanup failed: {err}", err=f.value))
 
-    @inlineCallbacks
-    def cleanup(self) -> Any:
+    def cleanup(self) -> "Deferred[None]":
         """
         Delete ``xlbridge-*`` bridges and ExternalMedia channels to our
         ports that no live caller owns (left by a crashed earlier run).
         """
-        ours_b = {c.bridge_id for c in self.callers.values()}
-        ours_c = set(self.media)
-        bridges = yield self.client.bridges()
-        for b in bridges or []:
-            if str(b.get("name", "")).startswith(BRIDGE_PREFIX) and b.get("id") not in ours_b:
-                self.log.info("removing stale bridge {name}", name=b.get("name"))
-                yield self._quietly(self.client.destroy_bridge(str(b["id"])))
-        channels = yield self.client.channels()
-        alive = {ch.get("id") for ch in channels or []}
-        for caller in list(self.callers.values()):
-            if caller.channel_id not in alive:
-                # Hung up while the events socket was down: no StasisEnd came.
-                self.teardown(caller, "gone while disconnected")
-        low, high = self.settings.rtp_ports
-        for ch in channels or []:
-            port = _media_port(str(ch.get("name", "")))
-            if port is not None and low <= port <= high and ch.get("id") not in ours_c:
-                self.log.info("removing stale channel {name}", name=ch.get("name"))
-                yield self._quietly(self.client.hangup(str(ch["id"])))
-
-
-def _media_port(name: str) -> Optional[int]:
-    # "UnicastRTP/127.0.0.1:20000-0x7f..." -> 20000
-    if not name.startswith("UnicastRTP/"):
-        return None
-    hostport = name[len("UnicastRTP/"):].rsplit("-", 1)[0]
-    try:
-        return int(hostport.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
+        return remove_leftovers(self)

@@ -23,8 +23,13 @@ from twisted.logger import Logger
 EventHandler = Callable[[dict[str, Any]], None]
 
 
+_log = Logger()
+
+
 class _EventsProtocol(WebSocketClientProtocol):
-    log = Logger()
+    # Autobahn's own ``self.log`` stays txaio's, which drops its per-frame
+    # debug lines at the default level; a twisted Logger here would print
+    # every one of them under twistd.
 
     def onOpen(self) -> None:
         self.factory.owner._opened(self)
@@ -35,7 +40,7 @@ class _EventsProtocol(WebSocketClientProtocol):
         try:
             event = json.loads(payload.decode("utf-8"))
         except ValueError:
-            self.log.warn("ARI sent a non-JSON event: {p!r}", p=payload[:200])
+            _log.warn("ARI sent a non-JSON event: {p!r}", p=payload[:200])
             return
         if isinstance(event, dict):
             self.factory.owner._event(event)
@@ -80,6 +85,10 @@ class ARIEvents(ClientService):
         )
         factory.protocol = _EventsProtocol
         factory.owner = self  # type: ignore[attr-defined]
+        # No close-handshake timer: it would run on txaio's global clock,
+        # and at stop ClientService drops the connection anyway, right
+        # after our close frame is written.
+        factory.setProtocolOptions(closeHandshakeTimeout=0)
         host = parts.hostname or "127.0.0.1"
         port = parts.port or (443 if parts.scheme == "https" else 80)
         endpoint = HostnameEndpoint(reactor, host, port)
@@ -90,6 +99,16 @@ class ARIEvents(ClientService):
         self.on_connect = on_connect
         self.connections = 0
         self.connected = False
+
+    def stopService(self) -> Any:
+        # A WebSocket close first (Asterisk logs a dropped TCP connection
+        # otherwise); ClientService then drops what is left.
+        self.running = False
+        if self.connected:
+            self.whenConnected(failAfterFailures=1).addCallbacks(
+                lambda proto: proto.sendClose(1000, "xlbridge stopping"), lambda f: None
+            )
+        return super().stopService()
 
     def _opened(self, proto: _EventsProtocol) -> None:
         self.connections += 1
@@ -109,7 +128,9 @@ class ARIEvents(ClientService):
     def _closed(self, proto: _EventsProtocol, code: Optional[int], reason: Optional[str]) -> None:
         was = self.connected
         self.connected = False
-        if was:
+        if not self.running:
+            self.log.info("ARI events closed")
+        elif was:
             self.log.warn("ARI events closed ({code} {reason}); reconnecting", code=code, reason=reason)
         elif self.running:
             # A refused handshake (bad credentials give 401) lands here.

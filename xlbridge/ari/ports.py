@@ -56,6 +56,14 @@ class PortPool:
             self.in_use.discard(port)
             self._resting.append((self.clock.seconds() + self.quarantine, port))
 
+    @property
+    def quarantined(self) -> set[int]:
+        """
+        Released ports still resting (as of the last :meth:`allocate`: a
+        port whose time is up stays listed until then).
+        """
+        return {port for _, port in self._resting}
+
     def skip(self, port: int) -> None:
         """
         ``port`` could not be bound (someone else has it): rest it like a

@@ -5,7 +5,10 @@ A :class:`CallService` is created when audio first arrives on either leg of a
 pair and is added to the bridge's running calls container, so it starts at
 once.  It registers its legs with the egress clock, builds one pipeline per
 direction, and ends itself after ``inactivity_timeout`` seconds without
-inbound audio on either leg, or when its parent stops (shutdown).  Ending
+inbound audio on either leg (unless a leg's transport says its caller is
+still on the line: an AudioSocket connection is the call, and Asterisk
+sends nothing while a caller is silent), or when its parent stops
+(shutdown).  Ending
 releases everything it held: legs leave the egress clock, pipelines stop,
 buffers empty and transports forget their peers.
 
@@ -124,6 +127,11 @@ class CallService(Service):
     def _check_inactivity(self) -> None:
         self._timer = None
         idle = self.clock.seconds() - self.last_activity
+        if idle >= self.inactivity_timeout and any(
+            getattr(leg.transport, "line_open", False) for leg in self.legs
+        ):
+            self.last_activity = self.clock.seconds()
+            idle = 0.0
         if idle >= self.inactivity_timeout:
             self.end("inactivity")
         else:

@@ -13,11 +13,16 @@ otherwise)::
 
     time                    when the snapshot was taken
     egress                  ticks, late_ticks, skipped, errors, legs, max_lateness_ms
-    endpoints               {extension: {transport, counters}} for every endpoint
+    endpoints               {name: {transport, counters, origin}} for every live endpoint:
+                            origin "config" for a configured extension (named by it);
+                            "ari" for an ARI caller's leg, from when its media is
+                            bound until the caller leaves, named by its channel
+                            (e.g. "PJSIP/7777-00000001"), the same name as its leg's
+                            extension below
     calls[]                 active calls, oldest first:
       call_id, started_at, last_activity, duration_s
       legs[]                in pair order:
-        extension, language
+        extension, language (extension: the leg's name, as in endpoints)
         transport           kind, codec, reply_codec, local, remote
         buffer_ms, buffer_dropped_samples
         counters            packets_in/out, bytes_in/out, silence_out, late_ticks,

@@ -15,7 +15,12 @@ Design notes:
   ``levels_interval``), ``listening`` / ``unlistened`` / ``error`` (answers).
   Binary messages carry listen-in audio (:mod:`xlbridge.monitor.taps`).
 - **Client to server**: ``{"listen": {"extension": "7777", "direction":
-  "says"|"hears"}}`` and the same with ``unlisten``.
+  "says"|"hears"}}`` and the same with ``unlisten``.  ``extension`` is a
+  leg's name as ``/api/calls`` shows it: a configured extension, or for a
+  leg set up at run time its endpoint's name (an ARI caller's channel name,
+  such as ``PJSIP/7777-00000001``).  Answers carry ``extension`` and
+  ``direction``, errors about a listen too.  When such a leg is gone for
+  good, its listeners get ``unlistened`` with ``"reason": "gone"``.
 - **Many viewers never slow the media path.**  Taps and observers only queue
   references; one ``callLater(0)`` after the current reactor turn
   serialises, frames each message once for all viewers
@@ -51,6 +56,16 @@ from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps
 
 #: Version of the message protocol in ``hello``.
 PROTOCOL_VERSION = 1
+
+
+def listenable(bridge: Any) -> set[str]:
+    """
+    Names a viewer may listen to: every endpoint, configured or attached at
+    run time, and every leg of a live call.
+    """
+    names = {name for name, _, _ in bridge.all_endpoints()}
+    names.update(leg.extension for call in bridge.active_calls() for leg in call.legs)
+    return names
 
 
 class LiveClient(Protocol):
@@ -143,6 +158,7 @@ class LiveHub:
         client.outbox.clear()
         if not self.clients:
             self.taps.uninstall(self.bridge.active_calls())
+            self.taps.prune(listenable(self.bridge))
             for loop in self._loops:
                 if loop.running:
                     loop.stop()
@@ -178,14 +194,21 @@ class LiveHub:
                 continue
             ext = str(target.get("extension", "")) if isinstance(target, dict) else ""
             direction = target.get("direction") if isinstance(target, dict) else None
-            if ext not in self.bridge.endpoints or direction not in DIRECTIONS:
-                return self._reply(client, {"type": "error", "error": f"{verb}: unknown extension or direction"})
+            about = {"extension": ext, "direction": direction}
+            # A viewer may always drop what it listens to, even a leg gone since.
+            if direction not in DIRECTIONS or not (
+                (ext, direction) in client.listens or ext in listenable(self.bridge)
+            ):
+                return self._reply(
+                    client, {"type": "error", "error": f"{verb}: unknown extension or direction", **about}
+                )
             key = (ext, direction)
             if verb == "unlisten":
                 self._unlisten(client, key)
-                return self._reply(client, {"type": "unlistened", "extension": ext, "direction": direction})
+                return self._reply(client, {"type": "unlistened", **about})
             if key not in client.listens and len(client.listens) >= self.max_listens:
-                return self._reply(client, {"type": "error", "error": f"at most {self.max_listens} listens"})
+                too_many = f"at most {self.max_listens} listens"
+                return self._reply(client, {"type": "error", "error": too_many, **about})
             client.listens.add(key)
             self.listeners.setdefault(key, set()).add(client)
             tap = self.taps.get(*key)
@@ -194,6 +217,20 @@ class LiveHub:
                 client, {"type": "listening", "extension": ext, "direction": direction, "stream": tap.stream_id}
             )
         return self._reply(client, {"type": "error", "error": "unknown request"})
+
+    def _prune(self) -> None:
+        # Legs set up at run time (ARI callers) never come back under the
+        # same name: forget their taps, and end listens to them (the viewer
+        # gets "unlistened", reason "gone") so they stop counting against
+        # max_listens.
+        names = listenable(self.bridge)
+        for key in [k for k in self.listeners if k[0] not in names]:
+            for client in list(self.listeners[key]):
+                self._unlisten(client, key)
+                self._send_json(
+                    client, {"type": "unlistened", "extension": key[0], "direction": key[1], "reason": "gone"}
+                )
+        self.taps.prune(names)
 
     def _unlisten(self, client: LiveClient, key: TapKey) -> None:
         client.listens.discard(key)
@@ -288,6 +325,7 @@ class LiveHub:
             self.log.failure("monitor timer failed")
 
     def _send_status(self) -> None:
+        self._prune()
         self._broadcast(
             {"type": "status", "status": snapshot(self.bridge, self.recorder, self.clock.seconds(), full=False)}
         )

@@ -6,8 +6,10 @@ allows:
 
 - **Scrape time**: :class:`BridgeCollector` reads the counters the media
   path keeps anyway (:class:`~xlbridge.events.LegCounters` of every
-  endpoint, the :class:`~xlbridge.egress.EgressClock`'s tick counts, the live
-  calls) when ``/metrics`` is fetched, and sums them over endpoints.
+  endpoint, configured or attached at run time, plus those of run-time
+  endpoints already gone; the :class:`~xlbridge.egress.EgressClock`'s tick
+  counts; the live calls) when ``/metrics`` is fetched, and sums them over
+  endpoints.
 - **Events**: :meth:`BridgeMetrics.observe` is a bridge observer; latencies
   come from :class:`~xlbridge.events.TranscriptEvent` (ASR),
   :class:`~xlbridge.events.TranslationEvent` (MT) and
@@ -206,8 +208,9 @@ class BridgeMetrics:
 class BridgeCollector:
     """
     Reads the bridge's own counters at scrape time (a prometheus_client
-    custom collector).  Counters are cumulative per endpoint (endpoints live
-    as long as the bridge), so their sums only grow.
+    custom collector).  Counters are cumulative per endpoint, and a run-time
+    endpoint (an ARI leg) that goes away leaves its counts in the bridge's
+    ``retired_counters``, which are added here, so the sums only grow.
     """
 
     def __init__(self, bridge: Any, guard: Optional[TokenGuard] = None, hub: Any = None) -> None:
@@ -238,9 +241,9 @@ class BridgeCollector:
         families = {k: CounterMetricFamily(n, h, labels=["transport"]) for k, (n, h) in fields.items()}
         sums: dict[str, _Counter[str]] = {k: _Counter() for k in fields}
         drops: _Counter[DropReason] = _Counter()
-        for endpoint in self.bridge.endpoints.values():
-            c = endpoint.counters
-            kind = str(getattr(endpoint, "kind", "rtp"))
+        counters = [(str(ep.kind), ep.counters) for _, ep, _ in self.bridge.all_endpoints()]
+        counters.extend(self.bridge.retired_counters.items())
+        for kind, c in counters:
             for k in fields:
                 sums[k][kind] += getattr(c, k)
             drops.update(c.drops)

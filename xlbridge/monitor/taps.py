@@ -18,7 +18,9 @@ A :class:`LegTap` does two things when called:
 
 Taps are keyed by extension and direction and outlive calls (a new call on
 the same extension gets the same tap, so a listener keeps listening and a
-stream keeps its id).
+stream keeps its id).  Legs set up at run time (ARI callers, named after
+their channel) never come back, so the hub prunes taps of names the bridge
+no longer has; stream ids are then reused, never two live taps at once.
 
 Listen-in frames travel as binary WebSocket messages: a 4-byte header (stream
 id and sequence number, both big-endian unsigned 16-bit; the sequence
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Container, Iterable, Optional
 
 import numpy as np
 from twisted.logger import Logger
@@ -146,6 +148,7 @@ class Taps:
     def __init__(self, sink: Callable[[LegTap, Optional[Samples]], None]) -> None:
         self.sink = sink
         self._taps: dict[TapKey, LegTap] = {}
+        self._last_id = 0
 
     def get(self, extension: str, direction: str) -> LegTap:
         """
@@ -154,8 +157,24 @@ class Taps:
         key = (extension, direction)
         tap = self._taps.get(key)
         if tap is None:
-            tap = self._taps[key] = LegTap(extension, direction, len(self._taps) + 1, self.sink)
+            tap = self._taps[key] = LegTap(extension, direction, self._new_stream_id(), self.sink)
         return tap
+
+    def _new_stream_id(self) -> int:
+        # 1..65535 (a uint16 on the wire), none a live tap has.
+        used = {tap.stream_id for tap in self._taps.values()}
+        for _ in range(0xFFFF):
+            self._last_id = self._last_id % 0xFFFF + 1
+            if self._last_id not in used:
+                return self._last_id
+        raise RuntimeError("no free listen-in stream id")
+
+    def prune(self, keep: Container[str]) -> None:
+        """
+        Forget the taps of extensions not in ``keep`` that nobody listens to.
+        """
+        for key in [k for k, tap in self._taps.items() if k[0] not in keep and not tap.listening]:
+            del self._taps[key]
 
     def install(self, calls: Iterable[Any]) -> None:
         """

@@ -57,6 +57,7 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.interfaces import IPipeline
+from xlbridge.pipeline.gapfill import GapFiller
 from xlbridge.pipeline.settings import (
     ECHO_GUARDS,
     FALLBACKS,
@@ -138,6 +139,8 @@ class TranslatePipeline:
         self.echo_dropped = 0
         self.gated_frames = 0
         self.sync = sync
+        #: silence for the recogniser while the caller's audio is missing
+        self.gaps = GapFiller(self.clock, self._feed_asr, self.timeline.note)
 
     # -- IPipeline ---------------------------------------------------------
 
@@ -151,14 +154,20 @@ class TranslatePipeline:
         self.mix.write(samples)
         if self.asr is None:
             return
+        self.gaps.audio(now, len(samples))
         if self.settings.echo_guard in ("gate", "both") and self._gate_closed(now):
             self.gated_frames += 1
             self.asr.feed(samples * 0)
         else:
             self.asr.feed(samples)
 
+    def _feed_asr(self, samples: Samples) -> None:
+        if self.asr is not None and not self._stopped:
+            self.asr.feed(samples)
+
     def stop(self) -> "Deferred[None] | None":
         self._stopped = True
+        self.gaps.stop()
         for d in list(self._inflight):
             d.cancel()
         if self.asr is not None:

@@ -16,11 +16,24 @@ Design notes:
   handed to ``on_audio``, like :class:`~xlbridge.transports.rtp.RTPEndpoint`.
 - Replies go back in the kind and rate of the latest audio received, one
   20 ms message per egress tick (Asterisk writes each message straight to
-  the channel without re-timing, so we pace).  Nothing is sent before the
-  first audio message: until then the rate is unknown.
+  the channel without re-timing, so we pace).  Before any audio arrives
+  they start at once, at ``first_reply_rate`` (8 kHz, 0x10, by default,
+  the kind every Asterisk knows): Asterisk sends nothing while a caller is
+  silent, and the ``AudioSocket()`` application hangs up after 2 s without
+  traffic either way.  Asterisk 22 translates whichever slin kind it gets
+  to the channel's format (checked with both the application and the
+  channel driver, 0x10 and 0x12 each).
+- :attr:`line_open` while a connection with its UUID is up: the call it
+  belongs to does not end for inactivity, and :attr:`on_uuid` starts it.
 - Hangup: 0x00 or a closed socket from Asterisk calls ``on_hangup`` so the
   call ends at once; when the call ends on our side, :meth:`reset` sends
-  0x00 and closes.
+  0x00 and closes.  A *persistent* endpoint (the ARI controller's legs,
+  whose connection lives as long as Asterisk's ExternalMedia channel) keeps
+  its connection across calls: :meth:`reset` only restarts the stream, and
+  the owner closes it with :meth:`hangup` at teardown.
+- Connections may also reach an endpoint through a router that read the
+  UUID first (:mod:`xlbridge.ari.audiosocket`: one listening port for many
+  legs); it hands the connection over with :meth:`AudioSocketEndpoint.adopt`.
 - ``dataReceived`` never raises: malformed input is a counted drop.
 """
 
@@ -50,6 +63,7 @@ from xlbridge.transports.audiosocket_codec import (
     Frame,
     FrameDecoder,
     Malformed,
+    Token,
     encode,
     format_uuid,
 )
@@ -60,7 +74,8 @@ class AudioSocketProtocol(Protocol):
     One TCP connection from Asterisk; forwards everything to its endpoint.
     """
 
-    def __init__(self, endpoint: "AudioSocketEndpoint") -> None:
+    def __init__(self, endpoint: Any) -> None:
+        #: an :class:`AudioSocketEndpoint`, or a router until the UUID came
         self.endpoint = endpoint
         self.decoder = FrameDecoder()
 
@@ -84,6 +99,8 @@ class AudioSocketEndpoint(Factory):
         audio message, as internal audio.
     :param on_hangup: called with the endpoint when Asterisk hangs up (0x00
         or socket closed) after the UUID was received.
+    :param persistent: the connection outlives calls: :meth:`reset` keeps it
+        and :meth:`hangup` closes it (ARI legs).
     """
 
     kind = "audiosocket"
@@ -95,8 +112,18 @@ class AudioSocketEndpoint(Factory):
         extension: str,
         on_audio: Callable[["AudioSocketEndpoint", Samples], None],
         on_hangup: Callable[["AudioSocketEndpoint"], None] = lambda e: None,
+        persistent: bool = False,
+        on_uuid: Callable[["AudioSocketEndpoint"], None] = lambda e: None,
+        first_reply_rate: int = 8000,
     ) -> None:
+        if first_reply_rate not in KIND_OF_RATE:
+            raise ValueError(f"no AudioSocket kind for {first_reply_rate} Hz")
         self.extension = extension
+        self.persistent = persistent
+        self.on_uuid = on_uuid
+        self.first_reply_rate = first_reply_rate
+        #: sample rate replies are sent at (``None``: not sending)
+        self.reply_rate: Optional[int] = None
         self.on_audio = on_audio
         self.on_hangup = on_hangup
         self.counters = LegCounters()
@@ -126,10 +153,27 @@ class AudioSocketEndpoint(Factory):
             return
         self.connection = proto
 
+    def adopt(self, proto: AudioSocketProtocol, tokens: list[Token]) -> None:
+        """
+        Take over a connection a router accepted, with the messages it has
+        decoded so far (the 0x01 UUID first).  Refused like any second
+        connection if this endpoint is busy.
+        """
+        proto.endpoint = self
+        self.connection_made(proto)
+        self.tokens_received(proto, tokens)
+
     def data_received(self, proto: AudioSocketProtocol, data: bytes) -> None:
+        if proto is self.connection:
+            self.tokens_received(proto, proto.decoder.feed(data))
+
+    def tokens_received(self, proto: AudioSocketProtocol, tokens: list[Token]) -> None:
+        """
+        Handle decoded messages of ``proto``; never raises.
+        """
         if proto is not self.connection:
             return
-        for token in proto.decoder.feed(data):
+        for token in tokens:
             if proto is not self.connection:
                 return  # hung up by an earlier message in this chunk
             if isinstance(token, Malformed):
@@ -150,6 +194,9 @@ class AudioSocketEndpoint(Factory):
             if self.call_id is None:
                 self.call_id = call_id
                 self.log.info("{ext}: AudioSocket call {call_id}", ext=self.extension, call_id=call_id)
+                if self.reply_rate is None:
+                    self._reply_at(self.first_reply_rate)
+                self.on_uuid(self)
             elif call_id != self.call_id:
                 self.counters.drop(DropReason.AUDIOSOCKET_KIND)
         elif frame.kind == KIND_HANGUP:
@@ -170,7 +217,8 @@ class AudioSocketEndpoint(Factory):
             # New stream or a rate change: resampler state must not carry over.
             self.rate = rate
             self._in = StreamResampler(rate, SAMPLE_RATE)
-            self._out = StreamResampler(SAMPLE_RATE, rate)
+        if rate != self.reply_rate:
+            self._reply_at(rate)
         assert self._in is not None
         samples = self._in.process(from_little_endian(frame.payload))
         counters.packets_in += 1
@@ -194,20 +242,31 @@ class AudioSocketEndpoint(Factory):
             self.log.info("{ext}: AudioSocket peer hung up", ext=self.extension)
             self.on_hangup(self)
 
+    def _reply_at(self, rate: int) -> None:
+        self.reply_rate = rate
+        self._out = StreamResampler(SAMPLE_RATE, rate)
+
     def _forget(self) -> None:
         self.connection = None
         self.call_id = None
-        self.rate = None
+        self.rate = self.reply_rate = None
         self._in = self._out = None
 
     # -- outbound (ILegTransport) ----------------------------------------
 
     @property
     def ready(self) -> bool:
-        return self.connection is not None and self.rate is not None
+        return self.connection is not None and self.reply_rate is not None
+
+    @property
+    def line_open(self) -> bool:
+        """
+        Asterisk is connected and said which call this is.
+        """
+        return self.connection is not None and self.call_id is not None
 
     def send_frame(self, samples: Samples | None, speech: bool | None = None) -> None:
-        conn, out, rate = self.connection, self._out, self.rate
+        conn, out, rate = self.connection, self._out, self.reply_rate
         if conn is None or out is None or rate is None or conn.transport is None:
             return
         if speech is None:
@@ -236,7 +295,20 @@ class AudioSocketEndpoint(Factory):
     def reset(self) -> None:
         """
         The call ended: hang up (0x00, then close) if Asterisk is still
-        connected, and forget the stream.
+        connected, and forget the stream.  A persistent endpoint keeps the
+        connection and only restarts the stream (rate and resamplers).
+        """
+        if self.persistent:
+            self.rate = self.reply_rate = None
+            self._in = self._out = None
+            if self.call_id is not None:
+                self._reply_at(self.first_reply_rate)
+            return
+        self.hangup()
+
+    def hangup(self) -> None:
+        """
+        Send 0x00 and close the connection, if any, and forget the stream.
         """
         conn = self.connection
         self._forget()
@@ -256,7 +328,7 @@ class AudioSocketEndpoint(Factory):
         return {
             "kind": self.kind,
             "codec": f"slin@{self.rate}" if self.rate else None,
-            "reply_codec": f"slin@{self.rate}" if self.rate else None,
+            "reply_codec": f"slin@{self.reply_rate}" if self.reply_rate else None,
             "local": self.local,
             "remote": peer,
             "call_id": self.call_id,

@@ -30,8 +30,8 @@
     latency: [],             // rows of PlaybackStarted / status latency
     latencyKeys: new Set(),
     recent: [],
-    listens: new Map(),      // "ext/direction" -> player
-    streams: new Map(),      // stream id -> "ext/direction"
+    listens: new Map(),      // listenKey(ext, direction) -> player
+    streams: new Map(),      // stream id -> listenKey(ext, direction)
     audio: null,
     stats: { frames: 0, bytes: 0, lost: 0, played: 0, dropped: 0 },
   };
@@ -173,8 +173,19 @@
     if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
   }
 
+  // A leg's name may hold slashes (an ARI caller's channel name, such as
+  // "PJSIP/7777-00000001"); directions never do, so keys split at the last one.
+  function listenKey(ext, direction) {
+    return ext + "/" + direction;
+  }
+
+  function splitKey(key) {
+    const cut = key.lastIndexOf("/");
+    return [key.slice(0, cut), key.slice(cut + 1)];
+  }
+
   function sendListen(verb, key) {
-    const [extension, direction] = key.split("/");
+    const [extension, direction] = splitKey(key);
     const body = {};
     body[verb] = { extension: extension, direction: direction };
     send(body);
@@ -198,12 +209,19 @@
         callEnded(m.call);
         break;
       case "listening":
-        state.streams.set(m.stream, m.extension + "/" + m.direction);
+        state.streams.set(m.stream, listenKey(m.extension, m.direction));
         break;
       case "unlistened":
+        // Unasked when a leg is gone for good; an answer to our own unlisten
+        // may arrive after the button was pressed again, so only then.
+        if (m.reason === "gone") stopListen(listenKey(m.extension, m.direction));
         break;
       case "error":
         console.warn("monitor:", m.error);
+        // A refused listen (leg gone, too many listens) must not stay "on".
+        if (typeof m.extension === "string" && typeof m.direction === "string") {
+          stopListen(listenKey(m.extension, m.direction));
+        }
         break;
       default:
         break;
@@ -266,9 +284,9 @@
         seeded: false,
       };
       for (const button of el.querySelectorAll(".listen-btn")) {
-        const key = leg.extension + "/" + button.dataset.direction;
+        const key = listenKey(leg.extension, button.dataset.direction);
         button.addEventListener("click", () => toggleListen(key));
-        if (state.listens.has(key)) button.classList.add("on");
+        showListen(button, button.dataset.direction, state.listens.has(key));
       }
       view.legs.set(leg.extension, lv);
       view.el.querySelector(".legs").appendChild(el);
@@ -542,25 +560,39 @@
   }
 
   function toggleListen(key) {
-    const on = !state.listens.has(key);
-    if (on) {
-      const ctx = audioContext();
-      const gain = ctx.createGain();
-      gain.connect(ctx.destination);
-      state.listens.set(key, { key: key, gain: gain, next: 0, pending: [], lastSeq: null, frames: 0, lost: 0 });
-      sendListen("listen", key);
-    } else {
-      const player = state.listens.get(key);
-      state.listens.delete(key);
-      player.gain.disconnect();
+    if (state.listens.has(key)) {
+      stopListen(key);
       sendListen("unlisten", key);
+      return;
     }
-    const [ext, direction] = key.split("/");
+    const ctx = audioContext();
+    const gain = ctx.createGain();
+    gain.connect(ctx.destination);
+    state.listens.set(key, { key: key, gain: gain, next: 0, pending: [], lastSeq: null, frames: 0, lost: 0 });
+    sendListen("listen", key);
+    showListens(key);
+  }
+
+  // Drop the local player (the server was told already, or told us).
+  function stopListen(key) {
+    const player = state.listens.get(key);
+    if (!player) return;
+    state.listens.delete(key);
+    player.gain.disconnect();
+    showListens(key);
+  }
+
+  function showListens(key) {
+    const [ext, direction] = splitKey(key);
     for (const lv of legViews(ext)) {
       const button = lv.el.querySelector('.listen-btn[data-direction="' + direction + '"]');
-      button.classList.toggle("on", on);
-      text(button, (on ? "Stop: " : "Listen: ") + direction);
+      if (button) showListen(button, direction, state.listens.has(key));
     }
+  }
+
+  function showListen(button, direction, on) {
+    button.classList.toggle("on", on);
+    text(button, (on ? "Stop: " : "Listen: ") + direction);
   }
 
   function audioFrame(buf) {
@@ -583,7 +615,7 @@
     const samples = new Float32Array(n);
     for (let i = 0; i < n; i++) samples[i] = view.getInt16(4 + 2 * i, true) / 32768;
     schedule(player, samples);
-    const [ext] = key.split("/");
+    const [ext] = splitKey(key);
     for (const lv of legViews(ext)) {
       text(lv.el.querySelector(".frames"), player.frames);
       text(lv.el.querySelector(".frames-lost"), player.lost);

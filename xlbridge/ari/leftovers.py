@@ -1,0 +1,176 @@
+"""
+Leftovers of an earlier run: what the name of an ExternalMedia channel
+tells (where its media goes), and the cleanup after each (re)connection.
+
+Asterisk names the channels it creates for ``POST /channels/externalMedia``
+after their dial string (PROTOCOLS.md 5.2, 6):
+
+- RTP: ``UnicastRTP/<host:port>-0x<hex>`` (``chan_rtp.c``);
+- AudioSocket: ``AudioSocket/<host:port>-<uuid>``, the uuid being the
+  ``data`` we passed (``chan_audiosocket.c``: ``"AudioSocket/%s-%s"`` over
+  the destination and the UUID string).
+
+After a restart, :func:`remove_leftovers` deletes ``xlbridge-*`` bridges
+and the channels whose media goes to our RTP port range or our AudioSocket
+listener that no live caller owns; the pure functions decide which.  Then
+it takes back the callers an earlier run left sitting in our Stasis app
+(Asterisk keeps them there, silent, when the app goes away): their
+``dialplan.app_data`` still holds their Stasis arguments, so they are set
+up again and paired as before (seen on Asterisk 22).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from xlbridge.ari.rooms import parse_args
+
+if TYPE_CHECKING:
+    from xlbridge.ari.controller import ARIController
+
+log = Logger()
+
+RTP_PREFIX = "UnicastRTP/"
+AUDIOSOCKET_PREFIX = "AudioSocket/"
+
+
+def unicast_rtp_port(name: str) -> Optional[int]:
+    """
+    ``"UnicastRTP/127.0.0.1:20000-0x7f..."`` -> ``20000``; ``None`` for
+    any other name.
+    """
+    if not name.startswith(RTP_PREFIX):
+        return None
+    hostport = name[len(RTP_PREFIX):].rsplit("-", 1)[0]
+    try:
+        return int(hostport.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def audiosocket_target(name: str) -> Optional[tuple[str, str]]:
+    """
+    ``"AudioSocket/127.0.0.1:9092-<uuid>"`` -> ``("127.0.0.1:9092",
+    "<uuid>")``; ``None`` for any other name.  The destination may itself
+    hold dashes (a host name), so a trailing 36-character UUID is split off
+    first; failing that, the last dash splits.
+    """
+    if not name.startswith(AUDIOSOCKET_PREFIX):
+        return None
+    rest = name[len(AUDIOSOCKET_PREFIX):]
+    if len(rest) > 37 and rest[-37] == "-":
+        try:
+            return rest[:-37], str(uuid.UUID(rest[-36:]))
+        except ValueError:
+            pass
+    dest, sep, tail = rest.rpartition("-")
+    return (dest, tail) if sep and dest else None
+
+
+def stale_media(
+    channels: Iterable[dict[str, Any]],
+    ours: set[str],
+    rtp_ports: tuple[int, int],
+    audiosocket_dest: Optional[str],
+    ports_in_use: frozenset[int] | set[int] = frozenset(),
+) -> list[dict[str, Any]]:
+    """
+    The ExternalMedia channels among ``channels`` (ARI Channel objects)
+    that send to our RTP ports (inclusive range) or to ``audiosocket_dest``
+    (``host:port`` of our AudioSocket listener) and are not ours: neither
+    their id nor their AudioSocket UUID is in ``ours``, and their RTP port
+    is not in ``ports_in_use`` (a leg being set up, whose channel id we do
+    not know yet).
+    """
+    low, high = rtp_ports
+    out = []
+    for ch in channels:
+        name = str(ch.get("name", ""))
+        if ch.get("id") in ours:
+            continue
+        port = unicast_rtp_port(name)
+        if port is not None:
+            if low <= port <= high and port not in ports_in_use:
+                out.append(ch)
+            continue
+        target = audiosocket_target(name)
+        if target is not None and audiosocket_dest is not None:
+            dest, call_id = target
+            if dest == audiosocket_dest and call_id not in ours:
+                out.append(ch)
+    return out
+
+
+def orphans(channels: Iterable[dict[str, Any]], app: str, known: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
+    """
+    Callers among ``channels`` sitting in ``Stasis(app, ...)`` with
+    arguments (ExternalMedia channels have none) whose id is not in
+    ``known``, each with its arguments.  A ``dial=`` caller is taken back
+    into its private room (``room=dial-<id>``) instead: its callee, if
+    still up, is an orphan of that room too, and dialling again would ring
+    a second one.
+    """
+    out = []
+    for ch in channels:
+        plan = ch.get("dialplan") or {}
+        if plan.get("app_name") != "Stasis" or ch.get("id") in known:
+            continue
+        head, _, rest = str(plan.get("app_data", "")).partition(",")
+        if head.strip() != app or not rest.strip():
+            continue
+        opts = parse_args([rest])
+        if "dial" in opts:
+            opts.pop("dial")
+            opts["room"] = f"dial-{ch.get('id')}"
+        if "room" not in opts:
+            continue
+        out.append((ch, [",".join(f"{k}={v}" for k, v in opts.items())]))
+    return out
+
+
+@inlineCallbacks
+def remove_leftovers(ctrl: "ARIController") -> Any:
+    """
+    What ``ctrl`` does on each (re)connection of the events socket: delete
+    the ``xlbridge-*`` bridges and ExternalMedia channels (RTP to our
+    range, AudioSocket to our listener, whatever the media is now) that no
+    live caller owns, and end callers who hung up while we were away.
+    """
+    from xlbridge.ari.controller import BRIDGE_PREFIX
+
+    ours_b = {c.bridge_id for c in ctrl.callers.values()} | {BRIDGE_PREFIX + c for c in ctrl.callers}
+    bridges = yield ctrl.client.bridges()
+    for b in bridges or []:
+        name = str(b.get("name", ""))
+        if name.startswith(BRIDGE_PREFIX) and b.get("id") not in ours_b and name not in ours_b:
+            log.info("removing stale bridge {name}", name=name)
+            yield ctrl._quietly(ctrl.client.destroy_bridge(str(b["id"])))
+    channels = yield ctrl.client.channels()
+    alive = {ch.get("id") for ch in channels or []}
+    for caller in list(ctrl.callers.values()):
+        if caller.channel_id not in alive:
+            # Hung up while the events socket was down: no StasisEnd came.
+            ctrl.teardown(caller, "gone while disconnected")
+    ours = set(ctrl.media) | (set(ctrl.audiosocket.routes) if ctrl.audiosocket is not None else set())
+    dest = f"{ctrl.settings.external_host}:{ctrl.audiosocket_port()}"
+    for ch in stale_media(channels or [], ours, ctrl.settings.rtp_ports, dest, ctrl.pool.in_use):
+        log.info("removing stale channel {name}", name=ch.get("name"))
+        yield ctrl._quietly(ctrl.client.hangup(str(ch["id"])))
+    known = set(ctrl.callers) | set(ctrl.media) | set(ctrl.dialing)
+    found = orphans(channels or [], ctrl.settings.app, known)
+    rooms = [parse_args(args).get("room") for _, args in found]
+    for ch, args in found:
+        if ch.get("id") in ctrl.callers or ch.get("id") in ctrl.ended:
+            continue  # its StasisStart, or its end, came meanwhile
+        room = parse_args(args).get("room", "")
+        if room.startswith("dial-") and rooms.count(room) < 2:
+            # A dial caller whose callee is gone (or a callee whose caller is).
+            log.info("hanging up {name}: its partner is gone", name=ch.get("name"))
+            yield ctrl._quietly(ctrl.client.hangup(str(ch["id"])))
+            continue
+        log.info("taking back {name}, left in Stasis by an earlier run", name=ch.get("name"))
+        ctrl.start_caller(ch, args)
