@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.fakes.ari import FakeARI
 from xlbridge.ari.client import ARIAuthError, ARIClient
-from xlbridge.ari.controller import MEDIA_STASIS_TIMEOUT, ARIController, parse_args
+from xlbridge.ari.controller import ARIController, parse_args
+from xlbridge.ari.stasis import MEDIA_STASIS_TIMEOUT
 from xlbridge.ari.ports import PortPool, PortsExhausted
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
@@ -156,6 +157,20 @@ class ARIHarness(TestCase):
         self.addCleanup(self.bridge.stopService)
         return self.ari
 
+    async def pair(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """
+        Start (``kwargs`` to :meth:`start`), then two callers enter room r1
+        (their Stasis args in both forms) and are paired.
+        """
+        ari = self.start(**kwargs)
+        await wait_until(lambda: ari.events.connected)
+        a = self.fake.new_channel("PJSIP/7777-00000001", "7777")
+        b = self.fake.new_channel("PJSIP/8888-00000002", "8888")
+        self.fake.enter(a, ["room=r1,lang=en"])
+        self.fake.enter(b, ["room=r1", "lang=es"])
+        await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
+        return a, b
+
     def requests(self) -> list[tuple[str, str]]:
         return [(r.method, r.path) for r in self.fake.requests]
 
@@ -166,19 +181,9 @@ class ARIHarness(TestCase):
 
 
 class RoomFlowTests(ARIHarness):
-    async def enter_both(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        ari = self.start()
-        await wait_until(lambda: ari.events.connected)
-        a = self.fake.new_channel("PJSIP/7777-00000001", "7777")
-        b = self.fake.new_channel("PJSIP/8888-00000002", "8888")
-        self.fake.enter(a, ["room=r1,lang=en"])
-        self.fake.enter(b, ["room=r1", "lang=es"])
-        await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
-        return a, b
-
     def test_room_flow(self) -> Any:
         async def run() -> None:
-            a, b = await self.enter_both()
+            a, b = await self.pair()
             ari = self.ari
             ca, cb = ari.rooms["r1"].callers
             media_a, media_b = ca.media_id, cb.media_id
@@ -224,7 +229,7 @@ class RoomFlowTests(ARIHarness):
 
     def test_external_media_stasis_start_ignored(self) -> Any:
         async def run() -> None:
-            await self.enter_both()
+            await self.pair()
             # Only the callers' channels were answered.
             answers = [p for m, p in self.requests() if p.endswith("/answer")]
             self.assertEqual(len(answers), 2)
@@ -253,7 +258,7 @@ class RoomFlowTests(ARIHarness):
         """
         async def run() -> None:
             self.fake.media_stasis_delay = 0.3
-            await self.enter_both()
+            await self.pair()
             adds = [r for r in self.fake.requests if r.path.endswith("/addChannel")]
             self.assertEqual(len(adds), 2)
             for ca in self.ari.rooms["r1"].callers:
@@ -274,7 +279,7 @@ class RoomFlowTests(ARIHarness):
             await wait_until(lambda: ari.events.connected)
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["room=r5,lang=en"])
-            await wait_until(lambda: ari._media_waiting)
+            await wait_until(lambda: ari.media_stasis.waiting)
             clock.advance(MEDIA_STASIS_TIMEOUT)
             await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
             await wait_until(lambda: not ari.callers)
@@ -451,16 +456,6 @@ class TapTests(SynchronousTestCase):
 
 
 class LifecycleTests(ARIHarness):
-    async def pair(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        ari = self.start()
-        await wait_until(lambda: ari.events.connected)
-        a = self.fake.new_channel("PJSIP/7777-00000001")
-        b = self.fake.new_channel("PJSIP/8888-00000002")
-        self.fake.enter(a, ["room=r1,lang=en"])
-        self.fake.enter(b, ["room=r1,lang=es"])
-        await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
-        return a, b
-
     def test_shutdown_leaves_nothing(self) -> Any:
         async def run() -> None:
             await self.pair()

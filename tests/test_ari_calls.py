@@ -23,16 +23,6 @@ from xlbridge.rtp.packet import build, parse
 class PromptTests(ARIHarness):
     settings = {"on-partner-hangup": "prompt"}
 
-    async def pair(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        ari = self.start(**kwargs)
-        await wait_until(lambda: ari.events.connected)
-        a = self.fake.new_channel("PJSIP/7777-00000001")
-        b = self.fake.new_channel("PJSIP/8888-00000002")
-        self.fake.enter(a, ["room=r1,lang=en"])
-        self.fake.enter(b, ["room=r1,lang=es"])
-        await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
-        return a, b
-
     def plays(self) -> list[Any]:
         return [r for r in self.fake.requests if r.path.endswith("/play")]
 

@@ -177,16 +177,13 @@ def sound(name: str, lang: str = "en") -> np.ndarray:
     return np.asarray(G722.G722(RATE, 64000).decode(raw), dtype=np.float64)
 
 
-def best_match(heard: np.ndarray, ref: np.ndarray) -> float:
+def _correlate(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """
-    Peak normalised cross-correlation of ``ref`` within ``heard`` (1.0: an
-    exact copy at some delay; unrelated audio stays near 0).
+    ``np.correlate(x, k, "valid")`` by FFT (seconds of audio, many pieces).
     """
-    if len(heard) < len(ref):
-        return 0.0
-    corr = np.correlate(heard, ref, "valid")
-    energy = np.sqrt(np.convolve(heard**2, np.ones(len(ref)), "valid") * np.sum(ref**2))
-    return float(np.max(corr / np.maximum(energy, 1e-9)))
+    size = 1 << int(np.ceil(np.log2(len(x) + len(k))))
+    full = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(k[::-1], size), size)
+    return full[len(k) - 1 : len(x)]
 
 
 def segment_matches(heard: np.ndarray, ref: np.ndarray, window: float = 0.25) -> list[tuple[float, float]]:
@@ -203,9 +200,11 @@ def segment_matches(heard: np.ndarray, ref: np.ndarray, window: float = 0.25) ->
         piece = ref[start : start + n]
         if np.sqrt(np.mean(piece**2)) < 300 or len(heard) < n:
             continue  # silence between words matches anything
-        corr = np.correlate(heard, piece, "valid")
-        energy = np.sqrt(np.convolve(heard**2, np.ones(n), "valid") * np.sum(piece**2))
-        nc = corr / np.maximum(energy, 1e-9)
+        corr = _correlate(heard, piece)
+        power = np.concatenate(([0.0], np.cumsum(heard**2)))
+        window = power[n:] - power[:-n]
+        # Digital silence (or the running sum's rounding) matches nothing.
+        nc = np.where(window > n * 100.0, corr / np.sqrt(np.maximum(window, 1.0) * np.sum(piece**2)), 0.0)
         at = int(np.argmax(nc))
         out.append((float(nc[at]), (at - start) / RATE))
     return out

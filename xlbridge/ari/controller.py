@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -41,16 +41,13 @@ from xlbridge.ari.leftovers import audiosocket_target, remove_leftovers, unicast
 from xlbridge.ari.ports import PortPool
 from xlbridge.ari.prompt import PartnerPrompt
 from xlbridge.ari.rooms import Caller, Room, parse_args
+from xlbridge.ari.stasis import StasisWaiter
 from xlbridge.bridge import TCPListenerService
 from xlbridge.call.service import CallService
 from xlbridge.config import ARISettings
 from xlbridge.transports.rtp import RTPEndpoint
 
 BRIDGE_PREFIX = "xlbridge-"
-#: Seconds a new ExternalMedia channel may take to enter Stasis.
-MEDIA_STASIS_TIMEOUT = 5.0
-#: Bound on ExternalMedia StasisStarts remembered before their setup asks.
-MAX_EARLY_MEDIA = 1024
 #: Bound on the ended channel ids remembered.
 MAX_ENDED = 4096
 
@@ -99,14 +96,12 @@ class ARIController(MultiService):
         self.media: dict[str, Caller] = {}
         self.rooms: dict[str, Room] = {}
         self._pending: set[Deferred[Any]] = set()
-        #: Our ExternalMedia channels seen entering Stasis before their
-        #: setup step waited for them, and the setups waiting (by id).
-        self._media_entered: set[str] = set()
+        #: our ExternalMedia channels entering Stasis, and setups waiting
+        self.media_stasis = StasisWaiter(self.clock)
         #: Channels seen ending (StasisEnd, ChannelDestroyed, our teardown),
         #: newest last, bounded: a restart cleanup working from an older
         #: channel list must not take them back.
         self.ended: dict[str, None] = {}
-        self._media_waiting: dict[str, Deferred[None]] = {}
         self.dialer = Dialer(
             self.client, self.clock, settings.app, settings.dial_timeout, self._end_caller,
             lambda cid: cid in self.callers, lambda cid: self._quietly(self.client.hangup(cid)),
@@ -127,7 +122,7 @@ class ARIController(MultiService):
         cid = str(channel.get("id", ""))
         if kind == "StasisStart":
             if cid in self.media or self._is_our_media(channel):
-                self._media_in_stasis(cid)  # our ExternalMedia channel
+                self.media_stasis.entered(cid)  # our ExternalMedia channel
                 return
             self.dialer.answered(cid)
             self.start_caller(channel, list(event.get("args") or []))
@@ -231,7 +226,7 @@ class ARIController(MultiService):
         # Asterisk answers externalMedia before the new channel is in
         # Stasis; adding it to the bridge earlier fails with 422 "Channel
         # not in Stasis application" (seen on Asterisk 22).
-        yield self._wait_media(caller.media_id)
+        yield self.media_stasis.wait(caller.media_id)
         if caller.gone:
             return self._release(caller)
         yield c.add_channels(caller.bridge_id, caller.channel_id, caller.media_id)
@@ -241,39 +236,6 @@ class ARIController(MultiService):
         room = self.rooms.get(caller.room)
         if room is not None and caller in room.callers:
             self._maybe_start(room)
-
-    def _media_in_stasis(self, cid: str) -> None:
-        waiting = self._media_waiting.pop(cid, None)
-        if waiting is not None:
-            waiting.callback(None)
-        elif len(self._media_entered) < MAX_EARLY_MEDIA:
-            self._media_entered.add(cid)
-
-    def _wait_media(self, cid: str) -> "Deferred[None]":
-        """
-        Fires once ExternalMedia channel ``cid`` is in Stasis; fails after
-        :data:`MEDIA_STASIS_TIMEOUT` seconds.
-        """
-        if cid in self._media_entered:
-            self._media_entered.discard(cid)
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._media_waiting[cid] = d
-
-        def expire() -> None:
-            if self._media_waiting.pop(cid, None) is d:
-                d.errback(TimeoutError(
-                    f"ExternalMedia channel {cid} did not enter Stasis within {MEDIA_STASIS_TIMEOUT:g} s"
-                ))
-
-        timer = self.clock.callLater(MEDIA_STASIS_TIMEOUT, expire)
-
-        def done(result: Any) -> Any:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        return d.addBoth(done)
 
     def audiosocket_port(self) -> int:
         """
@@ -382,7 +344,7 @@ class ARIController(MultiService):
         return self.settings.on_partner_hangup == "prompt" and reason != "shutdown"
 
     def _release(self, caller: Caller) -> None:
-        waiting = None
+        media_id = None
         if caller.listening is not None:
             caller.listening.stopListening()
             caller.listening = None
@@ -394,8 +356,7 @@ class ARIController(MultiService):
             caller.port = None
         if caller.media_id is not None:
             self.media.pop(caller.media_id, None)
-            self._media_entered.discard(caller.media_id)
-            waiting = self._media_waiting.pop(caller.media_id, None)
+            media_id = caller.media_id
             self._quietly(self.client.hangup(caller.media_id))
             caller.media_id = None
         if caller.media_uuid is not None and self.audiosocket is not None:
@@ -406,8 +367,8 @@ class ARIController(MultiService):
         if caller.bridge_id is not None:
             self._quietly(self.client.destroy_bridge(caller.bridge_id))
             caller.bridge_id = None
-        if waiting is not None:
-            waiting.callback(None)  # its setup sees caller.gone and stops
+        if media_id is not None:
+            self.media_stasis.forget(media_id)  # its setup sees caller.gone
 
     def _quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
         # 404: already gone, which is what we wanted.
