@@ -10,6 +10,7 @@
 #   sh scripts/asterisk-lab.sh start     # write the configs, start Asterisk
 #   sh scripts/asterisk-lab.sh cli 'core show channels'
 #   sh scripts/asterisk-lab.sh stop
+#   sh scripts/asterisk-lab.sh crash     # kill -9: no hangups, no goodbyes
 #   sh scripts/asterisk-lab.sh status    # exit 0 if running
 #
 # The configs are etc/asterisk/*.conf (the samples users copy) plus
@@ -128,11 +129,17 @@ stop() {
     pkill -f "^asterisk -F" 2>/dev/null || true
 }
 
+crash() {
+    pkill -9 -f "^asterisk -F" 2>/dev/null || true
+    rm -f "$ROOT/var/run/asterisk/asterisk.ctl"
+}
+
 case "${1:-}" in
     install) install ;;
+    crash) need_root; crash ;;
     start) start ;;
     stop) need_root; stop ;;
     status) status ;;
     cli) shift; need_root; cli "$@" ;;
-    *) echo "usage: $0 install|start|stop|status|cli COMMAND" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|crash|status|cli COMMAND" >&2; exit 2 ;;
 esac

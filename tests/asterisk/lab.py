@@ -40,6 +40,14 @@ SOUNDS = ROOT / "usr" / "share" / "asterisk" / "sounds"
 RATE = 16000
 
 
+def lab_script(*args: str) -> None:
+    """
+    ``sh scripts/asterisk-lab.sh ARGS`` (stop, start...): raises on failure.
+    """
+    script = Path(__file__).resolve().parents[2] / "scripts" / "asterisk-lab.sh"
+    subprocess.run(["sh", str(script), *args], check=True, capture_output=True, timeout=120)
+
+
 def unavailable() -> Optional[str]:
     """
     Why the lab cannot be used, or ``None`` when its Asterisk answers.
@@ -227,13 +235,31 @@ class Bridge:
     ``<tmp>/xlbridge.log`` and its events to ``<tmp>/events.jsonl``.
     """
 
-    def __init__(self, tmp: Path, args: list[str]) -> None:
+    #: the monitor's port and token, when a test asks for the monitor
+    MONITOR_PORT = 3091
+    TOKEN = "lab-monitor-token"
+
+    def __init__(self, tmp: Path, args: list[str], monitor: bool = False) -> None:
         self.log_path = tmp / "xlbridge.log"
         self.events_path = tmp / "events.jsonl"
         twistd = str(Path(sys.executable).with_name("twistd"))
+        where = f"tcp:{self.MONITOR_PORT}:interface=127.0.0.1" if monitor else "none"
         cmd = [twistd, "-n", "--pidfile=", "--logfile", str(self.log_path), "xlbridge",
-               "--monitor", "none", "--events", str(self.events_path), *args]
-        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, cwd=str(tmp))
+               "--monitor", where, "--events", str(self.events_path), *args]
+        env = {**os.environ, "XLBRIDGE_MONITOR_TOKEN": self.TOKEN}
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, cwd=str(tmp), env=env)
+
+    @inlineCallbacks
+    def monitor(self, path: str) -> Any:
+        """
+        GET ``path`` from the monitor, with the token; the body as text.
+        """
+        url = f"http://127.0.0.1:{self.MONITOR_PORT}{path}"
+        response = yield treq.get(url, headers={"Authorization": [f"Bearer {self.TOKEN}"]}, pool=POOL)
+        text = yield response.text()
+        if response.code != 200:
+            raise RuntimeError(f"GET {path} -> {response.code} {text[:300]}")
+        returnValue(text)
 
     def log(self) -> str:
         try:

@@ -15,6 +15,7 @@ Skipped, with the reason, when the lab is not running (it needs root);
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,46 @@ class ARIControllerTests(RealAsteriskTestCase):
                     # as a whole must not.
                     typical = sorted(c for c, _ in lab.segment_matches(heard, lab.sound(other)))
                     self.assertLess(typical[len(typical) // 2], 0.6, f"b{i} heard {other!r} too")
+
+    @inlineCallbacks
+    def test_legs_on_the_monitor_and_asterisk_restart(self) -> Any:
+        """
+        An ARI call's legs show on the monitor (/api/calls, /metrics) under
+        their channel names; then Asterisk crashes under the call (kill
+        -9: no hangup events, no goodbye) and comes back: xlbridge
+        reconnects, finds the callers gone, ends the call, releases the
+        legs, and the next call works.
+        """
+        bridge = lab.Bridge(self.tmp, self.ari_args("--engines", "relay"), monitor=True)
+        self.addCleanup(bridge.stop)
+        yield bridge.wait_for("ARI events connected")
+        a = yield lab.caller("a", PROMPT_A, hold=30, app="xlbridge", app_args="room=r7,lang=en")
+        b = yield lab.caller("b", "", hold=30, app="xlbridge", app_args="room=r7,lang=es")
+        yield bridge.wait_for(" started: ")
+        yield deferLater(reactor, 4, lambda: None)  # A's prompt is under way
+        calls = json.loads((yield bridge.monitor("/api/calls")))
+        (call,) = calls["calls"]
+        self.assertEqual(sorted(leg["extension"] for leg in call["legs"]), sorted([a["name"], b["name"]]))
+        ends = calls["endpoints"]
+        self.assertEqual({ends[a["name"]]["origin"], ends[b["name"]]["origin"]}, {"ari"})
+        self.assertGreater(ends[a["name"]]["counters"]["packets_in"], 50)
+        self.assertGreater(ends[b["name"]]["counters"]["packets_out"], 50)
+        metrics = yield bridge.monitor("/metrics")
+        received = [line for line in metrics.splitlines() if line.startswith("xlbridge_packets_received_total")]
+        self.assertTrue(received and float(received[0].split()[-1]) > 50, received)
+
+        lab.lab_script("crash")
+        yield bridge.wait_for("ARI events closed", timeout=10)
+        lab.lab_script("start")
+        yield bridge.wait_for("ARI events connected (2)", timeout=60)
+        yield bridge.wait_for("gone while disconnected", timeout=30)
+        calls = json.loads((yield bridge.monitor("/api/calls")))
+        self.assertEqual(calls["calls"], [])
+        self.assertNotIn(a["name"], calls["endpoints"])
+        lab.clean_out()
+        yield self.exchange(
+            {"app": "xlbridge", "app_args": "room=r8,lang=en"}, {"app": "xlbridge", "app_args": "room=r8,lang=es"}
+        )
 
     @inlineCallbacks
     def test_dial(self) -> Any:
