@@ -421,6 +421,19 @@ class ProcessBackendTests(TestCase):
 
     def test_default_workers(self) -> None:
         self.assertGreaterEqual(default_workers(), 1)
+
+    def test_default_workers_follow_cpu_affinity(self) -> None:
+        """
+        Pinned to one CPU (taskset, a cpuset), xlbridge starts one worker,
+        however many cores the machine has.
+        """
+        out = subprocess.run(
+            ["taskset", "-c", "0", sys.executable, "-c",
+             "from xlbridge.engines.asr_process import default_workers, usable_cpus;"
+             "print(usable_cpus(), default_workers())"],
+            capture_output=True, text=True, check=True, env=worker_env(),
+        )
+        self.assertEqual(out.stdout.split(), ["1", "1"])
         self.assertEqual(LocalASRSettings().backend, "process")
         self.assertEqual(LocalASRSettings(workers=3).worker_count(), 3)
 

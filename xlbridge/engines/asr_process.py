@@ -52,9 +52,20 @@ STABLE_S = 10.0
 WORKER_ARGS = ["-m", "xlbridge.engines.asr_worker"]
 
 
+def usable_cpus() -> int:
+    """
+    CPUs this process may run on: its affinity (``taskset``, a container's
+    cpuset), not every core the machine has.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    """One worker per CPU core minus one (the reactor's), at least one."""
-    return max(1, (os.cpu_count() or 1) - 1)
+    """One worker per usable CPU minus one (the reactor's), at least one."""
+    return max(1, usable_cpus() - 1)
 
 
 def worker_env() -> dict[str, str]:
