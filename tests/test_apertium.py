@@ -17,6 +17,7 @@ from typing import Any, Generator
 from hypothesis import given, settings as hsettings, strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -257,6 +258,30 @@ class RealApertiumTests(TestCase):
         self.assertIn("hospital", out)
         self.assertEqual(mt.counters.sentences, 1)
         self.assertIsNotNone(mt.counters.last_latency_ms)
+
+    @inlineCallbacks
+    def test_reply_read_after_a_reactor_stall_is_no_timeout(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A handler blocks the reactor past the sentence's deadline while the
+        reply arrives: the expired timer runs before the pipe is read, yet
+        the sentence is translated, not timed out (and nothing restarts).
+        """
+        mt = self.engine(first_timeout_s=0.5, timeout_s=0.5)
+        yield mt.translate("Good morning.", "en", "es")  # spawned and warm
+
+        class Stall(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                time.sleep(1.0)
+
+        port = reactor.listenUDP(0, Stall(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        d = mt.translate("Where is the nearest hospital?", "en", "es")
+        sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        self.addCleanup(sender.stopListening)
+        sender.write(b"stall", ("127.0.0.1", port.getHost().port))
+        out = yield d
+        self.assertIn("hospital", out)
+        self.assertEqual((mt.counters.timeouts, mt.counters.restarts), (0, 0))
 
     @inlineCallbacks
     def test_spanish_to_english(self) -> Generator[Deferred[Any], Any, None]:

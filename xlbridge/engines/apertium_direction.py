@@ -225,9 +225,16 @@ class _Direction:
             request.deferred.callback(decode_reply(reply, request.text))
         self._pump()
 
-    def _timed_out(self, pipe: ApertiumPipe, timeout: float) -> None:
+    def _timed_out(self, pipe: ApertiumPipe, timeout: float, looked_again: bool = False) -> None:
         self._timer = None
         if pipe is not self.pipe:
+            return
+        if not looked_again:
+            # After a reactor stall (a long handler, the GIL held by a
+            # thread), expired timers run before the I/O that came in
+            # meanwhile is read: the reply may be waiting in the pipe.
+            # Look once more after this turn's I/O.
+            self._timer = self.reactor.callLater(0, self._timed_out, pipe, timeout, True)
             return
         self.counters.timeouts += 1
         # Not retried (see the notes in xlbridge.engines.apertium): take it out of flight first,
