@@ -188,6 +188,10 @@ class RoomFlowTests(ARIHarness):
             ca, cb = ari.rooms["r1"].callers
             media_a, media_b = ca.media_id, cb.media_id
             assert media_a and media_b and ca.port and cb.port
+            # Events name the call by the first caller's channel and carry
+            # both channel ids and names.
+            call = self.bridge.dynamic_calls[a["id"]]
+            self.assertEqual((call.extensions, call.channels), ((a["name"], b["name"]), (a["id"], b["id"])))
             calls_a = [(r.method, r.path, r.params) for r in self.fake.requests
                        if a["id"] in r.path or a["id"] in r.params.get("name", "")
                        or str(ca.port) in r.params.get("external_host", "")

@@ -339,6 +339,7 @@ class BridgeService(MultiService):
         languages: tuple[str, str],
         endpoints: tuple[Endpoint, Endpoint],
         on_end: Callable[[CallService], None] = lambda c: None,
+        channels: Optional[tuple[str, str]] = None,
     ) -> CallService:
         """
         Start a call between two endpoints set up at run time (ARI); it
@@ -357,7 +358,7 @@ class BridgeService(MultiService):
 
         call = CallService(
             call_id, legs, self.pipeline_factory, self.egress, self.clock,
-            inactivity_timeout=self.config.call_timeout, emit=self.emit, on_end=ended,
+            inactivity_timeout=self.config.call_timeout, emit=self.emit, on_end=ended, channels=channels,
         )
         self.dynamic_calls[call_id] = call
         call.setServiceParent(self.calls)

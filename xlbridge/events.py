@@ -122,13 +122,19 @@ class LegCounters:
 @attrs.frozen
 class CallStarted:
     """
-    A call began: audio first arrived on one of a pair's legs.
+    A call began: audio first arrived on one of a pair's legs, an
+    AudioSocket caller came on the line, or the ARI controller paired two
+    callers.
+
+    :ivar channels: for an ARI call, the two callers' Asterisk channel ids
+        (``extensions`` are their channel names); otherwise ``None``.
     """
 
     call_id: str
     extensions: tuple[str, str]
     languages: tuple[str, str]
     time: float
+    channels: Optional[tuple[str, str]] = None
 
 
 @attrs.frozen
@@ -138,6 +144,7 @@ class CallEnded:
 
     :ivar reason: ``"inactivity"``, ``"hangup"`` or ``"shutdown"``.
     :ivar duration: seconds from start to end.
+    :ivar channels: as in :class:`CallStarted`.
     """
 
     call_id: str
@@ -145,6 +152,7 @@ class CallEnded:
     reason: str
     duration: float
     time: float
+    channels: Optional[tuple[str, str]] = None
 
 
 @attrs.frozen

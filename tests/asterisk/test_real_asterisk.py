@@ -134,6 +134,8 @@ class ARIControllerTests(RealAsteriskTestCase):
         # Named after the caller who entered the room first.
         self.assertIn(started["call_id"], (a["id"], b["id"]))
         self.assertEqual(sorted(started["extensions"]), sorted([a["name"], b["name"]]))
+        self.assertEqual(sorted(started["channels"]), sorted([a["id"], b["id"]]))
+        self.assertEqual(bridge.events()[-1]["channels"], started["channels"])
         self.assertNotIn("setup failed", bridge.log())
 
     @inlineCallbacks

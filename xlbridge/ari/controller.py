@@ -291,7 +291,8 @@ class ARIController(MultiService):
                 room.call = None
 
         room.call = self.bridge.start_call(
-            a.channel_id, (a.name, b.name), (a.lang, b.lang), (a.endpoint, b.endpoint), ended
+            a.channel_id, (a.name, b.name), (a.lang, b.lang), (a.endpoint, b.endpoint), ended,
+            channels=(a.channel_id, b.channel_id),
         )
         return room.call
 

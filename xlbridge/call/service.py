@@ -55,6 +55,8 @@ class CallService(Service):
         ends by itself.
     :param emit: receives :class:`CallStarted` / :class:`CallEnded`.
     :param on_end: called with this service after it stopped.
+    :param channels: the callers' Asterisk channel ids (ARI calls), carried
+        by :class:`CallStarted` and :class:`CallEnded`.
     """
 
     log = Logger()
@@ -69,9 +71,12 @@ class CallService(Service):
         inactivity_timeout: float = 10.0,
         emit: Callable[[Event], None] = lambda e: None,
         on_end: Callable[["CallService"], None] = lambda c: None,
+        channels: Optional[tuple[str, str]] = None,
     ) -> None:
         self.setName(call_id)
         self.call_id = call_id
+        #: the callers' Asterisk channel ids, for calls the ARI controller made
+        self.channels = channels
         self.legs = legs
         self.pipeline_factory = pipeline_factory
         self.egress = egress
@@ -112,7 +117,7 @@ class CallService(Service):
             lang_a=a.language,
             lang_b=b.language,
         )
-        self.emit(CallStarted(self.call_id, self.extensions, (a.language, b.language), now))
+        self.emit(CallStarted(self.call_id, self.extensions, (a.language, b.language), now, self.channels))
 
     def audio_in(self, index: int, samples: Samples) -> None:
         """
@@ -174,7 +179,9 @@ class CallService(Service):
             reason=self.end_reason,
             duration=now - self.started_at,
         )
-        self.emit(CallEnded(self.call_id, self.extensions, self.end_reason, now - self.started_at, now))
+        self.emit(CallEnded(
+            self.call_id, self.extensions, self.end_reason, now - self.started_at, now, self.channels
+        ))
         try:
             self.on_end(self)
         except Exception:
