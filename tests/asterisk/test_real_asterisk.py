@@ -149,6 +149,17 @@ class ARIControllerTests(RealAsteriskTestCase):
         )
 
     @inlineCallbacks
+    def test_sample_dialplan_room(self) -> Any:
+        """
+        The sample context ``xlbridge-ari`` as shipped: 600 answers and
+        enters room 600 in English, 601 in Spanish.
+        """
+        yield self.start(*self.ari_args("--engines", "relay"), ready="ARI events connected")
+        yield self.exchange(
+            {"context": "xlbridge-ari", "extension": "600"}, {"context": "xlbridge-ari", "extension": "601"}
+        )
+
+    @inlineCallbacks
     def test_many_rooms_at_once(self) -> Any:
         """
         Six rooms set up at the same moment, each English caller saying a
