@@ -157,13 +157,20 @@ class ARIHarness(TestCase):
         self.addCleanup(self.bridge.stopService)
         return self.ari
 
+    async def connected(self, *args: Any, **kwargs: Any) -> ARIController:
+        """
+        :meth:`start`, then wait for the events socket.
+        """
+        ari = self.start(*args, **kwargs)
+        await wait_until(lambda: ari.events.connected)
+        return ari
+
     async def pair(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """
         Start (``kwargs`` to :meth:`start`), then two callers enter room r1
         (their Stasis args in both forms) and are paired.
         """
-        ari = self.start(**kwargs)
-        await wait_until(lambda: ari.events.connected)
+        ari = await self.connected(**kwargs)
         a = self.fake.new_channel("PJSIP/7777-00000001", "7777")
         b = self.fake.new_channel("PJSIP/8888-00000002", "8888")
         self.fake.enter(a, ["room=r1,lang=en"])
@@ -243,8 +250,7 @@ class RoomFlowTests(ARIHarness):
 
     def test_setup_failure_hangs_up_and_cleans(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             self.fake.fail_next("POST", "/channels/externalMedia", 500)
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["room=r2,lang=en"])
@@ -279,8 +285,7 @@ class RoomFlowTests(ARIHarness):
         async def run() -> None:
             clock = Clock()
             self.fake.media_stasis_delay = 3600
-            ari = self.start(clock=clock)
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected(clock=clock)
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["room=r5,lang=en"])
             await wait_until(lambda: ari.media_stasis.waiting)
@@ -299,8 +304,7 @@ class KeepPartnerTests(ARIHarness):
 
     def test_partner_kept(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             a = self.fake.new_channel("PJSIP/7777-00000001")
             b = self.fake.new_channel("PJSIP/8888-00000002")
             self.fake.enter(a, ["room=r1,lang=en"])
@@ -317,8 +321,7 @@ class KeepPartnerTests(ARIHarness):
 class DialFlowTests(ARIHarness):
     def test_dial_originates_and_pairs(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["dial=PJSIP/8888,lang=en,peer_lang=es"])
             await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
@@ -498,8 +501,7 @@ class LifecycleTests(ARIHarness):
 
     def test_unanswered_dial_hangs_up_caller(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             self.fake.originate_answers = False
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["dial=PJSIP/8888", "lang=en", "peer_lang=es"])

@@ -112,8 +112,7 @@ class DialTimeoutTests(ARIHarness):
 
     def test_asterisk_gives_up_and_so_do_we(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             self.fake.originate_answers = False
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["dial=PJSIP/8888,lang=en,peer_lang=es"])
@@ -130,8 +129,7 @@ class DialTimeoutTests(ARIHarness):
     def test_guard_timer_when_asterisk_never_gives_up(self) -> Any:
         async def run() -> None:
             clock = Clock()
-            ari = self.start(clock=clock)
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected(clock=clock)
             self.fake.originate_answers = False
             self.fake.originate_times_out = False
             a = self.fake.new_channel("PJSIP/7777-00000001")
@@ -151,8 +149,7 @@ class DialTimeoutTests(ARIHarness):
     def test_caller_leaving_cancels_the_guard(self) -> Any:
         async def run() -> None:
             clock = Clock()
-            ari = self.start(clock=clock)
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected(clock=clock)
             self.fake.originate_answers = False
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["dial=PJSIP/8888", "lang=en"])
@@ -173,8 +170,7 @@ class QuarantineTests(ARIHarness):
         async def run() -> None:
             clock = Clock()
             pool = PortPool(47180, 47181, clock, quarantine=10)
-            ari = self.start(pool=pool)
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected(pool=pool)
             a = self.fake.new_channel("PJSIP/7777-00000001")
             b = self.fake.new_channel("PJSIP/8888-00000002")
             self.fake.enter(a, ["room=r1,lang=en"])
@@ -222,8 +218,7 @@ class ManyRoomsContract:
 
     def test_many_rooms_no_cross_talk_nothing_left(self) -> Any:
         async def run() -> None:
-            ari = self.start()
-            await wait_until(lambda: ari.events.connected)
+            ari = await self.connected()
             firsts = []
             for i in range(ROOMS):
                 a = self.fake.new_channel(f"PJSIP/a{i:02d}-0001", f"1{i:03d}")
