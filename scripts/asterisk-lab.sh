@@ -15,7 +15,8 @@
 #
 # The configs are etc/asterisk/*.conf (the samples users copy) plus
 # tests/asterisk/conf/*.conf (lab-only: callers made of Local channels
-# that play a prompt and record what they hear).  ARI listens on
+# that play a prompt and record what they hear; pjsip.conf: endpoint "lab"
+# on 127.0.0.1:5160 for the tests' SIP phones).  ARI listens on
 # 127.0.0.1:8088 as user xlbridge with the password in $ROOT/lab/ari-password.
 #
 # Settings (environment):

@@ -377,6 +377,27 @@ class RestartCleanupTests(ARIHarness):
 
         return ensureDeferred(run())
 
+    def test_caller_taken_back_and_announced_is_one_caller(self) -> Any:
+        """
+        A caller entering Stasis just as xlbridge starts is both in the
+        cleanup's channel list and announced by StasisStart: it is set up
+        once, and its partner still finds room.
+        """
+        async def run() -> None:
+            a = self.orphan("PJSIP/7777-00000001", "room=r9,lang=en")
+            ari = await self.connected()
+            await wait_until(lambda: a["id"] in ari.callers)
+            self.fake.enter(a, ["room=r9,lang=en"])  # its StasisStart, late
+            b = self.fake.new_channel("PJSIP/8888-00000002")
+            self.fake.enter(b, ["room=r9,lang=es"])
+            await wait_until(lambda: a["id"] in self.bridge.dynamic_calls)
+            self.assertEqual([c.channel_id for c in ari.rooms["r9"].callers], [a["id"], b["id"]])
+            self.assertIn(b["id"], self.fake.channels)
+            answers = [p for m, p in self.requests() if p == f"/channels/{a['id']}/answer"]
+            self.assertEqual(len(answers), 1)
+
+        return ensureDeferred(run())
+
     def test_dial_pair_left_in_stasis_is_paired_again(self) -> Any:
         async def run() -> None:
             caller = self.orphan("PJSIP/7000-00000001", "dial=PJSIP/9999,lang=en,peer_lang=es")

@@ -20,12 +20,16 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.asterisk import lab
+from tests.asterisk.sip import SIPCaller
+from xlbridge.audio.codecs import get_codec
+from xlbridge.tools.phone import Phone
 from xlbridge.ari.events import ARIEvents
 
 reactor: Any = _reactor
@@ -454,3 +458,49 @@ class ExternalMediaAppTests(RealAsteriskTestCase):
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         yield lab.ari("POST", f"/bridges/xlb-{chan}/addChannel", {"channel": f"{chan},xlb-em-{chan}"})
+
+
+class SIPPhoneTests(RealAsteriskTestCase):
+    """
+    Callers as desk phones: SIP over UDP to PJSIP, G.711 µ-law RTP sent
+    all the time (silence too), into the sample ``xlbridge-ari`` context.
+    """
+
+    @inlineCallbacks
+    def test_two_sip_phones_in_a_room(self) -> Any:
+        """
+        Phone A dials 600 and speaks; phone B dials 601 and listens: B
+        hears A's words, through µ-law both ways, the Stasis bridges, and
+        xlbridge's slin16-in / G.722-back ExternalMedia legs.  Then A hangs
+        up and xlbridge hangs up B (``on_partner_hangup = hangup``).
+        """
+        yield self.start(*self.ari_args("--engines", "relay"), ready="ARI events connected")
+        prompt = lab.sound(PROMPT_A).astype(np.int16)
+        audio_a = np.concatenate([np.zeros(16000, np.int16), prompt, np.zeros(16000, np.int16)])
+        audio_b = np.zeros(len(audio_a) + 3 * 16000, np.int16)
+        phones, sips = [], []
+        for service, audio in (("600", audio_a), ("601", audio_b)):
+            phone = Phone(reactor, audio, get_codec("ulaw"), ("127.0.0.1", 9), tail=0.5)
+            rtp = reactor.listenUDP(0, phone, interface="127.0.0.1")
+            self.addCleanup(rtp.stopListening)
+            sip = SIPCaller()
+            port = reactor.listenUDP(0, sip, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            phone.target = yield sip.call(service, rtp.getHost().port)
+            phones.append(phone)
+            sips.append(sip)
+        done_a, done_b = phones[0].play(), phones[1].play()
+        yield done_a
+        yield sips[0].hangup()
+        # xlbridge hangs up the partner: Asterisk sends B a BYE.
+        yield sips[1].ended
+        self.assertTrue(sips[1].hung_up_by_peer)
+        phones[1].stop()
+        report = yield done_b
+        yield self.assert_nothing_left()
+        heard = report.audio.astype(np.float64)
+        pieces = lab.segment_matches(heard, lab.sound(PROMPT_A))
+        detail = f"(correlation, delay) per piece: {[(round(c, 3), round(d, 3)) for c, d in pieces]}"
+        # µ-law at 8 kHz both ways: the prompt's upper band is gone.
+        self.assertGreater(sorted(c for c, _ in pieces)[1], 0.8, detail)
+        self.assertEqual(report.lost, 0)

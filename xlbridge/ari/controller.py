@@ -159,6 +159,10 @@ class ARIController(MultiService):
     def start_caller(self, channel: dict[str, Any], args: list[str]) -> None:
         cid = str(channel["id"])
         name = str(channel.get("name", cid))
+        if cid in self.callers:
+            # Taken back by the restart cleanup while its StasisStart was
+            # on the way (or the other way round): one caller, once.
+            return
         opts = parse_args(args)
         lang = opts.get("lang", "en").lower()
         if "dial" in opts:
