@@ -315,6 +315,25 @@ class AudioSocketTests(RealAsteriskTestCase):
             "--audiosocket", "7000=5050,7001=5052", *self.ari_args("--engines", "relay"),
             ready="ARI events connected",
         )
+        yield self.both_stacks()
+
+    @inlineCallbacks
+    def test_two_instances_side_by_side(self) -> Any:
+        """
+        Or two twistd instances: the older AudioSocket stack in one, the
+        ARI controller in the other, calls on both at once.
+        """
+        yield self.start("--audiosocket", "7000=5050,7001=5052", "--engines", "relay",
+                         ready="AudioSocketEndpoint starting on 5052")
+        (self.tmp / "ari").mkdir()
+        other = lab.Bridge(self.tmp / "ari", self.ari_args("--engines", "relay"))
+        self.addCleanup(other.stop)
+        yield other.wait_for("ARI events connected")
+        yield self.both_stacks()
+
+    @inlineCallbacks
+    def both_stacks(self) -> Any:
+        # 7000 -> 7001 over AudioSocket, and an ARI room, at the same time.
         yield lab.caller("a", PROMPT_A, context="xlbridge-audiosocket-dial", extension="7000")
         yield lab.caller("b", "", context="xlbridge-audiosocket-dial", extension="7001")
         yield lab.caller("c", PROMPT_B, app="xlbridge", app_args="room=r4,lang=es")
