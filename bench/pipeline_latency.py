@@ -166,7 +166,8 @@ def run_one(args: argparse.Namespace) -> None:
     from xlbridge.engines.base import Transcript
     from xlbridge.engines.select import choose_engines
     from xlbridge.events import PlaybackStarted, TranscriptEvent, UtteranceDropped
-    from xlbridge.pipeline.translate import TranslateSettings, translate_factory
+    from xlbridge.pipeline.factory import translate_factory
+    from xlbridge.pipeline.translate import TranslateSettings
     from xlbridge.tools.phone import Phone
 
     log = open(args.log, "w") if args.log else open(os.devnull, "w")

@@ -25,7 +25,8 @@ from xlbridge.engines.base import EngineDown, EngineUnavailable, EngineUp, Trans
 from xlbridge.monitor import auth
 from xlbridge.monitor.auth import ENV_VAR, TokenGuard, TokenSource, Verdict, resolve_token
 from xlbridge.monitor.service import MonitorService, make_monitor
-from xlbridge.pipeline.translate import Engines, TranslateSettings, translate_factory
+from xlbridge.pipeline.factory import translate_factory
+from xlbridge.pipeline.translate import Engines, TranslateSettings
 from xlbridge.rtp.packet import build
 from xlbridge.testing import ManualMT, ManualTTS, MemoryUDPReactor, ScriptedASRFactory, pump_ticks
 

@@ -23,7 +23,8 @@ from xlbridge.events import (
     TranslationEvent,
     UtteranceDropped,
 )
-from xlbridge.pipeline.translate import Engines, TranslatePipeline, TranslateSettings, similarity, translate_factory
+from xlbridge.pipeline.factory import translate_factory
+from xlbridge.pipeline.translate import Engines, TranslatePipeline, TranslateSettings, similarity
 from xlbridge.rtp.packet import build, parse
 from xlbridge.testing import ManualMT, ManualTTS, MemoryUDPReactor, ScriptedASRFactory, pump_ticks
 

@@ -21,7 +21,7 @@ from xlbridge.engines.select import choose_engines, missing_keys
 from xlbridge.errors import ConfigError
 from xlbridge.eventlog import EventLogService
 from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, TranscriptEvent, UtteranceDropped
-from xlbridge.pipeline.translate import translate_factory
+from xlbridge.pipeline.factory import translate_factory
 
 log = Logger()
 

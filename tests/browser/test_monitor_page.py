@@ -33,7 +33,8 @@ from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.engines.base import Transcript
 from xlbridge.monitor.service import MonitorService, make_monitor
-from xlbridge.pipeline.translate import Engines, TranslateSettings, translate_factory
+from xlbridge.pipeline.factory import translate_factory
+from xlbridge.pipeline.translate import Engines, TranslateSettings
 from xlbridge.testing import ManualMT, ManualTTS, ScriptedASRFactory
 from xlbridge.tools.phone import Phone, noise
 

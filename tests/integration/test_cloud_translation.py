@@ -28,7 +28,8 @@ from xlbridge.events import (
     TranslationEvent,
     UtteranceDropped,
 )
-from xlbridge.pipeline.translate import TranslateSettings, translate_factory
+from xlbridge.pipeline.factory import translate_factory
+from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.tools.phone import Phone, PhoneReport
 from tests.fakes.deepgram import start_fake_deepgram
 from tests.fakes.deepl import start_fake_deepl

@@ -21,7 +21,8 @@ from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.engines.select import choose_engines
 from xlbridge.events import Event, PlaybackStarted, TranscriptEvent, TranslationEvent
-from xlbridge.pipeline.translate import TranslateSettings, translate_factory
+from xlbridge.pipeline.factory import translate_factory
+from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.tools.demo import EN_DIR, load_g722
 from xlbridge.tools.phone import Phone
 

@@ -29,7 +29,7 @@ Design notes:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -57,6 +57,7 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.interfaces import IPipeline
+from xlbridge.pipeline.echo import EchoGuard
 from xlbridge.pipeline.gapfill import GapFiller
 from xlbridge.pipeline.settings import (
     ECHO_GUARDS,
@@ -78,11 +79,8 @@ __all__ = [
     "TranslatePipeline",
     "TranslateSettings",
     "similarity",
-    "translate_factory",
 ]
 
-if TYPE_CHECKING:
-    from xlbridge.call.service import PipelineFactory
 
 @attrs.define
 class _Pending:
@@ -133,7 +131,7 @@ class TranslatePipeline:
         self._segments: list[str] = []  # finals of the current utterance
         self._context: deque[str] = deque(maxlen=max(1, settings.context_segments))
         self._down: dict[str, EngineError] = {}
-        self._gate_until = 0.0
+        self.echo = EchoGuard(source, settings)
         self._stopped = False
         self._inflight: set[Deferred[Any]] = set()
         self.echo_dropped = 0
@@ -155,7 +153,7 @@ class TranslatePipeline:
         if self.asr is None:
             return
         self.gaps.audio(now, len(samples))
-        if self.settings.echo_guard in ("gate", "both") and self._gate_closed(now):
+        if self.echo.gates and self.echo.gate_closed(now):
             self.gated_frames += 1
             self.asr.feed(samples * 0)
         else:
@@ -173,27 +171,6 @@ class TranslatePipeline:
         if self.asr is not None:
             return self.asr.finish()
         return None
-
-    # -- echo guard ----------------------------------------------------------
-
-    def _gate_closed(self, now: float) -> bool:
-        # The caller (our source) is being played the other direction's
-        # translated speech: what the microphone hears now may be that.
-        own = self.source.output
-        if isinstance(own, OutputMix) and own.speech.playing:
-            self._gate_until = now + self.settings.gate_tail_ms / 1000
-            return True
-        return now < self._gate_until
-
-    def _is_echo(self, text: str, now: float) -> bool:
-        if self.settings.echo_guard not in ("text", "both"):
-            return False
-        heard = self.source.heard
-        window = self.settings.echo_window_s
-        for t, played in heard:
-            if now - t <= window and similarity(text, played) >= self.settings.echo_similarity:
-                return True
-        return False
 
     # -- ASR -------------------------------------------------------------------
 
@@ -230,7 +207,7 @@ class TranslatePipeline:
         if not t.is_final:
             return
         if text:
-            if self._is_echo(text, t.received_at):
+            if self.echo.is_echo(text, t.received_at):
                 self.echo_dropped += 1
                 self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.source.language, text, "echo", t.received_at))
             elif self.settings.granularity == "segment":
@@ -428,27 +405,3 @@ class TranslatePipeline:
             "dropped_backlog": self.queue.dropped,
             "dropped_echo": self.echo_dropped,
         }
-
-
-def translate_factory(engines: Engines, settings: TranslateSettings) -> "PipelineFactory":
-    """
-    A pipeline factory that translates between legs of different languages
-    and relays between legs of the same language.
-    """
-    from xlbridge.pipeline.relay import RelayPipeline
-
-    syncs: dict[str, DirectionSync] = {}
-
-    def factory(source: Leg, partner: Leg, call: Any) -> IPipeline:
-        if source.language.split("-")[0] == partner.language.split("-")[0]:
-            return RelayPipeline(source, partner)
-        sync = None
-        if settings.sync_directions:
-            # One shared DirectionSync per call: its two pipelines are built
-            # one after the other; the second one takes it out of the table.
-            sync = syncs.pop(call.call_id, None)
-            if sync is None:
-                sync = syncs[call.call_id] = DirectionSync(settings.sync_max_ms)
-        return TranslatePipeline(source, partner, call, engines, settings, sync)
-
-    return factory

@@ -137,7 +137,7 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     from xlbridge.config import load_config
     from xlbridge.engines.select import choose_engines
     from xlbridge.errors import ConfigError
-    from xlbridge.pipeline.translate import translate_factory
+    from xlbridge.pipeline.factory import translate_factory
     from xlbridge.tools.phone import Phone
 
     missing = [path for _, _, path in SCRIPT if not os.path.exists(path)]
