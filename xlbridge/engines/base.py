@@ -16,7 +16,7 @@ retrying (clear error event, fallback); an :class:`EngineUnavailable` may
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -219,3 +219,16 @@ def redact(secret: Optional[str]) -> str:
     if not secret:
         return "<unset>"
     return f"<redacted {len(secret)} chars>"
+
+
+def deliver(on_event: Callable[[Any], None], event: Any, log: Any, engine: str, call_id: str, extension: str) -> None:
+    """
+    Hand an ASR client's event to the pipeline; a failure there is logged
+    (as ``engine``, with the call and extension) and never reaches the
+    client's own state machine or the reactor.
+    """
+    try:
+        on_event(event)
+    except Exception:
+        log.failure("{engine}: on_event raised call={call_id} ext={ext}",
+                    engine=engine, call_id=call_id, ext=extension)

@@ -52,6 +52,7 @@ from xlbridge.engines.base import (
     EngineError,
     EngineRequestError,
     EngineUnavailable,
+    deliver,
     redact,
 )
 from xlbridge.engines.deepgram_session import (
@@ -387,8 +388,4 @@ class DeepgramConnection:
     def _emit(self, ev: ASREvent, force: bool = False) -> None:
         if self.state is State.CLOSED and not force:
             return
-        try:
-            self.on_event(ev)
-        except Exception:
-            self.log.failure("deepgram: on_event raised call={call_id} ext={ext}",
-                             call_id=self.call_id, ext=self.extension)
+        deliver(self.on_event, ev, self.log, "deepgram", self.call_id, self.extension)

@@ -18,7 +18,15 @@ from twisted.python.failure import Failure
 from xlbridge.audio.frame import Samples
 from xlbridge.engines.asr_process import ASRWorkerPool, WorkerLost
 from xlbridge.engines.asr_worker import Session
-from xlbridge.engines.base import ASREvent, EngineDown, EngineError, EngineRequestError, EngineUnavailable, EngineUp
+from xlbridge.engines.base import (
+    ASREvent,
+    EngineDown,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailable,
+    EngineUp,
+    deliver,
+)
 from xlbridge.engines.local_asr_backends import ThreadBackend, _Backend, _Batch, coalesce
 from xlbridge.engines.local_asr_settings import MAX_RESTARTS, POOL_RETRY_S, LocalASRSettings
 from xlbridge.engines.sphinx import DECODERS, ENGINE, FRAME_BYTES, FRAME_S, DecoderPool, Reframer, SphinxModel
@@ -305,11 +313,7 @@ class LocalASR:
     def _emit(self, ev: ASREvent, force: bool = False) -> None:
         if self.state is State.CLOSED and not force:
             return
-        try:
-            self.on_event(ev)
-        except Exception:
-            self.log.failure("local-asr: on_event raised call={call_id} ext={ext}",
-                             call_id=self.call_id, ext=self.extension)
+        deliver(self.on_event, ev, self.log, "local-asr", self.call_id, self.extension)
 
     def _bug(self, f: Failure) -> None:
         self.log.failure("local-asr: bug call={call_id} ext={ext}", f, call_id=self.call_id, ext=self.extension)
