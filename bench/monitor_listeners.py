@@ -60,6 +60,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from run import fmt  # noqa: E402  (bench/run.py: the table cell format)
+
 CONFIGS = ("none", "listen20", "listen20-slow")
 
 
@@ -418,12 +420,6 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "clients": [client_summary(r.get("client_reports")) for r in rs],
         })
     return rows
-
-
-def fmt(v: Any, spec: str = ".2f") -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    return format(v, spec)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
