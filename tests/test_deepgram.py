@@ -622,6 +622,42 @@ class LoopbackTests(TestCase):
         self.assertEqual(asr.dropped_audio_ms, 40)
 
     @inlineCallbacks
+    def test_drop_after_last_metadata_is_the_end(self) -> Any:
+        # A server that drops TCP instead of finishing the close handshake
+        # (1006) after the last Metadata has sent everything: no reconnect.
+        fake = self.fake(latency=0.05)
+        fake.abort_at_end = True
+        asr, events = self.client(fake)
+        asr.start()
+        asr.feed(tonewords.encode_words("thank you"))
+        yield asr.finish()
+        [f] = self.finals(events)
+        self.assertEqual(f.text, "thank you")
+        [rec] = fake.connections
+        self.assertTrue(rec.dropped)
+        self.assertIsNone(rec.close_code)
+        self.assertEqual(asr.state, State.CLOSED)
+        self.assertEqual((asr.reconnects, asr.replayed_ms), (0, 0))
+        self.assertEqual([e for e in events if isinstance(e, EngineDown)], [])
+
+    @inlineCallbacks
+    def test_drop_before_metadata_reconnects_and_finishes(self) -> Any:
+        # Dropped mid-stream while finishing: nothing final came back, so the
+        # audio is replayed on a new connection and finished there.
+        fake = self.fake(latency=0.05)
+        fake.drop_next(1, after_bytes=8000)
+        asr, events = self.client(fake)
+        asr.start()
+        asr.feed(tonewords.encode_words("thank you"))
+        yield asr.finish()
+        self.assertEqual(len(fake.connections), 2)
+        [f] = self.finals(events)
+        self.assertEqual(f.text, "thank you")
+        self.assertEqual(fake.connections[1].close_code, 1000)
+        self.assertEqual(asr.reconnects, 1)
+        self.assertEqual(asr.state, State.CLOSED)
+
+    @inlineCallbacks
     def test_auth_failure_one_event_no_retry(self) -> Any:
         fake = self.fake()
         asr, events = self.client(fake, api_key="wrong-key-123")

@@ -412,7 +412,10 @@ class _FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             m["from_finalize"] = False
             self._send(m)
         self._send(self.rec.metadata(bytes(self.record.audio)))
-        self._enqueue_close(1000, None)
+        if self.factory.fake.abort_at_end:
+            self._later(self._hang_up)
+        else:
+            self._enqueue_close(1000, None)
 
     # -- sending with latency ----------------------------------------------
 
@@ -440,6 +443,13 @@ class _FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                 # sendClose() only allows 1000 and 3000-4999; Deepgram sends 1011.
                 self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") if reason else None)
         self._later(go, delay=delay)
+
+    def _hang_up(self) -> None:
+        # TCP FIN after everything written, with no close frame: the client
+        # gets every message, then a 1006.
+        self.record.dropped = True
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _drop(self) -> None:
         self.record.dropped = True
@@ -477,6 +487,8 @@ class FakeDeepgram:
     :ivar connections: one :class:`ConnectionRecord` per connection, in order.
     :ivar latency: seconds each server message is delayed (order kept).
     :ivar idle_timeout: seconds without audio or text before close 1011 NET-0001.
+    :ivar abort_at_end: after ``CloseStream``'s ``Metadata``, close TCP
+        with no close frame instead of closing with 1000.
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key", latency: float = 0.0,
@@ -485,6 +497,7 @@ class FakeDeepgram:
         self.api_key = api_key
         self.latency = latency
         self.idle_timeout = idle_timeout
+        self.abort_at_end = False
         self.connections: list[ConnectionRecord] = []
         self.port = 0
         self.url = ""
@@ -517,7 +530,10 @@ class FakeDeepgram:
         factory.protocol = _FakeListenProtocol
         factory.fake = self
         factory.noisy = False
-        factory.setProtocolOptions(openHandshakeTimeout=0, autoPingInterval=0)
+        # Autobahn's timers round down to a whole second, so its default
+        # 1 s close-handshake timeout can fire at once and abort a client
+        # that was about to answer the close frame; 5 s gives it 4-5 s.
+        factory.setProtocolOptions(openHandshakeTimeout=0, autoPingInterval=0, closeHandshakeTimeout=5)
         self._port = self.reactor.listenTCP(port, factory, interface=interface)
         self.port = self._port.getHost().port
         self.url = f"ws://{interface}:{self.port}"

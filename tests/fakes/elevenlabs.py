@@ -524,6 +524,9 @@ class _StreamInputFactory(WebSocketServerFactory):
     def __init__(self, fake: "FakeElevenLabs") -> None:
         super().__init__(reactor=fake.reactor)
         self.fake = fake
+        # Autobahn rounds its timers down to a whole second: the default
+        # 1 s close-handshake timeout can abort a client about to answer.
+        self.setProtocolOptions(closeHandshakeTimeout=5)
 
 
 # -- the server -----------------------------------------------------------------

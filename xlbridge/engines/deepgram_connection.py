@@ -308,8 +308,12 @@ class DeepgramConnection:
         self._cancel("_keepalive_call")
         if self.state in (State.CLOSED, State.FAILED):
             return
-        if was_open and self._close_sent and code == 1000:
-            self.log.info("deepgram: closed call={call_id} ext={ext}", call_id=self.call_id, ext=self.extension)
+        # After CloseStream, Deepgram's last message is Metadata: once it has
+        # arrived nothing is left to lose, so even an unclean end (a peer
+        # that drops TCP before the close handshake finishes) is the end.
+        if was_open and self._close_sent and (code == 1000 or self.session.metadata is not None):
+            self.log.info("deepgram: closed call={call_id} ext={ext} code={code}",
+                          call_id=self.call_id, ext=self.extension, code=code)
             self._shutdown()
             return
         err: EngineError

@@ -126,6 +126,7 @@ class DeepgramSession:
         self.offset = offset
         self.request_id = request_id
         self.last_error = None
+        self.metadata = None
 
     def receive(self, text: Union[str, bytes], now: float) -> list[ASREvent]:
         """

@@ -167,7 +167,9 @@ class _Session:
         )
         factory.setProtocolOptions(
             openHandshakeTimeout=self.settings.timeout_s,
-            closeHandshakeTimeout=1.0,
+            # Autobahn rounds timers down to a whole second, so 2 s waits
+            # 1-2 s for the server's close reply (1 s could be no wait).
+            closeHandshakeTimeout=2.0,
             maxMessagePayloadSize=MAX_MESSAGE,
             maxFramePayloadSize=MAX_MESSAGE,
         )
