@@ -63,6 +63,22 @@ class _TCPAccount:
         self.waiting: collections.deque[tuple[int, list[Any]]] = collections.deque()
 
 
+
+def _timed(call: Any, windows: list[list[Optional[float]]]) -> Any:
+    """``call`` (returning a Deferred), recording ``[start, end]`` of each request in ``windows``."""
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        w: list[Optional[float]] = [perf_counter(), None]
+        windows.append(w)
+
+        def end(r: Any) -> Any:
+            w[1] = perf_counter()
+            return r
+
+        return call(*a, **kw).addBoth(end)
+
+    return timed
+
 class Probe:
     def __init__(self, reactor: Any, nodelay: str = "keep") -> None:
         self.reactor = reactor
@@ -243,32 +259,8 @@ class Probe:
     def wrap_engines(self, engines: Any) -> None:
         """Record when MT and TTS requests are in flight (instance wrappers)."""
         mt, tts = engines.mt, engines.tts
-        orig_translate, orig_synth = mt.translate, tts.synthesize
-
-        def translate(*a: Any, **kw: Any) -> Any:
-            w: list[Optional[float]] = [perf_counter(), None]
-            self.mt_windows.append(w)
-            d = orig_translate(*a, **kw)
-
-            def end(r: Any) -> Any:
-                w[1] = perf_counter()
-                return r
-
-            return d.addBoth(end)
-
-        def synthesize(*a: Any, **kw: Any) -> Any:
-            w: list[Optional[float]] = [perf_counter(), None]
-            self.tts_windows.append(w)
-            d = orig_synth(*a, **kw)
-
-            def end(r: Any) -> Any:
-                w[1] = perf_counter()
-                return r
-
-            return d.addBoth(end)
-
-        mt.translate = translate
-        tts.synthesize = synthesize
+        mt.translate = _timed(mt.translate, self.mt_windows)
+        tts.synthesize = _timed(tts.synthesize, self.tts_windows)
 
     def uninstall(self) -> None:
         if self._gc in gc.callbacks:

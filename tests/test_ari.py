@@ -227,7 +227,7 @@ class RoomFlowTests(ARIHarness):
 
             # Teardown: A hangs up; everything goes, B is hung up too.
             self.fake.hangup(a["id"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             await wait_until(lambda: not ari.callers and not ari.rooms)
             self.assertEqual(ari.pool.in_use, set())
             self.assertEqual(self.bridge.dynamic_calls, {})
@@ -254,7 +254,7 @@ class RoomFlowTests(ARIHarness):
             self.fake.fail_next("POST", "/channels/externalMedia", 500)
             a = self.fake.new_channel("PJSIP/7777-00000001")
             self.fake.enter(a, ["room=r2,lang=en"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             await wait_until(lambda: not ari.callers)
             self.assertEqual(ari.pool.in_use, set())
 
@@ -290,7 +290,7 @@ class RoomFlowTests(ARIHarness):
             self.fake.enter(a, ["room=r5,lang=en"])
             await wait_until(lambda: ari.media_stasis.waiting)
             clock.advance(MEDIA_STASIS_TIMEOUT)
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             await wait_until(lambda: not ari.callers)
             self.assertEqual(ari.pool.in_use, set())
             self.assertFalse([r for r in self.fake.requests if r.path.endswith("/addChannel")])
@@ -488,7 +488,7 @@ class LifecycleTests(ARIHarness):
         async def run() -> None:
             await self.pair()
             await self.bridge.stopService()
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             self.assertEqual(self.ari.pool.in_use, set())
             # The events socket said goodbye with a close frame.
             await wait_until(lambda: self.fake.closes)
@@ -502,7 +502,7 @@ class LifecycleTests(ARIHarness):
             media = self.ari.callers[a["id"]].media_id
             assert media is not None
             self.fake.hangup(media)
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             self.assertEqual(self.ari.callers, {})
 
         return ensureDeferred(run())
@@ -515,7 +515,7 @@ class LifecycleTests(ARIHarness):
             await wait_until(lambda: not self.ari.events.connected)
             self.fake.hangup(a["id"])  # nobody hears this StasisEnd
             await wait_until(lambda: self.ari.events.connections == 2, timeout=10)
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             self.assertEqual(self.ari.callers, {})
 
         return ensureDeferred(run())
@@ -529,7 +529,7 @@ class LifecycleTests(ARIHarness):
             await wait_until(lambda: bool(self.fake.originated) and bool(ari.dialing))
             # Not in Stasis: Asterisk still tells the app its callee is gone.
             self.fake.hangup(self.fake.originated[0])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             self.assertEqual((ari.callers, ari.dialing, ari.pool.in_use), ({}, {}, set()))
 
         return ensureDeferred(run())

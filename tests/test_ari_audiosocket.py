@@ -238,7 +238,7 @@ class AudioSocketRoomTests(ARIHarness):
 
             # Teardown: A hangs up; B is hung up too; nothing is left.
             self.fake.hangup(a["id"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             await wait_until(lambda: not ari.callers and not ari.rooms and peer_a.closed and peer_b.closed)
             self.assertEqual(ari.audiosocket.routes, {})
             self.assertEqual(self.bridge.dynamic_calls, {})

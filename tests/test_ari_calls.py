@@ -41,7 +41,7 @@ class PromptTests(ARIHarness):
             self.assertIn(b["id"], self.fake.channels)
             self.assertNotIn(("DELETE", f"/channels/{b['id']}"), self.requests())
             # ... but once PlaybackFinished came; then nothing is left.
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             await wait_until(lambda: not self.ari.callers)
             self.assertEqual((self.ari.rooms, self.ari.prompt.active, self.ari.pool.in_use), ({}, {}, set()))
 
@@ -88,7 +88,7 @@ class PromptTests(ARIHarness):
             self.fake.hangup(a["id"])
             await wait_until(lambda: bool(self.ari.prompt.active))
             self.fake.hangup(b["id"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges and not self.ari.callers)
+            await wait_until(lambda: self.fake.empty and not self.ari.callers)
             self.assertEqual((self.ari.prompt.active, clock.getDelayedCalls()), ({}, []))
             self.assertNotIn(("DELETE", f"/channels/{b['id']}"), self.requests())
 
@@ -100,7 +100,7 @@ class PromptTests(ARIHarness):
             a, b = await self.pair(clock=clock)
             self.fake.fail_next("POST", f"/channels/{b['id']}/play", 500)
             self.fake.hangup(a["id"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges and not self.ari.callers)
+            await wait_until(lambda: self.fake.empty and not self.ari.callers)
             self.assertEqual(clock.getDelayedCalls(), [])
             self.assertTrue(any("play" in line and "failed" in line for line in self.logged))
 
@@ -121,7 +121,7 @@ class DialTimeoutTests(ARIHarness):
             self.assertEqual(orig[0].params["timeout"], "1")
             self.assertEqual(self.fake.channels[self.fake.originated[0]]["state"], "Ring")
             # The fake, like Asterisk, destroys the callee after 1 s.
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges, timeout=5)
+            await wait_until(lambda: self.fake.empty, timeout=5)
             self.assertEqual((ari.callers, ari.dialing, ari.dialer.timers), ({}, {}, {}))
 
         return ensureDeferred(run())
@@ -140,7 +140,7 @@ class DialTimeoutTests(ARIHarness):
             await deferLater(reactor, 0.1, lambda: None)
             self.assertEqual(set(self.fake.channels) & {a["id"], callee}, {a["id"], callee})
             clock.advance(0.2)
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)
+            await wait_until(lambda: self.fake.empty)
             self.assertIn(("DELETE", f"/channels/{callee}"), self.requests())
             self.assertEqual((ari.callers, ari.dialing, clock.getDelayedCalls()), ({}, {}, []))
 
@@ -155,7 +155,7 @@ class DialTimeoutTests(ARIHarness):
             self.fake.enter(a, ["dial=PJSIP/8888", "lang=en"])
             await wait_until(lambda: bool(ari.dialing))
             self.fake.hangup(a["id"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges)  # callee hung up too
+            await wait_until(lambda: self.fake.empty)  # callee hung up too
             self.assertEqual((ari.dialing, clock.getDelayedCalls()), ({}, []))
 
         return ensureDeferred(run())
@@ -182,7 +182,7 @@ class QuarantineTests(ARIHarness):
             clock.advance(9.9)
             c = self.fake.new_channel("PJSIP/9999-00000003")
             self.fake.enter(c, ["room=r2,lang=en"])
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges and not ari.callers)
+            await wait_until(lambda: self.fake.empty and not ari.callers)
             self.assertEqual(pool.in_use, set())
             clock.advance(0.1)
             d = self.fake.new_channel("PJSIP/9999-00000004")
@@ -249,7 +249,7 @@ class ManyRoomsContract:
 
             for cid in firsts:
                 self.fake.hangup(cid)
-            await wait_until(lambda: not self.fake.channels and not self.fake.bridges, timeout=10)
+            await wait_until(lambda: self.fake.empty, timeout=10)
             await wait_until(lambda: not ari.callers and not ari.rooms and not self.bridge.dynamic_calls)
             self.assertEqual(ari.pool.in_use, set())
             self.assertEqual(ari.pool.quarantined, ports)

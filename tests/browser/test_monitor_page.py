@@ -187,13 +187,19 @@ class MonitorPageTests(TestCase):
         SCREENS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
 
-    def live_scenario(self, context: Any) -> None:
-        expect = self.sync_api.expect
+    def watched_page(self, context: Any, http_errors: bool) -> tuple[Any, list[str]]:
+        """A new page and the list its script errors (and, if asked, HTTP >= 400) go to."""
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(f"{m.text} {m.location}") if m.type == "error" else None)
-        page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        if http_errors:
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        return page, errors
+
+    def live_scenario(self, context: Any) -> None:
+        expect = self.sync_api.expect
+        page, errors = self.watched_page(context, http_errors=True)
         try:
             page.goto(f"{self.base}/?token={TOKEN}")
             expect(page.locator("#conn")).to_have_attribute("data-state", "open")
@@ -258,10 +264,7 @@ class MonitorPageTests(TestCase):
 
     def ari_leg_scenario(self, context: Any) -> None:
         expect = self.sync_api.expect
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(f"{m.text} {m.location}") if m.type == "error" else None)
+        page, errors = self.watched_page(context, http_errors=False)
         try:
             page.goto(f"{self.base}/?token={TOKEN}")
             expect(page.locator("#conn")).to_have_attribute("data-state", "open")

@@ -203,6 +203,11 @@ class FakeARI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port.getHost().port}"
 
+    @property
+    def empty(self) -> bool:
+        """No channel and no bridge is left: everything was torn down."""
+        return not self.channels and not self.bridges
+
     def later(self, seconds: float, f: Any, *args: Any) -> None:
         """
         ``callLater`` that :meth:`stop` cancels if still pending.
