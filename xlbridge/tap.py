@@ -153,11 +153,16 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     )
     if choice.engines is not None:
         log.info("engines: {names}", names=", ".join(f"{k}={v}" for k, v in choice.engines.names.items()))
+    def speech(lang: str) -> str:
+        """A leg's language with the recogniser it gets, for the log."""
+        engine_for = getattr(choice.engines.asr, "engine_for", None) if choice.engines is not None else None
+        return f"{lang}, asr {engine_for(lang)}" if engine_for is not None else lang
+
     for pair in config.pairs[:4]:
         log.info(
             "pair {a} ({ka} port {pa}, {la}) <-> {b} ({kb} port {pb}, {lb})",
             a=pair.extensions[0], b=pair.extensions[1], pa=pair.ports[0], pb=pair.ports[1],
-            la=pair.languages[0], lb=pair.languages[1],
+            la=speech(pair.languages[0]), lb=speech(pair.languages[1]),
             ka=_transport_label(pair.transports[0]), kb=_transport_label(pair.transports[1]),
         )
     if len(config.pairs) > 4:

@@ -51,6 +51,9 @@ class Leg:
     ) -> None:
         self.extension = extension
         self.language = language
+        #: What the caller was last heard speaking, when the recogniser
+        #: identifies it (a leg whose ``language`` is ``auto``).
+        self.spoken_language: Optional[str] = None
         self.transport = transport
         self.output: OutputSource = OutboundBuffer(buffer_ms)
         #: Called for a frame when the output has nothing (comfort noise);

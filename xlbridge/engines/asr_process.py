@@ -224,11 +224,11 @@ class ASRWorkerPool:
             slot.ensure_running()
         return stream
 
-    def warm_up(self, specs: Sequence[ModelSpec], count: int) -> "Deferred[None]":
+    def warm_up(self, specs: Sequence[ModelSpec], count: int) -> "Deferred[list[str]]":
         """
         Spawn every worker and have each load ``count`` idle decoders per
         model in ``specs`` (respawned workers do it again).  Fires when all
-        answered; problems are logged, never errbacked.
+        answered, with the problems (also logged); never errbacks.
         """
         self.preload = dump({"models": [spec_to_json(s) for s in specs], "count": count, "idle": self.idle_decoders})
         ds = []
@@ -236,10 +236,11 @@ class ASRWorkerPool:
             slot.ensure_running()
             ds.append(slot.load(self.preload))
 
-        def report(replies: list[dict[str, Any]]) -> None:
-            for reply in replies:
-                for error in reply.get("errors", ()):
-                    self.log.warn("asr: warm-up: {error}", error=error)
+        def report(replies: list[dict[str, Any]]) -> list[str]:
+            errors = sorted({str(e) for reply in replies for e in reply.get("errors", ())})
+            for error in errors:
+                self.log.warn("asr: warm-up: {error}", error=error)
+            return errors
 
         return gatherResults(ds).addCallback(report)
 

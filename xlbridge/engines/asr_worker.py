@@ -59,16 +59,20 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import attrs
 
 from xlbridge.engines.base import ASREvent, EngineError, EngineRequestError, SpeechStarted, Transcript, UtteranceEnd
 from xlbridge.engines.sphinx import DECODERS, ENGINE, FRAME_BYTES, DecoderPool, SphinxModel, SphinxStream
 from xlbridge.engines.vosk_asr import VoskModel, VoskStream, shared_model
+from xlbridge.engines.whisper.settings import WhisperModel
+
+if TYPE_CHECKING:
+    from xlbridge.engines.whisper.stream import WhisperStream
 
 #: A model for one language.
-ModelSpec = Union[SphinxModel, VoskModel]
+ModelSpec = Union[SphinxModel, VoskModel, WhisperModel]
 
 OPEN, AUDIO, FINISH, LOAD, CLOSE = 1, 2, 3, 4, 5
 EVENTS, FINISHED, LOADED = 0x81, 0x82, 0x83
@@ -161,6 +165,8 @@ def spec_to_json(spec: ModelSpec) -> dict[str, Any]:
     """A model spec as JSON (the worker loads it by itself)."""
     if isinstance(spec, VoskModel):
         return {"engine": "vosk", "path": spec.path}
+    if isinstance(spec, WhisperModel):
+        return spec.to_json()
     return {"engine": "pocketsphinx", "hmm": spec.hmm, "lm": spec.lm, "jsgf": spec.jsgf, "dict": spec.dictionary}
 
 
@@ -168,6 +174,8 @@ def spec_from_json(d: Mapping[str, Any]) -> ModelSpec:
     """Inverse of :func:`spec_to_json`."""
     if d.get("engine") == "vosk":
         return VoskModel(str(d["path"]))
+    if d.get("engine") == "whisper":
+        return WhisperModel.from_json(d)
     return SphinxModel(hmm=d.get("hmm"), lm=d.get("lm"), jsgf=d.get("jsgf"), dictionary=d.get("dict"))
 
 
@@ -193,7 +201,8 @@ def event_to_json(ev: ASREvent) -> dict[str, Any]:
     """A recogniser event as JSON (times: seconds since the stream began)."""
     if isinstance(ev, Transcript):
         return {"type": "transcript", "text": ev.text, "is_final": ev.is_final, "speech_final": ev.speech_final,
-                "start": ev.start, "end": ev.end, "confidence": ev.confidence, "speech_end": ev.speech_end}
+                "start": ev.start, "end": ev.end, "confidence": ev.confidence, "speech_end": ev.speech_end,
+                "language": ev.language}
     if isinstance(ev, SpeechStarted):
         return {"type": "speech_started", "timestamp": ev.timestamp}
     if isinstance(ev, UtteranceEnd):
@@ -206,7 +215,7 @@ def event_from_json(d: Mapping[str, Any], received_at: float) -> ASREvent:
     kind = d["type"]
     if kind == "transcript":
         return Transcript(d["text"], d["is_final"], d["speech_final"], d["start"], d["end"], received_at,
-                          confidence=d["confidence"], speech_end=d["speech_end"])
+                          confidence=d["confidence"], speech_end=d["speech_end"], language=d.get("language"))
     if kind == "speech_started":
         return SpeechStarted(d["timestamp"], received_at)
     if kind == "utterance_end":
@@ -246,7 +255,7 @@ class Session:
         self.max_idle = max_idle
         #: Frames (fed or dropped) since the stream began.
         self.accounted = skip
-        self.stream: Optional[Union[SphinxStream, VoskStream]] = None
+        self.stream: Optional[Union[SphinxStream, VoskStream, "WhisperStream"]] = None
         self._resource: Any = None
 
     def open(self) -> None:
@@ -254,7 +263,13 @@ class Session:
         if self.stream is not None:
             return
         p = self.params
-        if isinstance(self.spec, VoskModel):
+        if isinstance(self.spec, WhisperModel):
+            from xlbridge.engines.whisper.decode import shared_decoder
+            from xlbridge.engines.whisper.stream import WhisperStream
+
+            self._resource = shared_decoder(self.spec)
+            self.stream = WhisperStream(self._resource, self.spec)
+        elif isinstance(self.spec, VoskModel):
             self._resource = shared_model(self.spec)
             self.stream = VoskStream(self._resource, interim_interval_s=p.interim_interval_s)
         else:
@@ -388,6 +403,12 @@ class Worker:
             try:
                 if isinstance(spec, VoskModel):
                     shared_model(spec)
+                    continue
+                if isinstance(spec, WhisperModel):
+                    from xlbridge.engines.whisper.decode import shared_decoder
+
+                    shared_decoder(spec)
+                    loaded += 1
                     continue
                 lent = [self.decoders.acquire(spec) for _ in range(max(0, min(count, idle) - self.decoders.idle(spec)))]
                 loaded += len(lent)

@@ -90,6 +90,8 @@ class Transcript:
     :ivar speech_end: when the last word ended, seconds since the stream
         began (Deepgram ``words[-1].end``), or ``None`` if unknown; this, not
         ``end``, is the end of speech latency is measured from.
+    :ivar language: the language the engine heard, when it identifies it
+        (Whisper with a leg language of ``auto``); ``None`` = the leg's.
     """
 
     text: str
@@ -100,6 +102,7 @@ class Transcript:
     received_at: float
     confidence: float = 0.0
     speech_end: Optional[float] = None
+    language: Optional[str] = None
 
 
 @attrs.frozen

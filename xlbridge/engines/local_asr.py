@@ -52,7 +52,9 @@ Lifecycle (``state``)::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import attrs
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
@@ -64,6 +66,8 @@ from xlbridge.engines.local_asr_leg import LocalASR, State  # noqa: F401  (re-ex
 from xlbridge.engines.sphinx import DECODERS, DecoderPool, Reframer, SphinxModel, SphinxStream
 from xlbridge.engines.threads import ThreadPoolService
 from xlbridge.engines.vosk_asr import VoskModel, shared_model
+from xlbridge.engines.whisper.decode import shared_decoder
+from xlbridge.engines.whisper.settings import WhisperModel
 
 __all__ = [
     "DECODERS", "DecoderPool", "LocalASR", "LocalASRFactory", "LocalASRSettings", "Reframer", "SphinxModel", "SphinxStream",
@@ -71,7 +75,7 @@ __all__ = [
 ]
 
 #: A model for one language.
-ModelSpec = Union[SphinxModel, VoskModel]
+ModelSpec = Union[SphinxModel, VoskModel, WhisperModel]
 
 #: Crashed decoders replaced per leg before giving up on it.
 from xlbridge.engines.local_asr_settings import (  # noqa: F401  (re-exported)
@@ -99,8 +103,9 @@ class LocalASRFactory:
     log = Logger()
 
     def __init__(self, reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings,
-                 decoders: Optional[DecoderPool] = None) -> None:
+                 decoders: Optional[DecoderPool] = None, languages: Sequence[str] = ()) -> None:
         self.reactor = reactor
+        self.languages = tuple(languages)
         self.pool = pool
         self.settings = settings
         self.decoders = DECODERS if decoders is None else decoders
@@ -108,41 +113,81 @@ class LocalASRFactory:
         if settings.backend == "process":
             self.workers = ASRWorkerPool(reactor, settings.worker_count(), settings.idle_decoders)
 
+    def engine_for(self, language: str) -> str:
+        """The recogniser a leg in ``language`` gets now (``whisper``, ``pocketsphinx``, ``vosk``, ``none``)."""
+        return self.settings.engine_for(language)
+
     def __call__(self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
         return LocalASR(self.reactor, self.pool, self.settings, language, on_event, call_id=call_id,
                         extension=extension, decoders=self.decoders, workers=self.workers)
 
     def warm_up(self) -> "Deferred[None]":
         """
-        Load ``preload_decoders`` decoders per usable pocketsphinx model (in
-        every worker process, spawning them; or in this process's pool for
-        the thread backend) and every usable Vosk model, so the first calls
-        do not wait for (or, in-process, stall the reactor loading) them.
-        Fires when done; failures are logged, never errbacked.
+        Load ``preload_decoders`` decoders per usable pocketsphinx model and
+        the Whisper model (in every worker process, spawning them; or in
+        this process's pool for the thread backend) and every usable Vosk
+        model, so the first calls do not wait for (or, in-process, stall
+        the reactor loading) them.  A Whisper model that will not load is
+        reported once, naming the setting and each language's fallback,
+        and legs started afterwards use that fallback.  Fires when done;
+        failures are logged, never errbacked.
         """
         count = min(self.settings.preload_decoders, self.settings.idle_decoders)
-        specs = [spec for spec in self.settings.models.values() if check_model(spec) is None]
-        in_workers = [s for s in specs if isinstance(s, SphinxModel)] if self.workers is not None else []
+        specs: list[ModelSpec] = [spec for spec in self.settings.models.values() if check_model(spec) is None]
+        whisper = self.whisper_spec()
+        if whisper is not None:
+            specs.append(whisper)
+        in_workers = [s for s in specs if isinstance(s, (SphinxModel, WhisperModel))] if self.workers is not None else []
         here = [s for s in specs if s not in in_workers]
-        ds: list[Deferred[None]] = []
+        ds: list[Deferred[Any]] = []
         if in_workers:
             assert self.workers is not None
             ds.append(self.workers.warm_up(in_workers, count))
 
-        def load() -> None:  # worker thread
+        def load() -> list[str]:  # worker thread
+            errors = []
             for spec in here:
-                if isinstance(spec, VoskModel):
-                    shared_model(spec)
-                    continue
-                lent = [self.decoders.acquire(spec) for _ in range(max(0, count - self.decoders.idle(spec)))]
-                for decoder in lent:
-                    self.decoders.release(spec, decoder, self.settings.idle_decoders)
+                try:
+                    if isinstance(spec, VoskModel):
+                        shared_model(spec)
+                    elif isinstance(spec, WhisperModel):
+                        shared_decoder(spec)
+                    else:
+                        lent = [self.decoders.acquire(spec) for _ in range(max(0, count - self.decoders.idle(spec)))]
+                        for decoder in lent:
+                            self.decoders.release(spec, decoder, self.settings.idle_decoders)
+                except Exception as e:
+                    errors.append(f"{spec.describe()}: {e}")
+            return errors
 
         if here:
             ds.append(self.pool.run(load))
-        d = gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
+
+        def check(results: list[Any]) -> None:
+            errors = [e for r in results if isinstance(r, list) for e in r]
+            if whisper is not None:
+                bad = [e for e in errors if e.startswith(whisper.describe())]
+                if bad:
+                    self.whisper_failed(bad[0])
+
+        d = gatherResults(ds, consumeErrors=True).addCallback(check)
         d.addErrback(lambda f: self.log.warn("local-asr: warm-up failed: {error}", error=f.getErrorMessage()))
         return d
+
+    def whisper_spec(self) -> Optional[WhisperModel]:
+        """The Whisper model legs use (no language), or ``None``."""
+        s = self.settings
+        if not s.uses_whisper or s.whisper_path is None:
+            return None
+        return s.whisper.spec(s.whisper_path)
+
+    def whisper_failed(self, why: str) -> None:
+        """The Whisper model does not load: say so once, and start later legs on the fallback."""
+        before = self.settings
+        self.settings = attrs.evolve(before, whisper_path=None)
+        fallback = {lang: self.settings.engine_for(lang) for lang in self.languages}
+        self.log.error("local-asr: [local_asr.whisper] model {path} does not load ({why}); {fallback}",
+                       path=before.whisper_path, why=why, fallback=describe_fallback(fallback))
 
     def close(self) -> "Deferred[None]":
         """End the worker processes, if any (fires when they exited)."""
@@ -150,9 +195,21 @@ class LocalASRFactory:
 
 
 def local_asr_factory(reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings,
-                      decoders: Optional[DecoderPool] = None) -> LocalASRFactory:
+                      decoders: Optional[DecoderPool] = None, languages: Sequence[str] = ()) -> LocalASRFactory:
     """
     A :class:`LocalASRFactory` (an :data:`~xlbridge.engines.base.ASRFactory`
-    with ``warm_up()`` and ``close()``).
+    with ``warm_up()`` and ``close()``); ``languages`` are the callers'
+    (for messages about fallbacks).
     """
-    return LocalASRFactory(reactor, pool, settings, decoders)
+    return LocalASRFactory(reactor, pool, settings, decoders, languages)
+
+
+def describe_fallback(engines: Mapping[str, str]) -> str:
+    """``{"en": "pocketsphinx", "es": "none"}`` in words for an operator."""
+    parts = []
+    for lang, engine in sorted(engines.items()):
+        if engine == "none":
+            parts.append(f"{lang} callers are not recognised (their partners hear the original voice)")
+        else:
+            parts.append(f"{lang} callers use {engine}")
+    return "; ".join(parts) if parts else "no caller language is affected"

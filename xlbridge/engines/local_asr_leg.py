@@ -31,6 +31,7 @@ from xlbridge.engines.local_asr_backends import ThreadBackend, _Backend, _Batch,
 from xlbridge.engines.local_asr_settings import MAX_RESTARTS, POOL_RETRY_S, LocalASRSettings
 from xlbridge.engines.sphinx import DECODERS, ENGINE, FRAME_BYTES, FRAME_S, DecoderPool, Reframer, SphinxModel
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
+from xlbridge.engines.whisper.settings import WhisperModel
 
 
 class State(enum.StrEnum):
@@ -97,6 +98,11 @@ class LocalASR:
         self._timer: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
 
+    @property
+    def engine_name(self) -> str:
+        """The recogniser this leg uses (``whisper``, ``pocketsphinx``, ``vosk``; ``none`` without a model)."""
+        return "none" if self.spec is None else self.spec.engine
+
     def __repr__(self) -> str:
         return f"<LocalASR call={self.call_id!r} ext={self.extension!r} language={self.language!r} state={self.state.value}>"
 
@@ -113,7 +119,7 @@ class LocalASR:
             return
         self.state = State.RUNNING
         params = self.settings.stream_params()
-        if self.workers is not None and isinstance(self.spec, SphinxModel):
+        if self.workers is not None and isinstance(self.spec, (SphinxModel, WhisperModel)):
             self._backend = self.workers.open_stream(self.spec, params, self._worker_lost, self._worker_back)
         else:
             self._backend = ThreadBackend(self.pool, Session(self.spec, params, self.decoders, self.settings.idle_decoders))

@@ -3,8 +3,12 @@ Settings of the local recognisers: which model per language, endpointer and
 queue tunables, the backend (worker processes or threads), and the checks
 behind the start-up warning about languages without a model.
 
-Models are user-supplied directories (pocketsphinx ``hmm``/``lm``/``dict``,
-or a Vosk model); English is built in.  Nothing is ever downloaded.
+The recogniser per language, in order: a model configured for that
+language (``[local_asr.models.<lang>]``: pocketsphinx ``hmm``/``lm``/``dict``
+or a Vosk directory); else Whisper (``engine = "whisper"``, the default
+whenever a Whisper model resolved at start-up: one multilingual model for
+every language); else the pocketsphinx English model bundled with its wheel.
+Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ from xlbridge.engines.sphinx import (
     check_sphinx_model,
 )
 from xlbridge.engines.vosk_asr import VoskModel, check_vosk_model
+from xlbridge.engines.whisper.model import check_folder
+from xlbridge.engines.whisper.settings import AUTO, LANGUAGES as WHISPER_LANGUAGES, WhisperModel, WhisperSettings
 from xlbridge.errors import ConfigError
 
 
 #: A model for one language.
-ModelSpec = Union[SphinxModel, VoskModel]
+ModelSpec = Union[SphinxModel, VoskModel, WhisperModel]
+
+#: ``[local_asr] engine`` values; unset means Whisper when a model resolves.
+ENGINES = ("whisper", "pocketsphinx")
 
 
 MAX_RESTARTS = 3
@@ -73,6 +82,11 @@ class LocalASRSettings:
         ``thread`` (in the thread pool, holding the GIL).
     :ivar workers: worker processes (default one per CPU core minus one, at
         least one); each keeps its own ``idle_decoders`` per model.
+    :ivar engine: ``whisper``, ``pocketsphinx``, or ``None``: Whisper when
+        its model resolved (:attr:`whisper_path`), else pocketsphinx.
+    :ivar whisper: the ``[local_asr.whisper]`` table.
+    :ivar whisper_path: the Whisper model folder resolved at start-up
+        (:func:`~xlbridge.engines.whisper.model.resolve`), ``None`` if none.
     """
 
     models: Mapping[str, ModelSpec] = attrs.field(factory=dict, converter=_with_english)
@@ -87,6 +101,9 @@ class LocalASRSettings:
     finish_timeout_s: float = 5.0
     backend: str = attrs.field(default="process", validator=attrs.validators.in_(BACKENDS))
     workers: Optional[int] = None
+    engine: Optional[str] = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.in_(ENGINES)))
+    whisper: WhisperSettings = attrs.field(factory=WhisperSettings)
+    whisper_path: Optional[str] = None
 
     #: key -> (type, least, most)
     _NUMBERS = {
@@ -111,10 +128,30 @@ class LocalASRSettings:
         return StreamParams(self.endpoint_window_s, self.endpoint_ratio, self.vad_mode, self.interim_interval_s,
                             self.max_utterance_s)
 
+    @property
+    def uses_whisper(self) -> bool:
+        """Whether legs without a language model of their own use Whisper."""
+        return self.engine != "pocketsphinx" and self.whisper_path is not None
+
     def model_for(self, language: str) -> Optional[ModelSpec]:
-        """The model for ``language``: exact match, else its primary subtag."""
+        """
+        The model for ``language``: one configured for it (exact match, else
+        its primary subtag), else Whisper if :attr:`uses_whisper` and Whisper
+        knows the language (or it is ``auto``), else the bundled English.
+        """
         lang = language.strip().lower().replace("_", "-")
-        return self.models.get(lang) or self.models.get(lang.split("-")[0])
+        base = lang.split("-")[0]
+        own = self.models.get(lang) or self.models.get(base)
+        if own is not None and not (isinstance(own, SphinxModel) and own.bundled):
+            return own
+        if self.uses_whisper and self.whisper_path is not None and (lang == AUTO or whisper_knows(base)):
+            return self.whisper.spec(self.whisper_path, AUTO if lang == AUTO else base)
+        return own
+
+    def engine_for(self, language: str) -> str:
+        """The recogniser ``language`` gets, for the start-up log and the monitor (``none`` if none)."""
+        spec = self.model_for(language)
+        return "none" if spec is None else spec.engine
 
     @classmethod
     def from_options(cls, table: Mapping[str, Any]) -> "LocalASRSettings":
@@ -129,6 +166,12 @@ class LocalASRSettings:
         for key, value in table.items():
             if key == "models":
                 values["models"] = _parse_models(value)
+            elif key == "engine":
+                if value not in ENGINES:
+                    raise ConfigError("config", f"local_asr.engine: {value!r} is not one of {', '.join(ENGINES)}")
+                values["engine"] = value
+            elif key == "whisper":
+                values["whisper"] = WhisperSettings.from_options(value)
             elif key == "backend":
                 if value not in BACKENDS:
                     raise ConfigError("config", f"local_asr.backend: {value!r} is not one of {', '.join(BACKENDS)}")
@@ -136,7 +179,7 @@ class LocalASRSettings:
             elif key in cls._NUMBERS:
                 values[key] = _number(f"local_asr.{key}", value, *cls._NUMBERS[key])
             else:
-                known = ", ".join(["models", "backend", *cls._NUMBERS])
+                known = ", ".join(["engine", "models", "whisper", "backend", *cls._NUMBERS])
                 raise ConfigError("config", f"local_asr.{key}: unknown setting (known: {known})")
         settings = cls(**values)
         _check_endpointer(settings.endpoint_window_s, settings.endpoint_ratio)
@@ -188,8 +231,15 @@ def _parse_models(models: Any) -> dict[str, ModelSpec]:
     return out
 
 
+def whisper_knows(language: str) -> bool:
+    """Whether multilingual Whisper has ``language`` (ISO 639-1, e.g. ``es``)."""
+    return language in WHISPER_LANGUAGES
+
+
 def check_model(spec: ModelSpec) -> Optional[str]:
     """Why ``spec`` cannot load, or ``None``; cheap (no model is read)."""
+    if isinstance(spec, WhisperModel):
+        return check_folder(spec.path)
     return check_vosk_model(spec) if isinstance(spec, VoskModel) else check_sphinx_model(spec)
 
 

@@ -127,17 +127,7 @@ def _local_settings(cls: Any, section: str, options: Mapping[str, Mapping[str, A
 def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any,
                  languages: Iterable[str], warnings: list[str]) -> Any:
     if stage == "asr":
-        from xlbridge.engines.local_asr import LocalASRSettings, languages_with_models, local_asr_factory
-
-        settings = _local_settings(LocalASRSettings, "local_asr", options)
-        have = languages_with_models(settings)
-        for lang in sorted({lang.split("-")[0] for lang in languages} - have):
-            warnings.append(
-                f"no local ASR model for {lang!r}: callers speaking it are not recognised, and their "
-                f"partners hear the original voice; add [local_asr.models.{lang}] with a model path "
-                "to etc/xlbridge.toml (see README, Local engines), or set DEEPGRAM_API_KEY"
-            )
-        return local_asr_factory(reactor, pool, settings)
+        return _local_asr(reactor, options, pool, languages, warnings)
     if stage == "mt":
         from xlbridge.engines.apertium import ApertiumMT, ApertiumSettings, apertium_available
 
@@ -152,6 +142,41 @@ def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, An
     from xlbridge.engines.espeak import ESpeakSettings, ESpeakTTS
 
     return ESpeakTTS(reactor, _local_settings(ESpeakSettings, "espeak", options))
+
+
+def _local_asr(reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any, languages: Iterable[str],
+               warnings: list[str]) -> Any:
+    """
+    The local ASR factory: resolve the Whisper model once (never
+    downloading), then warn about every caller language that gets less
+    than asked for, naming the setting and what that leg falls back to.
+    """
+    import attrs
+
+    from xlbridge.engines.local_asr import LocalASRSettings, describe_fallback, local_asr_factory, model_problems
+    from xlbridge.engines.whisper.model import resolve
+
+    settings = _local_settings(LocalASRSettings, "local_asr", options)
+    langs = sorted({lang.lower() for lang in languages})
+    if settings.engine != "pocketsphinx":
+        found = resolve(settings.whisper.model)
+        if found.path is not None:
+            settings = attrs.evolve(settings, whisper_path=found.path)
+        else:
+            fallback = {lang: settings.engine_for(lang) for lang in langs}
+            warnings.append(f"local ASR: {found.problem}; {describe_fallback(fallback)}")
+    for lang, problem in sorted(model_problems(settings).items()):
+        if lang in {x.split("-")[0] for x in langs}:
+            warnings.append(f"local ASR: [local_asr.models.{lang}] cannot load ({problem}); "
+                            f"{describe_fallback({lang: 'none'})}")
+    for lang in langs:
+        if settings.model_for(lang) is None and not any(w.startswith("local ASR:") for w in warnings):
+            warnings.append(
+                f"no local ASR model for {lang!r}: callers speaking it are not recognised, and their "
+                f"partners hear the original voice; install the Whisper model (xlbridge-models install) "
+                f"or add [local_asr.models.{lang.split('-')[0]}] (see README, Local engines), or set DEEPGRAM_API_KEY"
+            )
+    return local_asr_factory(reactor, pool, settings, languages=langs)
 
 
 ENGINE_NAMES = {
@@ -182,6 +207,9 @@ def build_engines(
             built[stage] = _local_stage(stage, reactor, options, pool, languages, warnings)
         services.append(_Closer(built[stage]))
     names = {stage: ENGINE_NAMES[(stage, kinds[stage])] for stage in kinds}
+    whisper_spec = getattr(built["asr"], "whisper_spec", None)
+    if kinds["asr"] == "local" and whisper_spec is not None and whisper_spec() is not None:
+        names["asr"] = "whisper"
     return EngineChoice(Engines(built["asr"], built["mt"], built["tts"], names), tuple(services), tuple(warnings))
 
 

@@ -70,6 +70,9 @@ from xlbridge.pipeline.settings import (
 )
 from xlbridge.pipeline.timeline import Timeline
 
+#: A leg language that lets the recogniser identify what is spoken.
+AUTO = "auto"
+
 __all__ = [
     "ECHO_GUARDS",
     "FALLBACKS",
@@ -96,6 +99,8 @@ class _Pending:
     tts_started: Optional[float] = None
     first_audio: Optional[float] = None
     sync_target: Optional[float] = None
+    source_language: str = ""
+    target_language: str = ""
 
 
 @implementer(IPipeline)
@@ -192,7 +197,26 @@ class TranslatePipeline:
         elif isinstance(event, EngineUp):
             self._engine_up("asr")
 
+    @property
+    def source_language(self) -> str:
+        """What the speaker speaks: the leg's language, or for ``auto`` the one last identified."""
+        if self.source.language == AUTO:
+            return self.source.spoken_language or AUTO
+        return self.source.language
+
+    @property
+    def target_language(self) -> str:
+        """
+        What the listener hears: the leg's language, or for ``auto`` the one
+        they were last heard speaking (until then the speaker's own).
+        """
+        if self.partner.language == AUTO:
+            return self.partner.spoken_language or self.source_language
+        return self.partner.language
+
     def _transcript(self, t: Transcript) -> None:
+        if t.language and self.source.language == AUTO and t.is_final:
+            self.source.spoken_language = t.language
         text = t.text.strip()
         spoken_until = t.speech_end if t.speech_end is not None else t.end
         speech_end = self.timeline.time_at(spoken_until) if t.is_final else None
@@ -200,7 +224,7 @@ class TranslatePipeline:
         if text or t.is_final:
             self.emit(
                 TranscriptEvent(
-                    self.call_id, self.source.extension, self.source.language, text,
+                    self.call_id, self.source.extension, t.language or self.source_language, text,
                     t.is_final, t.received_at, t.speech_final, asr_ms,
                 )
             )
@@ -209,7 +233,7 @@ class TranslatePipeline:
         if text:
             if self.echo.is_echo(text, t.received_at):
                 self.echo_dropped += 1
-                self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.source.language, text, "echo", t.received_at))
+                self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.source_language, text, "echo", t.received_at))
             elif self.settings.granularity == "segment":
                 self._speak(text, speech_end, asr_ms, context=list(self._context) + self._segments)
                 self._segments.append(text)
@@ -236,11 +260,13 @@ class TranslatePipeline:
         p = _Pending(u, text, speech_end, asr_ms)
         u.on_start = lambda u, p=p: self._playback_started(p)  # type: ignore[misc]
         u.on_end = lambda u, p=p: self._playback_ended(p)  # type: ignore[misc]
-        if self.source.language.split("-")[0] == self.partner.language.split("-")[0]:
+        source, target = self.source_language, self.target_language
+        p.source_language, p.target_language = source, target
+        if source.split("-")[0] == target.split("-")[0]:
             self._translated(text, p)
             return
         started = self.clock.seconds()
-        d = self._track(self.engines.mt.translate(text, self.source.language, self.partner.language, context))
+        d = self._track(self.engines.mt.translate(text, source, target, context))
 
         def translated(result: str) -> None:
             p.mt_ms = (self.clock.seconds() - started) * 1000
@@ -258,8 +284,8 @@ class TranslatePipeline:
         p.utterance.text = translation
         self.emit(
             TranslationEvent(
-                self.call_id, self.source.extension, self.partner.language, translation,
-                p.source_text, self.source.language, p.utterance.uid, p.mt_ms or 0.0, now,
+                self.call_id, self.source.extension, p.target_language, translation,
+                p.source_text, p.source_language, p.utterance.uid, p.mt_ms or 0.0, now,
             )
         )
         if not translation.strip():
@@ -274,7 +300,7 @@ class TranslatePipeline:
             p.utterance.add(samples)
             self.queue.enforce_bound()
 
-        d = self._track(self.engines.tts.synthesize(translation, self.partner.language, on_audio))
+        d = self._track(self.engines.tts.synthesize(translation, p.target_language, on_audio))
 
         def spoken(_: Any) -> None:
             p.utterance.finish()
@@ -397,7 +423,7 @@ class TranslatePipeline:
 
     def status(self) -> dict[str, Any]:
         return {
-            "engines": dict(self.engines.names),
+            "engines": {**self.engines.names, **({"asr": str(getattr(self.asr, "engine_name"))} if hasattr(self.asr, "engine_name") else {})},
             "fallback": self.mix.fallback,
             "down": {k: str(v) for k, v in self._down.items()},
             "pending_ms": self.queue.pending_samples() * 1000 / SAMPLE_RATE,
