@@ -10,7 +10,8 @@ raw G.722, decoded with the bridge's own codec).  Both phones send slin16 RTP
 like an Asterisk ExternalMedia channel and get G.722 back, as Asterisk
 would.  The demo prints a live transcript (who said what, the translation,
 per-stage latency), writes what each phone heard to WAV files, prints a
-summary and exits 0 only if translated speech reached a partner.
+summary per direction and exits 0 only if translated speech reached both
+partners.
 
 Everything runs in one process on the real reactor: the bridge is the same
 ``BridgeService`` that ``twistd xlbridge`` runs.
@@ -46,11 +47,14 @@ ES_DIR = os.path.join(SOUNDS, "es_MX_f_Allison")
 #: (speaker extension, start second, recording) — a short, turn-taking call.
 SCRIPT = [
     ("7777", 0.5, os.path.join(EN_DIR, "conf-onlyperson.g722")),
-    ("8888", 6.5, os.path.join(ES_DIR, "auth-thankyou.g722")),
-    ("7777", 9.0, os.path.join(EN_DIR, "agent-pass.g722")),
-    ("8888", 15.0, os.path.join(ES_DIR, "vm-goodbye.g722")),
-    ("7777", 17.5, os.path.join(EN_DIR, "vm-goodbye.g722")),
+    ("8888", 5.5, os.path.join(ES_DIR, "conf-onlyperson.g722")),
+    ("7777", 12.0, os.path.join(EN_DIR, "agent-pass.g722")),
+    ("8888", 18.0, os.path.join(ES_DIR, "auth-thankyou.g722")),
+    ("7777", 20.5, os.path.join(EN_DIR, "vm-goodbye.g722")),
+    ("8888", 23.0, os.path.join(ES_DIR, "vm-goodbye.g722")),
 ]
+#: Who hears whom: speaker -> listener.
+PARTNER = {"7777": "8888", "8888": "7777"}
 TAIL_S = 4.0
 
 
@@ -218,18 +222,15 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
 
 def summarise(transcript: Transcript, reports: dict[str, Any]) -> bool:
     """
-    Print the summary; true if translated speech reached a partner.
+    Print the summary, one line per direction; true only if translated
+    speech reached both partners.
     """
     print()
     print("summary")
     print(f"  recognised utterances: {len(transcript.finals)}")
     print(f"  translations:          {len(transcript.translations)}")
     print(f"  translated utterances played: {len(transcript.played)}")
-    totals = sorted(p.total_ms for p in transcript.played if p.total_ms is not None)
-    if totals:
-        print(f"  end of speech -> first translated packet: median {totals[len(totals) // 2]:.0f} ms, "
-              f"max {totals[-1]:.0f} ms")
-    reached = []
+    reached: set[str] = set()
     for p in transcript.played:
         # The listener's recording starts at its first received packet: look
         # at the second of audio from when the translation started playing.
@@ -239,10 +240,22 @@ def summarise(transcript: Transcript, reports: dict[str, Any]) -> bool:
         at = int((p.time - report.packets[0][0]) * SAMPLE_RATE)
         window = report.audio[max(0, at) : max(0, at) + SAMPLE_RATE]
         if _rms_dbfs(window) > -50:
-            reached.append(p.extension)
-    ok = bool(reached)
-    print(f"  translated speech reached: {', '.join(sorted(set(reached))) or 'nobody'}")
-    print("result: OK" if ok else "result: FAILED (no translated speech reached a partner)")
+            reached.add(p.extension)
+    for speaker, listener in PARTNER.items():
+        said = [f for f in transcript.finals if f.extension == speaker]
+        played = [p for p in transcript.played if p.extension == listener]
+        totals = sorted(p.total_ms for p in played if p.total_ms is not None)
+        latency = (f", end of speech -> first translated packet median {totals[len(totals) // 2]:.0f} ms, "
+                   f"max {totals[-1]:.0f} ms") if totals else ""
+        lang = said[0].language if said else "?"
+        heard = played[0].language if played else "?"
+        state = "reached" if listener in reached else "NOT reached"
+        print(f"  {speaker} ({lang}) -> {listener} ({heard}): {len(said)} recognised, {len(played)} played, "
+              f"translated speech {state}{latency}")
+    ok = reached == set(PARTNER.values())
+    missing = sorted(set(PARTNER.values()) - reached)
+    print("result: OK (both directions translated)" if ok
+          else f"result: FAILED (no translated speech reached {', '.join(missing)})")
     return ok
 
 

@@ -53,10 +53,13 @@ MAX_FRAMES = 3000
 SILENCE_DBFS = -50.0
 #: Trailing audio kept after the last loud frame, seconds.
 TAIL_KEEP_S = 0.1
-#: A hypothesis with this no-speech probability or more is not speech.
+#: A hypothesis with this no-speech probability or more and a mean token
+#: log probability under :data:`UNSURE_LOGPROB` is not speech (faster-whisper's rule).
 NO_SPEECH_PROB = 0.6
-#: ... or with a mean token log probability below this.
-MIN_AVG_LOGPROB = -1.5
+UNSURE_LOGPROB = -1.0
+#: A mean token log probability under this is noise whatever else holds (a
+#: clear one-word "Goodbye" scored -1.7).
+MIN_AVG_LOGPROB = -3.0
 
 
 # -- pure helpers ------------------------------------------------------------
@@ -156,7 +159,7 @@ def is_garbage(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
     """A hypothesis that is not speech: empty, punctuation only, or the model says so."""
     if not any(ch.isalnum() for ch in text):
         return True
-    return no_speech_prob >= NO_SPEECH_PROB and avg_logprob < -0.5 or avg_logprob < MIN_AVG_LOGPROB
+    return no_speech_prob >= NO_SPEECH_PROB and avg_logprob < UNSURE_LOGPROB or avg_logprob < MIN_AVG_LOGPROB
 
 
 def pick_language(probabilities: Sequence[tuple[str, float]], allowed: Sequence[str] = ()) -> tuple[str, float]:
@@ -312,7 +315,11 @@ def shared_decoder(spec: WhisperModel) -> WhisperDecoder:
     with _decoders_lock:
         decoder = _decoders.get(key)
         if decoder is None:
-            decoder = _decoders[key] = WhisperDecoder(attrs.evolve(spec, language=""))
+            decoder = WhisperDecoder(attrs.evolve(spec, language=""))
+            # The first generate() allocates its buffers (+0.2-0.3 s): pay
+            # that at load, not in a caller's first utterance.
+            decoder.decode(np.full(SAMPLE_RATE // 2, 1000, dtype=np.int16), "en")
+            _decoders[key] = decoder
         return decoder
 
 

@@ -53,6 +53,10 @@ class WhisperModel:
         silence to it, seconds: on a bare second of audio Whisper cuts words
         off or loops; 5 s of input measured right on every short prompt.
     :ivar end_silence_s: voice-activity silence that ends an utterance, s.
+    :ivar early_decode_s: after this much silence the utterance is decoded
+        already; if the silence reaches ``end_silence_s`` with no voice
+        since, that result is the final at once (the decode overlapped the
+        wait), else it is thrown away (counted).  0 turns it off.
     :ivar start_speech_s: voiced audio in a 100 ms window that starts one, s.
     :ivar vad_mode: WebRTC VAD aggressiveness, 0 (loose) to 3 (strict).
     :ivar max_utterance_s: longer speech is cut at its best pause.
@@ -73,6 +77,7 @@ class WhisperModel:
     beam_size: int = 1
     min_input_s: float = 5.0
     end_silence_s: float = 0.3
+    early_decode_s: float = 0.1
     start_speech_s: float = 0.06
     vad_mode: int = 2
     max_utterance_s: float = 15.0
@@ -106,6 +111,7 @@ NUMBERS: Mapping[str, tuple[type, float, float]] = {
     "beam_size": (int, 1, 16),
     "min_input_s": (float, 0.0, 30.0),
     "end_silence_s": (float, 0.1, 3.0),
+    "early_decode_s": (float, 0.0, 3.0),
     "start_speech_s": (float, 0.02, 0.1),
     "vad_mode": (int, 0, 3),
     "max_utterance_s": (float, 2.0, 28.0),

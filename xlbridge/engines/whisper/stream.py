@@ -74,6 +74,11 @@ class Segmenter:
         self._silence = 0
         self._before = 0  # frames seen since the last utterance ended, capped at preroll
 
+    @property
+    def silence(self) -> int:
+        """Unvoiced frames in a row at the end of the current utterance (0 outside one)."""
+        return self._silence if self.in_speech else 0
+
     def push(self, voiced: bool) -> Optional[tuple[str, int]]:
         if not self.in_speech:
             self._recent.append(voiced)
@@ -156,10 +161,15 @@ class WhisperStream:
         self._utt: list[tuple[bytes, float]] = []  # (frame, stream time at its start)
         self._next_interim = 0.0
         self._interim_text = ""
+        self._early_frames = round(spec.early_decode_s / FRAME_S) if spec.early_decode_s > 0 else 0
+        self._early: Optional[tuple[int, Hypothesis]] = None  # (frames decoded, result)
         #: Decodes done, their seconds, and hypotheses cut for repeating.
         self.decodes = 0
         self.decode_s = 0.0
         self.repeats_cut = 0
+        #: Early decodes that became the final, and those thrown away because speech resumed.
+        self.early_used = 0
+        self.early_wasted = 0
 
     @property
     def position(self) -> float:
@@ -185,11 +195,22 @@ class WhisperStream:
         if self.segmenter.in_speech and decision is None:
             self._utt.append((frame, at))
         if decision is None:
-            if voiced and self.segmenter.in_speech and self.spec.interim_interval_s > 0 and self.position >= self._next_interim:
+            if not self.segmenter.in_speech:
+                return events
+            if voiced and self._early is not None:
+                self._early = None  # the pause was not the end
+                self.early_wasted += 1
+            if not voiced and self._early_frames and self.segmenter.silence == self._early_frames < self.segmenter.end_frames:
+                voiced_frames = len(self._utt) - self.segmenter.silence
+                self._early = (voiced_frames, self._decode(self._utt[:voiced_frames]))
+            elif voiced and self.spec.interim_interval_s > 0 and self.position >= self._next_interim:
                 self._next_interim = self.position + self.spec.interim_interval_s
                 events.extend(self._interim())
             return events
         kind, back = decision
+        early, self._early = self._early, None
+        if early is not None and kind != "end":
+            self.early_wasted += 1
         if kind == "start":
             self._utt = list(self._recent)[-(back + 1):]
             self._next_interim = self.position + self.spec.interim_interval_s
@@ -197,7 +218,7 @@ class WhisperStream:
             events.append(SpeechStarted(_ms(self._utt[0][1]), 0.0))
         elif kind == "end":
             self._utt.append((frame, at))
-            events.extend(self._final(len(self._utt) - back, speech_final=True))
+            events.extend(self._final(len(self._utt) - back, speech_final=True, early=early))
             self._utt = []
         else:  # cut
             self._utt.append((frame, at))
@@ -214,9 +235,10 @@ class WhisperStream:
         self.finished = True
         self._tail_samples = len(tail) // 2
         back = self.segmenter.end_of_stream()
+        early, self._early = self._early, None
         if back is None or not self._utt:
             return []
-        events = self._final(len(self._utt) - back, speech_final=True)
+        events = self._final(len(self._utt) - back, speech_final=True, early=early)
         self._utt = []
         return events
 
@@ -239,13 +261,23 @@ class WhisperStream:
         return [Transcript(hyp.text, False, False, _ms(self._utt[0][1]), _ms(self.position), 0.0,
                            confidence=float(np.exp(hyp.avg_logprob)), language=hyp.language)]
 
-    def _final(self, voiced_frames: int, speech_final: bool) -> list[ASREvent]:
-        """Decode the utterance's first ``voiced_frames`` frames (its trailing silence left out)."""
+    def _final(self, voiced_frames: int, speech_final: bool,
+               early: Optional[tuple[int, Hypothesis]] = None) -> list[ASREvent]:
+        """
+        Decode the utterance's first ``voiced_frames`` frames (its trailing
+        silence left out), or take ``early``'s result if it decoded exactly those.
+        """
         frames = self._utt[:max(1, voiced_frames)]
         start = self._utt[0][1]
         speech_end = frames[-1][1] + FRAME_S
         end = self.position
-        hyp = self._decode(frames)
+        if early is not None and early[0] == len(frames):
+            self.early_used += 1
+            hyp = early[1]
+        else:
+            if early is not None:
+                self.early_wasted += 1
+            hyp = self._decode(frames)
         had_interim = bool(self._interim_text)
         self._interim_text = ""
         if not hyp.text and not had_interim:
