@@ -139,7 +139,8 @@ def cut_repeats(text: str, min_repeats: int = 3, max_phrase: int = 8) -> str:
                 i += count * size
                 # a cut-off last copy ("... Goodbye. Good") goes too
                 rest = keys[i:i + size]
-                if rest and rest == phrase[:len(rest)] and i + len(rest) == len(words):
+                if (rest and i + len(rest) == len(words) and rest[:-1] == phrase[:len(rest) - 1]
+                        and rest[-1] and phrase[len(rest) - 1].startswith(rest[-1])):
                     i += len(rest)
                 cut = True
                 break
