@@ -137,6 +137,12 @@ class LocalASRFactory:
         whisper = self.whisper_spec()
         if whisper is not None:
             specs.append(whisper)
+            self.log.info("local-asr: Whisper model {path} ({device}, {compute}, {threads} thread(s) per decode, "
+                          "{where}); languages: {langs}", path=whisper.path, device=whisper.device,
+                          compute=whisper.compute_type, threads=whisper.cpu_threads or "default",
+                          where=(f"{len(self.workers.slots)} worker process(es)" if self.workers is not None
+                                 else "thread backend"),
+                          langs=", ".join(f"{lang}={self.engine_for(lang)}" for lang in self.languages) or "-")
         in_workers = [s for s in specs if isinstance(s, (SphinxModel, WhisperModel))] if self.workers is not None else []
         here = [s for s in specs if s not in in_workers]
         ds: list[Deferred[Any]] = []
