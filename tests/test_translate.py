@@ -368,3 +368,35 @@ class DirectionSyncTests(Harness):
         self.say("8888", "que tal", 0.1)
         held = self.of(PlaybackStarted)[-1]
         self.assertLess(held.total_ms or 0, 100 + 1000 + 60)
+
+
+class AutoLanguageTests(Harness):
+    """``--langs auto,es``: the recogniser says what 7777 speaks; what 7777 hears follows it."""
+
+    langs = "auto,es"
+
+    def identified(self, ext: str, text: str, language: str) -> None:
+        now = self.reactor.seconds()
+        self.asr.made[ext].emit(Transcript(text, True, True, 0.0, 0.02, now, language=language))
+
+    def test_source_language_is_the_identified_one(self) -> None:
+        self.identified("7777", "bonjour à tous", "fr")
+        ((text, source, target, _, _),) = self.mt.requests
+        self.assertEqual((text, source, target), ("bonjour à tous", "fr", "es"))
+        (final,) = [e for e in self.of(TranscriptEvent) if e.is_final]
+        self.assertEqual((final.extension, final.language), ("7777", "fr"))
+
+    def test_listener_on_auto_hears_what_they_last_spoke(self) -> None:
+        # Before 7777 has spoken, 8888's words are spoken back in Spanish (nothing to translate to yet).
+        self.identified("8888", "hola", "es")
+        self.assertEqual(self.mt.requests, [])
+        self.assertEqual(self.tts.requests[-1][:2], ("hola", "es"))
+        self.identified("7777", "good morning", "en")
+        self.identified("8888", "buenos días", "es")
+        text, source, target, _, _ = self.mt.requests[-1]
+        self.assertEqual((text, source, target), ("buenos días", "es", "en"))
+
+    def test_same_language_as_the_partner_is_not_translated(self) -> None:
+        self.identified("7777", "hola", "es")
+        self.assertEqual(self.mt.requests, [])
+        self.assertEqual(self.tts.requests[-1][:2], ("hola", "es"))
