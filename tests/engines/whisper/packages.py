@@ -49,7 +49,7 @@ def install_packages(test: SynchronousTestCase, model: PackagedModel, parts: Seq
     one) in a temporary folder and put it on ``sys.path`` for the test;
     ``skip_files`` are left out.  Returns the folder.
     """
-    root = test.mktemp()
+    root = os.path.abspath(test.mktemp())
     for i, (package, part) in enumerate(zip(model.packages, model.parts)):
         data = os.path.join(root, package, "data")
         os.makedirs(data)

@@ -38,16 +38,17 @@ class WhisperTableTests(SynchronousTestCase):
         """Each key lands in the spec, numbers as their field's type, ``~`` expanded, languages lower-cased."""
         s = WhisperSettings.from_options({
             "model": "~/models/whisper", "device": "cuda", "compute_type": "float16", "cpu_threads": 4,
-            "beam_size": 3, "min_input_s": 3, "end_silence_s": 0.5, "start_speech_s": 0.04, "vad_mode": 1,
-            "max_utterance_s": 10, "interim_interval_s": 0.5, "tokens_per_s": 20, "languages": ["EN", "es"],
+            "beam_size": 3, "min_input_s": 3, "end_silence_s": 0.5, "early_decode_s": 0.2, "start_speech_s": 0.04,
+            "vad_mode": 1, "max_utterance_s": 10, "interim_interval_s": 0.5, "tokens_per_s": 20,
+            "languages": ["EN", "es"],
         })
         self.assertEqual(s.model, os.path.expanduser("~/models/whisper"))
         self.assertNotIn("~", s.model or "~")
         spec = s.spec("/m", "fr")
         self.assertEqual(spec, WhisperModel(
             path="/m", language="fr", device="cuda", compute_type="float16", cpu_threads=4, beam_size=3,
-            min_input_s=3.0, end_silence_s=0.5, start_speech_s=0.04, vad_mode=1, max_utterance_s=10.0,
-            interim_interval_s=0.5, tokens_per_s=20.0, languages=("en", "es")))
+            min_input_s=3.0, end_silence_s=0.5, early_decode_s=0.2, start_speech_s=0.04, vad_mode=1,
+            max_utterance_s=10.0, interim_interval_s=0.5, tokens_per_s=20.0, languages=("en", "es")))
         for field in ("min_input_s", "max_utterance_s", "tokens_per_s"):
             self.assertIs(type(getattr(spec, field)), float, field)
         self.assertIs(type(spec.cpu_threads), int)
@@ -55,7 +56,8 @@ class WhisperTableTests(SynchronousTestCase):
     def test_bounds_are_inclusive(self) -> None:
         """The ends of each range are accepted."""
         low = WhisperSettings.from_options({"cpu_threads": 0, "beam_size": 1, "min_input_s": 0, "vad_mode": 0,
-                                            "interim_interval_s": 0, "start_speech_s": 0.02, "end_silence_s": 0.1})
+                                            "interim_interval_s": 0, "early_decode_s": 0, "start_speech_s": 0.02,
+                                            "end_silence_s": 0.1})
         high = WhisperSettings.from_options({"cpu_threads": 64, "beam_size": 16, "min_input_s": 30, "vad_mode": 3,
                                              "max_utterance_s": 28, "tokens_per_s": 50, "start_speech_s": 0.1})
         self.assertEqual((low.tuning["cpu_threads"], low.tuning["min_input_s"]), (0, 0.0))
@@ -73,6 +75,7 @@ class WhisperTableTests(SynchronousTestCase):
             ("beam_size", 0), ("beam_size", 17),
             ("min_input_s", "5"), ("min_input_s", -0.1), ("min_input_s", 31),
             ("end_silence_s", 0.05), ("end_silence_s", 3.5),
+            ("early_decode_s", -0.02), ("early_decode_s", 3.1), ("early_decode_s", "0.1"),
             ("start_speech_s", 0.01), ("start_speech_s", 0.2),
             ("vad_mode", 4), ("vad_mode", 1.0), ("vad_mode", False),
             ("max_utterance_s", 1.9), ("max_utterance_s", 29),
@@ -230,8 +233,8 @@ class WhisperModelTests(SynchronousTestCase):
 
     def test_model_key_ignores_the_language(self) -> None:
         """Streams of any language (and any stream tuning) share one loaded model."""
-        self.assertEqual(WhisperModel(MODEL, "en").model_key(), attrs.evolve(self.SPEC, device="cpu", compute_type="int8",
-                                                                              cpu_threads=2).model_key())
+        same = attrs.evolve(self.SPEC, device="cpu", compute_type="int8", cpu_threads=2)
+        self.assertEqual(WhisperModel(MODEL, "en").model_key(), same.model_key())
         self.assertNotEqual(WhisperModel(MODEL).model_key(), WhisperModel("/other").model_key())
         self.assertNotEqual(WhisperModel(MODEL).model_key(), WhisperModel(MODEL, compute_type="float32").model_key())
 

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import threading
+import time
 from typing import Any, Optional, Sequence
 
 import attrs
@@ -265,6 +266,7 @@ class WhisperDecoder:
         """
         import ctranslate2
 
+        t0 = time.perf_counter()
         spec = self.spec
         audio = trim_silence(np.asarray(samples, dtype=np.int16))
         speech_s = len(audio) / SAMPLE_RATE
@@ -298,7 +300,7 @@ class WhisperDecoder:
         repeated = text != " ".join(raw.split())
         if is_garbage(text, no_speech, avg):
             text = ""
-        return Hypothesis(text, lang, lang_p, avg, no_speech, len(ids), repeated)
+        return Hypothesis(text, lang, lang_p, avg, no_speech, len(ids), repeated, time.perf_counter() - t0)
 
 
 _decoders: dict[tuple[str, str, str, int], WhisperDecoder] = {}

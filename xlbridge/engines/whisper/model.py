@@ -204,6 +204,10 @@ def assemble(target: str, model: PackagedModel = WHISPER_BASE) -> str:
         raise ModelProblem(f"cannot write the {model.name} model to {target}: {e}") from None
     problem = verify_packaged(target, model, rehash=True)
     if problem is not None:
+        try:
+            os.unlink(os.path.join(target, "model.bin"))  # never leave a corrupt copy to be found later
+        except OSError:
+            pass
         raise ModelProblem(problem)
     return target
 

@@ -9,7 +9,7 @@ Everything here is plain data; nothing reads a model or touches the disk
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import attrs
 
@@ -33,6 +33,11 @@ af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl
 id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru
 sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue
 """.split())
+
+
+def _languages(value: Iterable[str]) -> tuple[str, ...]:
+    """A list (from JSON or TOML) or tuple of language codes, as a tuple."""
+    return tuple(value)
 
 
 @attrs.frozen
@@ -83,7 +88,7 @@ class WhisperModel:
     max_utterance_s: float = 15.0
     interim_interval_s: float = 0.0
     tokens_per_s: float = 12.0
-    languages: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    languages: tuple[str, ...] = attrs.field(default=(), converter=_languages)
 
     engine = ENGINE
 

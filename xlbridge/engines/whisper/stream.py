@@ -223,7 +223,7 @@ class WhisperStream:
         else:  # cut
             self._utt.append((frame, at))
             keep = self._utt[len(self._utt) - back:]
-            events.extend(self._final(len(self._utt) - back, speech_final=False))
+            events.extend(self._final(len(self._utt) - back, speech_final=False, end=keep[0][1] if keep else None))
             self._utt = keep
             self._interim_text = ""
         return events
@@ -261,16 +261,18 @@ class WhisperStream:
         return [Transcript(hyp.text, False, False, _ms(self._utt[0][1]), _ms(self.position), 0.0,
                            confidence=float(np.exp(hyp.avg_logprob)), language=hyp.language)]
 
-    def _final(self, voiced_frames: int, speech_final: bool,
-               early: Optional[tuple[int, Hypothesis]] = None) -> list[ASREvent]:
+    def _final(self, voiced_frames: int, speech_final: bool, early: Optional[tuple[int, Hypothesis]] = None,
+               end: Optional[float] = None) -> list[ASREvent]:
         """
         Decode the utterance's first ``voiced_frames`` frames (its trailing
-        silence left out), or take ``early``'s result if it decoded exactly those.
+        silence left out), or take ``early``'s result if it decoded exactly
+        those.  ``end`` is where the span ends (default: now; a cut ends
+        where the next part begins).
         """
         frames = self._utt[:max(1, voiced_frames)]
         start = self._utt[0][1]
         speech_end = frames[-1][1] + FRAME_S
-        end = self.position
+        end = self.position if end is None else end
         if early is not None and early[0] == len(frames):
             self.early_used += 1
             hyp = early[1]
