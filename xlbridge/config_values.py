@@ -180,3 +180,16 @@ def parse_port_range(option: str, spec: str) -> tuple[int, int]:
     if low == 0 or high < low:
         raise ConfigError(option, f"range {spec!r} is empty or runs backwards")
     return low, high
+
+
+def checked_number(key: str, value: Any, kind: type, lo: float, hi: float) -> Any:
+    """
+    ``value`` from a TOML table as ``kind`` (``int`` or ``float``) within
+    ``lo..hi``, or :class:`ConfigError` naming ``key`` (e.g.
+    ``local_asr.whisper.beam_size``).  Booleans are not numbers here.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ConfigError("config", f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError("config", f"{key}: {value!r} is outside {lo}..{hi}")
+    return kind(value)

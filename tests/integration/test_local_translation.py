@@ -128,28 +128,10 @@ class LocalTranslationTests(TestCase):
     def test_english_recording_reaches_the_partner_as_spanish_speech(self) -> Any:
         """The same with pocketsphinx, the English fallback when no Whisper model is installed."""
         events: list[Event] = []
-        choice = choose_engines("local", reactor, {}, {"local_asr": {"engine": "pocketsphinx"}}, {"en", "es"})
-        assert choice.engines is not None
-        config = load_config({"ports": "7777=0,8888=0", "langs": "en,es"})  # default G.722 replies
-        bridge = BridgeService(
-            config, reactor,
-            pipeline_factory=translate_factory(choice.engines, TranslateSettings(comfort_noise_dbfs=None)),
-            observers=[events.append], services=choice.services,
-        )
-        bridge.privilegedStartService()
-        bridge.startService()
-        self.addCleanup(bridge.stopService)
-
+        bridge = self.start_bridge({"local_asr": {"engine": "pocketsphinx"}}, events)
         lead, tail = np.zeros(8000, np.int16), np.zeros(32000, np.int16)
         speech = np.concatenate([lead, load_g722(RECORDING), tail])
-        phones = []
-        for ext, audio in (("7777", speech), ("8888", np.zeros_like(speech))):
-            port = bridge.listeners[ext].port
-            assert port is not None
-            phone = Phone(reactor, audio, get_codec("slin16"), ("127.0.0.1", port.getHost().port), tail=1.0)
-            listening = reactor.listenUDP(0, phone, interface="127.0.0.1")
-            self.addCleanup(listening.stopListening)
-            phones.append(phone)
+        phones = self.phones(bridge, {"7777": speech, "8888": np.zeros_like(speech)})
         reports = yield defer.gatherResults([p.play() for p in phones])
 
         finals = [e.text for e in events if isinstance(e, TranscriptEvent) and e.is_final and e.extension == "7777"]
@@ -159,12 +141,6 @@ class LocalTranslationTests(TestCase):
         (played,) = [e for e in events if isinstance(e, PlaybackStarted)]
         self.assertEqual((played.extension, played.language), ("8888", "es"))
         self.assertIsNotNone(played.total_ms)
-
         # 8888 heard speech (G.722 back, decoded by the phone) after the
         # translation started: well above silence.
-        heard = reports[1].audio.astype(np.float64)
-        first_arrival = reports[1].packets[0][0]
-        at = int((played.time - first_arrival) * 16000)
-        window = heard[at : at + 16000]
-        level_db = 20 * np.log10(np.sqrt(np.mean(window**2)) / 32768 + 1e-12)
-        self.assertGreater(level_db, -40)
+        self.assertGreater(level_after(reports[1], played.time), -40)

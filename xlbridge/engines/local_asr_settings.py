@@ -29,6 +29,7 @@ from xlbridge.engines.sphinx import (
 from xlbridge.engines.vosk_asr import VoskModel, check_vosk_model
 from xlbridge.engines.whisper.model import check_folder
 from xlbridge.engines.whisper.settings import AUTO, LANGUAGES as WHISPER_LANGUAGES, WhisperModel, WhisperSettings
+from xlbridge.config_values import checked_number
 from xlbridge.errors import ConfigError
 
 
@@ -177,7 +178,7 @@ class LocalASRSettings:
                     raise ConfigError("config", f"local_asr.backend: {value!r} is not one of {', '.join(BACKENDS)}")
                 values["backend"] = value
             elif key in cls._NUMBERS:
-                values[key] = _number(f"local_asr.{key}", value, *cls._NUMBERS[key])
+                values[key] = checked_number(f"local_asr.{key}", value, *cls._NUMBERS[key])
             else:
                 known = ", ".join(["engine", "models", "whisper", "backend", *cls._NUMBERS])
                 raise ConfigError("config", f"local_asr.{key}: unknown setting (known: {known})")
@@ -201,14 +202,6 @@ def _check_endpointer(window_s: float, ratio: float) -> None:
     except ValueError:
         raise ConfigError("config", f"local_asr.endpoint_ratio: pocketsphinx cannot endpoint with ratio {ratio} "
                                     f"of a {window_s} s window (too close to 0 or 1 for its frames)") from None
-
-
-def _number(key: str, value: Any, kind: type, lo: float, hi: float) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ConfigError("config", f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError("config", f"{key}: {value!r} is outside {lo}..{hi}")
-    return kind(value)
 
 
 def _parse_models(models: Any) -> dict[str, ModelSpec]:

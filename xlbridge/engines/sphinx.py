@@ -48,17 +48,12 @@ from typing import Any, Mapping, Optional
 import attrs
 import numpy as np
 
-from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples
+from xlbridge.audio.frame import SAMPLE_RATE, Samples
 from xlbridge.engines.base import ASREvent, EngineRequestError, SpeechStarted, Transcript
+from xlbridge.engines.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
 from xlbridge.errors import ConfigError
 
 ENGINE = "local-asr"
-
-#: Bytes in one endpointer frame: 320 int16 samples, native byte order.
-FRAME_BYTES = FRAME_SAMPLES * 2
-
-#: Seconds in one frame.
-FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 
 @attrs.frozen
@@ -259,7 +254,7 @@ def _is_word(w: str) -> bool:
     return bool(w) and w[0] not in "<[+"
 
 
-class SphinxStream:
+class SphinxStream(StreamClock):
     """
     One caller's recognition state: an ``Endpointer`` (per stream, cheap)
     over a ``Decoder`` (expensive, borrowed from the process pool).
@@ -299,12 +294,8 @@ class SphinxStream:
             self.frate = int(decoder.config["frate"])
         except Exception:
             self.frate = 100
-        #: Frames fed, and frames the owner dropped before they got here.
-        self.frames = 0
-        self.skipped = 0
-        self._tail_samples = 0
+        super().__init__()
         self.in_utterance = False
-        self.finished = False
         self._origin = 0.0  # stream time of the decoder's first frame in this utterance
         self._origin_skipped = 0
         self._utt_start = 0.0
@@ -313,24 +304,12 @@ class SphinxStream:
         self._interims = 0
         self._next_interim = 0.0
 
-    @property
-    def position(self) -> float:
-        """Seconds of stream audio accounted for (fed + skipped)."""
-        return (self.frames + self.skipped) * FRAME_S + self._tail_samples / SAMPLE_RATE
-
-    def skip(self, frames: int) -> None:
-        """``frames`` 20 ms frames were dropped upstream: keep the clock true."""
-        self.skipped += frames
-
     def feed(self, frame: bytes) -> list[ASREvent]:
         """
         Process one 20 ms frame (:data:`FRAME_BYTES`, int16 native order);
         return the events it caused, oldest first.
         """
-        if self.finished:
-            raise ValueError("stream already finished")
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"frames must be {FRAME_BYTES} bytes, got {len(frame)}")
+        self._check_frame(frame)
         speech = self.endpointer.process(frame)
         self.frames += 1
         if speech is None:

@@ -34,7 +34,8 @@ import attrs
 
 from xlbridge.audio.frame import SAMPLE_RATE
 from xlbridge.engines.base import ASREvent, EngineRequestError, Transcript
-from xlbridge.engines.sphinx import ENGINE, FRAME_BYTES, FRAME_S, config_path
+from xlbridge.engines.sphinx import ENGINE, FRAME_S, config_path
+from xlbridge.engines.stream_clock import StreamClock
 from xlbridge.errors import ConfigError
 
 #: What to tell an operator whose configuration needs Vosk.
@@ -134,7 +135,7 @@ def _ms(seconds: float) -> float:
     return round(seconds, 3)
 
 
-class VoskStream:
+class VoskStream(StreamClock):
     """
     One caller's Vosk recogniser over a shared model.
 
@@ -149,33 +150,18 @@ class VoskStream:
         self.recognizer = vosk.KaldiRecognizer(model, SAMPLE_RATE)
         self.recognizer.SetWords(True)
         self.interim_interval_s = interim_interval_s
-        self.frames = 0
-        self.skipped = 0
-        self.finished = False
-        self._tail_samples = 0
+        super().__init__()
         self._interim_text = ""
         self._interims = 0
         self._next_interim = interim_interval_s
         self._utt_start = 0.0
-
-    @property
-    def position(self) -> float:
-        """Seconds of stream audio accounted for (fed + skipped)."""
-        return (self.frames + self.skipped) * FRAME_S + self._tail_samples / SAMPLE_RATE
-
-    def skip(self, frames: int) -> None:
-        """``frames`` 20 ms frames were dropped upstream: keep the clock true."""
-        self.skipped += frames
 
     def feed(self, frame: bytes) -> list[ASREvent]:
         """
         Process one 20 ms frame (640 bytes, int16 native order); return the
         events it caused.
         """
-        if self.finished:
-            raise ValueError("stream already finished")
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"frames must be {FRAME_BYTES} bytes, got {len(frame)}")
+        self._check_frame(frame)
         self.frames += 1
         if self.recognizer.AcceptWaveform(frame):
             return self._final(self.recognizer.Result(), speech_final=True)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import attrs
 
+from xlbridge.config_values import checked_number
 from xlbridge.errors import ConfigError
 
 ENGINE = "whisper"
@@ -172,17 +173,8 @@ class WhisperSettings:
                     raise ConfigError("config", f"{name}: expected a list of Whisper language codes like [\"en\", \"es\"], got {value!r}")
                 tuning[key] = tuple(v.lower() for v in value)
             elif key in NUMBERS:
-                tuning[key] = number(name, value, *NUMBERS[key])
+                tuning[key] = checked_number(name, value, *NUMBERS[key])
             else:
                 known = ", ".join(["model", "device", "compute_type", "languages", *NUMBERS])
                 raise ConfigError("config", f"{name}: unknown setting (known: {known})")
         return cls(model, tuning)
-
-
-def number(key: str, value: Any, kind: type, lo: float, hi: float) -> Any:
-    """``value`` as ``kind`` within ``lo..hi``, or :class:`ConfigError` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ConfigError("config", f"{key}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError("config", f"{key}: {value!r} is outside {lo}..{hi}")
-    return kind(value)

@@ -26,14 +26,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE
+from xlbridge.audio.frame import SAMPLE_RATE
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
+from xlbridge.engines.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
 
-#: Bytes in one frame: 320 int16 samples (20 ms at 16 kHz), native order.
-FRAME_BYTES = FRAME_SAMPLES * 2
-FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 #: Frames of audio kept from before the VAD's start decision.
 PREROLL_FRAMES = 15
 #: Frames in the window the start decision looks at (100 ms).
@@ -130,7 +128,7 @@ class Segmenter:
         return back
 
 
-class WhisperStream:
+class WhisperStream(StreamClock):
     """
     One caller's recognition state over a shared :class:`WhisperDecoder`.
 
@@ -153,10 +151,7 @@ class WhisperStream:
             end_frames=max(1, round(spec.end_silence_s / FRAME_S)),
             max_frames=max(10, round(spec.max_utterance_s / FRAME_S)),
         )
-        self.frames = 0
-        self.skipped = 0
-        self.finished = False
-        self._tail_samples = 0
+        super().__init__()
         self._recent: deque[tuple[bytes, float]] = deque(maxlen=PREROLL_FRAMES + 1)
         self._utt: list[tuple[bytes, float]] = []  # (frame, stream time at its start)
         self._next_interim = 0.0
@@ -171,21 +166,9 @@ class WhisperStream:
         self.early_used = 0
         self.early_wasted = 0
 
-    @property
-    def position(self) -> float:
-        """Seconds of stream audio accounted for (fed + skipped)."""
-        return (self.frames + self.skipped) * FRAME_S + self._tail_samples / SAMPLE_RATE
-
-    def skip(self, frames: int) -> None:
-        """``frames`` 20 ms frames were dropped upstream: keep the clock true."""
-        self.skipped += frames
-
     def feed(self, frame: bytes) -> list[ASREvent]:
         """Process one 20 ms frame; the events it caused, oldest first (a final blocks for its decode)."""
-        if self.finished:
-            raise ValueError("stream already finished")
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"frames must be {FRAME_BYTES} bytes, got {len(frame)}")
+        self._check_frame(frame)
         at = self.position
         self.frames += 1
         voiced = bool(self.vad.is_speech(frame))
