@@ -400,3 +400,11 @@ class AutoLanguageTests(Harness):
         self.identified("7777", "hola", "es")
         self.assertEqual(self.mt.requests, [])
         self.assertEqual(self.tts.requests[-1][:2], ("hola", "es"))
+
+
+class EngineNameTests(Harness):
+    def test_status_names_the_recogniser_each_direction_uses(self) -> None:
+        """The monitor shows per direction which ASR a leg got (Whisper for one, pocketsphinx for the other)."""
+        self.asr.made["7777"].engine_name = "whisper"  # type: ignore[attr-defined]
+        self.assertEqual(self.p_en.status()["engines"], {"asr": "whisper", "mt": "manual", "tts": "manual"})
+        self.assertEqual(self.p_es.status()["engines"]["asr"], "scripted")
