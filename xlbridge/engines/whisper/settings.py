@@ -24,6 +24,9 @@ DEVICES = ("cpu", "cuda", "auto")
 #: nearest the device supports).
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "float32", "float16", "bfloat16", "default", "auto")
 
+#: ``vad`` values (see :mod:`xlbridge.engines.whisper.vad`).
+VADS = ("silero", "webrtc")
+
 #: Leg language that lets Whisper identify the language per utterance.
 AUTO = "auto"
 
@@ -64,6 +67,8 @@ class WhisperModel:
         since, that result is the final at once (the decode overlapped the
         wait), else it is thrown away (counted).  0 turns it off.
     :ivar start_speech_s: voiced audio in a 100 ms window that starts one, s.
+    :ivar vad: the voice activity detector: ``silero`` (Silero VAD v6, the
+        ONNX model faster-whisper ships) or ``webrtc``.
     :ivar vad_mode: WebRTC VAD aggressiveness, 0 (loose) to 3 (strict).
     :ivar max_utterance_s: longer speech is cut at its best pause.
     :ivar interim_interval_s: seconds between partial decodes for interim
@@ -85,6 +90,7 @@ class WhisperModel:
     end_silence_s: float = 0.3
     early_decode_s: float = 0.1
     start_speech_s: float = 0.06
+    vad: str = "webrtc"
     vad_mode: int = 2
     max_utterance_s: float = 15.0
     interim_interval_s: float = 0.0
@@ -164,6 +170,10 @@ class WhisperSettings:
                 if value not in DEVICES:
                     raise ConfigError("config", f"{name}: {value!r} is not one of {', '.join(DEVICES)}")
                 tuning[key] = value
+            elif key == "vad":
+                if value not in VADS:
+                    raise ConfigError("config", f"{name}: {value!r} is not one of {', '.join(VADS)}")
+                tuning[key] = value
             elif key == "compute_type":
                 if value not in COMPUTE_TYPES:
                     raise ConfigError("config", f"{name}: {value!r} is not one of {', '.join(COMPUTE_TYPES)}")
@@ -175,6 +185,6 @@ class WhisperSettings:
             elif key in NUMBERS:
                 tuning[key] = checked_number(name, value, *NUMBERS[key])
             else:
-                known = ", ".join(["model", "device", "compute_type", "languages", *NUMBERS])
+                known = ", ".join(["model", "device", "compute_type", "languages", "vad", *NUMBERS])
                 raise ConfigError("config", f"{name}: unknown setting (known: {known})")
         return cls(model, tuning)

@@ -26,11 +26,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from xlbridge.audio.frame import SAMPLE_RATE
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
 from xlbridge.engines.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
+from xlbridge.engines.whisper.vad import make_vad, tail_pad_frames
 
 #: Frames of audio kept from before the VAD's start decision.
 PREROLL_FRAMES = 15
@@ -140,9 +140,8 @@ class WhisperStream(StreamClock):
 
     def __init__(self, decoder: WhisperDecoder, spec: WhisperModel, vad: Any = None) -> None:
         if vad is None:
-            from pocketsphinx import Vad
-
-            vad = Vad(mode=spec.vad_mode, sample_rate=SAMPLE_RATE, frame_length=FRAME_S)
+            vad = make_vad(spec.vad, spec.vad_mode)
+        self._pad = tail_pad_frames(spec.vad)
         self.decoder = decoder
         self.spec = spec
         self.vad = vad
@@ -185,7 +184,7 @@ class WhisperStream(StreamClock):
                 self.early_wasted += 1
             if not voiced and self._early_frames and self.segmenter.silence == self._early_frames < self.segmenter.end_frames:
                 voiced_frames = len(self._utt) - self.segmenter.silence
-                self._early = (voiced_frames, self._decode(self._utt[:voiced_frames]))
+                self._early = (voiced_frames, self._decode(self._utt[:voiced_frames + self._pad]))
             elif voiced and self.spec.interim_interval_s > 0 and self.position >= self._next_interim:
                 self._next_interim = self.position + self.spec.interim_interval_s
                 events.extend(self._interim())
@@ -252,17 +251,17 @@ class WhisperStream(StreamClock):
         those.  ``end`` is where the span ends (default: now; a cut ends
         where the next part begins).
         """
-        frames = self._utt[:max(1, voiced_frames)]
+        voiced = self._utt[:max(1, voiced_frames)]
         start = self._utt[0][1]
-        speech_end = frames[-1][1] + FRAME_S
+        speech_end = voiced[-1][1] + FRAME_S
         end = self.position if end is None else end
-        if early is not None and early[0] == len(frames):
+        if early is not None and early[0] == len(voiced):
             self.early_used += 1
             hyp = early[1]
         else:
             if early is not None:
                 self.early_wasted += 1
-            hyp = self._decode(frames)
+            hyp = self._decode(self._utt[:len(voiced) + self._pad])
         had_interim = bool(self._interim_text)
         self._interim_text = ""
         if not hyp.text and not had_interim:
