@@ -133,9 +133,10 @@ class LocalASRFactory:
         failures are logged, never errbacked.
         """
         count = min(self.settings.preload_decoders, self.settings.idle_decoders)
-        specs: list[ModelSpec] = [spec for spec in self.settings.models.values() if check_model(spec) is None]
+        specs: list[ModelSpec] = [spec for spec in self.settings.models.values()
+                                  if check_model(spec) is None and self._wanted(spec)]
         whisper = self.whisper_spec()
-        if whisper is not None:
+        if whisper is not None and self._wanted(whisper):
             specs.append(whisper)
             self.log.info("local-asr: Whisper model {path} ({device}, {compute}, {threads} thread(s) per decode, "
                           "{where}); languages: {langs}", path=whisper.path, device=whisper.device,
@@ -179,6 +180,19 @@ class LocalASRFactory:
         d = gatherResults(ds, consumeErrors=True).addCallback(check)
         d.addErrback(lambda f: self.log.warn("local-asr: warm-up failed: {error}", error=f.getErrorMessage()))
         return d
+
+    def _wanted(self, spec: ModelSpec) -> bool:
+        """
+        Whether a caller language uses ``spec`` (every model when the
+        languages are not known): with Whisper for every language, the
+        bundled pocketsphinx decoders (~90 MB each) are not preloaded.
+        """
+        if not self.languages:
+            return True
+        used = [self.settings.model_for(lang) for lang in self.languages]
+        if isinstance(spec, WhisperModel):
+            return any(isinstance(u, WhisperModel) for u in used)
+        return spec in used
 
     def whisper_spec(self) -> Optional[WhisperModel]:
         """The Whisper model legs use (no language), or ``None``."""

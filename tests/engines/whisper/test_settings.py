@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.engines.asr_worker import spec_from_json, spec_to_json
 from xlbridge.engines.local_asr_settings import LocalASRSettings
+from xlbridge.engines.local_asr import LocalASRFactory
 from xlbridge.engines.sphinx import SphinxModel
 from xlbridge.engines.vosk_asr import VoskModel
 from xlbridge.engines.whisper.settings import AUTO, LANGUAGES, WhisperModel, WhisperSettings
@@ -241,3 +242,35 @@ class WhisperModelTests(SynchronousTestCase):
     def test_describe(self) -> None:
         self.assertEqual(self.SPEC.describe(), f"whisper {MODEL} (auto, int8_float32)")
         self.assertEqual(self.SPEC.engine, "whisper")
+
+
+class PreloadTests(SynchronousTestCase):
+    """What the factory loads at start-up: only the models some caller language uses."""
+
+    def factory(self, languages: tuple[str, ...], **settings: object) -> LocalASRFactory:
+        from xlbridge.engines.local_asr import local_asr_factory
+        from xlbridge.engines.threads import ThreadPoolService
+        from xlbridge.testing import MemoryUDPReactor
+
+        reactor = MemoryUDPReactor()
+        pool = ThreadPoolService(reactor, name="test", max_threads=1, max_queued=1)
+        return local_asr_factory(reactor, pool, LocalASRSettings(backend="thread", **settings),  # type: ignore[arg-type]
+                                 languages=languages)
+
+    def test_whisper_for_everyone_skips_the_pocketsphinx_decoders(self) -> None:
+        f = self.factory(("en", "es"), whisper_path="/m")
+        whisper = f.whisper_spec()
+        assert whisper is not None
+        self.assertTrue(f._wanted(whisper))
+        self.assertFalse(f._wanted(SphinxModel()))
+
+    def test_pocketsphinx_engine_preloads_pocketsphinx_only(self) -> None:
+        f = self.factory(("en", "es"), whisper_path="/m", engine="pocketsphinx")
+        self.assertIsNone(f.whisper_spec())
+        self.assertTrue(f._wanted(SphinxModel()))
+
+    def test_unknown_languages_preload_everything(self) -> None:
+        f = self.factory((), whisper_path="/m")
+        whisper = f.whisper_spec()
+        assert whisper is not None
+        self.assertTrue(f._wanted(whisper) and f._wanted(SphinxModel()))
