@@ -250,3 +250,13 @@ class BadFolderTests(SynchronousTestCase):
         audio_msg = Message(asr_worker.AUDIO, 7, asr_worker.audio_payload([bytes(640)]))
         audio = Framer().feed(b"".join(worker.handle(audio_msg)))
         self.assertEqual(json.loads(audio[0].payload)["error"], error)
+
+
+class LongPhraseLoopTests(SynchronousTestCase):
+    def test_a_long_phrase_twice_is_a_loop(self) -> None:
+        looped = "Weasels have eaten our phone system. Weasels have eaten our phone system. Weasels have eaten our"
+        self.assertEqual(cut_repeats(looped), "Weasels have eaten our phone system.")
+
+    def test_short_phrases_twice_are_speech(self) -> None:
+        for text in ("thank you thank you", "no, no", "press one press two"):
+            self.assertEqual(cut_repeats(text), text)

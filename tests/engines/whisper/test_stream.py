@@ -75,14 +75,16 @@ class FakeDecoder:
 
     def __init__(self, respond: Optional[Callable[[Call], Hypothesis]] = None) -> None:
         self.calls: list[Call] = []
+        self.specs: list[Any] = []  # the spec each decode was given
         self.respond = respond or self.hello
 
     @staticmethod
     def hello(call: Call) -> Hypothesis:
         return Hypothesis("hello", "en" if call.language == "auto" else call.language, avg_logprob=-0.1)
 
-    def decode(self, samples: np.ndarray, language: str, allowed: Sequence[str] = ()) -> Hypothesis:
+    def decode(self, samples: np.ndarray, language: str, allowed: Sequence[str] = (), spec: Any = None) -> Hypothesis:
         call = Call(np.array(samples, dtype=np.int16), language, tuple(allowed))
+        self.specs.append(spec)
         self.calls.append(call)
         return self.respond(call)
 
@@ -421,3 +423,13 @@ class EarlyDecodeTests(SynchronousTestCase):
         run(s, ".")
         self.assertEqual(len(decoder.calls), 1)
         self.assertEqual((s.early_used, s.early_wasted), (0, 0))
+
+
+class LegSettingsTests(SynchronousTestCase):
+    def test_each_decode_gets_the_legs_own_spec(self) -> None:
+        """The model is shared by every leg; min_input_s, beam_size, tokens_per_s are the leg's, passed per decode."""
+        decoder = FakeDecoder()
+        spec = WhisperModel("/m", language="es", min_input_s=3.0, beam_size=2, early_decode_s=0)
+        s = WhisperStream(decoder, spec, vad=LevelVAD())  # type: ignore[arg-type]
+        run(s, "." * 10 + "#" * 30 + "." * 20)
+        self.assertEqual(decoder.specs, [spec])

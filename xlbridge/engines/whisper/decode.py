@@ -112,12 +112,19 @@ def _norm(word: str) -> str:
     return re.sub(r"[^\w']+", "", word.lower())
 
 
-def cut_repeats(text: str, min_repeats: int = 3, max_phrase: int = 8) -> str:
+#: A phrase of this many words or more repeated even twice in a row is a loop.
+LONG_PHRASE = 4
+
+
+def cut_repeats(text: str, min_repeats: int = 3, max_phrase: int = 12, long_phrase: int = LONG_PHRASE) -> str:
     """
     ``text`` with any phrase (1..``max_phrase`` words) that repeats
     back-to-back ``min_repeats`` times or more reduced to one copy:
-    "Goodbye. Goodbye. Goodbye. Goodbye." -> "Goodbye.".  Two copies are
-    left alone ("no, no" is speech); comparison ignores case and
+    "Goodbye. Goodbye. Goodbye. Goodbye." -> "Goodbye.".  Two copies of a
+    short phrase are left alone ("no, no" is speech), but a phrase of
+    ``long_phrase`` words or more said twice in a row is Whisper looping
+    ("Weasels have eaten our phone system. Weasels have eaten our phone
+    system.").  A cut-off last copy goes too.  Comparison ignores case and
     punctuation.
     """
     words = _WORD.findall(text)
@@ -134,7 +141,7 @@ def cut_repeats(text: str, min_repeats: int = 3, max_phrase: int = 8) -> str:
             count = 1
             while keys[i + count * size:i + (count + 1) * size] == phrase:
                 count += 1
-            if count >= min_repeats:
+            if count >= (2 if size >= long_phrase else min_repeats):
                 out_words.extend(words[i:i + size])
                 out_keys.extend(phrase)
                 i += count * size
@@ -259,15 +266,19 @@ class WhisperDecoder:
                 self._tokenizers[language] = tok
             return tok
 
-    def decode(self, samples: np.ndarray, language: str, allowed: Sequence[str] = ()) -> Hypothesis:
+    def decode(self, samples: np.ndarray, language: str, allowed: Sequence[str] = (),
+               spec: Optional[WhisperModel] = None) -> Hypothesis:
         """
         Transcribe one utterance (int16 at 16 kHz) in ``language`` (or
-        ``auto``: identified first, among ``allowed`` if given).
+        ``auto``: identified first, among ``allowed`` if given), with the
+        leg's ``spec`` for its per-utterance settings (``min_input_s``,
+        ``beam_size``, ``tokens_per_s``; default the loading spec's): the
+        model is shared, the settings are each leg's.
         """
         import ctranslate2
 
         t0 = time.perf_counter()
-        spec = self.spec
+        spec = self.spec if spec is None else spec
         audio = trim_silence(np.asarray(samples, dtype=np.int16))
         speech_s = len(audio) / SAMPLE_RATE
         if speech_s < 0.1:
@@ -282,6 +293,8 @@ class WhisperDecoder:
         lang, lang_p = language, 1.0
         if language == AUTO or not self.multilingual:
             if self.multilingual:
+                # Encode once: detect_language and generate both take the encoder's output.
+                storage = self.model.encode(storage, to_cpu=False)
                 lang, lang_p = pick_language(self.model.detect_language(storage)[0], allowed)
             else:
                 lang = "en"

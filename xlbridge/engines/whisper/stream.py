@@ -3,14 +3,23 @@ One caller's Whisper recogniser: voice activity cuts the 20 ms frames into
 utterances (:class:`Segmenter`, pure), and each utterance is decoded whole
 when it ends (:class:`WhisperStream`).
 
-Why our own end decision and not pocketsphinx's ``Endpointer``: the
-Endpointer declares the end 0.42-0.64 s after the last word (its window
-plus its hangover), which alone used the whole latency budget.  Here the
-WebRTC VAD (pocketsphinx's ``Vad``) classifies each frame and an utterance
-ends after ``end_silence_s`` of frames without voice (0.3 s by default);
-Whisper then gets the utterance with its trailing silence trimmed.  A
-pause inside a sentence longer than that splits it; Whisper decodes each
-part on its own and the pipeline translates them in order.
+A detector (:mod:`~xlbridge.engines.whisper.vad`: Silero or the WebRTC
+VAD) classifies each frame; an utterance starts when 3 of the last 5 frames
+are voiced (with 0.3 s of pre-roll) and ends after ``end_silence_s`` of
+unvoiced frames (0.3 s by default).  Whisper then gets the utterance with
+its trailing silence trimmed.  A pause inside a sentence longer than that
+splits it; Whisper decodes each part on its own and the pipeline
+translates them in order.  The end decision is the detector's hangover
+plus ``end_silence_s``: measured 325 ms after the last word with Silero,
+435 ms with WebRTC mode 2 and 480 ms with mode 0, which is what
+pocketsphinx's ``Endpointer`` uses (``bench/vad_compare.py``).  Its window
+logic ends on the same frame; what this segmenter adds is the pre-roll and
+an earlier start.
+
+While the caller is silent for ``early_decode_s`` (0.1 s) the utterance is
+decoded already; if the silence reaches ``end_silence_s`` with no voice in
+between, that result is the final, so the 0.1-0.3 s decode overlaps the
+wait instead of following it.
 
 Like :class:`~xlbridge.engines.sphinx.SphinxStream`: fed 640-byte frames
 of int16 in native byte order, blocking (the decode is 0.1-0.3 s), one
@@ -229,7 +238,7 @@ class WhisperStream(StreamClock):
     def _decode(self, frames: Sequence[tuple[bytes, float]]) -> Hypothesis:
         samples = np.frombuffer(b"".join(f for f, _ in frames), dtype=np.int16)
         t0 = time.perf_counter()
-        hyp = self.decoder.decode(samples, self.spec.language or "en", self.spec.languages)
+        hyp = self.decoder.decode(samples, self.spec.language or "en", self.spec.languages, self.spec)
         self.decodes += 1
         self.decode_s += time.perf_counter() - t0
         self.repeats_cut += int(hyp.repeated)
