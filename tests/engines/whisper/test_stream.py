@@ -93,9 +93,10 @@ def text_hyp(text: str, language: str = "en", **kwargs: Any) -> Callable[[Call],
     return lambda call: Hypothesis(text, language, **kwargs)
 
 
-#: 3 voiced frames start, 5 silent end, 100 frames at most; no early decode, no interims.
+#: 3 voiced frames start, 5 silent end, 100 frames at most; no early decode, no interims;
+#: the WebRTC detector's settings (no tail pad), whatever the detector injected.
 SPEC = WhisperModel("/unused", "en", start_speech_s=0.06, end_silence_s=0.1, early_decode_s=0.0,
-                    max_utterance_s=2.0, interim_interval_s=0.0)
+                    max_utterance_s=2.0, interim_interval_s=0.0, vad="webrtc")
 
 
 def run(stream: WhisperStream, script: str) -> list[tuple[int, ASREvent]]:
@@ -429,7 +430,19 @@ class LegSettingsTests(SynchronousTestCase):
     def test_each_decode_gets_the_legs_own_spec(self) -> None:
         """The model is shared by every leg; min_input_s, beam_size, tokens_per_s are the leg's, passed per decode."""
         decoder = FakeDecoder()
-        spec = WhisperModel("/m", language="es", min_input_s=3.0, beam_size=2, early_decode_s=0)
+        spec = WhisperModel("/m", language="es", min_input_s=3.0, beam_size=2, early_decode_s=0, vad="webrtc")
         s = WhisperStream(decoder, spec, vad=LevelVAD())  # type: ignore[arg-type]
         run(s, "." * 10 + "#" * 30 + "." * 20)
         self.assertEqual(decoder.specs, [spec])
+
+
+class TailPadTests(SynchronousTestCase):
+    def test_silero_utterances_are_decoded_past_the_last_voiced_frame(self) -> None:
+        """Silero lets go of word tails early: 5 more frames (0.1 s) go to the decoder, the times stay the VAD's."""
+        decoder = FakeDecoder()
+        s = WhisperStream(decoder, attrs.evolve(SPEC, vad="silero", end_silence_s=0.2), vad=LevelVAD())  # type: ignore[arg-type]
+        events = run(s, "." * 5 + "#" * 20 + "." * 12)
+        (call,) = decoder.calls
+        self.assertEqual(frame_numbers(call.samples), list(range(0, 25)) + list(range(25, 30)))  # pre-roll, voice, pad
+        (final,) = [e for _, e in events if isinstance(e, Transcript)]
+        self.assertEqual(final.speech_end, 0.5)

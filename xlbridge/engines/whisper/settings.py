@@ -90,7 +90,7 @@ class WhisperModel:
     end_silence_s: float = 0.3
     early_decode_s: float = 0.1
     start_speech_s: float = 0.06
-    vad: str = "webrtc"
+    vad: str = "silero"
     vad_mode: int = 2
     max_utterance_s: float = 15.0
     interim_interval_s: float = 0.0

@@ -192,6 +192,8 @@ class WhisperStream(StreamClock):
                 self._early = None  # the pause was not the end
                 self.early_wasted += 1
             if not voiced and self._early_frames and self.segmenter.silence == self._early_frames < self.segmenter.end_frames:
+                # The tail pad is what has arrived by now (at most the pad): the
+                # result is used if no voice follows, whatever the rest of the pad holds.
                 voiced_frames = len(self._utt) - self.segmenter.silence
                 self._early = (voiced_frames, self._decode(self._utt[:voiced_frames + self._pad]))
             elif voiced and self.spec.interim_interval_s > 0 and self.position >= self._next_interim:
