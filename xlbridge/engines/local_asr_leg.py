@@ -270,7 +270,13 @@ class LocalASR:
             self._kick()
 
     def _crashed(self, err: EngineError) -> bool:
-        """Count a crash and report ``EngineDown`` once; ``False`` if that was one too many (the leg failed)."""
+        """
+        Count a crash and report ``EngineDown`` once; ``False`` if that was
+        one too many (the leg failed).  Workers ended by a shutdown are no
+        crash: nothing is counted or logged.
+        """
+        if self.workers is not None and self.workers.closing:
+            return True
         self.crashes += 1
         self.log.error("local-asr: decoding failed ({n}/{max}) call={call_id} ext={ext}: {error}",
                        n=self.crashes, max=MAX_RESTARTS, call_id=self.call_id, ext=self.extension, error=err.message)

@@ -103,3 +103,17 @@ class WhisperWorkerTests(TestCase):
         yield es.finish()
         self.assertIn("única persona", finals(events)[-1].text.lower())
         self.assertEqual(factory.workers.restarts, 1)
+
+    @inlineCallbacks
+    def test_shutdown_is_not_a_crash(self) -> Any:
+        """Closing the workers under a live leg: no crash counted, no EngineDown, the leg still finishes."""
+        factory = self.factory()
+        yield factory.warm_up()
+        es, events = self.leg(factory, "es", "8888")
+        yield feed_paced(es, np.zeros(8000, np.int16))
+        yield factory.close()
+        es.feed(np.zeros(3200, np.int16))
+        yield es.finish()
+        self.assertEqual(es.crashes, 0)
+        self.assertEqual([e for e in events if isinstance(e, (EngineDown, EngineUp))], [])
+        self.assertEqual(es.state.value, "closed")
