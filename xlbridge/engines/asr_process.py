@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 import xlbridge
 from xlbridge.engines.asr_process_worker import WorkerLost, WorkerProtocol, WorkerStream, _error  # noqa: F401  (re-exported)
-from xlbridge.engines.asr_worker import LOAD, LOADED, Message, ModelSpec, StreamParams, dump, encode, spec_to_json
+from xlbridge.engines.asr_wire import LOAD, LOADED, Message, ModelSpec, StreamParams, dump, encode, spec_to_json
 from xlbridge.engines.base import EngineError
 from xlbridge.engines.sphinx import ENGINE
 

@@ -16,7 +16,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.engines.asr_worker import (
+from xlbridge.engines.asr_wire import (
     AUDIO, CLOSE, FINISH, FINISHED, OPEN, Framer, FramingError, Message, ModelSpec,
     StreamParams, audio_payload, dump, encode, event_from_json, spec_to_json,
 )

@@ -20,7 +20,7 @@ import attrs
 
 from xlbridge.audio.frame import SAMPLE_RATE
 from xlbridge.engines.asr_process import default_workers
-from xlbridge.engines.asr_worker import StreamParams
+from xlbridge.engines.asr_wire import StreamParams
 from xlbridge.engines.sphinx import (
     FRAME_S,
     SphinxModel,
