@@ -4,7 +4,7 @@ English and Spanish, offline (no reactor, no load generator).
 
 Every prompt is fed as 1 s of digital silence, the prompt, 1.5 s of silence,
 one 640-byte frame (20 ms, int16 native order) at a time through
-``xlbridge.engines.asr_worker.Session(spec, StreamParams(), DECODERS, 4)``,
+``xlbridge.engines.local_asr.worker.Session(spec, StreamParams(), DECODERS, 4)``,
 exactly as the ASR worker drives a leg.  The finals' texts are joined and
 scored against the prompt's reference text (below).
 
@@ -94,9 +94,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from xlbridge.engines.asr_worker import Session, StreamParams  # noqa: E402
+from xlbridge.engines.local_asr.worker import Session, StreamParams  # noqa: E402
 from xlbridge.engines.base import Transcript  # noqa: E402
-from xlbridge.engines.sphinx import DECODERS, SphinxModel  # noqa: E402
+from xlbridge.engines.pocketsphinx.asr import DECODERS, SphinxModel  # noqa: E402
 from xlbridge.engines.whisper.settings import WhisperModel  # noqa: E402
 from xlbridge.tools.demo import load_g722  # noqa: E402
 

@@ -233,8 +233,8 @@ def reference_texts(window_s: float = 0.3, ratio: float = 0.9) -> tuple[dict[str
     """
     import numpy as np
 
-    from xlbridge.engines.asr_worker import Session, StreamParams
-    from xlbridge.engines.sphinx import DecoderPool, SphinxModel
+    from xlbridge.engines.local_asr.worker import Session, StreamParams
+    from xlbridge.engines.pocketsphinx.asr import DecoderPool, SphinxModel
 
     pool = DecoderPool()
     texts, detail = {}, {}
@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.phones:
         return phones_main(ns.phones)
 
-    from xlbridge.engines import local_asr
+    from xlbridge.engines.local_asr import factory as local_asr
 
     has_backend = "backend" in {f.name for f in __import__("attrs").fields(local_asr.LocalASRSettings)}
     available = list(BACKENDS) if has_backend else ["relay", "thread"]

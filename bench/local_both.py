@@ -1096,7 +1096,7 @@ def effective_defaults() -> dict[str, Any]:
 def whisper_defaults() -> dict[str, Any]:
     import attrs
 
-    from xlbridge.engines.local_asr_settings import LocalASRSettings
+    from xlbridge.engines.local_asr.settings import LocalASRSettings
     from xlbridge.engines.whisper.settings import WhisperModel
 
     d = {f.name: f.default for f in attrs.fields(WhisperModel) if f.default is not attrs.NOTHING and f.name != "languages"}

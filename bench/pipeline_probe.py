@@ -35,12 +35,12 @@ from typing import Any, Optional
 from xlbridge.audio.frame import FRAME_SAMPLES
 from xlbridge.audio.mix import SpeechQueue, Utterance
 from xlbridge.egress import EgressClock
-from xlbridge.engines.deepgram import DeepgramASR
+from xlbridge.engines.deepgram.asr import DeepgramASR
 
 try:  # the protocol class moved between modules while this bench was written
-    from xlbridge.engines.deepgram_connection import DeepgramClientProtocol
+    from xlbridge.engines.deepgram.connection import DeepgramClientProtocol
 except ImportError:  # pragma: no cover
-    from xlbridge.engines.deepgram import DeepgramClientProtocol  # type: ignore[no-redef]
+    from xlbridge.engines.deepgram.asr import DeepgramClientProtocol  # type: ignore[no-redef]
 from xlbridge.transports.rtp import RTPEndpoint
 
 # Ingress record fields (a list per packet, filled in place).

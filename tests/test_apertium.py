@@ -1,5 +1,5 @@
 """
-Tests for :mod:`xlbridge.engines.apertium`.
+Tests for :mod:`xlbridge.engines.apertium.mt`.
 
 The stream format, the framer and the settings are pure and tested without
 a reactor.  The engine tests are integration tests: real Apertium pipelines
@@ -21,8 +21,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from xlbridge.engines import apertium, apertium_settings
-from xlbridge.engines.apertium import (
+from xlbridge.engines.apertium import mt as apertium, settings as apertium_settings
+from xlbridge.engines.apertium.mt import (
     CARET_STAND_IN,
     DEFAULT_PAIRS,
     SPECIAL,

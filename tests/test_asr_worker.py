@@ -1,10 +1,10 @@
 """
-Tests for :mod:`xlbridge.engines.asr_worker` (the child program and its
-framing) and :mod:`xlbridge.engines.asr_process` (the parent side).
+Tests for :mod:`xlbridge.engines.local_asr.worker` (the child program and its
+framing) and :mod:`xlbridge.engines.local_asr.pool` (the parent side).
 
 The framer and the request handler are tested without I/O; the child
 program as a plain subprocess; the ``process`` backend of
-:class:`~xlbridge.engines.local_asr.LocalASR` with real worker processes on
+:class:`~xlbridge.engines.local_asr.factory.LocalASR` with real worker processes on
 the real reactor, on Asterisk's "Allison" prompts.
 """
 
@@ -27,17 +27,17 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from xlbridge.engines import asr_worker
-from xlbridge.engines.asr_process import ASRWorkerPool, default_workers, worker_env
-from xlbridge.engines.asr_worker import (
+from xlbridge.engines.local_asr import worker as asr_worker
+from xlbridge.engines.local_asr.pool import ASRWorkerPool, default_workers, worker_env
+from xlbridge.engines.local_asr.worker import (
     AUDIO, CLOSE, EVENTS, FINISH, FINISHED, LOAD, LOADED, OPEN, Framer, FramingError, Message, StreamParams,
     Worker, audio_payload, dump, encode, event_from_json, event_to_json, parse_audio, spec_from_json, spec_to_json,
 )
 from xlbridge.engines.base import ASREvent, EngineDown, EngineUnavailable, EngineUp, SpeechStarted, Transcript, UtteranceEnd
-from xlbridge.engines.local_asr import _Batch, LocalASR, LocalASRFactory, LocalASRSettings, local_asr_factory
-from xlbridge.engines.sphinx import FRAME_BYTES, DecoderPool, SphinxModel
+from xlbridge.engines.local_asr.factory import _Batch, LocalASR, LocalASRFactory, LocalASRSettings, local_asr_factory
+from xlbridge.engines.pocketsphinx.asr import FRAME_BYTES, DecoderPool, SphinxModel
 from xlbridge.engines.threads import ThreadPoolService
-from xlbridge.engines.vosk_asr import VoskModel
+from xlbridge.engines.vosk.asr import VoskModel
 from tests.test_local_asr import (
     DECODERS, LEAD_S, RATE, _FlakyPool, _skip, feed_paced, frames_of, prompt, speech_bounds, transcripts, with_silence,
 )
@@ -215,7 +215,7 @@ class ChildProgramTests(SynchronousTestCase):
     skip = _skip
 
     def run_worker(self, requests: bytes) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "xlbridge.engines.asr_worker"], input=requests,
+        return subprocess.run([sys.executable, "-m", "xlbridge.engines.local_asr.worker"], input=requests,
                               capture_output=True, env=worker_env(), timeout=30)
 
     def test_requests_on_stdin_replies_on_stdout(self) -> None:
@@ -293,7 +293,7 @@ class PoolLogicTests(SynchronousTestCase):
         self.assertEqual([s.slot.index for s in streams], [0, 1, 0])
         self.assertEqual(len(r.spawned), 2)
         _, exe, args, env, process = r.spawned[0]
-        self.assertEqual((exe, args), ("/usr/bin/python3", ["/usr/bin/python3", "-m", "xlbridge.engines.asr_worker"]))
+        self.assertEqual((exe, args), ("/usr/bin/python3", ["/usr/bin/python3", "-m", "xlbridge.engines.local_asr.worker"]))
         self.assertLessEqual(set(env), {"PATH", "PYTHONPATH"})
         self.assertEqual([(m.kind, m.stream) for m in process.requests()], [(OPEN, streams[0].stream_id),
                                                                            (OPEN, streams[2].stream_id)])
@@ -429,7 +429,7 @@ class ProcessBackendTests(TestCase):
         """
         out = subprocess.run(
             ["taskset", "-c", "0", sys.executable, "-c",
-             "from xlbridge.engines.asr_process import default_workers, usable_cpus;"
+             "from xlbridge.engines.local_asr.pool import default_workers, usable_cpus;"
              "print(usable_cpus(), default_workers())"],
             capture_output=True, text=True, check=True, env=worker_env(),
         )

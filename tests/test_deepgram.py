@@ -1,5 +1,5 @@
 """
-Tests for :mod:`xlbridge.engines.deepgram` and its sans-I/O half.
+Tests for :mod:`xlbridge.engines.deepgram.asr` and its sans-I/O half.
 
 Three layers: the session, spool, settings and policies with no I/O at all;
 the client's state machine on a ``MemoryReactorClock`` with a recording
@@ -36,14 +36,14 @@ from xlbridge.engines.base import (
     Transcript,
     UtteranceEnd,
 )
-from xlbridge.engines.deepgram import (
+from xlbridge.engines.deepgram.asr import (
     DeepgramASR,
     DeepgramSettings,
     State,
     deepgram_asr_factory,
     listen_url,
 )
-from xlbridge.engines.deepgram_session import (
+from xlbridge.engines.deepgram.wire import (
     AudioSpool,
     DeepgramSession,
     backoff_delay,

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`xlbridge.engines.deepl` and the fake DeepL server.
+Tests for :mod:`xlbridge.engines.deepl.mt` and the fake DeepL server.
 
 The adapter tests are loopback integration tests: the real ``deepl``
 library, in a real pool thread, talks HTTP to :mod:`tests.fakes.deepl` on
@@ -26,7 +26,7 @@ from xlbridge.engines.base import (
     EngineRequestError,
     EngineUnavailable,
 )
-from xlbridge.engines.deepl import (
+from xlbridge.engines.deepl.mt import (
     DeepLFailure,
     DeepLMT,
     DeepLSettings,

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`xlbridge.engines.elevenlabs`: the real clients (HTTP and
+Tests for :mod:`xlbridge.engines.elevenlabs.tts`: the real clients (HTTP and
 WebSocket, one test body for both via :class:`_ClientTests`) against the
 fake server in :mod:`tests.fakes.elevenlabs`, on loopback with the real
 reactor; plus pure tests of settings, error mapping and odd-byte carrying.
@@ -27,14 +27,14 @@ from xlbridge.engines.base import (
     EngineRequestError,
     EngineUnavailable,
 )
-from xlbridge.engines.elevenlabs import (
+from xlbridge.engines.elevenlabs.tts import (
     DEFAULT_VOICE,
     DEFAULT_VOICES,
     ElevenLabsSettings,
     ElevenLabsTTS,
     PCMChunker,
 )
-from xlbridge.engines.elevenlabs_http import error_for_response
+from xlbridge.engines.elevenlabs.http import error_for_response
 
 KEY = "sk_live_0123456789abcdef0123456789abcdef"
 TEXT = "hello world how are you"

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`xlbridge.engines.espeak`: sentence splitting and settings
+Tests for :mod:`xlbridge.engines.espeak.tts`: sentence splitting and settings
 (pure), and real synthesis through the bundled libespeak-ng on the real
 reactor (each sentence takes a few ms, so these stay fast).
 """
@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from xlbridge.audio.frame import SAMPLE_RATE, Samples
 from xlbridge.engines.base import EngineRequestError, EngineUnavailable
-from xlbridge.engines.espeak import (
+from xlbridge.engines.espeak.tts import (
     DEFAULT_VOICES,
     ESpeakLibrary,
     ESpeakSettings,

@@ -1,6 +1,6 @@
 """
-Tests for :mod:`xlbridge.engines.local_asr`, :mod:`xlbridge.engines.sphinx`
-and :mod:`xlbridge.engines.vosk_asr`.
+Tests for :mod:`xlbridge.engines.local_asr.factory`, :mod:`xlbridge.engines.pocketsphinx.asr`
+and :mod:`xlbridge.engines.vosk.asr`.
 
 The recogniser is the real pocketsphinx on real speech: Asterisk's "Allison"
 prompts (16 kHz G.722 from Debian's ``asterisk-core-sounds-en-g722``), with
@@ -30,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from xlbridge.audio.codecs import get_codec, make_decoder
 from xlbridge.audio.frame import Samples
-from xlbridge.engines import vosk_asr
+from xlbridge.engines.vosk import asr as vosk_asr
 from xlbridge.engines.base import (
     ASREvent,
     EngineDown,
@@ -40,7 +40,7 @@ from xlbridge.engines.base import (
     SpeechStarted,
     Transcript,
 )
-from xlbridge.engines.local_asr import (
+from xlbridge.engines.local_asr.factory import (
     LocalASR,
     LocalASRFactory,
     LocalASRSettings,
@@ -50,9 +50,9 @@ from xlbridge.engines.local_asr import (
     missing_model_warning,
     model_problems,
 )
-from xlbridge.engines.sphinx import FRAME_BYTES, DecoderPool, Reframer, SphinxModel, SphinxStream
+from xlbridge.engines.pocketsphinx.asr import FRAME_BYTES, DecoderPool, Reframer, SphinxModel, SphinxStream
 from xlbridge.engines.threads import ThreadPoolService
-from xlbridge.engines.vosk_asr import INSTALL_HINT, VoskModel, VoskStream, check_vosk_model, load_vosk_model
+from xlbridge.engines.vosk.asr import INSTALL_HINT, VoskModel, VoskStream, check_vosk_model, load_vosk_model
 from xlbridge.errors import ConfigError
 
 SOUNDS = "/usr/share/asterisk/sounds/en_US_f_Allison"

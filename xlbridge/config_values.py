@@ -9,6 +9,7 @@ value or raises :class:`~xlbridge.errors.ConfigError` naming the option.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Mapping
 
 from xlbridge.audio.codecs import CODEC_NAMES
@@ -193,3 +194,9 @@ def checked_number(key: str, value: Any, kind: type, lo: float, hi: float) -> An
     if not lo <= value <= hi:
         raise ConfigError("config", f"{key}: {value!r} is outside {lo}..{hi}")
     return kind(value)
+
+def config_path(key: str, value: Any) -> str:
+    """A model path from TOML (``~`` expanded); :class:`ConfigError` naming ``key`` if not a path."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("config", f"{key}: expected a path, got {value!r}")
+    return os.path.expanduser(value)

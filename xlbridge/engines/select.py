@@ -108,14 +108,14 @@ def _settings(cls: Any, engine: str, environ: Mapping[str, str], options: Mappin
 
 def _cloud_stage(stage: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]], pool: Any) -> Any:
     if stage == "asr":
-        from xlbridge.engines.deepgram import DeepgramSettings, deepgram_asr_factory
+        from xlbridge.engines.deepgram.asr import DeepgramSettings, deepgram_asr_factory
 
         return deepgram_asr_factory(reactor, _settings(DeepgramSettings, "deepgram", environ, options))
     if stage == "mt":
-        from xlbridge.engines.deepl import DeepLMT, DeepLSettings
+        from xlbridge.engines.deepl.mt import DeepLMT, DeepLSettings
 
         return DeepLMT(reactor, pool, _settings(DeepLSettings, "deepl", environ, options))
-    from xlbridge.engines.elevenlabs import ElevenLabsSettings, ElevenLabsTTS
+    from xlbridge.engines.elevenlabs.tts import ElevenLabsSettings, ElevenLabsTTS
 
     return ElevenLabsTTS(reactor, _settings(ElevenLabsSettings, "elevenlabs", environ, options))
 
@@ -129,7 +129,7 @@ def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, An
     if stage == "asr":
         return _local_asr(reactor, options, pool, languages, warnings)
     if stage == "mt":
-        from xlbridge.engines.apertium import ApertiumMT, ApertiumSettings, apertium_available
+        from xlbridge.engines.apertium.mt import ApertiumMT, ApertiumSettings, apertium_available
 
         settings = _local_settings(ApertiumSettings, "apertium", options)
         if not apertium_available(settings):
@@ -139,7 +139,7 @@ def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, An
                 "(sh scripts/setup.sh does), or set DEEPL_AUTH_KEY",
             )
         return ApertiumMT(reactor, settings)
-    from xlbridge.engines.espeak import ESpeakSettings, ESpeakTTS
+    from xlbridge.engines.espeak.tts import ESpeakSettings, ESpeakTTS
 
     return ESpeakTTS(reactor, _local_settings(ESpeakSettings, "espeak", options))
 
@@ -153,7 +153,7 @@ def _local_asr(reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any
     """
     import attrs
 
-    from xlbridge.engines.local_asr import LocalASRSettings, describe_fallback, local_asr_factory, model_problems
+    from xlbridge.engines.local_asr.factory import LocalASRSettings, describe_fallback, local_asr_factory, model_problems
     from xlbridge.engines.whisper.model import resolve
 
     settings = _local_settings(LocalASRSettings, "local_asr", options)

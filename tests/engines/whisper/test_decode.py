@@ -13,10 +13,10 @@ import json
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines import asr_worker
-from xlbridge.engines.asr_worker import EVENTS, OPEN, Framer, Message, Worker, dump, spec_to_json
+from xlbridge.engines.local_asr import worker as asr_worker
+from xlbridge.engines.local_asr.worker import EVENTS, OPEN, Framer, Message, Worker, dump, spec_to_json
 from xlbridge.engines.base import EngineRequestError
-from xlbridge.engines.sphinx import DecoderPool
+from xlbridge.engines.pocketsphinx.asr import DecoderPool
 from xlbridge.engines.whisper.decode import (
     MAX_FRAMES,
     MIN_AVG_LOGPROB,

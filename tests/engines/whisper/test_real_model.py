@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.asr_worker import Session, StreamParams
+from xlbridge.engines.local_asr.worker import Session, StreamParams
 from xlbridge.engines.base import SpeechStarted, Transcript
-from xlbridge.engines.sphinx import DecoderPool
+from xlbridge.engines.pocketsphinx.asr import DecoderPool
 from xlbridge.engines.whisper.decode import WhisperDecoder, shared_decoder
 from xlbridge.engines.whisper.settings import WhisperModel
 from xlbridge.engines.whisper.stream import FRAME_BYTES, WhisperStream

@@ -1,6 +1,6 @@
 """
 Tests for :mod:`xlbridge.engines.whisper.settings` and the Whisper side of
-:class:`~xlbridge.engines.local_asr_settings.LocalASRSettings`: the
+:class:`~xlbridge.engines.local_asr.settings.LocalASRSettings`: the
 ``[local_asr.whisper]`` table, which recogniser each language gets, and
 the spec as it travels to the ASR workers.
 """
@@ -14,11 +14,11 @@ from typing import Any
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.asr_worker import spec_from_json, spec_to_json
-from xlbridge.engines.local_asr_settings import LocalASRSettings
-from xlbridge.engines.local_asr import LocalASRFactory
-from xlbridge.engines.sphinx import SphinxModel
-from xlbridge.engines.vosk_asr import VoskModel
+from xlbridge.engines.local_asr.worker import spec_from_json, spec_to_json
+from xlbridge.engines.local_asr.settings import LocalASRSettings
+from xlbridge.engines.local_asr.factory import LocalASRFactory
+from xlbridge.engines.pocketsphinx.asr import SphinxModel
+from xlbridge.engines.vosk.asr import VoskModel
 from xlbridge.engines.whisper.settings import AUTO, LANGUAGES, WhisperModel, WhisperSettings
 from xlbridge.errors import ConfigError
 
@@ -248,7 +248,7 @@ class PreloadTests(SynchronousTestCase):
     """What the factory loads at start-up: only the models some caller language uses."""
 
     def factory(self, languages: tuple[str, ...], **settings: object) -> LocalASRFactory:
-        from xlbridge.engines.local_asr import local_asr_factory
+        from xlbridge.engines.local_asr.factory import local_asr_factory
         from xlbridge.engines.threads import ThreadPoolService
         from xlbridge.testing import MemoryUDPReactor
 

@@ -11,7 +11,7 @@ import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.engines.base import EngineRequestError
-from xlbridge.engines.stream_clock import FRAME_BYTES
+from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
 from xlbridge.engines.whisper import vad as vad_module
 from xlbridge.engines.whisper.settings import WhisperSettings
 from xlbridge.engines.whisper.vad import SileroVAD, make_vad, silero_model_path, tail_pad_frames

@@ -17,7 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
 from xlbridge.engines.base import EngineDown, EngineUnavailable, EngineUp, Transcript
-from xlbridge.engines.local_asr import LocalASR, LocalASRFactory, LocalASRSettings, local_asr_factory
+from xlbridge.engines.local_asr.factory import LocalASR, LocalASRFactory, LocalASRSettings, local_asr_factory
 from xlbridge.engines.threads import ThreadPoolService
 from xlbridge.tools.demo import EN_DIR, ES_DIR, load_g722
 

@@ -21,7 +21,7 @@ decoded already; if the silence reaches ``end_silence_s`` with no voice in
 between, that result is the final, so the 0.1-0.3 s decode overlaps the
 wait instead of following it.
 
-Like :class:`~xlbridge.engines.sphinx.SphinxStream`: fed 640-byte frames
+Like :class:`~xlbridge.engines.pocketsphinx.asr.SphinxStream`: fed 640-byte frames
 of int16 in native byte order, blocking (the decode is 0.1-0.3 s), one
 task at a time, times in seconds since the stream began, events with
 ``received_at=0.0`` that the owner stamps.
@@ -36,7 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
-from xlbridge.engines.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
+from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
 from xlbridge.engines.whisper.vad import make_vad, tail_pad_frames

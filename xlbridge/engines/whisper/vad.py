@@ -34,7 +34,7 @@ import numpy as np
 
 from xlbridge.audio.frame import SAMPLE_RATE
 from xlbridge.engines.base import EngineRequestError
-from xlbridge.engines.stream_clock import FRAME_S
+from xlbridge.engines.local_asr.stream_clock import FRAME_S
 from xlbridge.engines.whisper.settings import ENGINE, VADS
 
 #: Silero's window and context, samples at 16 kHz.

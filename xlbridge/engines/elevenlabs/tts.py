@@ -1,0 +1,435 @@
+"""
+ElevenLabs streaming text-to-speech, shared by every call.
+
+Design notes
+------------
+
+The caller hears translated speech sooner the sooner the first audio chunk
+arrives, so :meth:`ElevenLabsTTS.synthesize` hands each chunk to ``on_audio``
+the moment it comes off the socket, never after the whole clip.
+
+Two wire transports exist and both are implemented; they deliver the same
+bytes:
+
+``"http"`` (:mod:`xlbridge.engines.elevenlabs.http`)
+    ``POST {base}/v1/text-to-speech/{voice_id}/stream?output_format=pcm_16000``
+    with a JSON body, answered by a chunked body of raw audio.  Requests go
+    through one persistent ``HTTPConnectionPool``, so after the first request
+    the TCP+TLS handshake is not paid again.
+
+``"websocket"`` (:mod:`xlbridge.engines.elevenlabs.ws`)
+    ``{ws base}/v1/text-to-speech/{voice_id}/stream-input``: init message
+    ``{"text": " "}``, then the text with ``"flush": true``, then
+    ``{"text": ""}`` (end of stream); the server answers with base64 audio
+    messages and ``{"isFinal": true}``.  A single-context socket carries
+    exactly one utterance, so a spare socket per (voice, language) is opened
+    ahead of time and kept alive with ``" "`` (PROTOCOLS.md T5).
+
+``bench/tts_ttfa.py`` measures time-to-first-audio of both against the fake
+server; the default transport (:data:`DEFAULT_TRANSPORT`) follows that
+measurement.
+
+Audio format: ``output_format`` is always ``pcm_16000``: raw signed 16-bit
+**little-endian** mono at 16000 Hz, no header (PROTOCOLS.md T1, section 4.1).
+Chunk boundaries are arbitrary, so a chunk of odd length leaves one byte
+that is carried to the next chunk (:class:`PCMChunker`); the audio handed on
+is native-order int16 (:mod:`xlbridge.audio.frame`).
+
+Failures (:mod:`xlbridge.engines.base`): 401 ``invalid_api_key`` ->
+:class:`EngineAuthError`; ``quota_exceeded`` (sent with status 401) ->
+:class:`EngineQuotaError`; 400/404/422 and ``voice_not_found`` ->
+:class:`EngineRequestError`; 429 ``too_many_concurrent_requests`` /
+``system_busy``, 5xx, timeouts and dropped sockets ->
+:class:`EngineUnavailable`.  An :class:`EngineUnavailable` is retried
+(``retries`` times, after ``retry_delay_s``) only while no audio has reached
+``on_audio``, so the caller never hears a sentence twice.  The API key never
+appears in a repr, a log line or an exception message.
+
+Settings, language codes and key scrubbing are in
+:mod:`xlbridge.engines.elevenlabs.settings`, re-exported here.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Callable, Optional, Protocol
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from xlbridge.audio.codecs import from_little_endian
+from xlbridge.audio.frame import Samples
+from xlbridge.engines.base import (
+    EngineAuthError,
+    EngineError,
+    EngineQuotaError,
+    EngineRequestError,
+    EngineUnavailable,
+)
+from xlbridge.engines.elevenlabs.settings import (
+    _ENV_KEY,
+    DEFAULT_BASE_URL,
+    DEFAULT_TRANSPORT,
+    DEFAULT_VOICE,
+    DEFAULT_VOICES,
+    LANGUAGE_CODE_MODELS,
+    OUTPUT_FORMAT,
+    ElevenLabsSettings,
+    language_code,
+    scrub,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TRANSPORT",
+    "DEFAULT_VOICE",
+    "DEFAULT_VOICES",
+    "LANGUAGE_CODE_MODELS",
+    "OUTPUT_FORMAT",
+    "ElevenLabsCounters",
+    "ElevenLabsSettings",
+    "ElevenLabsTTS",
+    "PCMChunker",
+    "language_code",
+]
+
+ENGINE = "elevenlabs"
+
+
+def error_kind(error: EngineError) -> str:
+    """Counter key for ``error``: ``auth``, ``quota``, ``request`` or ``unavailable``."""
+    for cls, kind in (
+        (EngineAuthError, "auth"),
+        (EngineQuotaError, "quota"),
+        (EngineRequestError, "request"),
+    ):
+        if isinstance(error, cls):
+            return kind
+    return "unavailable"
+
+
+class PCMChunker:
+    """
+    Turns arbitrary byte chunks of S16LE PCM into whole native-order samples.
+
+    A chunk may end in the middle of a sample; that odd byte is kept and
+    prepended to the next chunk, so the samples produced are bit-exact
+    whatever the chunking.  The buffer is bounded: at most one byte.
+    """
+
+    def __init__(self) -> None:
+        self._odd = b""
+
+    def feed(self, data: bytes) -> Optional[Samples]:
+        """
+        :param data: the next bytes of the little-endian stream.
+        :return: the whole samples completed by ``data`` (native int16), or
+            ``None`` if there are none yet.
+        """
+        if self._odd:
+            data = self._odd + data
+        if len(data) % 2:
+            self._odd, data = data[-1:], data[:-1]
+        else:
+            self._odd = b""
+        return from_little_endian(data) if data else None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back (0 or 1)."""
+        return len(self._odd)
+
+    def reset(self) -> None:
+        """Forget a held byte (a new stream starts)."""
+        self._odd = b""
+
+
+@attrs.define
+class ElevenLabsCounters:
+    """
+    Counters for the status page; all cumulative since start.
+
+    :ivar requests: HTTP requests or WebSocket streams started (with retries).
+    :ivar retries: attempts that were retries.
+    :ivar completed: utterances spoken to the end.
+    :ivar cancelled: utterances cancelled by the caller.
+    :ivar bytes_received: audio bytes received (S16LE, 32000 per second).
+    :ivar first_byte_ms: time from :meth:`ElevenLabsTTS.synthesize` to the
+        first audio byte of the latest utterance, in milliseconds.
+    :ivar first_byte_history: the last 64 such values, oldest first.
+    :ivar errors: failed utterances by kind (see :func:`error_kind`).
+    """
+
+    requests: int = 0
+    retries: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    bytes_received: int = 0
+    first_byte_ms: Optional[float] = None
+    first_byte_history: "collections.deque[float]" = attrs.field(
+        factory=lambda: collections.deque(maxlen=64)
+    )
+    errors: dict[str, int] = attrs.field(factory=dict)
+
+    def first_byte(self, ms: float) -> None:
+        self.first_byte_ms = ms
+        self.first_byte_history.append(ms)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class StreamTransport(Protocol):
+    """
+    One wire transport: start streams, close everything.
+    """
+
+    def open(
+        self, voice_id: str, text: str, language: str, on_bytes: Callable[[bytes], None]
+    ) -> "Deferred[None]":
+        """
+        Start one stream; call ``on_bytes`` with raw S16LE audio as it
+        arrives; fire at its clean end; errback with an :class:`EngineError`.
+        Cancelling the Deferred aborts the stream at once.
+        """
+
+    def close(self) -> "Deferred[None]":
+        """Abort streams, close sockets and pooled connections."""
+
+
+class ElevenLabsTTS:
+    """
+    The :class:`~xlbridge.engines.base.TTS` for ElevenLabs.
+
+    :param reactor: provides ``IReactorTime`` and ``IReactorTCP`` (https
+        and wss need pyOpenSSL and service-identity, as Twisted's TLS does).
+    :param settings: see :class:`ElevenLabsSettings`.
+    :param pool: an ``HTTPConnectionPool`` to share (HTTP transport); by
+        default one is made and closed by :meth:`close`.
+
+    :ivar counters: :class:`ElevenLabsCounters`.
+    """
+
+    name = "elevenlabs"
+    log = Logger()
+
+    def __init__(self, reactor: Any, settings: ElevenLabsSettings, pool: Any = None) -> None:
+        # Imported here: the transport modules import this module's shared
+        # helpers (ENGINE, scrub, gather), so a top-level import would cycle.
+        from xlbridge.engines.elevenlabs.http import HTTPStreamTransport
+        from xlbridge.engines.elevenlabs.ws import WebSocketStreamTransport
+
+        self.reactor = reactor
+        self.settings = settings
+        self.counters = ElevenLabsCounters()
+        self._transport: StreamTransport
+        if settings.transport == "websocket":
+            self._transport = WebSocketStreamTransport(reactor, settings)
+        else:
+            self._transport = HTTPStreamTransport(reactor, settings, pool)
+        self._active: "set[Deferred[None]]" = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<ElevenLabsTTS {self.settings!r}>"
+
+    def synthesize(
+        self, text: str, language: str, on_audio: Callable[[Samples], None]
+    ) -> "Deferred[None]":
+        """
+        Speak ``text`` in ``language`` (ISO 639-1, ``"es"``).
+
+        :param on_audio: called on the reactor thread with each chunk of
+            16 kHz mono int16 native-order audio, as soon as it arrives.
+        :return: fires once the clip has been delivered; errbacks with an
+            :class:`~xlbridge.engines.base.EngineError`; cancelling it stops
+            the stream and no further ``on_audio`` call happens.
+        """
+        if self._closed:
+            return _failed(EngineUnavailable(ENGINE, "client closed"))
+        if not text.strip():
+            return succeed(None)
+        if not self.settings.api_key:
+            self.counters.error("auth")
+            return _failed(EngineAuthError(ENGINE, f"no API key (set {_ENV_KEY})"))
+        job = _Utterance(self, text, language, on_audio)
+        d = job.start()
+        self._active.add(d)
+        d.addBoth(_discard, self._active, d)
+        return d
+
+    def close(self) -> "Deferred[None]":
+        """
+        Cancel utterances in progress, close every socket and the pool (if
+        this object made it).  Fires when the connections are gone.
+        """
+        self._closed = True
+        for d in list(self._active):
+            d.cancel()
+        d = self._transport.close()
+        return d
+
+    # -- used by _Utterance ---------------------------------------------------
+
+    def _open(
+        self, voice_id: str, text: str, language: str, on_bytes: Callable[[bytes], None]
+    ) -> "Deferred[None]":
+        return self._transport.open(voice_id, text, language, on_bytes)
+
+
+def _failed(error: Exception) -> "Deferred[None]":
+    d: Deferred[None] = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+def _discard(result: Any, active: "set[Deferred[None]]", d: "Deferred[None]") -> Any:
+    active.discard(d)
+    return result
+
+
+class _Utterance:
+    """
+    One :meth:`ElevenLabsTTS.synthesize` call: attempts, the progress
+    watchdog, the bounded retry, odd-byte carrying and counting.
+    """
+
+    def __init__(
+        self, tts: ElevenLabsTTS, text: str, language: str, on_audio: Callable[[Samples], None]
+    ) -> None:
+        self.tts = tts
+        self.settings = tts.settings
+        self.reactor = tts.reactor
+        self.text = text
+        self.language = language
+        self.voice_id = self.settings.voice_for(language)
+        self.on_audio = on_audio
+        self.chunker = PCMChunker()
+        self.started = self.reactor.seconds()
+        self.attempts = 0
+        self.delivered = False
+        self.got_bytes = False
+        self.finished = False
+        self.timed_out = False
+        self.attempt: "Optional[Deferred[None]]" = None
+        self.watchdog: Any = None
+        self.retry_call: Any = None
+        self.d: Deferred[None] = Deferred(self._cancel)
+
+    def start(self) -> "Deferred[None]":
+        self._attempt()
+        return self.d
+
+    def _attempt(self) -> None:
+        self.retry_call = None
+        self.attempts += 1
+        counters = self.tts.counters
+        counters.requests += 1
+        if self.attempts > 1:
+            counters.retries += 1
+        self.chunker.reset()
+        self.timed_out = False
+        self._arm()
+        try:
+            attempt = self.tts._open(self.voice_id, self.text, self.language, self._bytes)
+        except Exception:
+            attempt = _failed(EngineUnavailable(ENGINE, "could not start the request"))
+            self.tts.log.failure("ElevenLabs request could not start")
+        self.attempt = attempt
+        attempt.addCallbacks(self._done, self._failed, errbackArgs=(attempt,))
+
+    def _arm(self) -> None:
+        if self.watchdog is not None and self.watchdog.active():
+            self.watchdog.reset(self.settings.timeout_s)
+        else:
+            self.watchdog = self.reactor.callLater(self.settings.timeout_s, self._stalled)
+
+    def _disarm(self) -> None:
+        if self.watchdog is not None and self.watchdog.active():
+            self.watchdog.cancel()
+        self.watchdog = None
+
+    def _stalled(self) -> None:
+        self.watchdog = None
+        self.timed_out = True
+        if self.attempt is not None:
+            self.attempt.cancel()
+
+    def _bytes(self, data: bytes) -> None:
+        if self.finished or not data:
+            return
+        counters = self.tts.counters
+        if not self.got_bytes:
+            self.got_bytes = True
+            counters.first_byte((self.reactor.seconds() - self.started) * 1000.0)
+        counters.bytes_received += len(data)
+        self._arm()
+        samples = self.chunker.feed(data)
+        if samples is None:
+            return
+        self.delivered = True
+        try:
+            self.on_audio(samples)
+        except Exception:
+            self.tts.log.failure("on_audio raised; audio chunk lost")
+
+    def _done(self, _: object) -> None:
+        self._disarm()
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunker.pending:
+            self.tts.log.warn("ElevenLabs stream ended on half a sample; byte dropped")
+        self.tts.counters.completed += 1
+        self.d.callback(None)
+
+    def _failed(self, failure: Failure, attempt: "Deferred[None]") -> None:
+        self._disarm()
+        if self.finished or attempt is not self.attempt:
+            return
+        if self.timed_out:
+            what = "audio" if self.got_bytes else "a response"
+            error: EngineError = EngineUnavailable(
+                ENGINE, f"no {what} for {self.settings.timeout_s:g} s"
+            )
+        elif isinstance(failure.value, EngineError):
+            error = failure.value
+        elif failure.check(CancelledError):
+            error = EngineUnavailable(ENGINE, "stream cancelled")
+        else:
+            error = EngineUnavailable(
+                ENGINE, scrub(f"{type(failure.value).__name__}: {failure.value}", self.settings.api_key)
+            )
+        if (
+            isinstance(error, EngineUnavailable)
+            and not self.delivered
+            and self.attempts <= self.settings.retries
+        ):
+            self.tts.log.info(
+                "ElevenLabs attempt {attempt} failed ({error}); retrying",
+                attempt=self.attempts,
+                error=error.message,
+            )
+            self.retry_call = self.reactor.callLater(self.settings.retry_delay_s, self._attempt)
+            return
+        self.finished = True
+        self.tts.counters.error(error_kind(error))
+        self.d.errback(Failure(error))
+
+    def _cancel(self, d: "Deferred[None]") -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.tts.counters.cancelled += 1
+        self._disarm()
+        if self.retry_call is not None and self.retry_call.active():
+            self.retry_call.cancel()
+        if self.attempt is not None:
+            self.attempt.cancel()
+
+
+def gather(ds: "list[Deferred[Any]]") -> "Deferred[None]":
+    """Fire (with ``None``) once all of ``ds`` have fired, whatever the results."""
+    return DeferredList(ds, consumeErrors=True).addCallback(lambda _: None)
