@@ -35,12 +35,7 @@ from typing import Any, Optional
 from xlbridge.audio.frame import FRAME_SAMPLES
 from xlbridge.audio.mix import SpeechQueue, Utterance
 from xlbridge.egress import EgressClock
-from xlbridge.engines.deepgram.asr import DeepgramASR
-
-try:  # the protocol class moved between modules while this bench was written
-    from xlbridge.engines.deepgram.connection import DeepgramClientProtocol
-except ImportError:  # pragma: no cover
-    from xlbridge.engines.deepgram.asr import DeepgramClientProtocol  # type: ignore[no-redef]
+from xlbridge.engines.deepgram.connection import DeepgramClientProtocol, DeepgramConnection
 from xlbridge.transports.rtp import RTPEndpoint
 
 # Ingress record fields (a list per packet, filled in place).
@@ -160,9 +155,9 @@ class Probe:
 
         setattr(DeepgramClientProtocol, "sendMessage", sendMessage)
 
-        orig_open = self._patch(DeepgramASR, "ws_open", None)
+        orig_open = self._patch(DeepgramConnection, "ws_open", None)
 
-        def ws_open(asr: DeepgramASR, proto: Any) -> None:
+        def ws_open(conn: DeepgramConnection, proto: Any) -> None:
             t = proto.transport
             try:
                 probe.nodelay_seen.append(bool(t.getTcpNoDelay()))
@@ -171,9 +166,9 @@ class Probe:
             except Exception:
                 pass
             probe._account(t)
-            orig_open(asr, proto)
+            orig_open(conn, proto)
 
-        setattr(DeepgramASR, "ws_open", ws_open)
+        setattr(DeepgramConnection, "ws_open", ws_open)
 
         orig_qadd = self._patch(SpeechQueue, "add", None)
 

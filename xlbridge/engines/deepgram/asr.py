@@ -2,16 +2,21 @@
 Deepgram live ASR over an Autobahn WebSocket: one :class:`DeepgramASR` per
 caller, built by :func:`deepgram_asr_factory`.
 
-The parsing, timing and replay rules live in the sans-I/O
-:mod:`xlbridge.engines.deepgram.wire`, the settings and error rules in
-:mod:`xlbridge.engines.deepgram.settings`; this module and
-:mod:`xlbridge.engines.deepgram.connection` own the socket and the clock.
-The connection lifecycle (connecting, timeouts, failures, backoff and
-reconnecting, shutdown, with the state diagram) and the Autobahn protocol
-are in the latter, as :class:`DeepgramConnection`, the base of
-:class:`DeepgramASR`; what is left here is the ASR side: feeding and
-finishing the stream, replay when a connection opens, keepalives and
-incoming results.
+The package, by concern:
+
+* :mod:`~xlbridge.engines.deepgram.settings`: settings, the ``/v1/listen``
+  URL, the reconnect delay and error classification (no I/O);
+* :mod:`~xlbridge.engines.deepgram.wire`: server messages to events, the
+  control messages, the replay spool (sans-I/O);
+* :mod:`~xlbridge.engines.deepgram.connection`: the socket and its
+  lifecycle (connecting, timeouts, backoff and reconnecting, keepalives,
+  shutdown; with the state diagram), as a :class:`DeepgramConnection`;
+* this module: the ASR side.  A :class:`DeepgramASR` owns one
+  :class:`DeepgramConnection` and is its
+  :class:`~xlbridge.engines.deepgram.connection.DeepgramConnectionOwner`:
+  it feeds and finishes the stream, replays audio when a connection opens,
+  turns incoming messages into events and connection failures into
+  ``EngineDown`` / ``EngineUp``.
 
 Design notes
 ------------
@@ -22,8 +27,8 @@ Design notes
   on the new connection from the end of the last final result, with the
   session's timestamp offset moved to the first replayed sample.
 * **Audio out** is little-endian linear16 (trap T1), one ``chunk_ms``
-  message at a time, never empty; a ``KeepAlive`` text frame goes out after
-  ``keepalive_s`` without sending anything (trap T4).
+  message at a time, never empty; the connection sends a ``KeepAlive``
+  text frame after ``keepalive_s`` without sending anything (trap T4).
 * **finish()** sends any remainder (padded to 20 ms), then ``Finalize`` and
   ``CloseStream``; results keep flowing until Deepgram closes with 1000.
   It fires then, or after ``finish_timeout_s``, and never errbacks.
@@ -32,7 +37,7 @@ Design notes
 from __future__ import annotations
 
 import random as _random
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -44,57 +49,37 @@ from xlbridge.engines.base import (
     ASR,
     ASREvent,
     ASRFactory,
+    EngineDown,
+    EngineError,
     EngineUp,
     Transcript,
+    deliver,
 )
-from xlbridge.engines.deepgram.connection import (
-    DeepgramClientProtocol,
-    DeepgramConnection,
-    Reactor,
-    State,
-)
-from xlbridge.engines.deepgram.wire import (
-    CLOSE_STREAM,
-    ENGINE,
-    FINALIZE,
-    KEEPALIVE,
-    AudioSpool,
-    Chunk,
-    DeepgramSession,
-    DeepgramSettings,
-    backoff_delay,
-    classify_close,
-    classify_upgrade_failure,
-    listen_url,
-)
+from xlbridge.engines.deepgram.connection import DeepgramConnection, IDeepgramReactor, State
+from xlbridge.engines.deepgram.settings import ENGINE, DeepgramSettings, listen_url
+from xlbridge.engines.deepgram.wire import AudioSpool, Chunk, DeepgramSession
 from xlbridge.errors import ConfigError
 
-__all__ = [
-    "DeepgramASR",
-    "DeepgramClientProtocol",
-    "DeepgramSession",
-    "DeepgramSettings",
-    "State",
-    "backoff_delay",
-    "classify_close",
-    "classify_upgrade_failure",
-    "deepgram_asr_factory",
-    "listen_url",
-]
+# DeepgramSettings is the type of deepgram_asr_factory's settings, so
+# callers may take both from here.
+__all__ = ["DeepgramASR", "DeepgramSettings", "deepgram_asr_factory"]
 
 
-class DeepgramASR(DeepgramConnection):
+class DeepgramASR:
     """
     One Deepgram stream for one caller, implementing
     :class:`~xlbridge.engines.base.ASR`.
 
-    :param reactor: provides ``IReactorTCP``, ``IReactorSSL`` and
-        ``IReactorTime``; all timers and sockets use it.
+    :param reactor: all timers and sockets use it.
     :param settings: shared client settings.
     :param language: BCP-47 code for this caller, e.g. ``en``.
     :param on_event: receives every :data:`~xlbridge.engines.base.ASREvent`
         on the reactor thread, stream-timed.
     :param random: jitter source returning ``[0, 1)``.
+
+    :ivar connection: the :class:`DeepgramConnection` it owns.
+    :ivar session: parses the server's messages (stream time).
+    :ivar spool: the audio kept for replay.
 
     Counters (for the monitor): ``sent_bytes`` (audio bytes sent, replays
     included), ``messages_out`` (binary and text messages), ``keepalives``,
@@ -108,7 +93,7 @@ class DeepgramASR(DeepgramConnection):
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: IDeepgramReactor,
         settings: DeepgramSettings,
         language: str,
         on_event: Callable[[ASREvent], None],
@@ -122,38 +107,51 @@ class DeepgramASR(DeepgramConnection):
         self.on_event = on_event
         self.call_id = call_id
         self.extension = extension
-        self.random = random
-        self.url = listen_url(settings, language)
         self.session = DeepgramSession()
         self.spool = AudioSpool(settings.chunk_samples, int(settings.replay_s * SAMPLE_RATE))
-        self.state = State.IDLE
-        self.sent_bytes = 0
-        self.messages_out = 0
-        self.keepalives = 0
-        self.connect_attempts = 0
-        self.reconnects = 0
+        self.connection = DeepgramConnection(reactor, settings, listen_url(settings, language), self,
+                                             call_id=call_id, extension=extension, random=random)
         self.replayed_ms = 0
         self._ignored_samples = 0
-        self._attempt = 0
-        self._failures = 0
-        self._proto: Optional[DeepgramClientProtocol] = None
-        self._connector: Any = None
-        self._open = False
         self._ever_open = False
         self._down = False
-        self._timed_out = False
         self._finishing = False
-        self._close_sent = False
-        self._last_send = 0.0
-        self._timeout_call: Optional[IDelayedCall] = None
-        self._retry_call: Optional[IDelayedCall] = None
-        self._keepalive_call: Optional[IDelayedCall] = None
         self._finish_call: Optional[IDelayedCall] = None
         self._waiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return (f"<DeepgramASR call={self.call_id!r} ext={self.extension!r} "
                 f"language={self.language!r} state={self.state.value}>")
+
+    @property
+    def state(self) -> State:
+        """The connection's state."""
+        return self.connection.state
+
+    @property
+    def sent_bytes(self) -> int:
+        """Audio bytes sent, replays included."""
+        return self.connection.sent_bytes
+
+    @property
+    def messages_out(self) -> int:
+        """Binary and text messages sent."""
+        return self.connection.messages_out
+
+    @property
+    def keepalives(self) -> int:
+        """``KeepAlive`` messages sent."""
+        return self.connection.keepalives
+
+    @property
+    def connect_attempts(self) -> int:
+        """Connection attempts so far."""
+        return self.connection.connect_attempts
+
+    @property
+    def reconnects(self) -> int:
+        """Connection attempts after the first."""
+        return self.connection.reconnects
 
     @property
     def malformed(self) -> int:
@@ -170,7 +168,7 @@ class DeepgramASR(DeepgramConnection):
     def start(self) -> None:
         """Connect; audio fed meanwhile is spooled (bounded)."""
         if self.state is State.IDLE:
-            self._connect()
+            self.connection.connect()
 
     def feed(self, samples: Samples) -> None:
         """
@@ -181,7 +179,7 @@ class DeepgramASR(DeepgramConnection):
             self._ignored_samples += len(samples)
             return
         chunks = self.spool.push(samples)
-        if self._open and not self._close_sent:
+        if self.connection.is_open and not self.connection.close_sent:
             for c in chunks:
                 self._send_chunk(c)
         self.spool.trim()
@@ -193,7 +191,7 @@ class DeepgramASR(DeepgramConnection):
         ``finish_timeout_s``; never errbacks.
         """
         if self.state is State.IDLE:
-            self.state = State.CLOSED
+            self.connection.close()
         if self.state in (State.FAILED, State.CLOSED):
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -203,31 +201,22 @@ class DeepgramASR(DeepgramConnection):
         self._finishing = True
         self._finish_call = self.reactor.callLater(self.settings.finish_timeout_s, self._finish_timed_out)
         tail = self.spool.flush(SAMPLE_RATE * FRAME_MS // 1000)
-        if self._open:
+        if self.connection.is_open:
             if tail is not None:
                 self._send_chunk(tail)
-            self._send_finish()
+            self.connection.end_stream()
         return d
 
-    # -- the connection is open --------------------------------------------
+    # -- what the connection reports (DeepgramConnectionOwner) --------------
 
-    def ws_open(self, proto: DeepgramClientProtocol) -> None:
+    def connection_opened(self, request_id: Optional[str]) -> None:
         """The WebSocket is open: replay, then stream live."""
-        if proto is not self._proto or self.state is not State.CONNECTING:
-            proto.dropConnection(abort=True)
-            return
-        self._cancel("_timeout_call")
-        self.state = State.OPEN
-        self._open = True
-        self._close_sent = False
-        self._failures = 0
         reconnect = self._ever_open
         self._ever_open = True
         final_pos = int(round(self.session.final_end * SAMPLE_RATE))
         chunks = self.spool.replay(final_pos)
         offset = chunks[0].position if chunks else self.spool.position
-        self.session.connection_opened(offset / SAMPLE_RATE, self.session.request_id)
-        self._last_send = self.reactor.seconds()
+        self.session.connection_opened(offset / SAMPLE_RATE, request_id)
         self.log.info("deepgram: open call={call_id} ext={ext} request_id={request_id} "
                       "replaying={replay_ms} ms from {offset:.2f} s",
                       call_id=self.call_id, ext=self.extension, request_id=self.session.request_id,
@@ -238,22 +227,17 @@ class DeepgramASR(DeepgramConnection):
                 self.replayed_ms += len(c.samples) * 1000 // SAMPLE_RATE
             self._send_chunk(c)
         self.spool.trim()
-        self._arm_keepalive()
         if self._finishing:
             tail = self.spool.flush(SAMPLE_RATE * FRAME_MS // 1000)
             if tail is not None:
                 self._send_chunk(tail)
-            self._send_finish()
+            self.connection.end_stream()
         if self._down:
             self._down = False
             self._emit(EngineUp(ENGINE, self.reactor.seconds()))
 
-    # -- receiving ---------------------------------------------------------
-
-    def ws_message(self, proto: DeepgramClientProtocol, payload: bytes, is_binary: bool) -> None:
+    def message_received(self, payload: bytes, is_binary: bool) -> None:
         """One server message; never raises."""
-        if proto is not self._proto:
-            return
         if is_binary:
             self.session.unknown += 1
             return
@@ -262,63 +246,60 @@ class DeepgramASR(DeepgramConnection):
         except Exception:
             self.log.failure("deepgram: bug parsing a message call={call_id}", call_id=self.call_id)
             return
+        # What the connection needs to judge the close that will follow.
+        if self.session.metadata is not None:
+            self.connection.metadata_received()
+        if self.session.last_error is not None:
+            self.connection.error_received(self.session.last_error)
         for ev in events:
             if isinstance(ev, Transcript) and ev.is_final:
                 self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
             self._emit(ev)
 
-    # -- sending -----------------------------------------------------------
+    def connection_down(self, error: EngineError, retrying: bool) -> None:
+        """
+        One ``EngineDown`` per outage while retrying; a permanent failure
+        always emits one and fires :meth:`finish`'s waiters.
+        """
+        now = self.reactor.seconds()
+        if not retrying:
+            self._emit(EngineDown(error, now), force=True)
+            self._fire_waiters()
+        elif not self._down:
+            self._down = True
+            self._emit(EngineDown(error, now))
+
+    def connection_closed(self) -> None:
+        """The stream ended: :meth:`finish` fires."""
+        self._fire_waiters()
+
+    # -- internals -----------------------------------------------------------
 
     def _send_chunk(self, c: Chunk) -> None:
-        data = little_endian_bytes(c.samples)
-        if not data or self._proto is None:
-            return
-        self._proto.sendMessage(data, isBinary=True)
-        c.sent = True
-        self.sent_bytes += len(data)
-        self.messages_out += 1
-        self._last_send = self.reactor.seconds()
-
-    def _send_text(self, text: str) -> None:
-        if self._proto is None:
-            return
-        self._proto.sendMessage(text.encode("utf-8"), isBinary=False)
-        self.messages_out += 1
-        self._last_send = self.reactor.seconds()
-
-    def _send_finish(self) -> None:
-        self._send_text(FINALIZE)
-        self._send_text(CLOSE_STREAM)
-        self._close_sent = True
-        self._cancel("_keepalive_call")
-
-    def _arm_keepalive(self) -> None:
-        if self._keepalive_call is not None or not self._open or self._close_sent:
-            return
-        due = self._last_send + self.settings.keepalive_s - self.reactor.seconds()
-        self._keepalive_call = self.reactor.callLater(max(0.0, due), self._keepalive_tick)
-
-    def _keepalive_tick(self) -> None:
-        self._keepalive_call = None
-        if not self._open or self._close_sent:
-            return
-        # Re-armed from the last send, so a steady audio stream costs one
-        # timer per keepalive_s, not one reset per chunk.
-        if self.reactor.seconds() - self._last_send >= self.settings.keepalive_s * 0.999:
-            self._send_text(KEEPALIVE)
-            self.keepalives += 1
-        self._arm_keepalive()
-
-    # -- ending ------------------------------------------------------------
+        if self.connection.send_audio(little_endian_bytes(c.samples)):
+            c.sent = True
 
     def _finish_timed_out(self) -> None:
         self._finish_call = None
         self.log.warn("deepgram: finish timed out after {timeout} s call={call_id} ext={ext}",
                       timeout=self.settings.finish_timeout_s, call_id=self.call_id, ext=self.extension)
-        self._shutdown()
+        self.connection.close()
+
+    def _fire_waiters(self) -> None:
+        call, self._finish_call = self._finish_call, None
+        if call is not None and call.active():
+            call.cancel()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _emit(self, ev: ASREvent, force: bool = False) -> None:
+        if self.state is State.CLOSED and not force:
+            return
+        deliver(self.on_event, ev, self.log, "deepgram", self.call_id, self.extension)
 
 
-def deepgram_asr_factory(reactor: Reactor, settings: DeepgramSettings) -> ASRFactory:
+def deepgram_asr_factory(reactor: IDeepgramReactor, settings: DeepgramSettings) -> ASRFactory:
     """
     An :data:`~xlbridge.engines.base.ASRFactory` making one
     :class:`DeepgramASR` per caller.

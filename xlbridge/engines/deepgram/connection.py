@@ -1,26 +1,27 @@
 """
-Deepgram live ASR, the connection half of
-:class:`~xlbridge.engines.deepgram.asr.DeepgramASR`: the Autobahn protocol and
-factory (one factory per attempt), the logger that keeps the key out of
-Autobahn's debug lines, and :class:`DeepgramConnection`, the mixin that
-connects, times out, classifies failures, backs off, reconnects and shuts
-down.
+Deepgram live ASR, the connection: at most one WebSocket to ``/v1/listen``
+at a time, owned by a :class:`~xlbridge.engines.deepgram.asr.DeepgramASR`.
 
-Split from :mod:`xlbridge.engines.deepgram.asr` (which re-exports the public
-names) so that module holds only the ASR side: feeding and finishing the
-stream, the open socket's replay, keepalives and incoming results.
+:class:`DeepgramConnection` connects, times out, turns a refused upgrade or a
+drop into an :class:`~xlbridge.engines.base.EngineError`, backs off and
+reconnects or gives up, keeps an idle socket alive and shuts down.  It knows
+nothing of audio positions, results or the pipeline: it reports to its owner
+through :class:`DeepgramConnectionOwner` (opened, message, down, closed) and
+takes bytes to send.  :class:`DeepgramClientProtocol` and its factory (one
+per attempt) only forward Autobahn's callbacks to it.
 
 Design notes
 ------------
 
 Lifecycle (``state``)::
 
-    idle --start()--> connecting --upgrade 101--> open --finish(), 1000--> closed
-                        ^   |                      |
-                        |   | 429/5xx/drop         | drop, NET-xxxx
-                        |   v                      v
-                        +-- backoff <--------------+
-    connecting --401/403/400--> failed (one EngineDown, no retry)
+    idle --connect()--> connecting --upgrade 101--> open --end_stream(), 1000--> closed
+                          ^   |                      |
+                          |   | 429/5xx/drop         | drop, NET-xxxx
+                          |   v                      v
+                          +-- backoff <--------------+
+    connecting --401/403/400--> failed (connection_down(retrying=False), no retry)
+    any --close()--> closed
 
 * **Why not ClientService?**  It counts a connection as a success once TCP
   connects and resets its retry count, but Deepgram refuses a stream
@@ -29,6 +30,16 @@ Lifecycle (``state``)::
   key is wrong" from "try later".  So the loop is ours: a failure counter
   reset only by a successful upgrade, :func:`backoff_delay` with injected
   jitter, and ``reactor.callLater``.
+* **The end of a stream.**  After ``CloseStream`` Deepgram sends its last
+  message, ``Metadata``, and closes with 1000.  Once the owner has seen that
+  message (:meth:`DeepgramConnection.metadata_received`) nothing is left to
+  lose, so even an unclean end (a peer that drops TCP before the close
+  handshake finishes) is the end, not a drop to recover from.  The owner
+  parses messages, so it tells the connection about ``Metadata`` and
+  ``Error`` messages; the latter's text explains the close that follows.
+* **Keepalive.**  A ``KeepAlive`` text frame goes out after ``keepalive_s``
+  without sending anything (trap T4); the timer is re-armed from the last
+  send, so a steady audio stream costs one timer per ``keepalive_s``.
 * **Secrets.**  The key only travels in the ``Authorization`` header.
   Autobahn logs the whole handshake request at debug level, so each
   protocol gets a logger that scrubs the key (:class:`_ScrubbingLog`).
@@ -37,42 +48,54 @@ Lifecycle (``state``)::
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, Callable, Optional, cast
+import random as _random
+from typing import Any, Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from autobahn.websocket.types import ConnectionResponse
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IDelayedCall,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.engines.base import (
-    ASREvent,
-    EngineDown,
-    EngineError,
-    EngineRequestError,
-    EngineUnavailable,
-    deliver,
-    redact,
-)
-from xlbridge.engines.deepgram.wire import (
+from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable, redact
+from xlbridge.engines.deepgram.settings import (
     ENGINE,
-    DeepgramSession,
     DeepgramSettings,
     backoff_delay,
     classify_close,
     classify_upgrade_failure,
 )
+from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
 
-if TYPE_CHECKING:
-    from xlbridge.engines.deepgram.asr import DeepgramASR
+__all__ = [
+    "DeepgramClientProtocol",
+    "DeepgramConnection",
+    "DeepgramConnectionOwner",
+    "IDeepgramReactor",
+    "State",
+]
 
-#: A reactor providing IReactorTCP, IReactorSSL and IReactorTime.
-Reactor = Any
+
+class IDeepgramReactor(IReactorTCP, IReactorSSL, IReactorTime):
+    """
+    What a Deepgram client needs of its reactor: a TCP connect (``ws://``),
+    a TLS connect (``wss://``) and the clock for its timers.
+
+    For type hints only, as treq's reactor type: reactors do not declare it,
+    and any reactor providing the three interfaces fits.
+    """
 
 
 class State(enum.StrEnum):
-    """Connection state of one :class:`~xlbridge.engines.deepgram.asr.DeepgramASR`, for the monitor."""
+    """State of a :class:`DeepgramConnection` (and so of its client), for the monitor."""
 
     IDLE = "idle"
     CONNECTING = "connecting"
@@ -82,6 +105,43 @@ class State(enum.StrEnum):
     CLOSED = "closed"
 
 
+class DeepgramConnectionOwner(Protocol):
+    """
+    What a :class:`DeepgramConnection` reports to the object that owns it.
+
+    Every call comes on the reactor thread, from inside the connection's
+    own handling of a reactor event; the owner may call back into the
+    connection (send, :meth:`~DeepgramConnection.end_stream`,
+    :meth:`~DeepgramConnection.close`) but must not raise.
+    """
+
+    def connection_opened(self, request_id: Optional[str]) -> None:
+        """
+        A connection is open (the upgrade succeeded): the owner may send now.
+
+        :param request_id: the ``dg-request-id`` upgrade header, if any.
+        """
+
+    def message_received(self, payload: bytes, is_binary: bool) -> None:
+        """One message from the server on the open connection, unparsed."""
+
+    def connection_down(self, error: EngineError, retrying: bool) -> None:
+        """
+        A connection attempt failed or the open connection dropped.
+
+        :param retrying: a new attempt is scheduled (``backoff``); if
+            false, ``error`` will not heal by retrying and the connection
+            gave up for good (``failed``).
+        """
+
+    def connection_closed(self) -> None:
+        """
+        The connection ended for good without an error: Deepgram closed the
+        stream after :meth:`~DeepgramConnection.end_stream`, or
+        :meth:`~DeepgramConnection.close` was called.
+        """
+
+
 class _ScrubbingLog:
     """
     Wraps an Autobahn/txaio logger and replaces the secret in every string
@@ -89,11 +149,11 @@ class _ScrubbingLog:
     """
 
     def __init__(self, inner: Any, secret: str) -> None:
-        self._inner = inner
+        self._inner = inner  # txaio's logger: any attribute may be asked for
         self._secret = secret
         self._shown = redact(secret)
 
-    def _clean(self, v: Any) -> Any:
+    def _clean(self, v: object) -> object:
         if isinstance(v, str) and self._secret in v:
             return v.replace(self._secret, self._shown)
         if isinstance(v, bytes) and self._secret.encode() in v:
@@ -105,23 +165,22 @@ class _ScrubbingLog:
         if not callable(f) or not self._secret:
             return f
 
-        def call(*args: Any, **kwargs: Any) -> Any:
+        def call(*args: object, **kwargs: object) -> Any:
             return f(*(self._clean(a) for a in args), **{k: self._clean(v) for k, v in kwargs.items()})
 
         return call
 
 
-class DeepgramClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class DeepgramClientProtocol(WebSocketClientProtocol):
     """
-    Forwards Autobahn's callbacks to the
-    :class:`~xlbridge.engines.deepgram.asr.DeepgramASR` that owns the
-    connection; holds no logic of its own.
+    Forwards Autobahn's callbacks to the :class:`DeepgramConnection` that
+    made it; holds no logic of its own.
     """
 
-    owner: "DeepgramASR"
+    connection: "DeepgramConnection"
 
-    def onConnect(self, response: Any) -> None:
-        self.owner.ws_connect(self, response)
+    def onConnect(self, response: ConnectionResponse) -> None:
+        self.connection.ws_connect(self, response)
 
     def onOpen(self) -> None:
         # Audio goes out as one small message per 20 ms packet: without
@@ -133,48 +192,49 @@ class DeepgramClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             try:
                 set_nodelay(True)
             except OSError as e:
-                self.owner.log.warn("deepgram: cannot set TCP_NODELAY: {error}", error=e)
-        self.owner.ws_open(self)
+                self.connection.log.warn("deepgram: cannot set TCP_NODELAY: {error}", error=e)
+        self.connection.ws_open(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.owner.ws_message(self, payload, isBinary)
+        self.connection.ws_message(self, payload, isBinary)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.owner.ws_close(self, wasClean, code, reason)
+        self.connection.ws_close(self, wasClean, code, reason)
 
 
-class _DeepgramClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+class _DeepgramClientFactory(WebSocketClientFactory):
     """One factory per connection attempt, so late callbacks can be told apart."""
 
     protocol = DeepgramClientProtocol
     noisy = False  # one factory per attempt: no "Starting factory" lines
 
-    def __init__(self, owner: "DeepgramASR", attempt: int, url: str, api_key: str, reactor: Reactor) -> None:
+    def __init__(self, connection: "DeepgramConnection", attempt: int, url: str, api_key: str,
+                 reactor: IDeepgramReactor) -> None:
         super().__init__(url, headers={"Authorization": f"Token {api_key}"},
                          useragent="xlbridge", reactor=reactor)
         # Our own timers (connect_timeout_s, finish_timeout_s) run on the
         # injected reactor; Autobahn's would use txaio's global one.
         self.setProtocolOptions(openHandshakeTimeout=0, autoPingInterval=0)
-        self.owner = owner
+        self.connection = connection
         self.attempt = attempt
         self._secret = api_key
 
-    def buildProtocol(self, addr: Any) -> DeepgramClientProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> DeepgramClientProtocol:
         p = super().buildProtocol(addr)
         assert isinstance(p, DeepgramClientProtocol)
-        p.owner = self.owner
+        p.connection = self.connection
         p.log = _ScrubbingLog(p.log, self._secret)
-        self.owner.ws_built(self.attempt, p)
+        self.connection.ws_built(self.attempt, p)
         return p
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        self.owner.ws_connect_failed(self.attempt, reason)
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.connection.ws_connect_failed(self.attempt, reason)
 
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
         """Handled by the protocol's ``onClose``."""
 
 
-def _upgrade_status(proto: Any) -> Optional[int]:
+def _upgrade_status(proto: DeepgramClientProtocol) -> Optional[int]:
     """The HTTP status of a refused upgrade, or ``None``."""
     parts = str(getattr(proto, "http_status_line", "") or "").split()
     if len(parts) < 2:
@@ -186,56 +246,108 @@ def _upgrade_status(proto: Any) -> Optional[int]:
     return None if status == 101 else status
 
 
+def _cancel(call: Optional[IDelayedCall]) -> None:
+    if call is not None and call.active():
+        call.cancel()
+
+
 class DeepgramConnection:
     """
-    The connection lifecycle of a :class:`~xlbridge.engines.deepgram.asr.DeepgramASR`
-    (its only user): connect, time out, turn a refused upgrade or a drop
-    into an error, back off and reconnect, or give up; shut down.
+    The connection of one Deepgram stream: connect, time out, turn a
+    refused upgrade or a drop into an error, back off and reconnect, or
+    give up; keep an idle socket alive; shut down.
 
-    A mixin: it has no ``__init__``; every attribute below is set by
-    ``DeepgramASR.__init__``.
+    :param reactor: all sockets and timers use it.
+    :param settings: timeouts, backoff, keepalive and the API key.
+    :param url: the ``/v1/listen`` URL (see
+        :func:`~xlbridge.engines.deepgram.settings.listen_url`); read at
+        each attempt.
+    :param owner: receives the reports, see :class:`DeepgramConnectionOwner`.
+    :param call_id: for log lines.
+    :param extension: for log lines.
+    :param random: backoff jitter source returning ``[0, 1)``.
+
+    :ivar protocol: the WebSocket of the current attempt (from TCP connect
+        until it closes), or ``None``.
+    :ivar connect_attempts: attempts so far; the current one's number.
+    :ivar reconnects: attempts after the first.
+    :ivar sent_bytes: audio bytes sent.
+    :ivar messages_out: binary and text messages sent.
+    :ivar keepalives: ``KeepAlive`` messages sent.
     """
 
-    log: Logger
-    reactor: Reactor
-    settings: DeepgramSettings
-    url: str
-    session: DeepgramSession
-    on_event: Callable[[ASREvent], None]
-    call_id: str
-    extension: str
-    random: Callable[[], float]
-    state: State
-    connect_attempts: int
-    reconnects: int
-    _attempt: int
-    _failures: int
-    _proto: Optional[DeepgramClientProtocol]
-    _connector: Any
-    _open: bool
-    _down: bool
-    _timed_out: bool
-    _close_sent: bool
-    _timeout_call: Optional[IDelayedCall]
-    _retry_call: Optional[IDelayedCall]
-    _keepalive_call: Optional[IDelayedCall]
-    _finish_call: Optional[IDelayedCall]
-    _waiters: list[Deferred[None]]
+    log = Logger()
 
-    # -- connecting --------------------------------------------------------
+    def __init__(
+        self,
+        reactor: IDeepgramReactor,
+        settings: DeepgramSettings,
+        url: str,
+        owner: DeepgramConnectionOwner,
+        call_id: str = "",
+        extension: str = "",
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.url = url
+        self.call_id = call_id
+        self.extension = extension
+        self._owner = owner
+        self._random = random
+        self.state = State.IDLE
+        self.protocol: Optional[DeepgramClientProtocol] = None
+        self.connect_attempts = 0
+        self.reconnects = 0
+        self.sent_bytes = 0
+        self.messages_out = 0
+        self.keepalives = 0
+        self._failures = 0
+        self._connector: Optional[IConnector] = None
+        self._open = False
+        self._timed_out = False
+        self._close_sent = False
+        self._request_id: Optional[str] = None
+        self._metadata_seen = False
+        self._server_error: Optional[str] = None
+        self._last_send = 0.0
+        self._timeout_call: Optional[IDelayedCall] = None
+        self._retry_call: Optional[IDelayedCall] = None
+        self._keepalive_call: Optional[IDelayedCall] = None
 
-    def _connect(self) -> None:
+    def __repr__(self) -> str:
+        return (f"<DeepgramConnection call={self.call_id!r} ext={self.extension!r} "
+                f"state={self.state.value} attempts={self.connect_attempts}>")
+
+    @property
+    def is_open(self) -> bool:
+        """The WebSocket is open: the owner may send."""
+        return self._open
+
+    @property
+    def close_sent(self) -> bool:
+        """``CloseStream`` went out on the open connection: no more audio."""
+        return self._close_sent
+
+    # -- what the owner does -----------------------------------------------
+
+    def connect(self) -> None:
+        """
+        Start a connection attempt: the first from ``idle``, or a retry from
+        ``backoff`` (the retry timer calls this).  Does nothing otherwise.
+        """
+        if self.state not in (State.IDLE, State.BACKOFF):
+            return
+        _cancel(self._retry_call)
         self._retry_call = None
-        self._attempt += 1
         self.connect_attempts += 1
-        if self._attempt > 1:
+        if self.connect_attempts > 1:
             self.reconnects += 1
         self.state = State.CONNECTING
         self._timed_out = False
-        attempt = self._attempt
-        # A DeepgramConnection is always the base of a DeepgramASR.
-        owner = cast("DeepgramASR", self)
-        factory = _DeepgramClientFactory(owner, attempt, self.url, self.settings.api_key, self.reactor)
+        self._request_id = None
+        attempt = self.connect_attempts
+        factory = _DeepgramClientFactory(self, attempt, self.url, self.settings.api_key, self.reactor)
         parts = urlsplit(self.url)
         host = parts.hostname or ""
         secure = parts.scheme == "wss"
@@ -247,71 +359,133 @@ class DeepgramConnection:
             if secure:
                 from twisted.internet.ssl import optionsForClientTLS
 
-                self._connector = self.reactor.connectSSL(host, port, factory, optionsForClientTLS(host),
-                                                          timeout=timeout)
+                # IReactorSSL still names the legacy ClientContextFactory;
+                # every reactor accepts an IOpenSSLClientConnectionCreator.
+                self._connector = self.reactor.connectSSL(host, port, factory,
+                                                          optionsForClientTLS(host),  # type: ignore[arg-type]
+                                                          timeout=timeout, bindAddress=None)
             else:
                 self._connector = self.reactor.connectTCP(host, port, factory, timeout=timeout)
         except Exception as e:
             # Missing TLS support or a bad host name: retrying cannot help.
             self._failed(EngineRequestError(ENGINE, f"cannot connect to {host}:{port}: {e}"))
             return
-        if self.state is State.CONNECTING and attempt == self._attempt:
+        if self.state is State.CONNECTING and attempt == self.connect_attempts:
             self._timeout_call = self.reactor.callLater(timeout, self._connect_timed_out, attempt)
 
-    def _connect_timed_out(self, attempt: int) -> None:
-        self._timeout_call = None
-        if attempt != self._attempt or self.state is not State.CONNECTING:
+    def send_audio(self, data: bytes) -> bool:
+        """
+        Send one binary message of audio (little-endian linear16).
+
+        :return: whether it went out (not if empty or not open).
+        """
+        if not data or not self._open or self.protocol is None:
+            return False
+        self.protocol.sendMessage(data, isBinary=True)
+        self.sent_bytes += len(data)
+        self.messages_out += 1
+        self._last_send = self.reactor.seconds()
+        return True
+
+    def end_stream(self) -> None:
+        """
+        Send ``Finalize`` and ``CloseStream``: Deepgram delivers its last
+        results, then ``Metadata``, then closes (reported as
+        ``connection_closed``).  No keepalives after this.
+        """
+        self._send_text(FINALIZE)
+        self._send_text(CLOSE_STREAM)
+        self._close_sent = True
+        _cancel(self._keepalive_call)
+        self._keepalive_call = None
+
+    def metadata_received(self) -> None:
+        """
+        The owner parsed a ``Metadata`` message on the open connection:
+        after ``CloseStream`` that is the last one, so any close now is the
+        end of the stream.
+        """
+        self._metadata_seen = True
+
+    def error_received(self, text: str) -> None:
+        """
+        The owner parsed an ``Error`` message on the open connection;
+        ``text`` goes into the error of the close that follows.
+        """
+        self._server_error = text
+
+    def close(self) -> None:
+        """
+        Become ``closed``: cancel every timer, drop any socket, stop any
+        connect; report ``connection_closed``.  Does nothing if closed.
+        """
+        if self.state is State.CLOSED:
             return
-        self._timed_out = True
-        if self._proto is not None:
-            self._proto.dropConnection(abort=True)
-        elif self._connector is not None:
-            try:
-                self._connector.stopConnecting()
-            except Exception:
-                pass
+        self._shutdown()
+
+    # -- what the protocol and factory report ------------------------------
 
     def ws_built(self, attempt: int, proto: DeepgramClientProtocol) -> None:
         """The TCP (and TLS) connection of ``attempt`` exists."""
-        if attempt == self._attempt and self.state is State.CONNECTING:
-            self._proto = proto
+        if attempt == self.connect_attempts and self.state is State.CONNECTING:
+            self.protocol = proto
 
     def ws_connect_failed(self, attempt: int, reason: Failure) -> None:
         """TCP connect failed (refused, unreachable, timed out, cancelled)."""
-        if attempt != self._attempt or self.state is not State.CONNECTING:
+        if attempt != self.connect_attempts or self.state is not State.CONNECTING:
             return
-        self._cancel("_timeout_call")
-        self._proto = None
+        _cancel(self._timeout_call)
+        self._timeout_call = None
+        self.protocol = None
         if self._timed_out:
             err = EngineUnavailable(ENGINE, f"connect timed out after {self.settings.connect_timeout_s} s")
         else:
             err = EngineUnavailable(ENGINE, f"connect failed: {reason.getErrorMessage()}")
         self._failed(err)
 
-    def ws_connect(self, proto: DeepgramClientProtocol, response: Any) -> None:
+    def ws_connect(self, proto: DeepgramClientProtocol, response: ConnectionResponse) -> None:
         """The server accepted the upgrade (101); remember its request id."""
-        if proto is self._proto:
-            headers = getattr(response, "headers", None) or {}
-            self.session.request_id = headers.get("dg-request-id")
+        if proto is self.protocol:
+            headers = response.headers or {}
+            self._request_id = headers.get("dg-request-id")
 
-    # -- the connection ends -----------------------------------------------
+    def ws_open(self, proto: DeepgramClientProtocol) -> None:
+        """The WebSocket is open: tell the owner, then keep it alive."""
+        if proto is not self.protocol or self.state is not State.CONNECTING:
+            proto.dropConnection(abort=True)
+            return
+        _cancel(self._timeout_call)
+        self._timeout_call = None
+        self.state = State.OPEN
+        self._open = True
+        self._close_sent = False
+        self._metadata_seen = False
+        self._server_error = None
+        self._failures = 0
+        self._last_send = self.reactor.seconds()
+        self._owner.connection_opened(self._request_id)
+        self._arm_keepalive()
+
+    def ws_message(self, proto: DeepgramClientProtocol, payload: bytes, is_binary: bool) -> None:
+        """One server message: to the owner, if it is from the current socket."""
+        if proto is self.protocol:
+            self._owner.message_received(payload, is_binary)
 
     def ws_close(self, proto: DeepgramClientProtocol, was_clean: bool, code: Optional[int],
                  reason: Optional[str]) -> None:
         """The connection ended: a normal end, a refused upgrade, or a drop."""
-        if proto is not self._proto:
+        if proto is not self.protocol:
             return
         was_open = self._open
-        self._proto = None
+        self.protocol = None
         self._open = False
-        self._cancel("_timeout_call")
-        self._cancel("_keepalive_call")
+        _cancel(self._timeout_call)
+        self._timeout_call = None
+        _cancel(self._keepalive_call)
+        self._keepalive_call = None
         if self.state in (State.CLOSED, State.FAILED):
             return
-        # After CloseStream, Deepgram's last message is Metadata: once it has
-        # arrived nothing is left to lose, so even an unclean end (a peer
-        # that drops TCP before the close handshake finishes) is the end.
-        if was_open and self._close_sent and (code == 1000 or self.session.metadata is not None):
+        if was_open and self._close_sent and (code == 1000 or self._metadata_seen):
             self.log.info("deepgram: closed call={call_id} ext={ext} code={code}",
                           call_id=self.call_id, ext=self.extension, code=code)
             self._shutdown()
@@ -328,41 +502,47 @@ class DeepgramConnection:
             else:
                 err = EngineUnavailable(ENGINE, f"connection failed: {reason}")
         else:
-            err = classify_close(code, reason, self.session.last_error or "")
+            err = classify_close(code, reason, self._server_error or "")
         self._failed(err)
 
-    # -- failures ----------------------------------------------------------
+    # -- internals ---------------------------------------------------------
+
+    def _connect_timed_out(self, attempt: int) -> None:
+        self._timeout_call = None
+        if attempt != self.connect_attempts or self.state is not State.CONNECTING:
+            return
+        self._timed_out = True
+        if self.protocol is not None:
+            self.protocol.dropConnection(abort=True)
+        elif self._connector is not None:
+            try:
+                self._connector.stopConnecting()
+            except Exception:
+                pass
 
     def _failed(self, err: EngineError) -> None:
-        now = self.reactor.seconds()
         self._timed_out = False
         if not err.retryable:
             self.state = State.FAILED
             self._cancel_timers()
             self.log.error("deepgram: giving up call={call_id} ext={ext}: {error}",
                            call_id=self.call_id, ext=self.extension, error=err.message)
-            self._emit(EngineDown(err, now), force=True)
-            self._fire_waiters()
+            self._owner.connection_down(err, retrying=False)
             return
         self._failures += 1
         delay = backoff_delay(self._failures, self.settings.backoff_initial_s, self.settings.backoff_max_s,
-                              self.settings.backoff_factor, self.random)
+                              self.settings.backoff_factor, self._random)
         self.state = State.BACKOFF
-        self._retry_call = self.reactor.callLater(delay, self._connect)
+        self._retry_call = self.reactor.callLater(delay, self.connect)
         self.log.warn("deepgram: {error}; retry {attempt} in {delay:.2f} s call={call_id} ext={ext}",
                       error=err.message, attempt=self._failures, delay=delay,
                       call_id=self.call_id, ext=self.extension)
-        if not self._down:
-            self._down = True
-            self._emit(EngineDown(err, now))
-
-    # -- ending ------------------------------------------------------------
+        self._owner.connection_down(err, retrying=True)
 
     def _shutdown(self) -> None:
-        """Become ``closed``: cancel everything, drop any socket, fire waiters."""
         self.state = State.CLOSED
         self._cancel_timers()
-        proto, self._proto = self._proto, None
+        proto, self.protocol = self.protocol, None
         self._open = False
         if proto is not None:
             proto.dropConnection(abort=True)
@@ -371,25 +551,33 @@ class DeepgramConnection:
                 self._connector.stopConnecting()
             except Exception:
                 pass
-        self._fire_waiters()
-
-    def _fire_waiters(self) -> None:
-        self._cancel("_finish_call")
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def _cancel(self, name: str) -> None:
-        call: Optional[IDelayedCall] = getattr(self, name)
-        setattr(self, name, None)
-        if call is not None and call.active():
-            call.cancel()
+        self._owner.connection_closed()
 
     def _cancel_timers(self) -> None:
-        for name in ("_timeout_call", "_retry_call", "_keepalive_call", "_finish_call"):
-            self._cancel(name)
+        for call in (self._timeout_call, self._retry_call, self._keepalive_call):
+            _cancel(call)
+        self._timeout_call = self._retry_call = self._keepalive_call = None
 
-    def _emit(self, ev: ASREvent, force: bool = False) -> None:
-        if self.state is State.CLOSED and not force:
+    def _send_text(self, text: str) -> None:
+        if self.protocol is None:
             return
-        deliver(self.on_event, ev, self.log, "deepgram", self.call_id, self.extension)
+        self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+        self.messages_out += 1
+        self._last_send = self.reactor.seconds()
+
+    def _arm_keepalive(self) -> None:
+        if self._keepalive_call is not None or not self._open or self._close_sent:
+            return
+        due = self._last_send + self.settings.keepalive_s - self.reactor.seconds()
+        self._keepalive_call = self.reactor.callLater(max(0.0, due), self._keepalive_tick)
+
+    def _keepalive_tick(self) -> None:
+        self._keepalive_call = None
+        if not self._open or self._close_sent:
+            return
+        # Re-armed from the last send, so a steady audio stream costs one
+        # timer per keepalive_s, not one reset per chunk.
+        if self.reactor.seconds() - self._last_send >= self.settings.keepalive_s * 0.999:
+            self._send_text(KEEPALIVE)
+            self.keepalives += 1
+        self._arm_keepalive()

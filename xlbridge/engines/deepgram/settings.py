@@ -4,10 +4,9 @@ Deepgram live ASR, settings and policy: :class:`DeepgramSettings`, the
 (:func:`backoff_delay`) and how a refused upgrade or an unexpected close
 maps to an :class:`~xlbridge.engines.base.EngineError`.
 
-Nothing here holds a socket, a clock or per-connection state.  Split from
-:mod:`xlbridge.engines.deepgram.wire` (which re-exports all of it) so
-that module holds only the message and audio bookkeeping.  Wire facts are
-in ``PROTOCOLS.md`` section 2 (Deepgram).
+Nothing here holds a socket, a clock or per-connection state; the message
+and audio bookkeeping is in :mod:`xlbridge.engines.deepgram.wire`.  Wire
+facts are in ``PROTOCOLS.md`` section 2 (Deepgram).
 
 Errors
 ------
@@ -38,6 +37,18 @@ from xlbridge.engines.base import (
     redact,
 )
 from xlbridge.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENGINE",
+    "ENV_API_KEY",
+    "ENV_URL",
+    "DeepgramSettings",
+    "backoff_delay",
+    "classify_close",
+    "classify_upgrade_failure",
+    "listen_url",
+]
 
 ENGINE = "deepgram"
 

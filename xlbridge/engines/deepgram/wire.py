@@ -3,11 +3,13 @@ Deepgram live ASR, the sans-I/O part: turning server messages into
 :mod:`xlbridge.engines.base` events, the client's control messages, and the
 bounded audio spool that makes a short drop lose no words.
 
-Nothing here touches a socket or a clock; :mod:`xlbridge.engines.deepgram.asr`
-owns those and asks this module what to do.  Settings, the ``/v1/listen``
-URL, the reconnect policy and error classification are in
-:mod:`xlbridge.engines.deepgram.settings` (re-exported here).  Wire facts
-are in ``PROTOCOLS.md`` section 2 (Deepgram) and trap T1/T4.
+Nothing here touches a socket or a clock;
+:mod:`xlbridge.engines.deepgram.connection` (the socket) and
+:mod:`xlbridge.engines.deepgram.asr` (the clock, feeding and replay) own
+those and ask this module what to do.  Settings, the ``/v1/listen`` URL,
+the reconnect policy and error classification are in
+:mod:`xlbridge.engines.deepgram.settings`.  Wire facts are in
+``PROTOCOLS.md`` section 2 (Deepgram) and trap T1/T4.
 
 Design notes
 ------------
@@ -39,35 +41,15 @@ from twisted.logger import Logger
 
 from xlbridge.audio.frame import Samples
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript, UtteranceEnd
-from xlbridge.engines.deepgram.settings import (
-    DEFAULT_BASE_URL,
-    ENGINE,
-    ENV_API_KEY,
-    ENV_URL,
-    DeepgramSettings,
-    backoff_delay,
-    classify_close,
-    classify_upgrade_failure,
-    listen_url,
-)
 
 __all__ = [
     "BYTES_PER_SAMPLE",
     "CLOSE_STREAM",
-    "DEFAULT_BASE_URL",
-    "ENGINE",
-    "ENV_API_KEY",
-    "ENV_URL",
     "FINALIZE",
     "KEEPALIVE",
     "AudioSpool",
     "Chunk",
     "DeepgramSession",
-    "DeepgramSettings",
-    "backoff_delay",
-    "classify_close",
-    "classify_upgrade_failure",
-    "listen_url",
 ]
 
 #: Control messages; each must go out as a WebSocket *text* frame.
@@ -79,7 +61,7 @@ CLOSE_STREAM = json.dumps({"type": "CloseStream"})
 BYTES_PER_SAMPLE = 2
 
 
-def _number(v: Any) -> float:
+def _number(v: object) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ValueError(f"not a finite number: {v!r}")
     return float(v)

@@ -1,31 +1,34 @@
 """
-Tests for :mod:`xlbridge.engines.deepgram.asr` and its sans-I/O half.
-
-Three layers: the session, spool, settings and policies with no I/O at all;
-the client's state machine on a ``MemoryReactorClock`` with a recording
-stand-in protocol; and the real client against :mod:`tests.fakes.deepgram`
-on loopback with the real reactor.
+Tests for :mod:`xlbridge.engines.deepgram.asr`: the client's state machine
+on a ``MemoryReactorClock`` with a recording stand-in protocol, and the real
+client against :mod:`tests.fakes.deepgram` on loopback with the real
+reactor.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import txaio
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import reactor as _reactor
-from twisted.internet import task
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.engines.deepgram.fixtures import (
+    KEY,
+    RecordingProto,
+    eventually,
+    reactor,
+    results,
+    silence_ms,
+    sleep,
+)
 from tests.fakes import tonewords
-from tests.fakes.deepgram import Recognizer, start_fake_deepgram
+from tests.fakes.deepgram import start_fake_deepgram
 from xlbridge.engines.base import (
     EngineAuthError,
     EngineDown,
@@ -36,269 +39,19 @@ from xlbridge.engines.base import (
     Transcript,
     UtteranceEnd,
 )
-from xlbridge.engines.deepgram.asr import (
-    DeepgramASR,
-    DeepgramSettings,
-    State,
-    deepgram_asr_factory,
-    listen_url,
-)
-from xlbridge.engines.deepgram.wire import (
-    AudioSpool,
-    DeepgramSession,
-    backoff_delay,
-    classify_close,
-    classify_upgrade_failure,
-)
+from xlbridge.engines.deepgram.asr import DeepgramASR, deepgram_asr_factory
+from xlbridge.engines.deepgram.connection import State
+from xlbridge.engines.deepgram.settings import DeepgramSettings
 from xlbridge.errors import ConfigError
 
-reactor: Any = _reactor
-KEY = "sk-test-0123456789abcdef"
 
-
-def results(text: str, start: float, duration: float, is_final: bool = False,
-            speech_final: bool = False, **extra: Any) -> str:
-    words = [{"word": w, "start": start, "end": start + duration, "confidence": 0.9} for w in text.split()]
-    msg = {"type": "Results", "channel_index": [0, 1], "start": start, "duration": duration,
-           "is_final": is_final, "speech_final": speech_final,
-           "channel": {"alternatives": [{"transcript": text, "confidence": 0.9, "words": words}]},
-           "metadata": {"request_id": "r1"}}
-    msg.update(extra)
-    return json.dumps(msg)
-
-
-def silence_ms(ms: int) -> np.ndarray:
-    return np.zeros(16 * ms, dtype=np.int16)
-
-
-# -- settings, URL, policies -------------------------------------------------
-
-
-class SettingsTests(SynchronousTestCase):
-    def test_repr_redacts_key(self) -> None:
-        s = DeepgramSettings(api_key=KEY)
-        self.assertNotIn(KEY, repr(s))
-        self.assertIn("redacted", repr(s))
-
-    def test_from_env(self) -> None:
-        s = DeepgramSettings.from_env({"DEEPGRAM_API_KEY": KEY, "XLBRIDGE_DEEPGRAM_URL": "ws://127.0.0.1:9"})
-        self.assertEqual((s.api_key, s.base_url), (KEY, "ws://127.0.0.1:9"))
-        self.assertEqual(DeepgramSettings.from_env({}).base_url, "wss://api.deepgram.com")
-
-    def test_from_env_overrides_win_none_ignored(self) -> None:
-        env = {"DEEPGRAM_API_KEY": KEY, "XLBRIDGE_DEEPGRAM_URL": "ws://env:1"}
-        s = DeepgramSettings.from_env(env, base_url=None, model="nova-2", chunk_ms=20)
-        self.assertEqual((s.base_url, s.model, s.chunk_ms), ("ws://env:1", "nova-2", 20))
-        self.assertEqual(DeepgramSettings.from_env(env, base_url="ws://cli:2").base_url, "ws://cli:2")
-
-    def test_validation(self) -> None:
-        for bad in [dict(chunk_ms=10), dict(chunk_ms=120), dict(chunk_ms=101), dict(keepalive_s=12),
-                    dict(base_url="https://api.deepgram.com"), dict(backoff_initial_s=5, backoff_max_s=1),
-                    dict(endpointing=0), dict(interim_results=False), dict(finish_timeout_s=0)]:
-            self.assertRaises(ConfigError, DeepgramSettings, **bad)
-        DeepgramSettings(interim_results=False, utterance_end_ms=None, endpointing=False)
-
-    def test_listen_url(self) -> None:
-        url = listen_url(DeepgramSettings(api_key=KEY, base_url="wss://dg.example/"), "es")
-        self.assertTrue(url.startswith("wss://dg.example/v1/listen?"))
-        self.assertNotIn(KEY, url)
-        query = dict(p.split("=") for p in url.split("?", 1)[1].split("&"))
-        self.assertEqual(query, {
-            "model": "nova-3", "language": "es", "encoding": "linear16", "sample_rate": "16000",
-            "channels": "1", "interim_results": "true", "endpointing": "300", "utterance_end_ms": "1000",
-            "vad_events": "true", "smart_format": "true", "punctuate": "true"})
-
-    def test_listen_url_options(self) -> None:
-        s = DeepgramSettings(base_url="ws://h:1/v1/listen", endpointing=False, utterance_end_ms=None,
-                             vad_events=False, extra_params=(("keyterm", "hola"),))
-        url = listen_url(s, "en")
-        self.assertTrue(url.startswith("ws://h:1/v1/listen?"))
-        self.assertIn("endpointing=false", url)
-        self.assertIn("vad_events=false", url)
-        self.assertIn("keyterm=hola", url)
-        self.assertNotIn("utterance_end_ms", url)
-
+class FactoryTests(SynchronousTestCase):
     def test_factory_needs_key(self) -> None:
         self.assertRaises(ConfigError, deepgram_asr_factory, MemoryReactorClock(), DeepgramSettings())
         make = deepgram_asr_factory(MemoryReactorClock(), DeepgramSettings(api_key=KEY))
         asr = make("en", lambda e: None, "call-1", "7777")
         self.assertIsInstance(asr, DeepgramASR)
         self.assertNotIn(KEY, repr(asr))
-
-
-class PolicyTests(SynchronousTestCase):
-    def test_backoff_grows_and_caps(self) -> None:
-        top = [backoff_delay(n, 0.5, 4.0, 2.0, random=lambda: 1.0) for n in range(1, 8)]
-        self.assertEqual(top, [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0])
-        low = [backoff_delay(n, 0.5, 4.0, 2.0, random=lambda: 0.0) for n in range(1, 5)]
-        self.assertEqual(low, [0.25, 0.5, 1.0, 2.0])
-        self.assertLessEqual(backoff_delay(10_000, 0.5, 4.0, 2.0, random=lambda: 0.999), 4.0)
-
-    def test_backoff_jitter(self) -> None:
-        values = iter([0.1, 0.9])
-        a = backoff_delay(3, 1.0, 60.0, 2.0, random=lambda: next(values))
-        b = backoff_delay(3, 1.0, 60.0, 2.0, random=lambda: next(values))
-        self.assertNotEqual(a, b)
-        self.assertTrue(2.0 <= a < b <= 4.0)
-
-    def test_upgrade_failures(self) -> None:
-        e = classify_upgrade_failure(401, "Invalid credentials.", "rid-1", secret=KEY)
-        self.assertIsInstance(e, EngineAuthError)
-        self.assertFalse(e.retryable)
-        self.assertIn("Invalid credentials.", str(e))
-        self.assertIn("rid-1", str(e))
-        self.assertIsInstance(classify_upgrade_failure(403, None), EngineAuthError)
-        self.assertIsInstance(classify_upgrade_failure(400, "bad"), EngineRequestError)
-        for status in (429, 500, 503):
-            e = classify_upgrade_failure(status, None)
-            self.assertIsInstance(e, EngineUnavailable)
-            self.assertTrue(e.retryable)
-        self.assertNotIn(KEY, str(classify_upgrade_failure(401, f"bad key {KEY}", secret=KEY)))
-
-    def test_close_reasons(self) -> None:
-        e = classify_close(1011, "NET-0001 Deepgram did not receive audio")
-        self.assertIsInstance(e, EngineUnavailable)
-        self.assertIn("NET-0001", str(e))
-        self.assertIsInstance(classify_close(1008, "DATA-0000 cannot decode"), EngineRequestError)
-        self.assertIsInstance(classify_close(1006, "connection was closed uncleanly"), EngineUnavailable)
-
-
-# -- the session ---------------------------------------------------------------
-
-
-class SessionTests(SynchronousTestCase):
-    def test_interim_and_final(self) -> None:
-        s = DeepgramSession()
-        [a] = s.receive(results("hello", 0.5, 0.4), now=10.0)
-        self.assertEqual(a, Transcript("hello", False, False, 0.5, 0.9, 10.0, 0.9, speech_end=0.9))
-        [b] = s.receive(results("hello world", 0.5, 1.0, is_final=True, speech_final=True), now=11.0)
-        assert isinstance(b, Transcript)
-        self.assertTrue(b.is_final and b.speech_final)
-        self.assertEqual((b.start, b.end), (0.5, 1.5))
-        self.assertEqual(s.final_end, 1.5)
-
-    def test_speech_end_is_the_last_words_end_not_the_span_end(self) -> None:
-        # Deepgram's span covers trailing silence; latency counts from the
-        # last word.
-        s = DeepgramSession()
-        msg = json.loads(results("hi there", 1.0, 2.0, is_final=True))
-        msg["channel"]["alternatives"][0]["words"][-1]["end"] = 1.6
-        [t] = s.receive(json.dumps(msg), now=5.0)
-        assert isinstance(t, Transcript)
-        self.assertEqual((t.end, t.speech_end), (3.0, 1.6))
-        [u] = s.receive(results("", 3.0, 1.0, is_final=True), now=6.0)
-        assert isinstance(u, Transcript)
-        self.assertIsNone(u.speech_end)
-
-    def test_empty_interim_dropped_empty_final_kept(self) -> None:
-        s = DeepgramSession()
-        self.assertEqual(s.receive(results("", 0.0, 1.0), 0.0), [])
-        [f] = s.receive(results("", 0.0, 1.0, is_final=True), 0.0)
-        assert isinstance(f, Transcript)
-        self.assertEqual((f.text, f.is_final), ("", True))
-
-    def test_offset_across_reconnect(self) -> None:
-        s = DeepgramSession()
-        s.receive(results("one", 0.0, 1.0, is_final=True), 0.0)
-        s.connection_opened(offset=2.5, request_id="r2")
-        [t] = s.receive(results("two", 0.25, 0.5, is_final=True), 0.0)
-        assert isinstance(t, Transcript)
-        self.assertEqual((t.start, t.end), (2.75, 3.25))
-        self.assertEqual(s.final_end, 3.25)
-        [u] = s.receive(json.dumps({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": 1.0}), 5.0)
-        self.assertEqual(u, UtteranceEnd(3.5, 5.0))
-        [v] = s.receive(json.dumps({"type": "SpeechStarted", "channel": [0, 1], "timestamp": 0.5}), 6.0)
-        self.assertEqual(v, SpeechStarted(3.0, 6.0))
-
-    def test_unknown_types_skipped(self) -> None:
-        s = DeepgramSession()
-        self.assertEqual(s.receive(json.dumps({"type": "Whatever", "x": 1}), 0.0), [])
-        self.assertEqual(s.receive(json.dumps({"no_type": 1}), 0.0), [])
-        self.assertEqual((s.unknown, s.malformed), (2, 0))
-
-    def test_malformed_counted(self) -> None:
-        s = DeepgramSession()
-        bad = ["{not json", "[1, 2]", b"\xff\xfe", json.dumps({"type": "Results"}),
-               json.dumps({"type": "Results", "start": "x", "duration": 1, "channel": {"alternatives": []}}),
-               '{"type": "Results", "start": NaN, "duration": 1, "channel": {"alternatives": []}}',
-               json.dumps({"type": "Results", "start": 0, "duration": 1, "channel": {"alternatives": [1]}}),
-               json.dumps({"type": "UtteranceEnd"}), json.dumps({"type": "SpeechStarted", "timestamp": None})]
-        for b in bad:
-            self.assertEqual(s.receive(b, 0.0), [])
-        self.assertEqual(s.malformed, len(bad))
-
-    def test_metadata_and_error(self) -> None:
-        s = DeepgramSession()
-        self.assertEqual(s.receive(json.dumps({"type": "Metadata", "request_id": "abc", "duration": 2.0}), 0), [])
-        self.assertEqual(s.request_id, "abc")
-        s.receive(json.dumps({"type": "Error", "description": "boom", "variant": "DATA-0000"}), 0)
-        self.assertEqual(s.last_error, "DATA-0000 boom")
-        self.flushLoggedErrors()
-
-    def test_bytes_accepted(self) -> None:
-        [t] = DeepgramSession().receive(results("hi", 0, 1, is_final=True).encode(), 0)
-        assert isinstance(t, Transcript)
-        self.assertEqual(t.text, "hi")
-
-
-class SpoolTests(SynchronousTestCase):
-    def test_chunks_and_remainder(self) -> None:
-        sp = AudioSpool(chunk=640, capacity=16000)
-        self.assertEqual(sp.push(np.ones(500, np.int16)), [])
-        cs = sp.push(np.ones(1000, np.int16))
-        self.assertEqual([(c.position, len(c.samples)) for c in cs], [(0, 640), (640, 640)])
-        tail = sp.flush(minimum=320)
-        assert tail is not None
-        self.assertEqual((tail.position, len(tail.samples)), (1280, 320))
-        self.assertEqual(int(tail.samples[219]), 1)
-        self.assertEqual(int(tail.samples[220]), 0)
-        self.assertIsNone(sp.flush(320))
-
-    def test_bound_counts_only_unsent(self) -> None:
-        sp = AudioSpool(chunk=640, capacity=6400)
-        for c in sp.push(np.zeros(6400, np.int16)):
-            c.sent = True
-        sp.push(np.zeros(6400, np.int16))
-        sp.trim()
-        self.assertEqual(sp.dropped_samples, 0)
-        self.assertEqual(sp.held, 6400)
-        sp.push(np.zeros(1280, np.int16))
-        sp.trim()
-        self.assertEqual(sp.dropped_samples, 1280)
-        self.assertEqual(sp.held, 6400)
-
-    def test_replay_after_final(self) -> None:
-        sp = AudioSpool(chunk=640, capacity=16000)
-        for c in sp.push(np.zeros(640 * 5, np.int16)):
-            c.sent = True
-        self.assertEqual([c.position for c in sp.replay(1300)], [1280, 1920, 2560])
-        sp.release_before(1300)
-        self.assertEqual([c.position for c in sp], [1280, 1920, 2560])
-
-
-# -- the client on a memory reactor ------------------------------------------
-
-
-class RecordingProto:
-    """Stands in for the Autobahn protocol: records what the client sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bool]] = []
-        self.dropped = False
-        self.http_status_line: Optional[str] = None
-        self.http_headers: dict[str, str] = {}
-
-    def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:
-        self.sent.append((payload, isBinary))
-
-    def dropConnection(self, abort: bool = False) -> None:
-        self.dropped = True
-
-    def texts(self) -> list[str]:
-        return [json.loads(p)["type"] for p, b in self.sent if not b]
-
-    def binaries(self) -> list[bytes]:
-        return [p for p, b in self.sent if b]
 
 
 class ClientStateTests(SynchronousTestCase):
@@ -313,13 +66,14 @@ class ClientStateTests(SynchronousTestCase):
                                extension="7777", random=lambda: next(self.randoms))
 
     def retry_delay(self) -> float:
-        [call] = [c for c in self.clock.getDelayedCalls() if c.func == self.asr._connect]
+        [call] = [c for c in self.clock.getDelayedCalls() if c.func == self.asr.connection.connect]
         return call.getTime() - self.clock.seconds()
 
     def open(self) -> RecordingProto:
         p = RecordingProto()
-        self.asr.ws_built(self.asr._attempt, p)  # type: ignore[arg-type]
-        self.asr.ws_open(p)  # type: ignore[arg-type]
+        conn = self.asr.connection
+        conn.ws_built(conn.connect_attempts, p)  # type: ignore[arg-type]
+        conn.ws_open(p)  # type: ignore[arg-type]
         return p
 
     def test_connects_to_url_host(self) -> None:
@@ -358,7 +112,7 @@ class ClientStateTests(SynchronousTestCase):
         self.assertEqual(self.retry_delay(), 2.0)
         self.clock.advance(2.0)
         p = self.open()
-        self.asr.ws_close(p, False, 1006, "dropped")  # type: ignore[arg-type]
+        self.asr.connection.ws_close(p, False, 1006, "dropped")  # type: ignore[arg-type]
         self.assertEqual(self.retry_delay(), 1.0)
 
     def test_connect_timeout(self) -> None:
@@ -386,10 +140,10 @@ class ClientStateTests(SynchronousTestCase):
     def test_auth_refusal_is_final(self) -> None:
         self.asr.start()
         p = RecordingProto()
-        self.asr.ws_built(1, p)  # type: ignore[arg-type]
+        self.asr.connection.ws_built(1, p)  # type: ignore[arg-type]
         p.http_status_line = "HTTP/1.1 401 Unauthorized"
         p.http_headers = {"dg-error": "Invalid credentials.", "dg-request-id": "rid"}
-        self.asr.ws_close(p, False, 1006, "connection was closed uncleanly")  # type: ignore[arg-type]
+        self.asr.connection.ws_close(p, False, 1006, "connection was closed uncleanly")  # type: ignore[arg-type]
         [down] = self.events
         assert isinstance(down, EngineDown)
         self.assertIsInstance(down.error, EngineAuthError)
@@ -429,8 +183,8 @@ class ClientStateTests(SynchronousTestCase):
         self.assertNoResult(d)
         self.assertEqual([len(b) for b in p.binaries()], [640, 640, 640])  # 60 samples padded to 20 ms
         self.assertEqual(p.texts(), ["Finalize", "CloseStream"])
-        self.asr.ws_message(p, results("x", 0, 0.06, is_final=True).encode(), False)  # type: ignore[arg-type]
-        self.asr.ws_close(p, True, 1000, None)  # type: ignore[arg-type]
+        self.asr.connection.ws_message(p, results("x", 0, 0.06, is_final=True).encode(), False)  # type: ignore[arg-type]
+        self.asr.connection.ws_close(p, True, 1000, None)  # type: ignore[arg-type]
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(self.asr.state, State.CLOSED)
         self.assertIsInstance(self.events[-1], Transcript)
@@ -459,54 +213,13 @@ class ClientStateTests(SynchronousTestCase):
         asr = DeepgramASR(self.clock, self.settings, "en", boom)
         asr.start()
         p = RecordingProto()
-        asr.ws_built(1, p)  # type: ignore[arg-type]
-        asr.ws_open(p)  # type: ignore[arg-type]
-        asr.ws_message(p, results("x", 0, 1, is_final=True).encode(), False)  # type: ignore[arg-type]
+        asr.connection.ws_built(1, p)  # type: ignore[arg-type]
+        asr.connection.ws_open(p)  # type: ignore[arg-type]
+        asr.connection.ws_message(p, results("x", 0, 1, is_final=True).encode(), False)  # type: ignore[arg-type]
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
-class FakeRecognizerTests(SynchronousTestCase):
-    """The fake must fail a client that sends the wrong byte order or rate."""
-
-    def audio(self) -> np.ndarray:
-        return np.concatenate([tonewords.encode_words("where is the hospital"), silence_ms(400)])
-
-    def transcripts(self, data: bytes) -> list[str]:
-        r = Recognizer(endpointing_ms=300)
-        return [m["channel"]["alternatives"][0]["transcript"] for m in r.feed(data) + r.finalize()
-                if m["type"] == "Results" and m["is_final"] and m["channel"]["alternatives"][0]["transcript"]]
-
-    def test_little_endian_recognised(self) -> None:
-        self.assertEqual(self.transcripts(self.audio().astype("<i2").tobytes()), ["where is the hospital"])
-
-    def test_big_endian_not_recognised(self) -> None:
-        got = self.transcripts(self.audio().astype(">i2").tobytes())
-        self.assertNotIn("where is the hospital", got)
-
-    def test_wrong_rate_not_recognised(self) -> None:
-        half = self.audio()[::2]  # 8 kHz audio sent as if 16 kHz
-        self.assertNotIn("where is the hospital", self.transcripts(half.astype("<i2").tobytes()))
-
-
 # -- the client against the fake server, on loopback -------------------------
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> "Deferred[None]":
-    """Fire when ``predicate()`` holds; fail after ``timeout`` seconds."""
-    deadline = reactor.seconds() + timeout
-
-    @inlineCallbacks
-    def poll() -> Any:
-        while not predicate():
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"timed out waiting for {predicate}")
-            yield task.deferLater(reactor, 0.01, lambda: None)
-
-    return poll()
-
-
-def sleep(seconds: float) -> "Deferred[None]":
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class LoopbackTests(TestCase):
@@ -693,7 +406,7 @@ class LoopbackTests(TestCase):
     def test_bad_query_is_request_error(self) -> Any:
         fake = self.fake()
         asr, events = self.client(fake)
-        asr.url = f"{fake.url}/v1/listen?model=nova-3&language=en"  # no encoding/sample_rate
+        asr.connection.url = f"{fake.url}/v1/listen?model=nova-3&language=en"  # no encoding/sample_rate
         asr.start()
         yield eventually(lambda: bool(events))
         [down] = events
@@ -795,58 +508,3 @@ class LoopbackTests(TestCase):
             self.assertNotIn(KEY[::-1], text)
         for obj in (asr, bad, asr.settings, bad_events[0], events):
             self.assertNotIn(KEY, repr(obj))
-
-
-class RawClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
-    def onOpen(self) -> None:
-        for payload in self.factory.payloads:
-            self.sendMessage(payload, isBinary=True)
-
-
-class FakeServerTests(TestCase):
-    """The fake flags what a careless client would do."""
-
-    @inlineCallbacks
-    def test_violations_recorded(self) -> Any:
-        fake = start_fake_deepgram(reactor, api_key=KEY)
-        self.addCleanup(fake.stop)
-        url = f"{fake.url}/v1/listen?encoding=linear16&sample_rate=16000&channels=1"
-        factory = WebSocketClientFactory(url, headers={"Authorization": f"Token {KEY}"}, reactor=reactor)
-        factory.protocol = RawClientProtocol
-        factory.payloads = [b"\x00" * 320, b"\x00" * 641, b"\x00" * 6400, b""]
-        conn = reactor.connectTCP("127.0.0.1", fake.port, factory)
-        self.addCleanup(conn.disconnect)
-        yield eventually(lambda: bool(fake.connections) and fake.connections[0].closed)
-        v = " | ".join(fake.connections[0].violations)
-        self.assertIn("10 ms is outside", v)
-        self.assertIn("not whole 16-bit samples", v)
-        self.assertIn("200 ms is outside", v)
-        self.assertIn("empty binary frame", v)
-        self.assertEqual(fake.connections[0].close_code, 1000)
-
-
-class NoDelayTests(TestCase):
-    """
-    One small message per 20 ms packet: Nagle must not hold them back.
-    """
-
-    def test_tcp_nodelay_on_the_audio_socket(self) -> Any:
-        import socket
-
-        from twisted.internet import reactor as real_reactor
-        from twisted.internet.task import deferLater
-
-        from tests.fakes.deepgram import start_fake_deepgram
-
-        fake = start_fake_deepgram(real_reactor)
-        self.addCleanup(fake.stop)
-        asr = DeepgramASR(real_reactor, DeepgramSettings(api_key="test-key", base_url=fake.url), "en", lambda e: None)
-        asr.start()
-        self.addCleanup(asr.finish)
-
-        def check(_: Any) -> None:
-            assert asr._proto is not None
-            sock = asr._proto.transport.getHandle()
-            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
-
-        return deferLater(real_reactor, 0.5, lambda: None).addCallback(check)
