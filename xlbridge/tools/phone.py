@@ -13,7 +13,7 @@ RFC 3550 jitter, arrival gaps and the received audio, decoded.
 The library part never touches the global reactor: the clock is injected, so
 unit tests drive a phone with :class:`xlbridge.testing.MemoryUDPReactor` and
 integration tests with the real reactor.  :func:`main` is the command line
-(``xlbridge-phone`` / ``python -m xlbridge.tools.phone``).
+(``xlbridge-phone`` / ``python -m xlbridge.tools.phone_cli``).
 
 Units and byte order: audio handed to and returned by this module is always
 16 kHz mono signed 16-bit in native byte order (:mod:`xlbridge.audio.frame`);
@@ -25,7 +25,6 @@ requires.  Times are in seconds unless a name ends in ``_ms``.
 from __future__ import annotations
 
 import secrets
-import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -303,19 +302,3 @@ class Phone(DatagramProtocol):
     def stopProtocol(self) -> None:
         # The port closed under us: report what we have.
         self._finish()
-
-
-
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """
-    The command line; see :mod:`xlbridge.tools.phone_cli`.
-    """
-    from xlbridge.tools.phone_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

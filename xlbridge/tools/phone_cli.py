@@ -1,6 +1,6 @@
 """
 The simulated phone's command line (``xlbridge-phone``,
-``python -m xlbridge.tools.phone``): argument parsing, the real reactor, and
+``python -m xlbridge.tools.phone_cli``): argument parsing, the real reactor, and
 the printed summary.  The phone itself is :mod:`xlbridge.tools.phone`.
 """
 
@@ -155,3 +155,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", phone.stop)
     reactor.run()
     return status[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
