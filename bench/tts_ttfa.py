@@ -40,7 +40,8 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fakes.elevenlabs import start_fake_elevenlabs  # noqa: E402
-from xlbridge.engines.elevenlabs.tts import ElevenLabsSettings, ElevenLabsTTS  # noqa: E402
+from xlbridge.engines.elevenlabs.settings import ElevenLabsSettings  # noqa: E402
+from xlbridge.engines.elevenlabs.tts import ElevenLabsTTS  # noqa: E402
 
 SCENARIOS = {
     "http": dict(transport="http"),

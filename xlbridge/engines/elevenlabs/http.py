@@ -12,87 +12,46 @@ the transport of the body protocol is reached through a thin response proxy
 whose ``deliverBody`` notes the protocol, because ``treq.collect`` itself
 does not abort on cancel.
 
-Error bodies are ``{"detail": {"status": "...", "message": "..."}}`` (422:
-``{"detail": [{"loc": ..., "msg": ...}]}``), read up to
-:data:`MAX_ERROR_BODY` bytes and mapped by :func:`error_for_response`.
+The URL, body and error mapping are in :mod:`xlbridge.engines.elevenlabs.wire`;
+an error body is read up to :data:`MAX_ERROR_BODY` bytes and mapped by
+:func:`~xlbridge.engines.elevenlabs.wire.error_for_response`.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any, Callable, Optional, cast
-from urllib.parse import quote
+import io
+from typing import Callable, Optional, TypeVar, cast
 
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IResponse
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
-from xlbridge.engines.base import (
-    EngineAuthError,
-    EngineError,
-    EngineQuotaError,
-    EngineRequestError,
-    EngineUnavailable,
+from xlbridge.engines.base import EngineError, EngineUnavailable
+from xlbridge.engines.elevenlabs.settings import ElevenLabsSettings
+from xlbridge.engines.elevenlabs.wire import (
+    ENGINE,
+    STREAM_QUERY,
+    IElevenLabsReactor,
+    error_for_response,
+    gather,
+    scrub,
+    stream_body,
+    stream_url,
 )
-from xlbridge.engines.elevenlabs.tts import ENGINE, OUTPUT_FORMAT, gather, scrub
 
-if TYPE_CHECKING:
-    from xlbridge.engines.elevenlabs.tts import ElevenLabsSettings
+__all__ = ["HTTPStreamTransport", "MAX_ERROR_BODY"]
 
 #: Bytes of an error body read at most (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
 
-_AUTH = {"invalid_api_key", "missing_api_key", "unauthorized", "needs_authorization"}
-_BUSY = {"too_many_concurrent_requests", "system_busy", "max_active_conversations"}
-_REQUEST = {"voice_not_found", "model_not_found", "invalid_request", "max_character_limit_exceeded"}
-
-
-def parse_error_body(body: bytes) -> tuple[str, str]:
-    """
-    ``(status, message)`` from an ElevenLabs error body; empty strings for
-    what is missing or unparseable.
-    """
-    try:
-        detail = json.loads(body.decode("utf-8", "replace")).get("detail")
-    except (ValueError, AttributeError):
-        return "", body[:200].decode("utf-8", "replace").strip()
-    if isinstance(detail, dict):
-        return str(detail.get("status") or ""), str(detail.get("message") or "")
-    if isinstance(detail, list):  # 422 validation errors
-        msgs = [str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail]
-        return "validation_error", "; ".join(msgs)
-    return "", str(detail or "")
-
-
-def error_for_status(code: Optional[int], status: str, message: str, key: str) -> EngineError:
-    """
-    Map an HTTP status (``None`` when there was none, as for an in-band
-    WebSocket error) and ElevenLabs ``detail.status`` to an
-    :class:`EngineError`.  ``status`` wins over ``code``: quota errors
-    arrive as 401.  ``key`` is scrubbed from the message.
-    """
-    text = scrub(" ".join(p for p in (f"HTTP {code}" if code else "", status, message) if p), key)
-    text = text[:300] or "error"
-    if status == "quota_exceeded":
-        return EngineQuotaError(ENGINE, text)
-    if status in _AUTH or code in (401, 403):
-        return EngineAuthError(ENGINE, text)
-    if status in _BUSY or code == 429 or (code is not None and code >= 500):
-        return EngineUnavailable(ENGINE, text)
-    if status in _REQUEST or (code is not None and 400 <= code < 500):
-        return EngineRequestError(ENGINE, text)
-    return EngineUnavailable(ENGINE, text)
-
-
-def error_for_response(code: int, body: bytes, key: str) -> EngineError:
-    """:func:`error_for_status` for an HTTP response ``code`` with ``body``."""
-    status, message = parse_error_body(body)
-    return error_for_status(code, status, message, key)
+_T = TypeVar("_T")
 
 
 @implementer(IResponse)
@@ -106,7 +65,7 @@ class _AbortableResponse:
         self._response = response
         self._protocol: Optional[Protocol] = None
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._response, name)
 
     def deliverBody(self, protocol: Protocol) -> None:
@@ -123,13 +82,19 @@ class HTTPStreamTransport:
     """
     HTTP streaming through a persistent connection pool.
 
-    :param reactor: ``IReactorTCP`` + ``IReactorTime`` (+ TLS for https).
+    :param reactor: the reactor (TCP, time, name resolution); TLS for
+        https runs over its TCP.
     :param settings: the client's settings.
     :param pool: a pool to share; else one is made (bounded by
         ``settings.max_connections``) and closed by :meth:`close`.
     """
 
-    def __init__(self, reactor: Any, settings: "ElevenLabsSettings", pool: Optional[HTTPConnectionPool] = None) -> None:
+    def __init__(
+        self,
+        reactor: IElevenLabsReactor,
+        settings: ElevenLabsSettings,
+        pool: Optional[HTTPConnectionPool] = None,
+    ) -> None:
         self.settings = settings
         self._own_pool = pool is None
         if pool is None:
@@ -139,22 +104,18 @@ class HTTPStreamTransport:
             pool.retryAutomatically = False  # POST: _Utterance retries itself
         self.pool = pool
         agent = Agent(reactor, connectTimeout=settings.timeout_s, pool=pool)
-        self._client = HTTPClient(agent)
+
+        # Request bodies are written by a FileBodyProducer, as treq's default
+        # does, but on a cooperator of our reactor instead of the global one.
+        def schedule(work: Callable[[], None]) -> IDelayedCall:
+            return reactor.callLater(0, work)
+
+        self._cooperator = Cooperator(scheduler=schedule)
+        self._client = HTTPClient(agent, data_to_body_producer=self._body_producer)
         self._active: "set[Deferred[None]]" = set()
 
-    def url(self, voice_id: str) -> str:
-        """The stream URL for ``voice_id`` (query added by :meth:`open`)."""
-        return f"{self.settings.base_url}/v1/text-to-speech/{quote(voice_id, safe='')}/stream"
-
-    def body(self, text: str, language: str) -> dict[str, Any]:
-        """The JSON request body."""
-        body: dict[str, Any] = {"text": text, "model_id": self.settings.model_id}
-        code = self.settings.language_code_for(language)
-        if code:
-            body["language_code"] = code
-        if self.settings.voice_settings is not None:
-            body["voice_settings"] = dict(self.settings.voice_settings)
-        return body
+    def _body_producer(self, data: bytes) -> IBodyProducer:
+        return FileBodyProducer(io.BytesIO(data), cooperator=self._cooperator)
 
     def open(
         self, voice_id: str, text: str, language: str, on_bytes: Callable[[bytes], None]
@@ -163,12 +124,16 @@ class HTTPStreamTransport:
         POST one utterance; ``on_bytes`` gets each body chunk (S16LE) as it
         arrives.  See :class:`~xlbridge.engines.elevenlabs.tts.StreamTransport`.
         """
-        key = self.settings.api_key
+        settings = self.settings
+        key = settings.api_key
         headers: dict[bytes | str, bytes | str] = {"xi-api-key": key, "Accept": "*/*"}
-        response: Deferred[Any] = self._client.post(
-            self.url(voice_id),
-            params={"output_format": OUTPUT_FORMAT},
-            json=self.body(text, language),
+        body = stream_body(
+            text, settings.model_id, settings.language_code_for(language), settings.voice_settings
+        )
+        response = self._client.post(
+            stream_url(settings.base_url, voice_id),
+            params=STREAM_QUERY,
+            json=body,
             headers=headers,
             unbuffered=True,
         )
@@ -188,7 +153,7 @@ class HTTPStreamTransport:
         return gather([])
 
 
-def _forget(result: Any, active: "set[Deferred[None]]", d: "Deferred[None]") -> Any:
+def _forget(result: _T, active: "set[Deferred[None]]", d: "Deferred[None]") -> _T:
     active.discard(d)
     return result
 
@@ -284,5 +249,3 @@ def _read_limited(response: IResponse, limit: int) -> "Deferred[bytes]":
     response.deliverBody(_LimitedReader(limit, done))
     return done
 
-
-__all__ = ["HTTPStreamTransport", "error_for_response", "error_for_status", "parse_error_body"]

@@ -1,12 +1,11 @@
 """
-ElevenLabs settings and the small helpers they share with the transports:
-:class:`ElevenLabsSettings` (endpoint, model, voices, transport, timeouts,
-retries), :func:`language_code` and :func:`scrub`.
+ElevenLabs settings: :class:`ElevenLabsSettings` (endpoint, model, voices,
+transport, timeouts, retries), read from the environment and the
+``[elevenlabs]`` table.
 
-Nothing here opens a connection or starts a timer.  Split from
-:mod:`xlbridge.engines.elevenlabs.tts` (which re-exports all of it) so that
-module holds the client itself: ``ElevenLabsTTS``, its retries, counters
-and audio chunking.
+Nothing here opens a connection or starts a timer.  The client
+(:mod:`xlbridge.engines.elevenlabs.tts`) and both transports take these
+settings; what goes on the wire is in :mod:`xlbridge.engines.elevenlabs.wire`.
 """
 
 from __future__ import annotations
@@ -17,15 +16,24 @@ from urllib.parse import urlsplit, urlunsplit
 import attrs
 
 from xlbridge.engines.base import redact
+from xlbridge.engines.elevenlabs.wire import OUTPUT_FORMAT, language_code
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TRANSPORT",
+    "DEFAULT_VOICE",
+    "DEFAULT_VOICES",
+    "ENV_API_KEY",
+    "ENV_URL",
+    "LANGUAGE_CODE_MODELS",
+    "ElevenLabsSettings",
+]
 
 #: REST base; the WebSocket base is derived from it (http -> ws, https -> wss).
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 
 #: Chosen by ``bench/tts_ttfa.py`` (see :mod:`xlbridge.engines.elevenlabs.tts`).
 DEFAULT_TRANSPORT = "http"
-
-#: The only output format this client asks for: raw S16LE mono, 16000 Hz.
-OUTPUT_FORMAT = "pcm_16000"
 
 #: Premade voice "George" (ElevenLabs' own SDK examples); premade voices
 #: speak every language of the multilingual models.
@@ -41,8 +49,9 @@ DEFAULT_VOICES: Mapping[str, str] = {
 #: Models that take (and enforce) ``language_code`` (PROTOCOLS.md 4.2).
 LANGUAGE_CODE_MODELS = frozenset({"eleven_flash_v2_5", "eleven_turbo_v2_5"})
 
-_ENV_URL = "XLBRIDGE_ELEVENLABS_URL"
-_ENV_KEY = "ELEVENLABS_API_KEY"
+#: Environment variables read by :meth:`ElevenLabsSettings.from_env`.
+ENV_API_KEY = "ELEVENLABS_API_KEY"
+ENV_URL = "XLBRIDGE_ELEVENLABS_URL"
 
 _SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
@@ -57,20 +66,24 @@ def _base_url(value: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
-def _one_of(*allowed: str) -> Callable[[Any, "attrs.Attribute[Any]", Any], None]:
-    def check(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+def _voices(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+def _one_of(*allowed: str) -> Callable[[object, "attrs.Attribute[Any]", object], None]:
+    def check(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
         if value not in allowed:
             raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
 
     return check
 
 
-def _positive(instance: Any, attribute: "attrs.Attribute[Any]", value: float) -> None:
+def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
-def _inactivity(instance: Any, attribute: "attrs.Attribute[Any]", value: int) -> None:
+def _inactivity(instance: object, attribute: "attrs.Attribute[Any]", value: int) -> None:
     if not 1 <= value <= 180:
         raise ValueError(f"inactivity_timeout must be 1..180 s, got {value!r}")
 
@@ -105,7 +118,7 @@ class ElevenLabsSettings:
     base_url: str = attrs.field(default=DEFAULT_BASE_URL, converter=_base_url)
     model_id: str = "eleven_flash_v2_5"
     voices: Mapping[str, str] = attrs.field(
-        factory=lambda: dict(DEFAULT_VOICES), converter=dict, hash=False
+        factory=lambda: dict(DEFAULT_VOICES), converter=_voices, hash=False
     )
     default_voice: str = DEFAULT_VOICE
     transport: str = attrs.field(
@@ -129,10 +142,10 @@ class ElevenLabsSettings:
         :raises ValueError: for a bad value.
         """
         values: dict[str, Any] = {}
-        if environ.get(_ENV_KEY):
-            values["api_key"] = environ[_ENV_KEY].strip()
-        if environ.get(_ENV_URL):
-            values["base_url"] = environ[_ENV_URL]
+        if environ.get(ENV_API_KEY):
+            values["api_key"] = environ[ENV_API_KEY].strip()
+        if environ.get(ENV_URL):
+            values["base_url"] = environ[ENV_URL]
         values.update(overrides)
         return cls(**values)
 
@@ -159,12 +172,3 @@ class ElevenLabsSettings:
             return None
         return language_code(language) or None
 
-
-def language_code(language: str) -> str:
-    """ISO 639-1 primary subtag: ``"es-MX"`` -> ``"es"``."""
-    return language.strip().replace("_", "-").split("-")[0].lower()
-
-
-def scrub(text: str, secret: str) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by its redaction."""
-    return text.replace(secret, redact(secret)) if secret else text

@@ -26,13 +26,15 @@ bytes:
     ahead of time and kept alive with ``" "`` (PROTOCOLS.md T5).
 
 ``bench/tts_ttfa.py`` measures time-to-first-audio of both against the fake
-server; the default transport (:data:`DEFAULT_TRANSPORT`) follows that
-measurement.
+server; the default transport
+(:data:`~xlbridge.engines.elevenlabs.settings.DEFAULT_TRANSPORT`) follows
+that measurement.
 
 Audio format: ``output_format`` is always ``pcm_16000``: raw signed 16-bit
 **little-endian** mono at 16000 Hz, no header (PROTOCOLS.md T1, section 4.1).
 Chunk boundaries are arbitrary, so a chunk of odd length leaves one byte
-that is carried to the next chunk (:class:`PCMChunker`); the audio handed on
+that is carried to the next chunk
+(:class:`~xlbridge.engines.elevenlabs.wire.PCMChunker`); the audio handed on
 is native-order int16 (:mod:`xlbridge.audio.frame`).
 
 Failures (:mod:`xlbridge.engines.base`): 401 ``invalid_api_key`` ->
@@ -45,21 +47,23 @@ Failures (:mod:`xlbridge.engines.base`): 401 ``invalid_api_key`` ->
 ``on_audio``, so the caller never hears a sentence twice.  The API key never
 appears in a repr, a log line or an exception message.
 
-Settings, language codes and key scrubbing are in
-:mod:`xlbridge.engines.elevenlabs.settings`, re-exported here.
+Settings are in :mod:`xlbridge.engines.elevenlabs.settings`; what goes on
+the wire (URLs, bodies, messages, error mapping, PCM decoding) is in
+:mod:`xlbridge.engines.elevenlabs.wire`, which both transports share.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
 
-from xlbridge.audio.codecs import from_little_endian
 from xlbridge.audio.frame import Samples
 from xlbridge.engines.base import (
     EngineAuthError,
@@ -68,34 +72,20 @@ from xlbridge.engines.base import (
     EngineRequestError,
     EngineUnavailable,
 )
-from xlbridge.engines.elevenlabs.settings import (
-    _ENV_KEY,
-    DEFAULT_BASE_URL,
-    DEFAULT_TRANSPORT,
-    DEFAULT_VOICE,
-    DEFAULT_VOICES,
-    LANGUAGE_CODE_MODELS,
-    OUTPUT_FORMAT,
-    ElevenLabsSettings,
-    language_code,
-    scrub,
-)
+from xlbridge.engines.elevenlabs.http import HTTPStreamTransport
+from xlbridge.engines.elevenlabs.settings import ENV_API_KEY, ElevenLabsSettings
+from xlbridge.engines.elevenlabs.wire import ENGINE, IElevenLabsReactor, PCMChunker, scrub
+from xlbridge.engines.elevenlabs.ws import WebSocketStreamTransport
 
 __all__ = [
-    "DEFAULT_BASE_URL",
-    "DEFAULT_TRANSPORT",
-    "DEFAULT_VOICE",
-    "DEFAULT_VOICES",
-    "LANGUAGE_CODE_MODELS",
-    "OUTPUT_FORMAT",
     "ElevenLabsCounters",
-    "ElevenLabsSettings",
+    "ElevenLabsSettings",  # defined in settings; engine selection imports it from here
     "ElevenLabsTTS",
-    "PCMChunker",
-    "language_code",
+    "StreamTransport",
+    "error_kind",
 ]
 
-ENGINE = "elevenlabs"
+_T = TypeVar("_T")
 
 
 def error_kind(error: EngineError) -> str:
@@ -108,42 +98,6 @@ def error_kind(error: EngineError) -> str:
         if isinstance(error, cls):
             return kind
     return "unavailable"
-
-
-class PCMChunker:
-    """
-    Turns arbitrary byte chunks of S16LE PCM into whole native-order samples.
-
-    A chunk may end in the middle of a sample; that odd byte is kept and
-    prepended to the next chunk, so the samples produced are bit-exact
-    whatever the chunking.  The buffer is bounded: at most one byte.
-    """
-
-    def __init__(self) -> None:
-        self._odd = b""
-
-    def feed(self, data: bytes) -> Optional[Samples]:
-        """
-        :param data: the next bytes of the little-endian stream.
-        :return: the whole samples completed by ``data`` (native int16), or
-            ``None`` if there are none yet.
-        """
-        if self._odd:
-            data = self._odd + data
-        if len(data) % 2:
-            self._odd, data = data[-1:], data[:-1]
-        else:
-            self._odd = b""
-        return from_little_endian(data) if data else None
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back (0 or 1)."""
-        return len(self._odd)
-
-    def reset(self) -> None:
-        """Forget a held byte (a new stream starts)."""
-        self._odd = b""
 
 
 @attrs.define
@@ -203,8 +157,9 @@ class ElevenLabsTTS:
     """
     The :class:`~xlbridge.engines.base.TTS` for ElevenLabs.
 
-    :param reactor: provides ``IReactorTime`` and ``IReactorTCP`` (https
-        and wss need pyOpenSSL and service-identity, as Twisted's TLS does).
+    :param reactor: see :class:`~xlbridge.engines.elevenlabs.wire.IElevenLabsReactor`
+        (https and wss need pyOpenSSL and service-identity, as Twisted's TLS
+        does).
     :param settings: see :class:`ElevenLabsSettings`.
     :param pool: an ``HTTPConnectionPool`` to share (HTTP transport); by
         default one is made and closed by :meth:`close`.
@@ -212,15 +167,15 @@ class ElevenLabsTTS:
     :ivar counters: :class:`ElevenLabsCounters`.
     """
 
-    name = "elevenlabs"
+    name = ENGINE
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: ElevenLabsSettings, pool: Any = None) -> None:
-        # Imported here: the transport modules import this module's shared
-        # helpers (ENGINE, scrub, gather), so a top-level import would cycle.
-        from xlbridge.engines.elevenlabs.http import HTTPStreamTransport
-        from xlbridge.engines.elevenlabs.ws import WebSocketStreamTransport
-
+    def __init__(
+        self,
+        reactor: IElevenLabsReactor,
+        settings: ElevenLabsSettings,
+        pool: Optional[HTTPConnectionPool] = None,
+    ) -> None:
         self.reactor = reactor
         self.settings = settings
         self.counters = ElevenLabsCounters()
@@ -253,7 +208,7 @@ class ElevenLabsTTS:
             return succeed(None)
         if not self.settings.api_key:
             self.counters.error("auth")
-            return _failed(EngineAuthError(ENGINE, f"no API key (set {_ENV_KEY})"))
+            return _failed(EngineAuthError(ENGINE, f"no API key (set {ENV_API_KEY})"))
         job = _Utterance(self, text, language, on_audio)
         d = job.start()
         self._active.add(d)
@@ -285,7 +240,7 @@ def _failed(error: Exception) -> "Deferred[None]":
     return d
 
 
-def _discard(result: Any, active: "set[Deferred[None]]", d: "Deferred[None]") -> Any:
+def _discard(result: _T, active: "set[Deferred[None]]", d: "Deferred[None]") -> _T:
     active.discard(d)
     return result
 
@@ -301,21 +256,21 @@ class _Utterance:
     ) -> None:
         self.tts = tts
         self.settings = tts.settings
-        self.reactor = tts.reactor
+        self.clock: IReactorTime = tts.reactor
         self.text = text
         self.language = language
         self.voice_id = self.settings.voice_for(language)
         self.on_audio = on_audio
         self.chunker = PCMChunker()
-        self.started = self.reactor.seconds()
+        self.started = self.clock.seconds()
         self.attempts = 0
         self.delivered = False
         self.got_bytes = False
         self.finished = False
         self.timed_out = False
         self.attempt: "Optional[Deferred[None]]" = None
-        self.watchdog: Any = None
-        self.retry_call: Any = None
+        self.watchdog: Optional[IDelayedCall] = None
+        self.retry_call: Optional[IDelayedCall] = None
         self.d: Deferred[None] = Deferred(self._cancel)
 
     def start(self) -> "Deferred[None]":
@@ -344,7 +299,7 @@ class _Utterance:
         if self.watchdog is not None and self.watchdog.active():
             self.watchdog.reset(self.settings.timeout_s)
         else:
-            self.watchdog = self.reactor.callLater(self.settings.timeout_s, self._stalled)
+            self.watchdog = self.clock.callLater(self.settings.timeout_s, self._stalled)
 
     def _disarm(self) -> None:
         if self.watchdog is not None and self.watchdog.active():
@@ -363,7 +318,7 @@ class _Utterance:
         counters = self.tts.counters
         if not self.got_bytes:
             self.got_bytes = True
-            counters.first_byte((self.reactor.seconds() - self.started) * 1000.0)
+            counters.first_byte((self.clock.seconds() - self.started) * 1000.0)
         counters.bytes_received += len(data)
         self._arm()
         samples = self.chunker.feed(data)
@@ -412,7 +367,7 @@ class _Utterance:
                 attempt=self.attempts,
                 error=error.message,
             )
-            self.retry_call = self.reactor.callLater(self.settings.retry_delay_s, self._attempt)
+            self.retry_call = self.clock.callLater(self.settings.retry_delay_s, self._attempt)
             return
         self.finished = True
         self.tts.counters.error(error_kind(error))
@@ -429,7 +384,3 @@ class _Utterance:
         if self.attempt is not None:
             self.attempt.cancel()
 
-
-def gather(ds: "list[Deferred[Any]]") -> "Deferred[None]":
-    """Fire (with ``None``) once all of ``ds`` have fired, whatever the results."""
-    return DeferredList(ds, consumeErrors=True).addCallback(lambda _: None)

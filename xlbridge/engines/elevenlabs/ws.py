@@ -26,51 +26,50 @@ Errors: an upgrade refused with an HTTP status is mapped like an HTTP
 response; an in-band ``{"message": ..., "error": ...}`` followed by close 1008
 is mapped by its error code; a close before ``isFinal`` is
 :class:`EngineUnavailable` after what arrived was delivered.
+
+The URL, the messages both ways and this error mapping are in
+:mod:`xlbridge.engines.elevenlabs.wire`; this module owns the sockets and
+their timers.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
-import json
-from typing import TYPE_CHECKING, Any, Callable, Optional
-from urllib.parse import quote, urlencode
+from typing import Callable, Optional, cast
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xlbridge.engines.base import EngineError, EngineUnavailable
-from xlbridge.engines.elevenlabs.tts import ENGINE, OUTPUT_FORMAT, gather, language_code, scrub
-from xlbridge.engines.elevenlabs.http import error_for_status
+from xlbridge.engines.elevenlabs.settings import ElevenLabsSettings
+from xlbridge.engines.elevenlabs.wire import (
+    END_OF_INPUT,
+    ENGINE,
+    KEEPALIVE,
+    IElevenLabsReactor,
+    close_error,
+    error_for_status,
+    gather,
+    init_message,
+    language_code,
+    parse_server_message,
+    stream_input_url,
+    text_message,
+    upgrade_status,
+)
 
-if TYPE_CHECKING:
-    from xlbridge.engines.elevenlabs.tts import ElevenLabsSettings
-
-__all__ = ["MAX_SPARES", "WebSocketStreamTransport"]
+__all__ = ["MAX_MESSAGE", "MAX_SPARES", "WebSocketStreamTransport"]
 
 #: Spare (pre-opened) sockets kept at most, over all (voice, language) keys.
 MAX_SPARES = 4
 
 #: Largest server message accepted, bytes (a few seconds of base64 audio).
 MAX_MESSAGE = 4 * 1024 * 1024
-
-#: ElevenLabs error codes looked for in in-band errors and close reasons.
-_KNOWN_STATUSES = (
-    "invalid_api_key",
-    "quota_exceeded",
-    "voice_not_found",
-    "model_not_found",
-    "too_many_concurrent_requests",
-    "system_busy",
-    "max_active_conversations",
-    "max_character_limit_exceeded",
-    "unauthorized",
-)
 
 
 class _StreamInputProtocol(WebSocketClientProtocol):
@@ -95,30 +94,22 @@ class _StreamInputProtocol(WebSocketClientProtocol):
         self.factory.session.ws_message(payload, isBinary)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.factory.session.ws_closed(code, reason or "", _upgrade_status(self))
+        # Autobahn keeps the status line of a refused upgrade, not its body.
+        status = upgrade_status(getattr(self, "http_status_line", None))
+        self.factory.session.ws_closed(code, reason or "", status)
 
 
 class _SessionFactory(WebSocketClientFactory):
     protocol = _StreamInputProtocol  # type: ignore[assignment]
 
-    def __init__(self, session: "_Session", url: str, headers: dict[str, str], reactor: Any) -> None:
+    def __init__(
+        self, session: "_Session", url: str, headers: dict[str, str], reactor: IElevenLabsReactor
+    ) -> None:
         super().__init__(url, headers=headers, reactor=reactor)
         self.session = session
 
     def __repr__(self) -> str:  # the default repr could show the headers
         return f"<_SessionFactory {self.session.voice_id}>"
-
-
-def _upgrade_status(proto: WebSocketClientProtocol) -> Optional[int]:
-    """
-    The HTTP status of the upgrade response, if one was read (Autobahn
-    keeps the status line but not the body of a refused upgrade).
-    """
-    parts = (getattr(proto, "http_status_line", None) or "").split()
-    try:
-        return int(parts[1]) if len(parts) > 1 else None
-    except ValueError:
-        return None
 
 
 class _Session:
@@ -137,8 +128,8 @@ class _Session:
         self.language = language
         self.state = "connecting"
         self.proto: Optional[_StreamInputProtocol] = None
-        self.connecting: "Optional[Deferred[Any]]" = None
-        self.keepalive: Any = None
+        self.connecting: "Optional[Deferred[IProtocol]]" = None
+        self.keepalive: Optional[IDelayedCall] = None
         self.text: Optional[str] = None
         self.on_bytes: Optional[Callable[[bytes], None]] = None
         self.d: "Optional[Deferred[None]]" = None
@@ -149,22 +140,16 @@ class _Session:
 
     # -- lifecycle ----------------------------------------------------------
 
-    def url(self) -> str:
-        params = {
-            "model_id": self.settings.model_id,
-            "output_format": OUTPUT_FORMAT,
-            "inactivity_timeout": str(self.settings.inactivity_timeout),
-        }
-        code = self.settings.language_code_for(self.language)
-        if code:
-            params["language_code"] = code
-        voice = quote(self.voice_id, safe="")
-        return f"{self.settings.ws_base_url}/v1/text-to-speech/{voice}/stream-input?{urlencode(params)}"
-
     def connect(self) -> None:
-        factory = _SessionFactory(
-            self, self.url(), {"xi-api-key": self.settings.api_key}, self.reactor
+        settings = self.settings
+        url = stream_input_url(
+            settings.ws_base_url,
+            self.voice_id,
+            settings.model_id,
+            settings.inactivity_timeout,
+            settings.language_code_for(self.language),
         )
+        factory = _SessionFactory(self, url, {"xi-api-key": settings.api_key}, self.reactor)
         factory.setProtocolOptions(
             openHandshakeTimeout=self.settings.timeout_s,
             # Autobahn rounds timers down to a whole second, so 2 s waits
@@ -173,7 +158,7 @@ class _Session:
             maxMessagePayloadSize=MAX_MESSAGE,
             maxFramePayloadSize=MAX_MESSAGE,
         )
-        endpoint: Any = HostnameEndpoint(
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, factory.host, factory.port, timeout=self.settings.timeout_s
         )
         if factory.isSecure:
@@ -181,8 +166,9 @@ class _Session:
         self.connecting = endpoint.connect(factory)
         self.connecting.addCallbacks(self._connected, self._connect_failed)
 
-    def _connected(self, proto: _StreamInputProtocol) -> None:
+    def _connected(self, connected: IProtocol) -> None:
         # TCP (and TLS) is up; the upgrade is under way.
+        proto = cast(_StreamInputProtocol, connected)  # made by _SessionFactory
         self.proto = proto
         if self.abandoned:
             proto.dropConnection(abort=True)
@@ -218,10 +204,7 @@ class _Session:
         self.proto = proto
         if self.abandoned:
             return
-        init: dict[str, Any] = {"text": " "}
-        if self.settings.voice_settings is not None:
-            init["voice_settings"] = dict(self.settings.voice_settings)
-        self._send(init)
+        self._send(init_message(self.settings.voice_settings))
         self.state = "ready"
         if self.text is not None:
             self._send_text()
@@ -232,25 +215,21 @@ class _Session:
         if is_binary:
             return
         try:
-            msg = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            msg = parse_server_message(payload)
+        except ValueError:
             self.log.warn("ElevenLabs sent a message that is not JSON; ignored")
             return
-        if not isinstance(msg, dict):
-            return
-        audio = msg.get("audio")
-        if audio and self.d is not None and not self.d.called:
-            try:
-                data = base64.b64decode(audio, validate=True)
-            except (binascii.Error, ValueError, TypeError):
+        if msg.has_audio and self.d is not None and not self.d.called:
+            if msg.audio is None:
                 self.log.warn("ElevenLabs sent audio that is not base64; ignored")
                 return
-            self.received += len(data)
+            self.received += len(msg.audio)
             assert self.on_bytes is not None
-            self.on_bytes(data)
-        elif "message" in msg or "error" in msg:
-            self.error = self._in_band_error(msg)
-        if msg.get("isFinal") and self.d is not None and not self.d.called:
+            self.on_bytes(msg.audio)
+        elif msg.error is not None:
+            status, message = msg.error
+            self.error = error_for_status(None, status, message, self.settings.api_key)
+        if msg.is_final and self.d is not None and not self.d.called:
             self.state = "closed"  # the server closes after the final message
             self.d.callback(None)
             if self.proto is not None:
@@ -262,7 +241,10 @@ class _Session:
         self._stop_keepalive()
         self.owner.session_gone(self)
         if self.d is not None and not self.d.called:
-            self.d.errback(Failure(self._close_error(was, code, reason, status)))
+            error = close_error(
+                was, code, reason, status, self.error, self.received, self.settings.api_key
+            )
+            self.d.errback(Failure(error))
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -278,16 +260,15 @@ class _Session:
 
     # -- helpers ------------------------------------------------------------
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send(self, message: bytes) -> None:
         assert self.proto is not None
-        self.proto.sendMessage(json.dumps(msg).encode("utf-8"), isBinary=False)
+        self.proto.sendMessage(message, isBinary=False)
 
     def _send_text(self) -> None:
         self._stop_keepalive()
         assert self.text is not None
-        text = self.text if self.text.endswith(" ") else self.text + " "
-        self._send({"text": text, "flush": True})
-        self._send({"text": ""})
+        self._send(text_message(self.text))
+        self._send(END_OF_INPUT)
         self.state = "speaking"
 
     def _schedule_keepalive(self) -> None:
@@ -298,7 +279,7 @@ class _Session:
     def _keepalive(self) -> None:
         self.keepalive = None
         if self.state == "ready" and self.text is None:
-            self._send({"text": " "})
+            self._send(KEEPALIVE)
             self._schedule_keepalive()
 
     def _stop_keepalive(self) -> None:
@@ -309,41 +290,17 @@ class _Session:
     def _cancel(self, d: "Deferred[None]") -> None:
         self.abandon()
 
-    def _in_band_error(self, msg: dict[str, Any]) -> EngineError:
-        text = f"{msg.get('error') or ''} {msg.get('message') or ''}"
-        return error_for_status(None, _status_in(text), str(msg.get("message") or msg.get("error")), self.settings.api_key)
-
-    def _close_error(self, was: str, code: Optional[int], reason: str, status: Optional[int]) -> EngineError:
-        key = self.settings.api_key
-        if was == "connecting" and status is not None and status != 101:
-            return error_for_status(status, "", "WebSocket upgrade refused", key)
-        if self.error is not None:
-            return self.error
-        known = _status_in(reason)
-        if known:
-            return error_for_status(None, known, reason, key)
-        where = f"after {self.received} bytes" if self.received else f"while {was}"
-        return EngineUnavailable(
-            ENGINE, scrub(f"WebSocket closed {where} (code {code}: {reason[:200]})", key)
-        )
-
-
-def _status_in(text: str) -> str:
-    for status in _KNOWN_STATUSES:
-        if status in text:
-            return status
-    return ""
-
 
 class WebSocketStreamTransport:
     """
     ``stream-input`` sockets, one per utterance, with spares.
 
-    :param reactor: ``IReactorTCP`` + ``IReactorTime`` (+ TLS for wss).
+    :param reactor: the reactor (TCP, time, name resolution); TLS for wss
+        runs over its TCP.
     :param settings: the client's settings (``ws_standby`` turns spares on).
     """
 
-    def __init__(self, reactor: Any, settings: "ElevenLabsSettings") -> None:
+    def __init__(self, reactor: IElevenLabsReactor, settings: ElevenLabsSettings) -> None:
         self.reactor = reactor
         self.settings = settings
         self._spares: "collections.OrderedDict[tuple[str, str], _Session]" = collections.OrderedDict()
