@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set up (if needed) and run the whole test suite (trial) and the type check.
 #   sh scripts/test.sh                  # everything
-#   sh scripts/test.sh tests.test_rtp_packet   # one module
+#   sh scripts/test.sh tests.rtp.test_packet   # one module
 #
 # As root, the tests against a real Asterisk (tests/asterisk) get one:
 # scripts/asterisk-lab.sh installs it in a chroot the first time (~1 min)

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -41,7 +42,7 @@ class EventLogService(Service):
 
     log = Logger()
 
-    def __init__(self, path: str, reactor: Any, max_queued: int = 10000) -> None:
+    def __init__(self, path: str, reactor: IReactorFromThreads, max_queued: int = 10000) -> None:
         self.path = path
         self.reactor = reactor
         self._queue: queue.Queue[Any] = queue.Queue(max_queued)
