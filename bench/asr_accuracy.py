@@ -94,7 +94,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from xlbridge.engines.local_asr.worker import Session, StreamParams  # noqa: E402
+from xlbridge.engines.local_asr.wire import StreamParams  # noqa: E402
+from xlbridge.engines.local_asr.worker import Session  # noqa: E402
 from xlbridge.engines.base import Transcript  # noqa: E402
 from xlbridge.engines.pocketsphinx.asr import DECODERS, SphinxModel  # noqa: E402
 from xlbridge.engines.whisper.settings import WhisperModel  # noqa: E402

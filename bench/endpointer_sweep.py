@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import local_bench  # noqa: E402
 
-from xlbridge.engines.local_asr.worker import Session, StreamParams  # noqa: E402
+from xlbridge.engines.local_asr.wire import StreamParams  # noqa: E402
+from xlbridge.engines.local_asr.worker import Session  # noqa: E402
 from xlbridge.engines.pocketsphinx.asr import DecoderPool, SphinxModel  # noqa: E402
 
 SR = 16000

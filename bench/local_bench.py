@@ -233,7 +233,8 @@ def reference_texts(window_s: float = 0.3, ratio: float = 0.9) -> tuple[dict[str
     """
     import numpy as np
 
-    from xlbridge.engines.local_asr.worker import Session, StreamParams
+    from xlbridge.engines.local_asr.wire import StreamParams
+    from xlbridge.engines.local_asr.worker import Session
     from xlbridge.engines.pocketsphinx.asr import DecoderPool, SphinxModel
 
     pool = DecoderPool()
@@ -316,7 +317,7 @@ def tree_cpu(root: int) -> dict[int, dict[str, Any]]:
         if pid != root:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"asr_worker" in f.read():
+                    if b"local_asr.worker" in f.read():
                         kind = "asr_worker"
             except OSError:
                 pass
@@ -882,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.phones:
         return phones_main(ns.phones)
 
-    from xlbridge.engines.local_asr import factory as local_asr
+    from xlbridge.engines.local_asr import settings as local_asr
 
     has_backend = "backend" in {f.name for f in __import__("attrs").fields(local_asr.LocalASRSettings)}
     available = list(BACKENDS) if has_backend else ["relay", "thread"]

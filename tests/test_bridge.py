@@ -1,6 +1,7 @@
 """
 Tests for the bridge on a memory reactor: latching, routing, pacing on the
-wire, call lifecycle and shutdown.  No sockets and no real time.
+wire, call lifecycle and shutdown, and the registry of endpoints set up at
+run time.  No sockets and no real time.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.bridge import BridgeService
+from xlbridge.bridge import CONFIGURED, BridgeService
 from xlbridge.config import load_config
 from xlbridge.events import CallEnded, CallStarted, DropReason, Event
 from xlbridge.rtp.packet import RTPPacket, build, parse
 from xlbridge.testing import MemoryUDPReactor, pump_ticks
 
+NAME_A = "PJSIP/7777-00000001"
 ASTERISK_A = ("127.0.0.1", 10000)
 ASTERISK_B = ("127.0.0.1", 10002)
 
@@ -162,7 +164,9 @@ class MalformedTests(BridgeHarness):
 
         ep.on_audio = broken
         self.send(7777, frame(1), ASTERISK_A)
-        self.assertEqual(ep.counters.drops[DropReason.ERROR], 1)
+        # A bug past the transport is counted as such, not as a bad packet.
+        self.assertEqual(ep.counters.drops[DropReason.PIPELINE_ERROR], 1)
+        self.assertEqual(ep.counters.drops[DropReason.ERROR], 0)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         # The other leg is unaffected.
         self.send(8888, frame(2), ASTERISK_B)
@@ -262,3 +266,39 @@ class StatusTests(BridgeHarness):
         self.assertEqual(leg["counters"]["drops"], {"short": 1})
         self.assertEqual(leg["counters"]["packets_in"], 1)
         self.assertEqual(status["egress"]["legs"], 2)
+
+
+class RegistryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryUDPReactor()
+        self.bridge = BridgeService(load_config({"ports": "7777,8888"}), self.reactor)
+
+    def endpoint(self, name: str = NAME_A) -> Any:
+        ep = self.bridge.rtp_endpoint(name, lambda e, s: None)
+        self.reactor.listenUDP(0, ep)
+        return ep
+
+    def test_attached_endpoints_listed_with_origin_until_detached(self) -> None:
+        ep = self.endpoint()
+        self.assertEqual(self.bridge.attach_endpoint(NAME_A, ep, origin="ari"), NAME_A)
+        endpoints = self.bridge.status()["endpoints"]
+        self.assertEqual(list(endpoints), ["7777", "8888", NAME_A])
+        self.assertEqual(endpoints["7777"]["origin"], CONFIGURED)
+        self.assertEqual(endpoints[NAME_A]["origin"], "ari")
+        self.assertEqual(endpoints[NAME_A]["transport"]["kind"], "rtp")
+        self.assertEqual(endpoints[NAME_A]["counters"]["packets_in"], 0)
+        self.assertTrue(self.bridge.detach_endpoint(NAME_A))
+        self.assertFalse(self.bridge.detach_endpoint(NAME_A))  # idempotent
+        self.assertEqual(list(self.bridge.status()["endpoints"]), ["7777", "8888"])
+
+    def test_taken_names_get_a_suffix_and_detach_by_identity(self) -> None:
+        first, second, clash = self.endpoint(), self.endpoint(), self.endpoint("7777")
+        self.assertEqual(self.bridge.attach_endpoint(NAME_A, first), NAME_A)
+        self.assertEqual(self.bridge.attach_endpoint(NAME_A, first), NAME_A)  # again: same place
+        self.assertEqual(self.bridge.attach_endpoint(NAME_A, second), NAME_A + "#2")
+        self.assertEqual(self.bridge.attach_endpoint("7777", clash), "7777#2")  # a configured name
+        second.counters.packets_in = 5
+        self.assertTrue(self.bridge.detach_endpoint(NAME_A, second))
+        self.assertIs(self.bridge.dynamic_endpoints[NAME_A], first)
+        self.assertFalse(self.bridge.detach_endpoint(NAME_A, second))
+        self.assertEqual(self.bridge.retired_counters["rtp"].packets_in, 5)

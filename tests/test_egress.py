@@ -6,6 +6,8 @@ catch-up after a stall, no drift, and errors that never stop the loop.
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.egress import EgressClock
@@ -97,7 +99,47 @@ class EgressClockTests(SynchronousTestCase):
         self.assertEqual(len(good.calls), 10)
         self.assertEqual(len(bad.calls), 10)
         self.assertEqual(self.egress.errors, 10)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 10)
+        # Counted every time, logged once per 10 s per leg (issue 12).
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_failures_logged_once_per_interval_per_leg(self) -> None:
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        bad = RecordingLeg("bad", self.clock, fail=True)
+        self.egress.add(bad)
+        pump_ticks(self.clock, 500)  # ten seconds of failing ticks
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        pump_ticks(self.clock, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        first, second = [e for e in logged if e["log_level"] == LogLevel.critical]
+        self.assertEqual((first["ext"], second["ext"]), ("bad", "bad"))
+        self.assertNotIn("throttled_count", first)
+        self.assertEqual(second["throttled_count"], 499)
+        # Another leg's first failure is not held back by this one's.
+        other = RecordingLeg("other", self.clock, fail=True)
+        self.egress.add(other)
+        pump_ticks(self.clock, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.egress.errors, 503)
+
+    def test_held_back_failures_reported_when_the_leg_leaves(self) -> None:
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        bad = RecordingLeg("bad", self.clock, fail=True)
+        self.egress.add(bad)
+        pump_ticks(self.clock, 5)
+        self.egress.remove(bad)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        (summary,) = [e for e in logged if e["log_level"] == LogLevel.warn]
+        self.assertEqual((summary["ext"], summary["throttled_count"]), ("bad", 4))
+
+    def test_tick_failures_logged_once_per_interval(self) -> None:
+        def broken(lateness: float) -> None:
+            raise RuntimeError("hook bug")
+
+        self.egress.on_tick = broken
+        pump_ticks(self.clock, 50)
+        self.assertEqual(self.egress.errors, 50)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.egress.ticks, 50)
 
     def test_remove(self) -> None:
         leg = RecordingLeg("7777", self.clock)

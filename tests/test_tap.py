@@ -1,5 +1,6 @@
 """
-Tests for the twistd plugin: discovery, options, usage errors, makeService.
+Tests for the twistd plugin: discovery, options, usage errors, makeService
+(with ``--ari``, the ARI controller it adds).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.ari.harness import password_file
 from xlbridge import tap
+from xlbridge.ari.controller import ARIController
 from xlbridge.bridge import BridgeService
 from xlbridge.testing import MemoryUDPReactor
 
@@ -90,3 +93,47 @@ class ReadmeExampleTests(SynchronousTestCase):
         out = subprocess.run([sys.executable, path, "--self-test"], capture_output=True, text=True, timeout=120)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("relayed", out.stdout)
+
+
+class ARIOptionsTests(SynchronousTestCase):
+    def test_ari_options_add_controller(self) -> None:
+        from xlbridge import tap
+        from xlbridge.testing import MemoryUDPReactor
+
+        o = tap.Options()
+        o.parseOptions(["--ari", "http://127.0.0.1:8088", "--ari-user", "u",
+                        "--ari-password-file", password_file(self), "--rtp-ports", "20000-20009",
+                        "--engines", "relay", "--monitor", "none"])
+        reactor = MemoryUDPReactor()
+        svc = tap.makeService(o, reactor)
+        assert isinstance(svc, BridgeService)
+        ari = svc.getServiceNamed("ari")
+        self.assertIsInstance(ari, ARIController)
+        self.assertEqual(reactor.udp, {})  # no fixed ports with --ari
+        self.assertEqual(ari.settings.rtp_ports, (20000, 20009))  # type: ignore[attr-defined]
+
+    def test_audiosocket_media_listens_on_one_tcp_port(self) -> None:
+        from xlbridge import tap
+        from xlbridge.testing import MemoryUDPReactor
+
+        o = tap.Options()
+        o.parseOptions(["--ari", "http://127.0.0.1:8088", "--ari-user", "u",
+                        "--ari-password-file", password_file(self), "--ari-media", "audiosocket",
+                        "--ari-audiosocket-port", "9200", "--ari-dial-timeout", "20",
+                        "--on-partner-hangup", "prompt", "--engines", "relay", "--monitor", "none"])
+        svc = tap.makeService(o, MemoryUDPReactor())
+        assert isinstance(svc, BridgeService)
+        ari = svc.getServiceNamed("ari")
+        assert isinstance(ari, ARIController)
+        listener = ari.getServiceNamed("ari-audiosocket")
+        self.assertEqual((listener.portNumber, listener.interface), (9200, "127.0.0.1"))  # type: ignore[attr-defined]
+        self.assertEqual((ari.settings.dial_timeout, ari.settings.on_partner_hangup), (20, "prompt"))
+
+    def test_sample_config_documents_ari(self) -> None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "etc", "xlbridge.toml")) as f:
+            text = f.read()
+        self.assertIn("[ari]", text)
+        for key in ("url", "user", "password_file", "app", "rtp_ports", "on_partner_hangup", "media",
+                    "audiosocket_port", "dial_timeout", "partner_hangup_sound"):
+            self.assertIn(f"# {key} = ", text)

@@ -14,67 +14,87 @@ Stopping it stops children in reverse order, so every call ends cleanly
 ports close.  This is what SIGTERM does under twistd, and what an embedding
 application gets by stopping the service.
 
-Extensions pair up in configuration order; a :class:`Pair` turns the first
-audio on either of its legs into a new call, or an AudioSocket connection
-announcing its UUID (a caller on the line, silent or not).  Above the
-transport, RTP and AudioSocket legs are the same; the only differences the
-pair sees are the call id (an AudioSocket leg brings Asterisk's UUID;
-otherwise uuid4), the start, and hangup (an AudioSocket peer can end the
-call at once).
+Calls happen in rooms (:class:`~xlbridge.room.Room`, two legs that talk to
+each other): the bridge keeps every open room in :attr:`BridgeService.rooms`,
+and a room starts its own calls.  Extensions pair up in configuration order,
+each :class:`Pair` in a room of its own for good: the first audio on either
+leg starts a call, and so does an AudioSocket connection announcing its
+UUID (a caller on the line, silent or not).  Above the transport, RTP and
+AudioSocket legs are the same; the only differences the pair sees are the
+call id (an AudioSocket leg brings Asterisk's UUID; otherwise uuid4), the
+start, and hangup (an AudioSocket peer can end the call at once).
 
 Legs set up at run time (the ARI controller's callers) bring their own
-endpoints; whoever binds one registers it with :meth:`BridgeService.attach_endpoint`
+endpoints; whoever binds one lists it with :meth:`BridgeService.attach_endpoint`
 and removes it with :meth:`BridgeService.detach_endpoint`, so the monitor
-lists, counts and taps it like a configured extension.  A detached
-endpoint's counters are folded into :attr:`BridgeService.retired_counters`,
-so totals over all endpoints (Prometheus counters) never go down.
+lists, counts and taps it like a configured extension, and pairs two of them
+with :meth:`BridgeService.open_room` until :meth:`BridgeService.close_room`.
+One registry lists every endpoint, configured or attached, with its origin.
+A detached endpoint's counters are folded into
+:attr:`BridgeService.retired_counters`, so totals over all endpoints
+(Prometheus counters) never go down.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
+import attrs
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTime, IReactorUDP
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocol,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+)
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from xlbridge.audio.codecs import Codec
 from xlbridge.audio.frame import Samples
-from xlbridge.call.leg import Leg
 from xlbridge.call.service import CallService, PipelineFactory
 from xlbridge.config import BridgeConfig, PairConfig
 from xlbridge.egress import EgressClock
 from xlbridge.events import DropReason, Event, LegCounters
 from xlbridge.pipeline.relay import relay_factory
+from xlbridge.room import Endpoint, Room
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
 
-Endpoint = RTPEndpoint | AudioSocketEndpoint
+__all__ = [
+    "CONFIGURED", "BridgeService", "Endpoint", "IBridgeReactor", "Pair", "TCPListenerService",
+    "UDPListenerService",
+]
 
 #: The ``origin`` of configured endpoints in :meth:`BridgeService.status`.
 CONFIGURED = "config"
 
 
-class UDPListenerService(Service):
+class IBridgeReactor(IReactorUDP, IReactorTCP, IReactorTime):
     """
-    Listen on a UDP port for the lifetime of the service.
+    What the bridge uses of its reactor: UDP ports (RTP), TCP ports
+    (AudioSocket) and time (the egress clock, calls, latching).
+    """
+
+
+class ListenerService(Service):
+    """
+    Listen on a port for the lifetime of the service.
 
     :ivar port: the listening port while running (``getHost().port`` gives
         the real number when 0 was asked for).
     """
 
-    def __init__(self, reactor: IReactorUDP, port: int, protocol: Any, interface: str) -> None:
-        self.reactor = reactor
-        self.portNumber = port
-        self.protocol = protocol
+    def __init__(self, portNumber: int, interface: str) -> None:
+        self.portNumber = portNumber
         self.interface = interface
         self.port: Optional[IListeningPort] = None
 
     def _listen(self) -> IListeningPort:
-        return self.reactor.listenUDP(
-            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=8192
-        )
+        raise NotImplementedError()
 
     def privilegedStartService(self) -> None:
         # Bind early so a port clash fails start-up with a clear error.
@@ -87,107 +107,110 @@ class UDPListenerService(Service):
             self.port = self._listen()
         super().startService()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Optional[Deferred[None]]:
         super().stopService()
         port, self.port = self.port, None
         if port is not None:
-            return port.stopListening()
+            stopped: Optional[Deferred[None]] = port.stopListening()
+            return stopped
         return None
 
 
-class TCPListenerService(UDPListenerService):
+class UDPListenerService(ListenerService):
+    """
+    Listen on a UDP port (RTP) for the lifetime of the service.
+    """
+
+    def __init__(self, reactor: IReactorUDP, port: int, protocol: DatagramProtocol, interface: str) -> None:
+        super().__init__(port, interface)
+        self.reactor = reactor
+        self.protocol = protocol
+
+    def _listen(self) -> IListeningPort:
+        return self.reactor.listenUDP(
+            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=8192
+        )
+
+
+class AnnouncedFactory(Protocol):
+    """
+    A TCP protocol factory told where it listens (status pages show where
+    Asterisk should connect, even when idle).
+    """
+
+    local: Optional[str]
+
+    def buildProtocol(self, addr: IAddress) -> Optional[IProtocol]: ...
+
+
+class TCPListenerService(ListenerService):
     """
     Listen on a TCP port (AudioSocket) for the lifetime of the service;
     ``protocol`` is the factory.
     """
 
-    def __init__(self, reactor: IReactorTCP, port: int, protocol: Any, interface: str) -> None:
-        super().__init__(reactor, port, protocol, interface)  # type: ignore[arg-type]
+    def __init__(self, reactor: IReactorTCP, port: int, protocol: AnnouncedFactory, interface: str) -> None:
+        super().__init__(port, interface)
+        self.reactor = reactor
+        self.protocol = protocol
 
     def _listen(self) -> IListeningPort:
-        port: IListeningPort = self.reactor.listenTCP(  # type: ignore[attr-defined]
-            self.portNumber, self.protocol, interface=self.interface
+        port = self.reactor.listenTCP(
+            self.portNumber, self.protocol, interface=self.interface  # type: ignore[arg-type]
         )
         host = port.getHost()
-        # Status pages show where Asterisk should connect, even when idle.
         self.protocol.local = f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
         return port
 
 
+@attrs.frozen
+class Listing:
+    """
+    An endpoint listed by the bridge, and where it comes from
+    (:data:`CONFIGURED`, or what attached it: ``"ari"``...).
+    """
+
+    endpoint: Endpoint
+    origin: str
+
+
 class Pair:
     """
-    Two extensions that talk to each other, and their current call.
-
-    :ivar call: the live :class:`CallService`, or ``None``.
+    Two configured extensions that talk to each other: their endpoints feed
+    one :class:`~xlbridge.room.Room`, which starts their calls.
     """
 
-    log = Logger()
-
     def __init__(self, bridge: "BridgeService", config: PairConfig) -> None:
-        self.bridge = bridge
         self.config = config
-        self.endpoints: tuple[Endpoint, Endpoint] = (
-            bridge.make_endpoint(config.extensions[0], self._audio_from, self._hangup_from, self._line_from),
-            bridge.make_endpoint(config.extensions[1], self._audio_from, self._hangup_from, self._line_from),
+        ext_a, ext_b = config.extensions
+        endpoints = (
+            bridge.make_endpoint(ext_a, self._audio_from, self._hangup_from, self._line_from),
+            bridge.make_endpoint(ext_b, self._audio_from, self._hangup_from, self._line_from),
         )
-        self.call: Optional[CallService] = None
-        self.calls_started = 0
+        self.room = bridge.open_room(config.extensions, config.languages, endpoints)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, Endpoint]:
+        return self.room.endpoints
+
+    @property
+    def call(self) -> Optional[CallService]:
+        """
+        The live call, or ``None``.
+        """
+        return self.room.call
 
     def _audio_from(self, endpoint: Endpoint, samples: Samples) -> None:
-        call = self.call
-        if call is None:
-            if not self.bridge.accepting_calls:
-                endpoint.counters.drop(DropReason.NO_CALL)
-                return
-            call = self._start_call(self._call_id(endpoint))
-        call.audio_in(0 if endpoint is self.endpoints[0] else 1, samples)
-
-    def _call_id(self, first: Endpoint) -> str:
-        # An AudioSocket leg brings Asterisk's UUID: the leg whose audio
-        # starts the call first, else its partner if that one is connected
-        # (a mixed pair whose RTP leg spoke first); otherwise a fresh uuid4.
-        for endpoint in (first, *self.endpoints):
-            call_id = getattr(endpoint, "call_id", None)
-            if call_id:
-                return str(call_id)
-        return str(uuid.uuid4())
+        if not self.room.audio_in(self.room.index(endpoint), samples):
+            endpoint.counters.drop(DropReason.NO_CALL)
 
     def _line_from(self, endpoint: Endpoint) -> None:
         # An AudioSocket caller is on the line (its UUID came): the call
         # starts now, so replies flow even while both callers are silent.
-        if self.call is None and self.bridge.accepting_calls:
-            self._start_call(self._call_id(endpoint))
+        self.room.start_call(self.room.index(endpoint))
 
     def _hangup_from(self, endpoint: Endpoint) -> None:
-        call = self.call
-        if call is not None:
-            call.end("hangup")
-
-    def _start_call(self, call_id: Optional[str] = None) -> CallService:
-        cfg = self.config
-        bridge = self.bridge
-        legs = (
-            Leg(cfg.extensions[0], cfg.languages[0], self.endpoints[0], bridge.config.relay_buffer_ms),
-            Leg(cfg.extensions[1], cfg.languages[1], self.endpoints[1], bridge.config.relay_buffer_ms),
-        )
-        call = CallService(
-            call_id or str(uuid.uuid4()),
-            legs,
-            bridge.pipeline_factory,
-            bridge.egress,
-            bridge.clock,
-            inactivity_timeout=bridge.config.call_timeout,
-            emit=bridge.emit,
-            on_end=self._ended,
-        )
-        self.call = call
-        self.calls_started += 1
-        call.setServiceParent(bridge.calls)
-        return call
-
-    def _ended(self, call: CallService) -> None:
-        if self.call is call:
-            self.call = None
+        self.room.end_call("hangup")
 
 
 class BridgeService(MultiService):
@@ -195,11 +218,18 @@ class BridgeService(MultiService):
     The whole media bridge as one service.
 
     :param config: validated settings.
-    :param reactor: provides ``IReactorUDP`` and ``IReactorTime``.
+    :param reactor: provides :class:`IBridgeReactor`.
     :param pipeline_factory: per-direction pipeline; relay by default.
     :param observers: callables receiving every :data:`Event`.
     :param services: more children (engines, the event log), started before
         the calls and stopped after every call has ended.
+
+    :ivar rooms: every open room: the configured pairs', in configuration
+        order, then those opened at run time, oldest first.
+    :ivar listeners: the configured extensions' listener services, by
+        extension.
+    :ivar retired_counters: counters of detached run-time endpoints, summed
+        by transport kind.
     """
 
     log = Logger()
@@ -207,7 +237,7 @@ class BridgeService(MultiService):
     def __init__(
         self,
         config: BridgeConfig,
-        reactor: Any,
+        reactor: IBridgeReactor,
         pipeline_factory: Optional[PipelineFactory] = None,
         observers: Iterable[Callable[[Event], None]] = (),
         services: Iterable[IService] = (),
@@ -222,21 +252,18 @@ class BridgeService(MultiService):
         self.codec_in: Codec = config.codec_in()
         self.codec_out: Codec = config.codec_out()
         self._rtp_settings = RTPSettings(config.latch_timeout, config.reorder_depth)
-        self.endpoints: dict[str, Endpoint] = {}
-        self.listeners: dict[str, UDPListenerService] = {}
+        #: every listed endpoint by name: configured ones first, then those
+        #: attached at run time
+        self._listed: dict[str, Listing] = {}
+        self.listeners: dict[str, ListenerService] = {}
+        self.retired_counters: dict[str, LegCounters] = {}
         self.egress = EgressClock(reactor, max_burst=config.max_burst)
         self.calls = MultiService()
         self.calls.setName("calls")
+        self.rooms: list[Room] = []
         self.pairs = [Pair(self, p) for p in config.pairs]
-        #: Calls set up at run time (ARI), not owned by a configured pair.
-        self.dynamic_calls: dict[str, CallService] = {}
-        #: Endpoints set up at run time, by name, while attached.
-        self.dynamic_endpoints: dict[str, Endpoint] = {}
-        self._origins: dict[str, str] = {}
-        #: Counters of detached run-time endpoints, summed by transport kind.
-        self.retired_counters: dict[str, LegCounters] = {}
         for ext, listener in self.listeners.items():
-            listener.setName(f"{self.endpoints[ext].kind}-{ext}")
+            listener.setName(f"{self._listed[ext].endpoint.kind}-{ext}")
             listener.setServiceParent(self)
         for service in services:
             service.setServiceParent(self)
@@ -244,12 +271,14 @@ class BridgeService(MultiService):
         self.egress.setServiceParent(self)
         self.calls.setServiceParent(self)
 
+    # -- endpoints ---------------------------------------------------------
+
     def make_endpoint(
         self,
         extension: str,
-        on_audio: Callable[[Any, Samples], None],
-        on_hangup: Callable[[Any], None] = lambda e: None,
-        on_line: Callable[[Any], None] = lambda e: None,
+        on_audio: Callable[[Endpoint, Samples], None],
+        on_hangup: Callable[[Endpoint], None] = lambda e: None,
+        on_line: Callable[[Endpoint], None] = lambda e: None,
     ) -> Endpoint:
         """
         Create the endpoint (and its listener) for ``extension``: RTP on a
@@ -257,26 +286,42 @@ class BridgeService(MultiService):
         """
         port = self.config.port_of(extension)
         endpoint: Endpoint
+        listener: ListenerService
         if self.config.transport_of(extension) == "audiosocket":
-            endpoint = AudioSocketEndpoint(extension, on_audio, on_hangup, on_uuid=on_line)
-            listener: UDPListenerService = TCPListenerService(
-                self.reactor, port, endpoint, self.config.interface
-            )
+            audiosocket = AudioSocketEndpoint(extension, on_audio, on_hangup, on_uuid=on_line, clock=self.reactor)
+            listener = TCPListenerService(self.reactor, port, audiosocket, self.config.interface)
+            endpoint = audiosocket
         else:
-            endpoint = RTPEndpoint(
+            rtp = RTPEndpoint(
                 extension, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings
             )
-            listener = UDPListenerService(self.reactor, port, endpoint, self.config.interface)
-        self.endpoints[extension] = endpoint
+            listener = UDPListenerService(self.reactor, port, rtp, self.config.interface)
+            endpoint = rtp
+        self._listed[extension] = Listing(endpoint, CONFIGURED)
         self.listeners[extension] = listener
         return endpoint
 
-    def rtp_endpoint(self, name: str, on_audio: Callable[[Any, Samples], None]) -> RTPEndpoint:
+    def rtp_endpoint(self, name: str, on_audio: Callable[[RTPEndpoint, Samples], None]) -> RTPEndpoint:
         """
         A new RTP endpoint with this bridge's codecs and settings, for a leg
         set up at run time (the caller binds it).
         """
         return RTPEndpoint(name, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings)
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """
+        The configured endpoints, by extension (a read-only view).
+        """
+        return {name: ls.endpoint for name, ls in self._listed.items() if ls.origin == CONFIGURED}
+
+    @property
+    def dynamic_endpoints(self) -> dict[str, Endpoint]:
+        """
+        The endpoints attached at run time, by the key they are listed
+        under (a read-only view).
+        """
+        return {name: ls.endpoint for name, ls in self._listed.items() if ls.origin != CONFIGURED}
 
     def attach_endpoint(self, name: str, endpoint: Endpoint, origin: str = "runtime") -> str:
         """
@@ -291,7 +336,8 @@ class BridgeService(MultiService):
             ...) if another live endpoint already has that name.
         """
         def taken(key: str) -> bool:
-            return any(d.get(key, endpoint) is not endpoint for d in (self.endpoints, self.dynamic_endpoints))
+            listed = self._listed.get(key)
+            return listed is not None and (listed.endpoint is not endpoint or listed.origin == CONFIGURED)
 
         key, n = name, 1
         while taken(key):
@@ -299,26 +345,26 @@ class BridgeService(MultiService):
             key = f"{name}#{n}"
         if key != name:
             self.log.warn("endpoint name {name} is taken; listed as {key}", name=name, key=key)
-        self.dynamic_endpoints[key] = endpoint
-        self._origins[key] = origin
+        self._listed[key] = Listing(endpoint, origin)
         return key
 
     def detach_endpoint(self, name: str, endpoint: Optional[Endpoint] = None) -> bool:
         """
         Stop listing a run-time endpoint and fold its counters into
-        :attr:`retired_counters` (idempotent).
+        :attr:`retired_counters` (idempotent; configured endpoints stay).
 
         :param endpoint: if given, detach this endpoint (wherever
             :meth:`attach_endpoint` listed it) and nothing else.
         :return: whether something was detached.
         """
-        if endpoint is None or self.dynamic_endpoints.get(name) is endpoint:
-            keys = [name] if name in self.dynamic_endpoints else []
+        attached = {k: ls for k, ls in self._listed.items() if ls.origin != CONFIGURED}
+        listed = attached.get(name)
+        if endpoint is None or (listed is not None and listed.endpoint is endpoint):
+            keys = [name] if listed is not None else []
         else:
-            keys = [k for k, ep in self.dynamic_endpoints.items() if ep is endpoint]
+            keys = [k for k, ls in attached.items() if ls.endpoint is endpoint]
         for key in keys:
-            found = self.dynamic_endpoints.pop(key)
-            del self._origins[key]
+            found = self._listed.pop(key).endpoint
             self.retired_counters.setdefault(found.kind, LegCounters()).add(found.counters)
         return bool(keys)
 
@@ -327,42 +373,37 @@ class BridgeService(MultiService):
         ``(name, endpoint, origin)`` of every live endpoint: the configured
         ones (origin :data:`CONFIGURED`), then those attached at run time.
         """
-        for ext, ep in self.endpoints.items():
-            yield ext, ep, CONFIGURED
-        for key, ep in self.dynamic_endpoints.items():
-            yield key, ep, self._origins[key]
+        for name, listed in self._listed.items():
+            yield name, listed.endpoint, listed.origin
 
-    def start_call(
+    # -- rooms and calls ---------------------------------------------------
+
+    def open_room(
         self,
-        call_id: str,
-        extensions: tuple[str, str],
+        names: tuple[str, str],
         languages: tuple[str, str],
         endpoints: tuple[Endpoint, Endpoint],
-        on_end: Callable[[CallService], None] = lambda c: None,
+        call_id: Optional[str] = None,
         channels: Optional[tuple[str, str]] = None,
-    ) -> CallService:
+    ) -> Room:
         """
-        Start a call between two endpoints set up at run time (ARI); it
-        runs under ``calls`` like a pair's call and ends the same ways.
+        Pair two endpoints in a new room; its calls run under ``calls``,
+        start on audio or :meth:`Room.start_call`, and end the same ways
+        whoever opened it.  See :class:`~xlbridge.room.Room` for the
+        parameters.
         """
-        buf = self.config.relay_buffer_ms
-        legs = (
-            Leg(extensions[0], languages[0], endpoints[0], buf),
-            Leg(extensions[1], languages[1], endpoints[1], buf),
-        )
+        room = Room(self, names, languages, endpoints, call_id, channels)
+        self.rooms.append(room)
+        return room
 
-        def ended(call: CallService) -> None:
-            if self.dynamic_calls.get(call.call_id) is call:
-                del self.dynamic_calls[call.call_id]
-            on_end(call)
-
-        call = CallService(
-            call_id, legs, self.pipeline_factory, self.egress, self.clock,
-            inactivity_timeout=self.config.call_timeout, emit=self.emit, on_end=ended, channels=channels,
-        )
-        self.dynamic_calls[call_id] = call
-        call.setServiceParent(self.calls)
-        return call
+    def close_room(self, room: Room, reason: str = "hangup") -> None:
+        """
+        End ``room``'s call (if any) for ``reason`` and forget the room
+        (idempotent).
+        """
+        room.end_call(reason)
+        if room in self.rooms:
+            self.rooms.remove(room)
 
     @property
     def accepting_calls(self) -> bool:
@@ -384,9 +425,9 @@ class BridgeService(MultiService):
 
     def active_calls(self) -> list[CallService]:
         """
-        The live calls.
+        The live calls, in the order of their rooms.
         """
-        return [p.call for p in self.pairs if p.call is not None] + list(self.dynamic_calls.values())
+        return [room.call for room in self.rooms if room.call is not None]
 
     def status(self) -> dict[str, Any]:
         """

@@ -14,13 +14,20 @@ up and the rest of the missed intervals are skipped (the RTP timestamp still
 advances, so the receiver sees a gap, not a time warp); every late tick is
 counted.  A burst is only sent after ``burst_recovery`` on-time ticks: when
 ticks keep running late (an overloaded machine), bursting would lengthen the
-next tick and make it late too, so the clock resynchronises instead.  An exception from one leg is logged and counted and never reaches
-the loop: an exception would stop ``LoopingCall`` for every call.
+next tick and make it late too, so the clock resynchronises instead.
+
+An exception from one leg is counted (:attr:`EgressClock.errors`) and
+logged, and never reaches the loop: an exception would stop
+``LoopingCall`` for every call.  A leg that fails on every tick would log
+50 tracebacks a second, so failures are logged through a
+:class:`~xlbridge.logthrottle.LogThrottle` per leg (and one for the tick
+itself): the first at once, then at most one line per 10 s of the clock,
+with the count held back.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -28,6 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from xlbridge.audio.frame import FRAME_MS
+from xlbridge.logthrottle import LogThrottle
 
 
 class EgressLeg(Protocol):
@@ -85,6 +93,8 @@ class EgressClock(Service):
         #: Called once per tick with its lateness in seconds (the monitor's
         #: histogram); cheap, must not raise.
         self.on_tick: Optional[Callable[[float], None]] = None
+        self._tick_log = LogThrottle(self.log, clock)
+        self._leg_logs: dict[int, LogThrottle] = {}
 
     def add(self, leg: EgressLeg) -> None:
         """
@@ -97,6 +107,9 @@ class EgressClock(Service):
         Stop pacing ``leg`` (no error if it was not registered).
         """
         self._legs.pop(id(leg), None)
+        throttle = self._leg_logs.pop(id(leg), None)
+        if throttle is not None:
+            throttle.flush()
 
     def __len__(self) -> int:
         return len(self._legs)
@@ -110,11 +123,14 @@ class EgressClock(Service):
         d = loop.start(self.interval, now=False)
         d.addErrback(lambda f: self.log.failure("egress clock stopped", f))
 
-    def stopService(self) -> Any:
+    def stopService(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        return super().stopService()
+        for throttle in self._leg_logs.values():
+            throttle.flush()
+        self._tick_log.flush()
+        super().stopService()
 
     def _tick(self, count: int) -> None:
         # Never let anything escape: LoopingCall stops for good on an error.
@@ -146,10 +162,16 @@ class EgressClock(Service):
                     leg.egress(packets, skipped)
                 except Exception:
                     self.errors += 1
-                    self.log.failure("egress failed for leg {ext}", ext=leg.extension)
+                    self._leg_log(leg).failure("egress failed for leg {ext}", ext=leg.extension)
             hook = self.on_tick
             if hook is not None:
                 hook(self.last_lateness)
         except Exception:
             self.errors += 1
-            self.log.failure("egress tick failed")
+            self._tick_log.failure("egress tick failed")
+
+    def _leg_log(self, leg: EgressLeg) -> LogThrottle:
+        throttle = self._leg_logs.get(id(leg))
+        if throttle is None:
+            throttle = self._leg_logs[id(leg)] = LogThrottle(self.log, self.clock)
+        return throttle

@@ -46,8 +46,13 @@ class DropReason(enum.Enum):
     BUFFER_FULL = "buffer_full"
     #: Arrived while no call could take it (shutting down).
     NO_CALL = "no_call"
-    #: An unexpected error while handling the packet (logged).
+    #: An unexpected error while handling the packet, or a failed send
+    #: (logged, throttled).
     ERROR = "error"
+    #: The packet was received and decoded, but the pipeline it was handed
+    #: to (``on_audio``) raised: a bug above the transport, not bad input
+    #: (logged, throttled).  The packet also counts in ``packets_in``.
+    PIPELINE_ERROR = "pipeline_error"
     #: AudioSocket message of a kind we do not accept (skipped whole).
     AUDIOSOCKET_KIND = "audiosocket_kind"
     #: AudioSocket message too long for its kind, empty or odd-sized audio.

@@ -8,7 +8,7 @@ tools) may fall back to the global reactor; everything else takes one.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -126,12 +126,16 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     """
     Build the bridge from parsed options.
 
-    :param reactor: defaults to the global reactor (only here and in tools).
+    :param reactor: defaults to the global reactor (only here and in tools);
+        it must provide what the bridge (:class:`~xlbridge.bridge.IBridgeReactor`),
+        the ARI controller (:class:`~xlbridge.ari.reactor.IARIReactor`) and the
+        monitor (:class:`~xlbridge.monitor.service.IMonitorReactor`) use.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor
+        # Typed as a few common interfaces only; the real one has them all.
+        reactor = cast(Any, global_reactor)
     config: BridgeConfig = options.config
     try:
         languages = {lang for pair in config.pairs for lang in pair.languages}

@@ -6,7 +6,12 @@ Test doubles that ship with xlbridge, for its own tests and for embedders.
 records every datagram written and lets a test deliver datagrams to the
 protocol.  Time moves only when the test calls ``advance``/``pump``, so a
 whole bridge (ports, egress clock, calls) runs deterministically with no
-sockets.  (Twisted's own ``MemoryReactor`` has no ``listenUDP``.)
+sockets.  (Twisted's own ``MemoryReactor`` has no ``listenUDP``.)  Like a
+real UDP port, a memory port has a ``socket`` whose ``sendto`` the RTP
+endpoint's hot path calls directly (see
+:class:`~xlbridge.transports.rtp.RTPEndpoint`), so tests run the same send
+branch as production; each :class:`Sent` says which way it went
+(``MemoryUDPReactor(datagram_sockets=False)`` gives ports without one).
 
 :class:`MemoryNetReactor` adds in-memory TCP for AudioSocket legs:
 ``listenTCP`` returns a :class:`MemoryStreamPort`, and
@@ -16,16 +21,21 @@ returning a :class:`MemoryStream` the test writes to and reads from.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Callable, Optional, Sequence
 
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorUDP, IUDPTransport
+from twisted.internet.interfaces import IListeningPort, IProtocol, IReactorTCP, IReactorUDP, IUDPTransport
+from twisted.internet.protocol import AbstractDatagramProtocol, Factory
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from xlbridge.audio.frame import Samples
+from xlbridge.engines.base import ASREvent
 
 Address = tuple[str, int]
 
@@ -34,11 +44,33 @@ Address = tuple[str, int]
 class Sent:
     """
     One datagram written by a protocol.
+
+    :ivar via: ``"sendto"`` if it went through the port's ``socket`` (the
+        production hot path), ``"write"`` if through ``transport.write``.
     """
 
     data: bytes
     addr: Address
     time: float
+    via: str = "write"
+
+
+class MemoryDatagramSocket:
+    """
+    The ``socket`` of a :class:`MemoryDatagramPort`: ``sendto`` records the
+    datagram on the port, failing as its ``write`` would.
+    """
+
+    def __init__(self, port: "MemoryDatagramPort") -> None:
+        self.port = port
+
+    def sendto(self, data: bytes, addr: Address) -> int:
+        """
+        Send ``data`` to ``addr``; returns the bytes sent, as
+        ``socket.sendto`` does.
+        """
+        self.port.record(data, addr, "sendto")
+        return len(data)
 
 
 @implementer(IUDPTransport, IListeningPort)
@@ -47,10 +79,20 @@ class MemoryDatagramPort:
     An in-memory UDP port bound to ``protocol``.
 
     :ivar sent: every datagram written, in order.
-    :ivar fail_with: if set, ``write`` raises it (to test error handling).
+    :ivar fail_with: if set, ``write`` and ``socket.sendto`` raise it (to
+        test error handling).
+    :ivar socket: what a real port's ``socket`` offers for sending
+        (``sendto``), or ``None`` for a port without one.
     """
 
-    def __init__(self, reactor: "MemoryUDPReactor", port: int, protocol: Any, interface: str) -> None:
+    def __init__(
+        self,
+        reactor: "MemoryUDPReactor",
+        port: int,
+        protocol: AbstractDatagramProtocol,
+        interface: str,
+        with_socket: bool = True,
+    ) -> None:
         self.reactor = reactor
         self.port = port
         self.protocol = protocol
@@ -58,17 +100,25 @@ class MemoryDatagramPort:
         self.sent: list[Sent] = []
         self.listening = True
         self.fail_with: Optional[Exception] = None
+        self.socket: Optional[MemoryDatagramSocket] = MemoryDatagramSocket(self) if with_socket else None
 
     def startListening(self) -> None:
         self.protocol.makeConnection(self)
 
     def write(self, packet: bytes, addr: Optional[Address] = None) -> None:
+        self.record(packet, addr, "write")
+
+    def record(self, packet: bytes, addr: Optional[Address], via: str) -> None:
+        """
+        What ``write`` and ``socket.sendto`` do: fail if the port is closed
+        or :attr:`fail_with` is set, else append to :attr:`sent`.
+        """
         if not self.listening:
             raise RuntimeError("write on a closed port")
         if self.fail_with is not None:
             raise self.fail_with
         assert addr is not None, "unconnected UDP write needs an address"
-        self.sent.append(Sent(packet, addr, self.reactor.seconds()))
+        self.sent.append(Sent(packet, addr, self.reactor.seconds(), via))
 
     def deliver(self, data: bytes, addr: Address) -> None:
         """
@@ -112,16 +162,19 @@ class MemoryUDPReactor(MemoryReactorClock):
     """
     A memory reactor with a fake clock and in-memory UDP.
 
+    :param datagram_sockets: give each port a ``socket`` (as real ports
+        have); ``False`` makes protocols fall back to ``transport.write``.
     :ivar udp: listening ports by port number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, datagram_sockets: bool = True) -> None:
         super().__init__()
         self.udp: dict[int, MemoryDatagramPort] = {}
+        self.datagram_sockets = datagram_sockets
         self._next_port = 40000
 
     def listenUDP(
-        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+        self, port: int, protocol: AbstractDatagramProtocol, interface: str = "", maxPacketSize: int = 8192
     ) -> MemoryDatagramPort:
         if port == 0:
             while self._next_port in self.udp:
@@ -131,7 +184,7 @@ class MemoryUDPReactor(MemoryReactorClock):
             from twisted.internet.error import CannotListenError
 
             raise CannotListenError(interface, port, OSError("address in use"))
-        p = MemoryDatagramPort(self, port, protocol, interface)
+        p = MemoryDatagramPort(self, port, protocol, interface, self.datagram_sockets)
         self.udp[port] = p
         p.startListening()
         return p
@@ -150,7 +203,7 @@ class MemoryStream(StringTransport):
     :ivar closed: ``connectionLost`` was delivered.
     """
 
-    def __init__(self, reactor: "MemoryNetReactor", protocol: Any, host: IPv4Address, peer: IPv4Address) -> None:
+    def __init__(self, reactor: "MemoryNetReactor", protocol: IProtocol, host: IPv4Address, peer: IPv4Address) -> None:
         super().__init__(hostAddress=host, peerAddress=peer)
         self.reactor = reactor
         self.protocol = protocol
@@ -200,7 +253,7 @@ class MemoryStreamPort:
     :ivar connections: every connection made to it, in order.
     """
 
-    def __init__(self, reactor: "MemoryNetReactor", port: int, factory: Any, interface: str) -> None:
+    def __init__(self, reactor: "MemoryNetReactor", port: int, factory: Factory, interface: str) -> None:
         self.reactor = reactor
         self.port = port
         self.factory = factory
@@ -223,6 +276,10 @@ class MemoryStreamPort:
         self._client_port += 1
         peer = IPv4Address("TCP", "127.0.0.1", self._client_port)
         protocol = self.factory.buildProtocol(peer)
+        if protocol is None:
+            from twisted.internet.error import ConnectionRefusedError
+
+            raise ConnectionRefusedError("the factory refused the connection")
         stream = MemoryStream(self.reactor, protocol, self.getHost(), peer)
         self.connections.append(stream)
         return stream
@@ -245,13 +302,13 @@ class MemoryNetReactor(MemoryUDPReactor):
     :ivar tcp: listening ports by port number.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, datagram_sockets: bool = True) -> None:
+        super().__init__(datagram_sockets)
         self.tcp: dict[int, MemoryStreamPort] = {}
         self._next_tcp = 41000
 
     def listenTCP(  # type: ignore[override]
-        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+        self, port: int, factory: Factory, backlog: int = 50, interface: str = ""
     ) -> MemoryStreamPort:
         if port == 0:
             while self._next_tcp in self.tcp:
@@ -273,7 +330,7 @@ class MemoryNetReactor(MemoryUDPReactor):
         return self.tcp[port].connect()
 
 
-def pump_ticks(clock: Any, n: int, interval: float = 0.02) -> None:
+def pump_ticks(clock: Clock, n: int, interval: float = 0.02) -> None:
     """
     Advance ``clock`` by ``n`` whole intervals, landing each step a
     nanosecond after the interval boundary.
@@ -299,12 +356,12 @@ class ScriptedASR:
     :ivar fed: number of samples fed; ``chunks`` the chunks themselves.
     """
 
-    def __init__(self, language: str, on_event: Any, call_id: str, extension: str) -> None:
+    def __init__(self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> None:
         self.language = language
         self.on_event = on_event
         self.call_id = call_id
         self.extension = extension
-        self.chunks: list[Any] = []
+        self.chunks: list[Samples] = []
         self.fed = 0
         self.started = False
         self.finished = False
@@ -312,7 +369,7 @@ class ScriptedASR:
     def start(self) -> None:
         self.started = True
 
-    def feed(self, samples: Any) -> None:
+    def feed(self, samples: Samples) -> None:
         self.chunks.append(samples)
         self.fed += len(samples)
 
@@ -320,7 +377,7 @@ class ScriptedASR:
         self.finished = True
         return succeed(None)
 
-    def emit(self, event: Any) -> None:
+    def emit(self, event: ASREvent) -> None:
         self.on_event(event)
 
 
@@ -332,7 +389,9 @@ class ScriptedASRFactory:
     def __init__(self) -> None:
         self.made: dict[str, ScriptedASR] = {}
 
-    def __call__(self, language: str, on_event: Any, call_id: str, extension: str) -> ScriptedASR:
+    def __call__(
+        self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str
+    ) -> ScriptedASR:
         asr = ScriptedASR(language, on_event, call_id, extension)
         self.made[extension] = asr
         return asr
@@ -349,7 +408,7 @@ class ManualMT:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str, list[str], Deferred[str]]] = []
 
-    def translate(self, text: str, source: str, target: str, context: Any = ()) -> Deferred[str]:
+    def translate(self, text: str, source: str, target: str, context: Sequence[str] = ()) -> Deferred[str]:
         d: Deferred[str] = Deferred()
         self.requests.append((text, source, target, list(context), d))
         return d
@@ -364,9 +423,9 @@ class ManualTTS:
     name = "manual-tts"
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, str, Any, Deferred[None]]] = []
+        self.requests: list[tuple[str, str, Callable[[Samples], None], Deferred[None]]] = []
 
-    def synthesize(self, text: str, language: str, on_audio: Any) -> Deferred[None]:
+    def synthesize(self, text: str, language: str, on_audio: Callable[[Samples], None]) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.requests.append((text, language, on_audio, d))
         return d

@@ -31,10 +31,10 @@ from twisted.trial.unittest import SkipTest, TestCase
 from xlbridge.audio.codecs import get_codec
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
-from xlbridge.engines.base import Transcript
+from xlbridge.engines.base import Engines, Transcript
 from xlbridge.monitor.service import MonitorService, make_monitor
 from xlbridge.pipeline.factory import translate_factory
-from xlbridge.pipeline.translate import Engines, TranslateSettings
+from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.testing import ManualMT, ManualTTS, ScriptedASRFactory
 from xlbridge.tools.phone import Phone, noise
 
@@ -136,17 +136,18 @@ class MonitorPageTests(TestCase):
         endpoints = []
         self.ari_ports = []
         for i, name in enumerate(ARI_NAMES):
-            ep = self.bridge.rtp_endpoint(name, lambda e, s, i=i: self.ari_call.audio_in(i, s))
+            ep = self.bridge.rtp_endpoint(name, lambda e, s, i=i: self.ari_room.audio_in(i, s))
             port = reactor.listenUDP(0, ep, interface="127.0.0.1")
             self.addCleanup(port.stopListening)
             self.bridge.attach_endpoint(name, ep, origin="ari")
             endpoints.append(ep)
             self.ari_ports.append(port)
-        self.ari_call = self.bridge.start_call("ari-call", ARI_NAMES, ("en", "es"), (endpoints[0], endpoints[1]))
+        self.ari_room = self.bridge.open_room(ARI_NAMES, ("en", "es"), (endpoints[0], endpoints[1]), call_id="ari-call")
+        self.ari_room.start_call()
         self.ari_phones = [self.phone_to(port.getHost().port, seed=10 + i) for i, port in enumerate(self.ari_ports)]
 
     def ari_hang_up(self) -> None:
-        self.ari_call.end("hangup")
+        self.bridge.close_room(self.ari_room, "hangup")
         for name, phone, port in zip(ARI_NAMES, self.ari_phones, self.ari_ports):
             phone.stop()
             port.stopListening()

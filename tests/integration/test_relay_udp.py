@@ -5,6 +5,10 @@ Each test builds a BridgeService on ephemeral ports, starts two phones (each
 on its own socket, like Asterisk's two ExternalMedia legs) that play
 different deterministic signals at the same time, and checks what each
 phone heard.  Real time: each test takes one to three seconds.
+
+:class:`RTPEndpointSocketTests` checks one endpoint's production send
+branch on a real socket: replies leave through the port's own
+``socket.sendto``, never ``transport.write``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import numpy as np
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from xlbridge.audio.codecs import get_codec
@@ -25,7 +31,9 @@ from xlbridge.audio.frame import FRAME_SAMPLES, Samples
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.events import CallEnded, Event
+from xlbridge.rtp.packet import build, parse
 from xlbridge.tools.phone import Phone, PhoneReport, load_wav, noise
+from xlbridge.transports.rtp import RTPEndpoint
 
 reactor: Any = _reactor
 
@@ -168,8 +176,9 @@ class RelayTests(TestCase):
     @inlineCallbacks
     def test_command_line_phone(self) -> Any:
         """
-        ``python -m xlbridge.tools.phone`` against the bridge: it exits 0,
-        prints its summary and records; the other side hears its tone.
+        ``python -m xlbridge.tools.phone_cli`` (the ``xlbridge-phone``
+        command) against the bridge: it exits 0, prints its summary and
+        records; the other side hears its tone.
         """
         b, _ = self.start_bridge(**{"reply-codec": "slin16"})
         other = self.phone(SIGNAL_B[:3200], self.port_of(b, "8888"), tail=30)
@@ -178,7 +187,7 @@ class RelayTests(TestCase):
         stdout, stderr, status = yield getProcessOutputAndValue(
             sys.executable,
             [
-                "-m", "xlbridge.tools.phone",
+                "-m", "xlbridge.tools.phone_cli",
                 "--to", f"127.0.0.1:{self.port_of(b, '7777')}",
                 "--tone", "440", "--seconds", "0.4", "--tail", "0.3",
                 "--record", out,
@@ -197,3 +206,88 @@ class RelayTests(TestCase):
         spectrum = np.abs(np.fft.rfft(tone.astype(np.float64)))
         peak_hz = float(np.fft.rfftfreq(len(tone), 1 / 16000)[spectrum.argmax()])
         self.assertTrue(abs(peak_hz - 440.0) <= 2, peak_hz)
+
+
+class Collector(DatagramProtocol):
+    """
+    A peer on its own socket: keeps what it receives; :meth:`wait` fires
+    once ``n`` datagrams have arrived.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Any]] = []
+        self._waiting: list[tuple[int, Deferred[list[tuple[bytes, Any]]]]] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.received.append((data, addr))
+        for n, d in list(self._waiting):
+            if len(self.received) >= n:
+                self._waiting.remove((n, d))
+                d.callback(self.received[:n])
+
+    def wait(self, n: int) -> "Deferred[list[tuple[bytes, Any]]]":
+        d: Deferred[list[tuple[bytes, Any]]] = Deferred()
+        if len(self.received) >= n:
+            d.callback(self.received[:n])
+        else:
+            self._waiting.append((n, d))
+        return d
+
+
+class RTPEndpointSocketTests(TestCase):
+    """
+    One :class:`RTPEndpoint` on a real loopback UDP port.
+    """
+
+    timeout = 10
+
+    def setUp(self) -> None:
+        self.arrived: Deferred[None] = Deferred()
+        codec = get_codec("slin16")
+        self.ep = RTPEndpoint("7777", codec, codec, reactor, self.on_audio)
+        self.port = reactor.listenUDP(0, self.ep, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+        def no_write(*args: Any) -> None:
+            raise AssertionError("the hot path must not go through transport.write")
+
+        # Production sends through the port's socket; make the other way fail.
+        self.patch(self.port, "write", no_write)
+        self.peer = Collector()
+        self.peer_port = reactor.listenUDP(0, self.peer, interface="127.0.0.1")
+        self.addCleanup(self.peer_port.stopListening)
+
+    def on_audio(self, ep: Any, samples: Samples) -> None:
+        if not self.arrived.called:
+            self.arrived.callback(None)
+
+    @inlineCallbacks
+    def test_replies_leave_through_the_socket_to_the_latched_peer(self) -> Any:
+        target = ("127.0.0.1", self.port.getHost().port)
+        self.peer.transport.write(build(118, 7, 7 * 320, 42, SIGNAL_A[:320].astype(">i2").tobytes()), target)
+        yield self.arrived
+        self.assertEqual(self.ep.remote, ("127.0.0.1", self.peer_port.getHost().port))
+        self.ep.send_frame(SIGNAL_B[:320])
+        self.ep.send_frame(None)
+        got = yield self.peer.wait(2)
+        (d1, a1), (d2, a2) = got
+        self.assertEqual((a1, a2), (target, target))  # from the endpoint's own port
+        p1, p2 = parse(d1), parse(d2)
+        self.assertEqual((p1.payload_type, p1.payload), (118, SIGNAL_B[:320].astype(">i2").tobytes()))
+        self.assertEqual(p2.payload, bytes(640))
+        self.assertEqual(((p2.sequence - p1.sequence) & 0xFFFF, p2.timestamp - p1.timestamp), (1, 320))
+        c = self.ep.counters
+        self.assertEqual((c.packets_in, c.packets_out, c.bytes_out, c.silence_out), (1, 2, 1280, 1))
+        self.assertEqual(dict(c.drops), {})
+
+    def test_socket_errors_counted_and_logged_once(self) -> None:
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        # A destination the kernel refuses (broadcast without SO_BROADCAST).
+        self.ep.remote = ("255.255.255.255", 9)
+        for _ in range(5):
+            self.ep.send_frame(None)
+        self.assertEqual(self.ep.counters.snapshot()["drops"], {"error": 5})
+        self.assertEqual(self.ep.counters.packets_out, 0)
+        warnings = [e for e in logged if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIsInstance(warnings[0]["err"], OSError)

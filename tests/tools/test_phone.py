@@ -22,12 +22,12 @@ from xlbridge.audio.codecs import get_codec, make_encoder
 from xlbridge.audio.frame import Samples
 from xlbridge.rtp.packet import build, parse
 from xlbridge.testing import MemoryUDPReactor
+from xlbridge.tools.phone_cli import main
 from xlbridge.tools.phone import (
     Phone,
     PhoneReport,
     WavError,
     load_wav,
-    main,
     noise,
     save_wav,
     tone,

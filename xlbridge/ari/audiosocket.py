@@ -23,7 +23,7 @@ Design notes (PROTOCOLS.md 5.2 and 6):
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory
@@ -80,7 +80,7 @@ class AudioSocketRouter(Factory):
         call_id = str(uuid.uuid4())
         # We asked Asterisk for slin16: reply in 0x12 until it says otherwise.
         endpoint = AudioSocketEndpoint(
-            name, on_audio, self._peer_hung_up, persistent=True, first_reply_rate=16000
+            name, on_audio, self._peer_hung_up, persistent=True, first_reply_rate=16000, clock=self.clock
         )
         endpoint.local = self.local
         self.routes[call_id] = endpoint
@@ -173,8 +173,8 @@ class AudioSocketRouter(Factory):
             self._drop(proto)
 
 
-def _peer(proto: Any) -> str:
-    transport = getattr(proto, "transport", None)
+def _peer(proto: RoutedProtocol) -> str:
+    transport = proto.transport
     if transport is None:
         return "?"
     p = transport.getPeer()

@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from xlbridge.ari.reactor import IHTTPReactor
+
 
 class ARIError(Exception):
     """
@@ -47,12 +49,15 @@ class ARIClient:
     REST side of ARI.
 
     :param url: base, e.g. ``http://127.0.0.1:8088`` (``/ari`` is appended).
+    :param reactor: for the connections (:class:`~xlbridge.ari.reactor.IHTTPReactor`).
     :param http: a treq ``HTTPClient`` (default: one over our own pool).
     """
 
     log = Logger()
 
-    def __init__(self, url: str, user: str, password: str, reactor: Any, http: Any = None) -> None:
+    def __init__(
+        self, url: str, user: str, password: str, reactor: IHTTPReactor, http: Optional[HTTPClient] = None
+    ) -> None:
         self.base = url.rstrip("/") + "/ari"
         self.user = user
         self._auth = (user, password)

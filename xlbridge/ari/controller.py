@@ -8,46 +8,67 @@ AudioSocket port: :mod:`xlbridge.ari.audiosocket`).
 Per caller (PROTOCOLS.md 5): answer, create bridge ``xlbridge-<channel>``,
 bind a leg (an RTP port from the pool, or an AudioSocket UUID registered
 with the router), create the ExternalMedia channel sending to it, add both
-channels to the bridge.  When both callers of a room are set up, their
-legs form a call (id: the first caller's channel id); it is restarted by
+channels to the bridge.  Each caller's lifecycle is a state machine
+(:mod:`xlbridge.ari.caller`) that decides each step; this controller makes
+the requests and keeps the books.  When both callers of a room are set up,
+their legs are paired in a bridge :class:`~xlbridge.room.Room` (call id:
+the first caller's channel id), which starts their call, and restarts it on
 audio if it ended for inactivity.
 
 Teardown (StasisEnd or ChannelDestroyed of a caller or its ExternalMedia
-channel) is idempotent and also runs half-way through a setup: every
-resource is released as soon as it exists once the caller is gone.  Ports
-rest in quarantine before reuse.  The partner is hung up, kept, or first
-told (``prompt``: :mod:`xlbridge.ari.prompt`).  ``dial=ENDPOINT``
-originates the callee into a private room (:mod:`xlbridge.ari.dial`).  On each (re)connection of the events socket, bridges
-named ``xlbridge-*`` and ExternalMedia channels to our port range or
-AudioSocket port that are not ours are removed: they are leftovers of an
-earlier run (:mod:`xlbridge.ari.leftovers`).
+channel) also runs half-way through a setup: every resource is released as
+soon as it exists once the caller is gone.  Ports rest in quarantine
+before reuse.  The partner is hung up, kept, or first told (``prompt``:
+:mod:`xlbridge.ari.prompt`).  ``dial=ENDPOINT`` originates the callee into
+a private room (:mod:`xlbridge.ari.dial`).  On each (re)connection of the
+events socket, bridges named ``xlbridge-*`` and ExternalMedia channels to
+our port range or AudioSocket port that are not ours are removed: they are
+leftovers of an earlier run (:meth:`ARIController.remove_leftovers`, with
+the rules in :mod:`xlbridge.ari.leftovers`).
+
+The controller keeps one registry of callers (:attr:`ARIController.callers`,
+by channel id, until they leave) and one of rooms (by name); an
+ExternalMedia channel is found through the caller that owns it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Generator, Optional
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xlbridge.ari.audiosocket import AudioSocketRouter
+from xlbridge.ari.caller import Caller, new_caller
 from xlbridge.ari.client import ARIClient, ARIError
 from xlbridge.ari.dial import Dialer
 from xlbridge.ari.events import ARIEvents
-from xlbridge.ari.leftovers import audiosocket_target, remove_leftovers, unicast_rtp_port
+from xlbridge.ari.leftovers import (
+    BRIDGE_PREFIX,
+    audiosocket_target,
+    orphans,
+    partnerless,
+    stale_bridges,
+    stale_media,
+    unicast_rtp_port,
+)
 from xlbridge.ari.ports import PortPool
 from xlbridge.ari.prompt import PartnerPrompt
-from xlbridge.ari.rooms import Caller, Room, parse_args
+from xlbridge.ari.reactor import IARIReactor
+from xlbridge.ari.rooms import StasisRoom, parse_args
 from xlbridge.ari.stasis import StasisWaiter
+from xlbridge.audio.frame import Samples
 from xlbridge.bridge import TCPListenerService
-from xlbridge.call.service import CallService
+from xlbridge.bridge_view import ControllerView
 from xlbridge.config import ARISettings
 from xlbridge.transports.rtp import RTPEndpoint
 
-BRIDGE_PREFIX = "xlbridge-"
+__all__ = ["BRIDGE_PREFIX", "MAX_ENDED", "ARIController", "parse_args"]
+
 #: Bound on the ended channel ids remembered.
 MAX_ENDED = 4096
 
@@ -56,16 +77,22 @@ class ARIController(MultiService):
     """
     Drive Asterisk through ARI for ``bridge``.
 
+    :param reactor: for the REST client, the events socket, the RTP ports
+        and the AudioSocket listener.
     :param client: REST client; ``events`` is built from the same settings
         unless given (tests).
-    :param clock: schedules the dial and prompt guard timers (default: the
-        reactor; tests pass a ``Clock``).
+    :param clock: schedules the dial, prompt and Stasis guard timers
+        (default: the reactor; tests pass a ``Clock``).
+
+    :ivar callers: every caller from its StasisStart until it leaves, by
+        channel id.
+    :ivar rooms: Stasis rooms with at least one caller, by name.
     """
 
     log = Logger()
 
     def __init__(
-        self, bridge: Any, settings: ARISettings, reactor: Any,
+        self, bridge: ControllerView, settings: ARISettings, reactor: IARIReactor,
         client: Optional[ARIClient] = None, pool: Optional[PortPool] = None,
         clock: Optional[IReactorTime] = None,
     ) -> None:
@@ -93,8 +120,7 @@ class ARIController(MultiService):
             self.audiosocket_listener.setName("ari-audiosocket")
             self.audiosocket_listener.setServiceParent(self)
         self.callers: dict[str, Caller] = {}
-        self.media: dict[str, Caller] = {}
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, StasisRoom] = {}
         self._pending: set[Deferred[Any]] = set()
         #: our ExternalMedia channels entering Stasis, and setups waiting
         self.media_stasis = StasisWaiter(self.clock)
@@ -106,13 +132,18 @@ class ARIController(MultiService):
             self.client, self.clock, settings.app, settings.dial_timeout, self._end_caller,
             lambda cid: cid in self.callers, lambda cid: self._quietly(self.client.hangup(cid)),
         )
-        #: Originated callee channel id -> the caller waiting for it.
-        self.dialing = self.dialer.waiting
         self.events = ARIEvents(
             reactor, settings.url, settings.app, settings.user, settings.password,
             self.on_event, self.on_connect,
         )
         self.events.setServiceParent(self)
+
+    @property
+    def dialing(self) -> dict[str, str]:
+        """
+        Originated callee channel id -> the caller waiting for it.
+        """
+        return self.dialer.waiting
 
     # -- events ------------------------------------------------------------
 
@@ -121,7 +152,7 @@ class ARIController(MultiService):
         channel = event.get("channel") or {}
         cid = str(channel.get("id", ""))
         if kind == "StasisStart":
-            if cid in self.media or self._is_our_media(channel):
+            if self._media_owner(cid) is not None or self._is_our_media(channel):
                 self.media_stasis.entered(cid)  # our ExternalMedia channel
                 return
             self.dialer.answered(cid)
@@ -134,18 +165,28 @@ class ARIController(MultiService):
             if self.dialer.callee_gone(cid):
                 pass  # it went away before answering: so did its caller
             elif caller is not None:
-                self.teardown(caller, "hangup")
-            elif cid in self.media:
+                caller.lifecycle.hangup("hangup")
+            else:
                 # Our ExternalMedia channel died under a live caller: the
                 # caller can no longer be heard, so end its side too.
-                caller = self.media[cid]
-                self.teardown(caller, "media channel gone")
-                self._quietly(self.client.hangup(caller.channel_id))
+                owner = self._media_owner(cid)
+                if owner is not None:
+                    owner.lifecycle.end("media channel gone")
 
     def _mark_ended(self, cid: str) -> None:
         self.ended[cid] = None
         if len(self.ended) > MAX_ENDED:
             del self.ended[next(iter(self.ended))]
+
+    def _media_owner(self, media_id: str) -> Optional[Caller]:
+        # The live caller whose ExternalMedia channel this is.
+        for caller in self.callers.values():
+            if caller.media_id == media_id:
+                return caller
+        return None
+
+    def _media_ids(self) -> set[str]:
+        return {c.media_id for c in self.callers.values() if c.media_id is not None}
 
     def _is_our_media(self, channel: dict[str, Any]) -> bool:
         # Its StasisStart may come before the REST answer naming its id.
@@ -173,55 +214,48 @@ class ARIController(MultiService):
             self.log.warn("{name}: Stasis args {args!r} have no room= or dial=; hanging up", name=name, args=args)
             self._quietly(self.client.hangup(cid))
             return
-        room = self.rooms.setdefault(room_name, Room(room_name))
+        room = self.rooms.setdefault(room_name, StasisRoom(room_name))
         if len(room.callers) >= 2:
             self.log.warn("{name}: room {room} is full; hanging up", name=name, room=room_name)
             self._quietly(self.client.hangup(cid))
             return
-        caller = Caller(cid, name, room_name, lang)
+        caller = new_caller(cid, name, room_name, lang, self)
         room.callers.append(caller)
         self.callers[cid] = caller
         self.log.info("{name} ({lang}) entered room {room}", name=name, lang=lang, room=room_name)
         if "dial" in opts:
             peer_args = f"room={room_name},lang={opts.get('peer_lang', 'es').lower()}"
             self.dialer.dial(cid, opts["dial"], peer_args)
-        self.setup(caller).addErrback(self._failed_setup, caller)
+        caller.lifecycle.start()
 
     def _end_caller(self, caller_id: str, reason: str) -> None:
         caller = self.callers.get(caller_id)
         if caller is not None:
-            self.teardown(caller, reason)
-            self._quietly(self.client.hangup(caller_id))
+            caller.lifecycle.end(reason)
 
-    # -- setup -------------------------------------------------------------
+    # -- setup steps (the caller's lifecycle calls these) --------------------
 
-    @inlineCallbacks
-    def setup(self, caller: Caller) -> Any:
-        c = self.client
-        yield c.answer(caller.channel_id)
-        if caller.gone:
-            return
-        bridge = yield c.create_bridge(BRIDGE_PREFIX + caller.channel_id)
-        caller.bridge_id = str(bridge["id"])
-        if caller.gone:
-            return self._release(caller)
+    def answer(self, caller: Caller) -> "Deferred[Any]":
+        return self.client.answer(caller.channel_id)
+
+    def create_bridge(self, caller: Caller) -> "Deferred[Any]":
+        return self.client.create_bridge(BRIDGE_PREFIX + caller.channel_id)
+
+    def create_media(self, caller: Caller) -> "Deferred[Any]":
         self._bind(caller)
         if caller.media_uuid is not None:
             # AudioSocket: slin16 both ways (0x12), whatever --codec says.
-            media = yield c.external_media(
+            return self.client.external_media(
                 self.settings.app, self.settings.external_host, self.audiosocket_port(), "slin16",
                 audiosocket_id=caller.media_uuid,
             )
-        else:
-            assert caller.port is not None
-            media = yield c.external_media(
-                self.settings.app, self.settings.external_host, caller.port, self.bridge.config.codec
-            )
-        caller.media_id = str(media["id"])
-        self.media[caller.media_id] = caller
-        if caller.gone:
-            return self._release(caller)
-        vars_ = media.get("channelvars") or {}
+        assert caller.port is not None
+        return self.client.external_media(
+            self.settings.app, self.settings.external_host, caller.port, self.bridge.config.codec
+        )
+
+    def wait_media(self, caller: Caller, channel: dict[str, Any]) -> "Deferred[None]":
+        vars_ = channel.get("channelvars") or {}
         addr, port = vars_.get("UNICASTRTP_LOCAL_ADDRESS"), vars_.get("UNICASTRTP_LOCAL_PORT")
         if addr and port and isinstance(caller.endpoint, RTPEndpoint):
             # Asterisk does not learn our address from what we send (T8);
@@ -230,16 +264,17 @@ class ARIController(MultiService):
         # Asterisk answers externalMedia before the new channel is in
         # Stasis; adding it to the bridge earlier fails with 422 "Channel
         # not in Stasis application" (seen on Asterisk 22).
-        yield self.media_stasis.wait(caller.media_id)
-        if caller.gone:
-            return self._release(caller)
-        yield c.add_channels(caller.bridge_id, caller.channel_id, caller.media_id)
-        if caller.gone:
-            return self._release(caller)
-        caller.ready = True
+        assert caller.media_id is not None
+        return self.media_stasis.wait(caller.media_id)
+
+    def add_to_bridge(self, caller: Caller) -> "Deferred[Any]":
+        assert caller.bridge_id is not None and caller.media_id is not None
+        return self.client.add_channels(caller.bridge_id, caller.channel_id, caller.media_id)
+
+    def set_up(self, caller: Caller) -> None:
         room = self.rooms.get(caller.room)
         if room is not None and caller in room.callers:
-            self._maybe_start(room)
+            self._pair(room)
 
     def audiosocket_port(self) -> int:
         """
@@ -276,48 +311,36 @@ class ARIController(MultiService):
             return
         raise CannotListenError(self.bridge.config.interface, 0, "no bindable port in --rtp-ports")
 
-    def _failed_setup(self, failure: Any, caller: Caller) -> None:
-        self.log.error("{name}: setup failed: {err}", name=caller.name, err=failure.value)
-        if not caller.gone:
-            self.teardown(caller, "setup failed")
-            self._quietly(self.client.hangup(caller.channel_id))
+    # -- pairing -------------------------------------------------------------
 
-    def _maybe_start(self, room: Room) -> Optional[CallService]:
-        if room.call is not None or len(room.callers) != 2 or not all(c.ready for c in room.callers):
-            return room.call
-        if not self.bridge.accepting_calls:
-            return None
+    def _pair(self, room: StasisRoom) -> None:
+        if room.pairing is not None or len(room.callers) != 2 or not all(c.ready for c in room.callers):
+            return
         a, b = room.callers
         assert a.endpoint is not None and b.endpoint is not None
-
-        def ended(call: CallService) -> None:
-            if room.call is call:
-                room.call = None
-
-        room.call = self.bridge.start_call(
-            a.channel_id, (a.name, b.name), (a.lang, b.lang), (a.endpoint, b.endpoint), ended,
-            channels=(a.channel_id, b.channel_id),
+        pairing = room.pairing = self.bridge.open_room(
+            (a.name, b.name), (a.lang, b.lang), (a.endpoint, b.endpoint),
+            call_id=a.channel_id, channels=(a.channel_id, b.channel_id),
         )
-        return room.call
+        a.lifecycle.partner_ready(pairing, 0)
+        b.lifecycle.partner_ready(pairing, 1)
+        pairing.start_call()
 
-    def _audio(self, caller: Caller, samples: Any) -> None:
-        room = self.rooms.get(caller.room)
-        if room is None or caller.gone or caller not in room.callers:
-            return  # a prompted caller has left its room (maybe reopened by others)
-        call = self._maybe_start(room)
-        if call is not None:
-            call.audio_in(room.callers.index(caller), samples)
+    def _audio(self, caller: Caller, samples: Samples) -> None:
+        # Per frame.  Only a caller in a call has a room; a prompted caller
+        # has left its room, and a kept one waits for a new partner.
+        room = caller.pairing
+        if room is not None:
+            room.audio_in(caller.seat, samples)
 
-    # -- teardown ----------------------------------------------------------
+    # -- teardown (the caller's lifecycle calls these) ------------------------
 
-    def teardown(self, caller: Caller, reason: str) -> None:
+    def leave(self, caller: Caller, reason: str) -> None:
         """
         ``caller`` left: end its call, release what was created for it, and
-        hang up, keep, or prompt its partner.  Idempotent.
+        hang up, keep, or prompt its partner.  Its lifecycle calls this
+        once.
         """
-        if caller.gone:
-            return
-        caller.gone = True
         self._mark_ended(caller.channel_id)
         self.log.info("{name} left room {room} ({reason})", name=caller.name, room=caller.room, reason=reason)
         self.callers.pop(caller.channel_id, None)
@@ -329,15 +352,17 @@ class ARIController(MultiService):
         # have been opened again by others): then there is nothing to end.
         if room is not None and caller in room.callers:
             room.callers.remove(caller)
-            if room.call is not None:
-                room.call.end("shutdown" if reason == "shutdown" else "hangup")
-                room.call = None
+            pairing, room.pairing = room.pairing, None
+            if pairing is not None:
+                self.bridge.close_room(pairing, "shutdown" if reason == "shutdown" else "hangup")
             partner = room.callers[0] if room.callers else None
+            if partner is not None and pairing is not None:
+                partner.lifecycle.partner_left()
             if partner is not None and self._prompting(reason):
                 room.callers.remove(partner)  # nobody joins a caller about to be hung up
             if not room.callers:
                 del self.rooms[caller.room]
-        self._release(caller)
+        self.release(caller)
         if partner is not None and self.settings.on_partner_hangup == "hangup":
             self._quietly(self.client.hangup(partner.channel_id))
         elif partner is not None and self._prompting(reason):
@@ -348,7 +373,11 @@ class ARIController(MultiService):
     def _prompting(self, reason: str) -> bool:
         return self.settings.on_partner_hangup == "prompt" and reason != "shutdown"
 
-    def _release(self, caller: Caller) -> None:
+    def release(self, caller: Caller) -> None:
+        """
+        Release whatever exists of what was created for ``caller``
+        (idempotent).
+        """
         media_id = None
         if caller.listening is not None:
             caller.listening.stopListening()
@@ -360,7 +389,6 @@ class ARIController(MultiService):
             self.pool.release(caller.port)
             caller.port = None
         if caller.media_id is not None:
-            self.media.pop(caller.media_id, None)
             media_id = caller.media_id
             self._quietly(self.client.hangup(caller.media_id))
             caller.media_id = None
@@ -373,12 +401,18 @@ class ARIController(MultiService):
             self._quietly(self.client.destroy_bridge(caller.bridge_id))
             caller.bridge_id = None
         if media_id is not None:
-            self.media_stasis.forget(media_id)  # its setup sees caller.gone
+            self.media_stasis.forget(media_id)  # its setup goes on, to find its caller gone
+
+    def hang_up(self, caller: Caller) -> None:
+        """
+        Hang up ``caller``'s channel.
+        """
+        self._quietly(self.client.hangup(caller.channel_id))
 
     def _quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
         # 404: already gone, which is what we wanted.
-        def check(f: Any) -> None:
-            if not (f.check(ARIError) and f.value.status == 404):
+        def check(f: Failure) -> None:
+            if not (f.check(ARIError) and getattr(f.value, "status", None) == 404):
                 self.log.warn("ARI cleanup request failed: {err}", err=f.value)
 
         d.addErrback(check)
@@ -391,11 +425,10 @@ class ARIController(MultiService):
         d.addBoth(done)
         return d
 
-    def stopService(self) -> Any:
+    def stopService(self) -> "Deferred[None]":
         # Callers would otherwise sit in silent Stasis: hang them up too.
         for caller in list(self.callers.values()):
-            self.teardown(caller, "shutdown")
-            self._quietly(self.client.hangup(caller.channel_id))
+            caller.lifecycle.end("shutdown")
         self.prompt.cancel_all()
         self.dialer.cancel_all()
         if self.audiosocket is not None:
@@ -408,11 +441,44 @@ class ARIController(MultiService):
     # -- restart cleanup ---------------------------------------------------
 
     def on_connect(self) -> None:
-        self.cleanup().addErrback(lambda f: self.log.error("ARI cleanup failed: {err}", err=f.value))
+        self.remove_leftovers().addErrback(lambda f: self.log.error("ARI cleanup failed: {err}", err=f.value))
 
-    def cleanup(self) -> "Deferred[None]":
+    @inlineCallbacks
+    def remove_leftovers(self) -> Generator["Deferred[Any]", Any, None]:
         """
-        Delete ``xlbridge-*`` bridges and ExternalMedia channels to our
-        ports that no live caller owns (left by a crashed earlier run).
+        What happens on each (re)connection of the events socket: delete
+        the ``xlbridge-*`` bridges and ExternalMedia channels (RTP to our
+        range, AudioSocket to our listener, whatever the media is now) that
+        no live caller owns, end callers who hung up while we were away,
+        and take back callers an earlier run left in our Stasis app.
         """
-        return remove_leftovers(self)
+        client = self.client
+        ours_b = {c.bridge_id for c in self.callers.values()} | {BRIDGE_PREFIX + c for c in self.callers}
+        bridges = yield client.bridges()
+        for b in stale_bridges(bridges or [], ours_b):
+            self.log.info("removing stale bridge {name}", name=str(b.get("name", "")))
+            yield self._quietly(client.destroy_bridge(str(b["id"])))
+        channels = yield client.channels()
+        alive = {ch.get("id") for ch in channels or []}
+        for caller in list(self.callers.values()):
+            if caller.channel_id not in alive:
+                # Hung up while the events socket was down: no StasisEnd came.
+                caller.lifecycle.hangup("gone while disconnected")
+        ours = self._media_ids() | (set(self.audiosocket.routes) if self.audiosocket is not None else set())
+        dest = f"{self.settings.external_host}:{self.audiosocket_port()}"
+        for ch in stale_media(channels or [], ours, self.settings.rtp_ports, dest, self.pool.in_use):
+            self.log.info("removing stale channel {name}", name=ch.get("name"))
+            yield self._quietly(client.hangup(str(ch["id"])))
+        known = set(self.callers) | self._media_ids() | set(self.dialing)
+        found = orphans(channels or [], self.settings.app, known)
+        lonely = partnerless(found)
+        for ch, args in found:
+            if ch.get("id") in self.callers or ch.get("id") in self.ended:
+                continue  # its StasisStart, or its end, came meanwhile
+            if str(ch.get("id")) in lonely:
+                # A dial caller whose callee is gone (or a callee whose caller is).
+                self.log.info("hanging up {name}: its partner is gone", name=ch.get("name"))
+                yield self._quietly(client.hangup(str(ch["id"])))
+                continue
+            self.log.info("taking back {name}, left in Stasis by an earlier run", name=ch.get("name"))
+            self.start_caller(ch, args)

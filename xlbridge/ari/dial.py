@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xlbridge.ari.client import ARIClient
 
@@ -53,7 +54,7 @@ class Dialer:
         timeout: int,
         end_caller: Callable[[str, str], None],
         is_in_stasis: Callable[[str], bool],
-        hangup: Callable[[str], Any],
+        hangup: Callable[[str], object],
         grace: float = DIAL_GRACE,
     ) -> None:
         self.client = client
@@ -79,7 +80,7 @@ class Dialer:
         d.addCallback(self._originated, caller_id)
         d.addErrback(self._failed, caller_id, endpoint)
 
-    def _originated(self, callee: Any, caller_id: str) -> None:
+    def _originated(self, callee: dict[str, Any], caller_id: str) -> None:
         callee_id = str(callee["id"])
         if caller_id not in self.timers:
             self.hangup(callee_id)  # the caller gave up meanwhile
@@ -88,7 +89,7 @@ class Dialer:
         else:
             self.waiting[callee_id] = caller_id
 
-    def _failed(self, failure: Any, caller_id: str, endpoint: str) -> None:
+    def _failed(self, failure: Failure, caller_id: str, endpoint: str) -> None:
         self.log.error("originating {endpoint} failed: {err}", endpoint=endpoint, err=failure.value)
         if caller_id in self.timers:
             self._stop(caller_id)

@@ -17,8 +17,11 @@ from urllib.parse import urlencode, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
+
+from xlbridge.ari.reactor import IHTTPReactor
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -69,7 +72,7 @@ class ARIEvents(ClientService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IHTTPReactor,
         base: str,
         app: str,
         user: str,
@@ -100,7 +103,7 @@ class ARIEvents(ClientService):
         self.connections = 0
         self.connected = False
 
-    def stopService(self) -> Any:
+    def stopService(self) -> "Deferred[None]":
         # A WebSocket close first (Asterisk logs a dropped TCP connection
         # otherwise); ClientService then drops what is left.
         self.running = False

@@ -10,30 +10,28 @@ after their dial string (PROTOCOLS.md 5.2, 6):
   ``data`` we passed (``chan_audiosocket.c``: ``"AudioSocket/%s-%s"`` over
   the destination and the UUID string).
 
-After a restart, :func:`remove_leftovers` deletes ``xlbridge-*`` bridges
-and the channels whose media goes to our RTP port range or our AudioSocket
-listener that no live caller owns; the pure functions decide which.  Then
-it takes back the callers an earlier run left sitting in our Stasis app
-(Asterisk keeps them there, silent, when the app goes away): their
-``dialplan.app_data`` still holds their Stasis arguments, so they are set
-up again and paired as before (seen on Asterisk 22).
+Our bridges are named :data:`BRIDGE_PREFIX` + the caller's channel id.
+
+After each (re)connection of the events socket, the controller
+(:meth:`~xlbridge.ari.controller.ARIController.remove_leftovers`) deletes
+``xlbridge-*`` bridges and the channels whose media goes to our RTP port
+range or our AudioSocket listener that no live caller owns; the pure
+functions here decide which.  Then it takes back the callers an earlier run
+left sitting in our Stasis app (Asterisk keeps them there, silent, when the
+app goes away): their ``dialplan.app_data`` still holds their Stasis
+arguments, so they are set up again and paired as before (seen on Asterisk
+22).  Nothing here does I/O or knows the controller.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Optional
-
-from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
+from typing import Any, Iterable, Optional
 
 from xlbridge.ari.rooms import parse_args
 
-if TYPE_CHECKING:
-    from xlbridge.ari.controller import ARIController
-
-log = Logger()
-
+#: Our bridges' names: this prefix and the caller's channel id.
+BRIDGE_PREFIX = "xlbridge-"
 RTP_PREFIX = "UnicastRTP/"
 AUDIOSOCKET_PREFIX = "AudioSocket/"
 
@@ -69,6 +67,20 @@ def audiosocket_target(name: str) -> Optional[tuple[str, str]]:
             pass
     dest, sep, tail = rest.rpartition("-")
     return (dest, tail) if sep and dest else None
+
+
+def stale_bridges(bridges: Iterable[dict[str, Any]], ours: set[Optional[str]]) -> list[dict[str, Any]]:
+    """
+    The bridges among ``bridges`` (ARI Bridge objects) named like ours
+    (:data:`BRIDGE_PREFIX`) whose id and name are both not in ``ours``
+    (the ids of our callers' bridges and the names we gave them).
+    """
+    out = []
+    for b in bridges:
+        name = str(b.get("name", ""))
+        if name.startswith(BRIDGE_PREFIX) and b.get("id") not in ours and name not in ours:
+            out.append(b)
+    return out
 
 
 def stale_media(
@@ -132,45 +144,16 @@ def orphans(channels: Iterable[dict[str, Any]], app: str, known: set[str]) -> li
     return out
 
 
-@inlineCallbacks
-def remove_leftovers(ctrl: "ARIController") -> Any:
+def partnerless(found: Iterable[tuple[dict[str, Any], list[str]]]) -> set[str]:
     """
-    What ``ctrl`` does on each (re)connection of the events socket: delete
-    the ``xlbridge-*`` bridges and ExternalMedia channels (RTP to our
-    range, AudioSocket to our listener, whatever the media is now) that no
-    live caller owns, and end callers who hung up while we were away.
+    The ids, among :func:`orphans`, of callers alone in a private dial room
+    (``room=dial-...``): a dial caller whose callee is gone, or a callee
+    whose caller is.  They are hung up, not taken back.
     """
-    from xlbridge.ari.controller import BRIDGE_PREFIX
-
-    ours_b = {c.bridge_id for c in ctrl.callers.values()} | {BRIDGE_PREFIX + c for c in ctrl.callers}
-    bridges = yield ctrl.client.bridges()
-    for b in bridges or []:
-        name = str(b.get("name", ""))
-        if name.startswith(BRIDGE_PREFIX) and b.get("id") not in ours_b and name not in ours_b:
-            log.info("removing stale bridge {name}", name=name)
-            yield ctrl._quietly(ctrl.client.destroy_bridge(str(b["id"])))
-    channels = yield ctrl.client.channels()
-    alive = {ch.get("id") for ch in channels or []}
-    for caller in list(ctrl.callers.values()):
-        if caller.channel_id not in alive:
-            # Hung up while the events socket was down: no StasisEnd came.
-            ctrl.teardown(caller, "gone while disconnected")
-    ours = set(ctrl.media) | (set(ctrl.audiosocket.routes) if ctrl.audiosocket is not None else set())
-    dest = f"{ctrl.settings.external_host}:{ctrl.audiosocket_port()}"
-    for ch in stale_media(channels or [], ours, ctrl.settings.rtp_ports, dest, ctrl.pool.in_use):
-        log.info("removing stale channel {name}", name=ch.get("name"))
-        yield ctrl._quietly(ctrl.client.hangup(str(ch["id"])))
-    known = set(ctrl.callers) | set(ctrl.media) | set(ctrl.dialing)
-    found = orphans(channels or [], ctrl.settings.app, known)
-    rooms = [parse_args(args).get("room") for _, args in found]
-    for ch, args in found:
-        if ch.get("id") in ctrl.callers or ch.get("id") in ctrl.ended:
-            continue  # its StasisStart, or its end, came meanwhile
-        room = parse_args(args).get("room", "")
-        if room.startswith("dial-") and rooms.count(room) < 2:
-            # A dial caller whose callee is gone (or a callee whose caller is).
-            log.info("hanging up {name}: its partner is gone", name=ch.get("name"))
-            yield ctrl._quietly(ctrl.client.hangup(str(ch["id"])))
-            continue
-        log.info("taking back {name}, left in Stasis by an earlier run", name=ch.get("name"))
-        ctrl.start_caller(ch, args)
+    callers = list(found)
+    rooms = [parse_args(args).get("room", "") for _, args in callers]
+    return {
+        str(ch.get("id"))
+        for (ch, _), room in zip(callers, rooms)
+        if room.startswith("dial-") and rooms.count(room) < 2
+    }

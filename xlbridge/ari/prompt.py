@@ -27,6 +27,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xlbridge.ari.client import ARIClient
 
@@ -59,8 +60,8 @@ class PartnerPrompt:
         clock: IReactorTime,
         media: str,
         timeout: float,
-        hangup: Callable[[str], Any],
-        track: Callable[["Deferred[Any]"], Any] = lambda d: d,
+        hangup: Callable[[str], object],
+        track: Callable[["Deferred[Any]"], object] = lambda d: d,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -90,7 +91,7 @@ class PartnerPrompt:
         if playback.get("state") in ("done", "failed"):
             self._finish(channel_id, f"playback {playback.get('state')}")
 
-    def _failed(self, failure: Any, channel_id: str) -> None:
+    def _failed(self, failure: Failure, channel_id: str) -> None:
         if channel_id in self.active:
             self.log.warn(
                 "playing {media} to {channel} failed ({err}); hanging up",

@@ -1,7 +1,12 @@
 """
-The ARI controller's bookkeeping: callers, the rooms that pair them, and
-the Stasis arguments that say which room (``room=R,lang=L`` or
-``dial=ENDPOINT,lang=L,peer_lang=P``).
+Stasis rooms: the callers who asked for one room (Stasis arguments
+``room=R,lang=L``, or ``dial=ENDPOINT,lang=L,peer_lang=P`` for a private
+room with the callee), and the arguments' syntax.
+
+A :class:`StasisRoom` holds up to two callers, in the order they came.
+Once both are set up, the controller pairs them in a bridge
+:class:`~xlbridge.room.Room` (the first caller's leg first), which starts
+and restarts their calls; it is closed when either leaves.
 """
 
 from __future__ import annotations
@@ -9,11 +14,10 @@ from __future__ import annotations
 from typing import Optional
 
 import attrs
-from twisted.internet.interfaces import IListeningPort
 
+from xlbridge.ari.caller import Caller
 from xlbridge.call.service import CallService
-from xlbridge.transports.audiosocket import AudioSocketEndpoint
-from xlbridge.transports.rtp import RTPEndpoint
+from xlbridge.room import Room
 
 
 def parse_args(args: list[str]) -> dict[str, str]:
@@ -30,32 +34,19 @@ def parse_args(args: list[str]) -> dict[str, str]:
 
 
 @attrs.define(eq=False)
-class Caller:
+class StasisRoom:
     """
-    One caller's channel and what xlbridge created for it.
-    """
-
-    channel_id: str
-    name: str
-    room: str
-    lang: str
-    bridge_id: Optional[str] = None
-    media_id: Optional[str] = None
-    port: Optional[int] = None
-    endpoint: Optional[RTPEndpoint | AudioSocketEndpoint] = None
-    listening: Optional[IListeningPort] = None
-    #: AudioSocket media: the UUID its connection announces
-    media_uuid: Optional[str] = None
-    ready: bool = False
-    gone: bool = False
-
-
-@attrs.define(eq=False)
-class Room:
-    """
-    Up to two callers paired by room name, and their call while it runs.
+    Up to two callers gathered by room name, and the room pairing them
+    once both are set up.
     """
 
     name: str
     callers: list[Caller] = attrs.Factory(list)
-    call: Optional[CallService] = None
+    pairing: Optional[Room] = None
+
+    @property
+    def call(self) -> Optional[CallService]:
+        """
+        The callers' call while it runs.
+        """
+        return self.pairing.call if self.pairing is not None else None

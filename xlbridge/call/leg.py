@@ -1,39 +1,20 @@
 """
 A leg: one caller's side of a call, as the media core sees it.
 
-A leg ties together the caller's transport (which moves frames), its
-outbound buffer (what the caller will hear next) and its counters.  It does
-not know how audio is encoded on the wire or where it comes from.
+A leg ties together the caller's transport (which moves frames), what the
+caller hears (its :class:`~xlbridge.call.playout.Playout`, which the call
+decides) and its counters.  It does not know how audio is encoded on the
+wire or where it comes from.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
-from xlbridge.audio.buffer import OutboundBuffer
 from xlbridge.audio.frame import Samples
-from xlbridge.events import DropReason, LegCounters
+from xlbridge.call.playout import Playout
+from xlbridge.events import LegCounters
 from xlbridge.interfaces import ILegTransport
-
-
-class OutputSource(Protocol):
-    """
-    Where a leg's outbound audio comes from: a plain bounded buffer in
-    relay mode, an :class:`~xlbridge.audio.mix.OutputMix` when translating.
-    """
-
-    @property
-    def dropped_samples(self) -> int: ...
-
-    @property
-    def depth_ms(self) -> float: ...
-
-    def write(self, samples: Samples) -> int: ...
-
-    def read_frame(self) -> Optional[Samples]: ...
-
-    def clear(self) -> None: ...
 
 
 class Leg:
@@ -43,7 +24,11 @@ class Leg:
     :param extension: the caller's extension, e.g. ``"7777"``.
     :param language: what the caller speaks and hears, e.g. ``"en"``.
     :param transport: provides :class:`ILegTransport`.
-    :param buffer_ms: bound of the outbound buffer, in milliseconds.
+    :param buffer_ms: bound of the outbound buffer when the caller hears
+        the partner's voice relayed, in milliseconds.
+
+    :ivar playout: what the caller hears; a relay of ``buffer_ms`` until
+        the call that owns this leg sets its own when it starts.
     """
 
     def __init__(
@@ -55,13 +40,8 @@ class Leg:
         #: identifies it (a leg whose ``language`` is ``auto``).
         self.spoken_language: Optional[str] = None
         self.transport = transport
-        self.output: OutputSource = OutboundBuffer(buffer_ms)
-        #: Called for a frame when the output has nothing (comfort noise);
-        #: ``None`` sends digital silence.
-        self.filler: Optional[Callable[[], Samples]] = None
-        #: ``(time, text)`` of translated speech this caller was played
-        #: recently; the echo guard compares the caller's transcripts to it.
-        self.heard: deque[tuple[float, str]] = deque(maxlen=32)
+        self.buffer_ms = buffer_ms
+        self.playout = Playout.relay(buffer_ms)
         #: Listen-in taps, set by the monitor while someone watches:
         #: ``tap_in`` gets what the caller says, ``tap_out`` every frame the
         #: caller hears (``None`` = digital silence).  Cheap, never raise.
@@ -76,15 +56,13 @@ class Leg:
         counters: LegCounters = self.transport.counters
         return counters
 
-    def play(self, samples: Any) -> None:
+    @property
+    def line_open(self) -> bool:
         """
-        Queue internal audio for this caller to hear; overflow drops the
-        oldest audio and is counted as :attr:`DropReason.BUFFER_FULL` (in
-        samples).
+        The caller is on the line even without sending audio (an AudioSocket
+        connection is the call), so the call must not end for inactivity.
         """
-        dropped = self.output.write(samples)
-        if dropped:
-            self.counters.drop(DropReason.BUFFER_FULL, dropped)
+        return bool(self.transport.line_open)
 
     def egress(self, packets: int, skipped: int) -> None:
         """
@@ -99,8 +77,9 @@ class Leg:
         if packets > 1 or skipped:
             counters.late_ticks += packets - 1 + skipped
             counters.skipped_ticks += skipped
-        read = self.output.read_frame
-        filler = self.filler
+        playout = self.playout
+        read = playout.output.read_frame
+        filler = playout.filler
         tap = self.tap_out
         for _ in range(packets):
             frame = read()
@@ -116,21 +95,22 @@ class Leg:
 
     def reset(self) -> None:
         """
-        The call ended: empty the buffer and reset the transport.
+        The call ended: empty what was still to play and reset the
+        transport.
         """
-        self.output.clear()
-        self.heard.clear()
+        self.playout.clear()
         self.transport.reset()
 
     def status(self) -> dict[str, Any]:
         """
         A JSON-ready snapshot for the monitor and logs.
         """
+        output = self.playout.output
         return {
             "extension": self.extension,
             "language": self.language,
             "transport": self.transport.describe(),
-            "buffer_ms": self.output.depth_ms,
-            "buffer_dropped_samples": self.output.dropped_samples,
+            "buffer_ms": output.depth_ms,
+            "buffer_dropped_samples": output.dropped_samples,
             "counters": self.counters.snapshot(),
         }

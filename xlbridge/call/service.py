@@ -1,16 +1,30 @@
 """
-Calls: a pair of legs, their pipelines, and a lifecycle.
+Calls: a pair of legs, what each caller hears, their pipelines, and a
+lifecycle.
 
-A :class:`CallService` is created when audio first arrives on either leg of a
-pair and is added to the bridge's running calls container, so it starts at
-once.  It registers its legs with the egress clock, builds one pipeline per
-direction, and ends itself after ``inactivity_timeout`` seconds without
-inbound audio on either leg (unless a leg's transport says its caller is
-still on the line: an AudioSocket connection is the call, and Asterisk
-sends nothing while a caller is silent), or when its parent stops
-(shutdown).  Ending
-releases everything it held: legs leave the egress clock, pipelines stop,
-buffers empty and transports forget their peers.
+A :class:`CallService` is created by a :class:`~xlbridge.room.Room` (the
+one place a call starts: on first audio on either leg, or when an
+AudioSocket caller announces itself) and is added to the bridge's running
+calls container, so it starts at once.  It decides what each caller hears, builds one pipeline per
+direction, registers its legs with the egress clock, and ends itself after
+``inactivity_timeout`` seconds without inbound audio on either leg (unless
+a leg's transport says its caller is still on the line: an AudioSocket
+connection is the call, and Asterisk sends nothing while a caller is
+silent), or when its parent stops (shutdown).  Ending releases everything
+it held: legs leave the egress clock, pipelines stop, buffers empty and
+transports forget their peers.
+
+Wiring, in :meth:`CallService.startService`: the pipeline factory says
+how each listener hears the other caller (:meth:`PipelineFactory.speech_output`);
+the call builds one :class:`~xlbridge.call.playout.Playout` per leg from
+that (the leg's relay buffer, or an ``OutputMix`` with comfort noise), gives
+it to the leg for the egress clock, and hands both playouts to each
+direction: direction A->B gets B's as the one it writes (``partner_hears``)
+and A's as the one its echo guard watches (``source_hears``).  Besides
+the playouts, the two directions see each other only through what the
+factory shares on purpose (one ``DirectionSync`` with direction sync on)
+and a leg's ``spoken_language``, which the direction *from* that caller
+sets.
 
 The inactivity check does not re-arm a timer per packet: audio only stamps
 ``last_activity``, and one ``callLater`` re-checks when the timeout could
@@ -27,7 +41,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from xlbridge.audio.frame import Samples
+from xlbridge.call.context import CallContext
 from xlbridge.call.leg import Leg
+from xlbridge.call.playout import Playout, SpeechOutput
 from xlbridge.egress import EgressClock
 from xlbridge.events import CallEnded, CallStarted, Event
 from xlbridge.interfaces import IPipeline
@@ -35,11 +51,26 @@ from xlbridge.interfaces import IPipeline
 
 class PipelineFactory(Protocol):
     """
-    Builds the pipeline that carries ``source``'s audio to ``partner`` in
-    ``call`` (which offers ``call_id``, ``clock`` and ``emit``).
+    Says how each caller hears the other, and builds the pipeline of each
+    direction of a call.
     """
 
-    def __call__(self, source: Leg, partner: Leg, call: "CallService") -> IPipeline: ...
+    def speech_output(self, listener: Leg, speaker: Leg) -> Optional[SpeechOutput]:
+        """
+        How ``listener`` hears ``speaker``: translated speech mixed with
+        these settings, or ``None`` for ``speaker``'s own voice through
+        ``listener``'s relay buffer.
+        """
+
+    def __call__(
+        self, source: Leg, partner: Leg, call: CallContext, partner_hears: Playout, source_hears: Playout
+    ) -> IPipeline:
+        """
+        The pipeline that carries ``source``'s audio to ``partner``:
+        it writes into ``partner_hears`` (built as :meth:`speech_output`
+        said) and may watch ``source_hears``, what ``source`` is being
+        played (echo guard).
+        """
 
 
 class CallService(Service):
@@ -85,6 +116,8 @@ class CallService(Service):
         self.emit = emit
         self.on_end = on_end
         self.pipelines: tuple[IPipeline, ...] = ()
+        #: what each leg's caller hears, in leg order (set at start)
+        self.playouts: tuple[Playout, ...] = ()
         self.started_at = 0.0
         self.last_activity = 0.0
         self.end_reason = "shutdown"
@@ -100,9 +133,13 @@ class CallService(Service):
         now = self.clock.seconds()
         self.started_at = self.last_activity = now
         a, b = self.legs
+        hears_a, hears_b = self._playout(a, b), self._playout(b, a)
+        self.playouts = (hears_a, hears_b)
+        a.playout, b.playout = hears_a, hears_b
+        factory = self.pipeline_factory
         self.pipelines = (
-            self.pipeline_factory(a, b, self),
-            self.pipeline_factory(b, a, self),
+            factory(a, b, self, partner_hears=hears_b, source_hears=hears_a),
+            factory(b, a, self, partner_hears=hears_a, source_hears=hears_b),
         )
         for p in self.pipelines:
             p.start()
@@ -119,6 +156,12 @@ class CallService(Service):
         )
         self.emit(CallStarted(self.call_id, self.extensions, (a.language, b.language), now, self.channels))
 
+    def _playout(self, listener: Leg, speaker: Leg) -> Playout:
+        speech = self.pipeline_factory.speech_output(listener, speaker)
+        if speech is None:
+            return Playout.relay(listener.buffer_ms)
+        return Playout.speech(speech, self.clock)
+
     def audio_in(self, index: int, samples: Samples) -> None:
         """
         Inbound audio from leg ``index`` (0 or 1).
@@ -132,9 +175,7 @@ class CallService(Service):
     def _check_inactivity(self) -> None:
         self._timer = None
         idle = self.clock.seconds() - self.last_activity
-        if idle >= self.inactivity_timeout and any(
-            getattr(leg.transport, "line_open", False) for leg in self.legs
-        ):
+        if idle >= self.inactivity_timeout and any(leg.line_open for leg in self.legs):
             self.last_activity = self.clock.seconds()
             idle = 0.0
         if idle >= self.inactivity_timeout:

@@ -12,17 +12,43 @@ Failures are exceptions from one hierarchy so the pipeline can decide: an
 :class:`EngineAuthError` or :class:`EngineQuotaError` will not heal by
 retrying (clear error event, fallback); an :class:`EngineUnavailable` may
 (reconnect with backoff, fallback meanwhile).
+
+The local engines take the reactor they need as one interface or a
+combination (:class:`IProcessReactor`, :class:`IPoolReactor`), as treq's
+``_types.py`` does: for type hints only, never checked at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from typing import Callable, Optional, Protocol, Sequence, Union
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorProcess, IReactorTime
+from twisted.logger import Logger
 
 from xlbridge.audio.frame import Samples
 from xlbridge.errors import XLBridgeError
+
+
+# -- the reactor the engines take --------------------------------------------
+
+
+class IProcessReactor(IReactorProcess, IReactorTime):
+    """
+    A reactor that spawns engine processes (Apertium pipelines, ASR
+    workers) and times their deadlines and restarts.
+    """
+
+
+class IPoolReactor(IReactorFromThreads, IReactorTime):
+    """
+    A reactor that takes results back from engine pool threads
+    (:class:`~xlbridge.engines.threads.ThreadPoolService`) and keeps time.
+    """
+
+
+# -- failures ------------------------------------------------------------------
 
 
 class EngineError(XLBridgeError):
@@ -215,6 +241,23 @@ class TTS(Protocol):
         """
 
 
+@attrs.frozen
+class Engines:
+    """
+    The engines a translating bridge uses.
+
+    :ivar asr: builds one recogniser per leg.
+    :ivar mt: shared translator.
+    :ivar tts: shared synthesiser.
+    :ivar names: engine name per stage, for status pages.
+    """
+
+    asr: ASRFactory
+    mt: MT
+    tts: TTS
+    names: dict[str, str] = attrs.field(factory=dict)
+
+
 def redact(secret: Optional[str]) -> str:
     """
     How a secret is shown anywhere (repr, logs, status): never the value.
@@ -224,7 +267,8 @@ def redact(secret: Optional[str]) -> str:
     return f"<redacted {len(secret)} chars>"
 
 
-def deliver(on_event: Callable[[Any], None], event: Any, log: Any, engine: str, call_id: str, extension: str) -> None:
+def deliver(on_event: Callable[[ASREvent], None], event: ASREvent, log: Logger, engine: str, call_id: str,
+            extension: str) -> None:
     """
     Hand an ASR client's event to the pipeline; a failure there is logged
     (as ``engine``, with the call and extension) and never reaches the

@@ -21,15 +21,31 @@ XLBRIDGE_DEEPL_URL, XLBRIDGE_ELEVENLABS_URL or ``base_url`` / ``server_url``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Protocol, TypeVar, cast
 
 import attrs
 from twisted.application.service import IService, Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from xlbridge.engines.base import MT, TTS, ASRFactory, Engines, IPoolReactor, IProcessReactor
+from xlbridge.engines.threads import ThreadPoolService
 from xlbridge.errors import ConfigError
-from xlbridge.pipeline.settings import Engines
+
+if TYPE_CHECKING:
+    from xlbridge.engines.deepgram.connection import IDeepgramReactor
+    from xlbridge.engines.elevenlabs.wire import IElevenLabsReactor
+    from xlbridge.engines.local_asr.factory import LocalASRFactory
+
+    class IEngineReactor(IProcessReactor, IPoolReactor, IDeepgramReactor, IElevenLabsReactor):
+        """
+        Everything the engines need of the reactor between them: processes,
+        time and results from pool threads for the local engines, TCP, TLS
+        and a name resolver for the cloud clients.  For type hints only (as
+        Twisted's own ``_IReactorCommon``); the default reactor provides it.
+        """
+
 
 #: stage -> (engine, the environment variables that may hold its key)
 KEY_VARIABLES = {
@@ -39,6 +55,25 @@ KEY_VARIABLES = {
 }
 
 _KEY_FIELDS = ("api_key", "auth_key")
+
+#: The TOML file's engine sections: section -> key -> value (as parsed).
+Options = Mapping[str, Mapping[str, Any]]
+
+_S = TypeVar("_S", covariant=True)
+
+
+class _FromEnv(Protocol[_S]):
+    """A cloud engine's settings class: built from the environment and its TOML section."""
+
+    def from_env(self, environ: Mapping[str, str], **overrides: Any) -> _S:
+        ...
+
+
+class _FromOptions(Protocol[_S]):
+    """A local engine's settings class: built from its TOML section."""
+
+    def from_options(self, table: Mapping[str, Any]) -> _S:
+        ...
 
 
 @attrs.frozen
@@ -57,13 +92,13 @@ class EngineChoice:
     warnings: tuple[str, ...] = ()
 
 
-def _has_key(stage: str, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]]) -> bool:
+def _has_key(stage: str, environ: Mapping[str, str], options: Options) -> bool:
     engine, variables = KEY_VARIABLES[stage]
     table = options.get(engine, {})
     return any(environ.get(v) for v in variables) or any(table.get(f) for f in _KEY_FIELDS)
 
 
-def missing_keys(environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def missing_keys(environ: Mapping[str, str], options: Options) -> list[str]:
     """
     The environment variables to set for the stages that have no key.
     """
@@ -75,11 +110,14 @@ class _Closer(Service):
     An engine's lifetime as a service: ``warm_up()`` (if it has one) when the
     bridge starts, so the first caller does not pay for loading models, and
     ``close()`` when it stops.
+
+    :param engine: an ASR factory, MT or TTS; ``warm_up`` and ``close`` are
+        optional, so they are looked up by name.
     """
 
     log = Logger()
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: object) -> None:
         self.engine = engine
 
     def startService(self) -> None:
@@ -90,13 +128,13 @@ class _Closer(Service):
             d.addErrback(lambda f: self.log.warn("{engine}: warm-up failed: {error}",
                                                  engine=getattr(self.engine, "name", "?"), error=f.getErrorMessage()))
 
-    def stopService(self) -> Any:
+    def stopService(self) -> "Optional[Deferred[Any]]":
         super().stopService()
         close = getattr(self.engine, "close", None)
         return close() if close is not None else None
 
 
-def _settings(cls: Any, engine: str, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]]) -> Any:
+def _settings(cls: _FromEnv[_S], engine: str, environ: Mapping[str, str], options: Options) -> _S:
     table = dict(options.get(engine, {}))
     try:
         return cls.from_env(environ, **table)
@@ -106,54 +144,62 @@ def _settings(cls: Any, engine: str, environ: Mapping[str, str], options: Mappin
         raise ConfigError("config", f"[{engine}]: {e}") from None
 
 
-def _cloud_stage(stage: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]], pool: Any) -> Any:
-    if stage == "asr":
-        from xlbridge.engines.deepgram.asr import DeepgramSettings, deepgram_asr_factory
+def _local_settings(cls: _FromOptions[_S], section: str, options: Options) -> _S:
+    return cls.from_options(dict(options.get(section, {})))
 
-        return deepgram_asr_factory(reactor, _settings(DeepgramSettings, "deepgram", environ, options))
-    if stage == "mt":
-        from xlbridge.engines.deepl.mt import DeepLMT, DeepLSettings
 
-        return DeepLMT(reactor, pool, _settings(DeepLSettings, "deepl", environ, options))
-    from xlbridge.engines.elevenlabs.tts import ElevenLabsSettings, ElevenLabsTTS
+def _cloud_asr(reactor: "IDeepgramReactor", environ: Mapping[str, str], options: Options) -> ASRFactory:
+    from xlbridge.engines.deepgram.asr import deepgram_asr_factory
+    from xlbridge.engines.deepgram.settings import DeepgramSettings
+
+    return deepgram_asr_factory(reactor, _settings(DeepgramSettings, "deepgram", environ, options))
+
+
+def _cloud_mt(reactor: IReactorTime, environ: Mapping[str, str], options: Options,
+              pool: ThreadPoolService) -> MT:
+    from xlbridge.engines.deepl.mt import DeepLMT
+    from xlbridge.engines.deepl.settings import DeepLSettings
+
+    return DeepLMT(reactor, pool, _settings(DeepLSettings, "deepl", environ, options))
+
+
+def _cloud_tts(reactor: "IElevenLabsReactor", environ: Mapping[str, str], options: Options) -> TTS:
+    from xlbridge.engines.elevenlabs.settings import ElevenLabsSettings
+    from xlbridge.engines.elevenlabs.tts import ElevenLabsTTS
 
     return ElevenLabsTTS(reactor, _settings(ElevenLabsSettings, "elevenlabs", environ, options))
 
 
-def _local_settings(cls: Any, section: str, options: Mapping[str, Mapping[str, Any]]) -> Any:
-    return cls.from_options(dict(options.get(section, {})))
+def _local_mt(reactor: IProcessReactor, options: Options) -> MT:
+    from xlbridge.engines.apertium.mt import ApertiumMT
+    from xlbridge.engines.apertium.settings import ApertiumSettings, apertium_available
+
+    settings = _local_settings(ApertiumSettings, "apertium", options)
+    if not apertium_available(settings):
+        raise ConfigError(
+            "engines",
+            "local MT needs Apertium: install the Debian packages apertium and apertium-eng-spa "
+            "(sh scripts/setup.sh does), or set DEEPL_AUTH_KEY",
+        )
+    return ApertiumMT(reactor, settings)
 
 
-def _local_stage(stage: str, reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any,
-                 languages: Iterable[str], warnings: list[str]) -> Any:
-    if stage == "asr":
-        return _local_asr(reactor, options, pool, languages, warnings)
-    if stage == "mt":
-        from xlbridge.engines.apertium.mt import ApertiumMT, ApertiumSettings, apertium_available
-
-        settings = _local_settings(ApertiumSettings, "apertium", options)
-        if not apertium_available(settings):
-            raise ConfigError(
-                "engines",
-                "local MT needs Apertium: install the Debian packages apertium and apertium-eng-spa "
-                "(sh scripts/setup.sh does), or set DEEPL_AUTH_KEY",
-            )
-        return ApertiumMT(reactor, settings)
-    from xlbridge.engines.espeak.tts import ESpeakSettings, ESpeakTTS
+def _local_tts(reactor: IPoolReactor, options: Options) -> TTS:
+    from xlbridge.engines.espeak.settings import ESpeakSettings
+    from xlbridge.engines.espeak.tts import ESpeakTTS
 
     return ESpeakTTS(reactor, _local_settings(ESpeakSettings, "espeak", options))
 
 
-def _local_asr(reactor: Any, options: Mapping[str, Mapping[str, Any]], pool: Any, languages: Iterable[str],
-               warnings: list[str]) -> Any:
+def _local_asr(reactor: IProcessReactor, options: Options, pool: ThreadPoolService, languages: Iterable[str],
+               warnings: list[str]) -> "LocalASRFactory":
     """
     The local ASR factory: resolve the Whisper model once (never
     downloading), then warn about every caller language that gets less
     than asked for, naming the setting and what that leg falls back to.
     """
-    import attrs
-
-    from xlbridge.engines.local_asr.factory import LocalASRSettings, describe_fallback, local_asr_factory, model_problems
+    from xlbridge.engines.local_asr.factory import describe_fallback, local_asr_factory
+    from xlbridge.engines.local_asr.settings import LocalASRSettings, model_problems
     from xlbridge.engines.whisper.model import resolve
 
     settings = _local_settings(LocalASRSettings, "local_asr", options)
@@ -186,35 +232,36 @@ ENGINE_NAMES = {
 
 
 def build_engines(
-    kinds: Mapping[str, str], reactor: Any, environ: Mapping[str, str],
-    options: Mapping[str, Mapping[str, Any]], languages: Iterable[str] = (),
+    kinds: Mapping[str, str], reactor: "IEngineReactor", environ: Mapping[str, str],
+    options: Options, languages: Iterable[str] = (),
 ) -> EngineChoice:
     """
-    Build one engine per stage; ``kinds`` maps each stage (``asr``, ``mt``,
-    ``tts``) to ``cloud`` or ``local``.
+    Build one engine per stage, in the order ASR, MT, TTS; ``kinds`` maps
+    each stage (``asr``, ``mt``, ``tts``) to ``cloud`` or ``local``.
     """
-    from xlbridge.engines.threads import ThreadPoolService
-
     warnings: list[str] = []
     services: list[IService] = []
     pool = ThreadPoolService(reactor, name="xlbridge-engines", max_threads=4, max_queued=256)
     services.append(pool)
-    built: dict[str, Any] = {}
-    for stage in ("asr", "mt", "tts"):
-        if kinds[stage] == "cloud":
-            built[stage] = _cloud_stage(stage, reactor, environ, options, pool)
-        else:
-            built[stage] = _local_stage(stage, reactor, options, pool, languages, warnings)
-        services.append(_Closer(built[stage]))
     names = {stage: ENGINE_NAMES[(stage, kinds[stage])] for stage in kinds}
-    whisper_spec = getattr(built["asr"], "whisper_spec", None)
-    if kinds["asr"] == "local" and whisper_spec is not None and whisper_spec() is not None:
-        names["asr"] = "whisper"
-    return EngineChoice(Engines(built["asr"], built["mt"], built["tts"], names), tuple(services), tuple(warnings))
+    asr: ASRFactory
+    if kinds["asr"] == "cloud":
+        asr = _cloud_asr(reactor, environ, options)
+    else:
+        local = _local_asr(reactor, options, pool, languages, warnings)
+        if local.whisper_spec() is not None:
+            names["asr"] = "whisper"
+        asr = local
+    services.append(_Closer(asr))
+    mt = _cloud_mt(reactor, environ, options, pool) if kinds["mt"] == "cloud" else _local_mt(reactor, options)
+    services.append(_Closer(mt))
+    tts = _cloud_tts(reactor, environ, options) if kinds["tts"] == "cloud" else _local_tts(reactor, options)
+    services.append(_Closer(tts))
+    return EngineChoice(Engines(asr, mt, tts, names), tuple(services), tuple(warnings))
 
 
 def choose_engines(
-    mode: str, reactor: Any, environ: Mapping[str, str], options: Mapping[str, Mapping[str, Any]],
+    mode: str, reactor: object, environ: Mapping[str, str], options: Options,
     languages: Iterable[str] = (),
 ) -> EngineChoice:
     """
@@ -222,6 +269,11 @@ def choose_engines(
     ``cloud`` with a missing key, and when a needed local engine is not
     installed.
 
+    :param reactor: the running reactor, which must provide
+        ``IEngineReactor`` (processes, time, results from threads, TCP, TLS,
+        a name resolver) as the default reactor does.  Typed ``object``:
+        Twisted types the global reactor with only some of these
+        interfaces, so this is where it is taken to have them all.
     :param languages: the languages of the configured extensions (for
         start-up warnings about missing local ASR models).
     """
@@ -240,4 +292,4 @@ def choose_engines(
         kinds = {stage: "local" for stage in KEY_VARIABLES}
     else:
         kinds = {stage: "cloud" if _has_key(stage, environ, options) else "local" for stage in KEY_VARIABLES}
-    return build_engines(kinds, reactor, environ, options, languages)
+    return build_engines(kinds, cast("IEngineReactor", reactor), environ, options, languages)

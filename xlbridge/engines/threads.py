@@ -11,16 +11,18 @@ its queue (``max_queued``): past that, work is refused at once with
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Callable, ParamSpec, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from xlbridge.errors import XLBridgeError
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class PoolFull(XLBridgeError):
@@ -33,14 +35,16 @@ class ThreadPoolService(Service):
     """
     Owns a ``ThreadPool``: started with the service, joined when it stops.
 
-    :param reactor: the reactor results are delivered on.
+    :param reactor: the reactor results are delivered on (its
+        ``callFromThread``).
     :param max_threads: worker threads.
     :param max_queued: calls waiting or running at most; more are refused.
 
     :ivar refused: calls refused because the queue was full.
     """
 
-    def __init__(self, reactor: Any, name: str = "xlbridge-engines", max_threads: int = 4, max_queued: int = 64) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str = "xlbridge-engines", max_threads: int = 4,
+                 max_queued: int = 64) -> None:
         self.reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
         self.max_queued = max_queued
@@ -51,12 +55,12 @@ class ThreadPoolService(Service):
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> None:
         super().stopService()
         if self.pool.started:
             self.pool.stop()
 
-    def run(self, f: Callable[..., T], *args: Any, **kwargs: Any) -> "Deferred[T]":
+    def run(self, f: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> "Deferred[T]":
         """
         Run ``f(*args, **kwargs)`` in the pool; the Deferred fires on the
         reactor thread with its result or failure.
@@ -69,7 +73,7 @@ class ThreadPoolService(Service):
         self.pending += 1
         d: Deferred[T] = deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
 
-        def done(result: Any) -> Any:
+        def done(result: object) -> object:  # the result or a Failure, passed on
             self.pending -= 1
             return result
 

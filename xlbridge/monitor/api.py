@@ -55,8 +55,11 @@ from typing import Any, Optional
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from xlbridge.bridge_view import MonitorView
+from xlbridge.call.service import CallService
 from xlbridge.events import (
     CallEnded,
     CallStarted,
@@ -204,21 +207,21 @@ class CallRecorder:
         return None
 
 
-def call_status(call: Any, record: Optional[CallRecord], now: float) -> dict[str, Any]:
+def call_status(call: CallService, record: Optional[CallRecord], now: float) -> dict[str, Any]:
     """
     One active call: ``call.status()`` plus per-leg pipeline and state, and
     its transcript so far.
     """
     status: dict[str, Any] = call.status()
     status["duration_s"] = now - call.started_at
-    pipelines = getattr(call, "pipelines", ())
+    pipelines = call.pipelines
     for i, leg_status in enumerate(status.get("legs", [])):
         pipeline = pipelines[i] if i < len(pipelines) else None
         describe = getattr(pipeline, "status", None)
         info: dict[str, Any] = {"kind": "translate", **describe()} if callable(describe) else {"kind": "relay"}
         leg_status["pipeline"] = info
         leg = call.legs[i]
-        if not getattr(leg.transport, "ready", False):
+        if not leg.transport.ready:
             leg_status["state"] = "waiting"
         elif getattr(pipeline, "in_fallback", False):
             leg_status["state"] = "fallback"
@@ -229,7 +232,7 @@ def call_status(call: Any, record: Optional[CallRecord], now: float) -> dict[str
     return status
 
 
-def snapshot(bridge: Any, recorder: CallRecorder, now: float, full: bool = True) -> dict[str, Any]:
+def snapshot(bridge: MonitorView, recorder: CallRecorder, now: float, full: bool = True) -> dict[str, Any]:
     """
     The whole ``/api/calls`` document (see the module docstring).
 
@@ -263,13 +266,13 @@ class CallsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, bridge: Any, recorder: CallRecorder, clock: IReactorTime) -> None:
+    def __init__(self, bridge: MonitorView, recorder: CallRecorder, clock: IReactorTime) -> None:
         super().__init__()
         self.bridge = bridge
         self.recorder = recorder
         self.clock = clock
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         return to_json(snapshot(self.bridge, self.recorder, self.clock.seconds()))

@@ -28,6 +28,7 @@ import secrets
 from collections import Counter
 from typing import Any, Mapping, Optional
 
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 #: Environment variable holding the token when the configuration has none.
@@ -129,7 +130,7 @@ class TokenGuard:
             self.refused[verdict] += 1
         return verdict
 
-    def check_request(self, request: Any) -> Verdict:
+    def check_request(self, request: IRequest) -> Verdict:
         """
         Check a ``twisted.web`` request (header, then ``?token=``).
         """
@@ -149,7 +150,7 @@ class TokenGuard:
         query = values[0] if values else None
         return self.check(auth if isinstance(auth, str) else None, query)
 
-    def refuse(self, request: Any, verdict: Verdict) -> bytes:
+    def refuse(self, request: IRequest, verdict: Verdict) -> bytes:
         """
         Turn ``request`` into a refusal (401 or 403, JSON body) and return
         the body to render.
@@ -174,7 +175,7 @@ class _Refusal(Resource):
         self.guard = guard
         self.verdict = verdict
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: IRequest) -> bytes:
         return self.guard.refuse(request, self.verdict)
 
 
@@ -189,7 +190,7 @@ class GuardedResource(Resource):
         self.inner = inner
         self.guard = guard
 
-    def getChildWithDefault(self, path: bytes, request: Any) -> IResource:
+    def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:
         verdict = self.guard.check_request(request)
         if verdict is not Verdict.OK:
             return _Refusal(self.guard, verdict)
@@ -197,7 +198,7 @@ class GuardedResource(Resource):
             return self.inner
         return self.inner.getChildWithDefault(path, request)
 
-    def render(self, request: Any) -> bytes:
+    def render(self, request: IRequest) -> bytes:
         verdict = self.guard.check_request(request)
         if verdict is not Verdict.OK:
             return self.guard.refuse(request, verdict)

@@ -41,13 +41,15 @@ from typing import Any, Callable, Optional, Protocol
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.types import ConnectionDeny
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from xlbridge.audio.frame import Samples
+from xlbridge.bridge_view import MonitorView
 from xlbridge.events import CallEnded, CallStarted, Event, event_to_dict
 from xlbridge.monitor.api import CallRecorder, snapshot, to_json
 from xlbridge.monitor.auth import TokenGuard, Verdict
@@ -58,7 +60,7 @@ from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps
 PROTOCOL_VERSION = 1
 
 
-def listenable(bridge: Any) -> set[str]:
+def listenable(bridge: MonitorView) -> set[str]:
     """
     Names a viewer may listen to: every endpoint, configured or attached at
     run time, and every leg of a live call.
@@ -73,17 +75,17 @@ class LiveClient(Protocol):
     What the hub needs of a viewer (the WebSocket protocol, or a test fake).
     """
 
-    outbox: Outbox
+    outbox: Outbox[PreparedMessage]
     listens: set[TapKey]
 
-    def send_prepared(self, message: Any) -> None: ...
+    def send_prepared(self, message: PreparedMessage) -> None: ...
 
 
 class LiveHub:
     """
     Fans bridge events, status, levels and listen-in audio out to viewers.
 
-    :param bridge: the :class:`~xlbridge.bridge.BridgeService`.
+    :param bridge: what the monitor sees of the bridge.
     :param reactor: clock for timers and reactor for the WebSocket factory.
     :param guard: checks WebSocket handshakes.
     :param recorder: call records for snapshots and ``call_ended``.
@@ -96,7 +98,7 @@ class LiveHub:
     log = Logger()
 
     def __init__(
-        self, bridge: Any, reactor: Any, guard: TokenGuard, recorder: CallRecorder, *,
+        self, bridge: MonitorView, reactor: IReactorTime, guard: TokenGuard, recorder: CallRecorder, *,
         status_interval: float = 1.0, levels_interval: float = 0.1,
         max_client_bytes: int = 1024 * 1024, max_listens: int = 4,
     ) -> None:
@@ -314,7 +316,7 @@ class LiveHub:
         self._put(client, self.factory.prepareMessage(data, isBinary=False), len(data))
         self._schedule()
 
-    def _put(self, client: LiveClient, prepared: Any, size: int) -> None:
+    def _put(self, client: LiveClient, prepared: PreparedMessage, size: int) -> None:
         self.dropped += client.outbox.put(prepared, size)
 
     def _guarded(self, fn: Callable[[], None]) -> None:
@@ -339,7 +341,7 @@ class LiveHub:
 
 
 @implementer(IPushProducer)
-class _Backpressure:
+class Backpressure:
     """
     Registered with a viewer's transport: Twisted pauses it when the send
     buffer is full and resumes it when drained.
@@ -378,13 +380,13 @@ class LiveProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.listens: set[TapKey] = set()
-        self.outbox = Outbox(256 * 1024)
+        self.outbox: Outbox[PreparedMessage] = Outbox(256 * 1024)
 
     @property
     def hub(self) -> LiveHub:
         return self.factory.hub
 
-    def onConnect(self, request: Any) -> None:
+    def onConnect(self, request: ConnectionRequest) -> None:
         verdict = self.hub.guard.check_handshake(request.headers, request.params)
         if verdict is Verdict.MISSING:
             raise ConnectionDeny(401, "token required")
@@ -406,7 +408,7 @@ class LiveProtocol(WebSocketServerProtocol):
             # The HTTP channel registered itself before Autobahn took the
             # transport over; from now on the send buffer is ours to watch.
             transport.unregisterProducer()
-            transport.registerProducer(_Backpressure(self), True)
+            transport.registerProducer(Backpressure(self), True)
         except Exception:
             # Without flow control a stuck browser would grow the send
             # buffer without bound: refuse to serve it.
@@ -424,7 +426,7 @@ class LiveProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.hub.leave(self)
 
-    def send_prepared(self, message: Any) -> None:
+    def send_prepared(self, message: PreparedMessage) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
             self.sendPreparedMessage(message)
 
@@ -442,7 +444,7 @@ class LiveFactory(WebSocketServerFactory):
 
     protocol = LiveProtocol  # type: ignore[assignment]
 
-    def __init__(self, hub: LiveHub, reactor: Any) -> None:
+    def __init__(self, hub: LiveHub, reactor: IReactorTime) -> None:
         super().__init__(reactor=reactor)
         self.hub = hub
         self.setProtocolOptions(

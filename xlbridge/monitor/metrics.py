@@ -32,11 +32,14 @@ reports something unexpected.
 from __future__ import annotations
 
 from collections import Counter as _Counter
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Protocol, Sized
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+
+from xlbridge.bridge_view import MonitorView
 
 from xlbridge.events import (
     CallEnded,
@@ -91,6 +94,24 @@ class _Labels:
         return value
 
 
+class ViewerStats(Protocol):
+    """
+    What the metrics read of the live WebSocket hub.
+    """
+
+    @property
+    def clients(self) -> Sized:
+        """
+        The connected viewers.
+        """
+
+    @property
+    def dropped(self) -> int:
+        """
+        Messages dropped for slow viewers, over all viewers.
+        """
+
+
 def _base(language: str) -> str:
     return language.split("-")[0].lower()
 
@@ -99,14 +120,15 @@ class BridgeMetrics:
     """
     The registry and the event-fed metrics.
 
-    :param bridge: a :class:`~xlbridge.bridge.BridgeService` (read at scrape
+    :param bridge: what the monitor sees of the bridge (read at scrape
         time by :class:`BridgeCollector`).
     :param guard: its refusal counts are exported.
-    :param hub: optional; anything with ``clients`` (a sized collection) and
-        ``dropped`` (an int), i.e. the live WebSocket hub.
+    :param hub: optional; the live WebSocket hub.
     """
 
-    def __init__(self, bridge: Any, guard: Optional[TokenGuard] = None, hub: Any = None) -> None:
+    def __init__(
+        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.stage_latency = Histogram(
@@ -213,7 +235,9 @@ class BridgeCollector:
     ``retired_counters``, which are added here, so the sums only grow.
     """
 
-    def __init__(self, bridge: Any, guard: Optional[TokenGuard] = None, hub: Any = None) -> None:
+    def __init__(
+        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None
+    ) -> None:
         self.bridge = bridge
         self.guard = guard
         self.hub = hub
@@ -286,7 +310,7 @@ class BridgeCollector:
         calls = self.bridge.active_calls()
         down = 0
         for call in calls:
-            for pipeline in getattr(call, "pipelines", ()):
+            for pipeline in call.pipelines:
                 if getattr(pipeline, "in_fallback", False):
                     down += 1
         yield GaugeMetricFamily("xlbridge_active_calls", "Calls in progress.", value=len(calls))
@@ -334,7 +358,7 @@ class MetricsResource(Resource):
         super().__init__()
         self.metrics = metrics
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return self.metrics.exposition()

@@ -12,10 +12,13 @@ waits for a viewer.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Callable, Generic, TypeVar
+
+#: What is queued: prepared WebSocket messages (anything, in tests).
+T = TypeVar("T")
 
 
-class Outbox:
+class Outbox(Generic[T]):
     """
     One viewer's bounded queue of prepared messages; drops the oldest.
 
@@ -26,7 +29,7 @@ class Outbox:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: deque[tuple[Any, int]] = deque()
+        self._items: deque[tuple[T, int]] = deque()
         self.bytes = 0
         self.paused = False
         self.dropped = 0
@@ -34,7 +37,7 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: Any, size: int) -> int:
+    def put(self, item: T, size: int) -> int:
         """
         Queue ``item`` of ``size`` bytes; return how many queued messages
         were dropped (the oldest first) to make room.  A message larger than
@@ -52,7 +55,7 @@ class Outbox:
         self.dropped += dropped
         return dropped
 
-    def drain(self, send: Callable[[Any], None]) -> None:
+    def drain(self, send: Callable[[T], None]) -> None:
         """
         Hand queued items to ``send`` until empty or paused (``send`` may
         pause us synchronously when the transport buffer fills).

@@ -22,16 +22,32 @@ from typing import Any, Callable, Mapping, Optional
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTCP,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import Request
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from xlbridge.bridge_view import MonitorView
 from xlbridge.monitor.api import CallRecorder, CallsResource
 from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource, resolve_token
 from xlbridge.monitor.live import LiveHub
 from xlbridge.monitor.metrics import BridgeMetrics, MetricsResource
+
+class IMonitorReactor(IReactorTCP, IReactorTime):
+    """
+    What the monitor uses of its reactor: timers, and a listening port
+    (``--monitor`` is a strports description, TCP by default).
+    """
+
 
 #: The ``--monitor`` value that turns the monitor off.
 DISABLED = "none"
@@ -62,7 +78,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def _secure_headers(request: Any, content_type: bytes) -> None:
+def _secure_headers(request: IRequest, content_type: bytes) -> None:
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"referrer-policy", b"no-referrer")
     request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
@@ -97,7 +113,7 @@ class IndexResource(Resource):
 
     isLeaf = True
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes:
         body = _read_static("index.html")
         if body is None:
             request.setResponseCode(500)
@@ -115,7 +131,7 @@ class StaticResource(Resource):
 
     isLeaf = True
 
-    def render_GET(self, request: Any) -> bytes:
+    def render_GET(self, request: IRequest) -> bytes:
         parts = [p for p in request.postpath if p]
         name = parts[0].decode("utf-8", "replace") if len(parts) == 1 else ""
         body = _read_static(name)
@@ -134,7 +150,7 @@ class _QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Any) -> None:
+    def log(self, request: Request) -> None:
         pass
 
 
@@ -153,7 +169,8 @@ class SiteListener(Service):
     log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, factory: Any, on_listening: Callable[[IListeningPort], None]
+        self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory,
+        on_listening: Callable[[IListeningPort], None],
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
@@ -198,8 +215,8 @@ class MonitorService(MultiService):
     """
     The monitor: site, listener, live hub, metrics and call records.
 
-    :param bridge: the :class:`~xlbridge.bridge.BridgeService` to watch.
-    :param reactor: for the listener, timers and the WebSocket factory.
+    :param bridge: what the monitor sees of the bridge it watches.
+    :param reactor: for the site's and the live hub's timers.
     :param endpoint: where to listen.
     :param guard: the token check.
     :param metrics_open: serve ``/metrics`` without the token.
@@ -209,7 +226,7 @@ class MonitorService(MultiService):
     log = Logger()
 
     def __init__(
-        self, bridge: Any, reactor: Any, endpoint: IStreamServerEndpoint, guard: TokenGuard,
+        self, bridge: MonitorView, reactor: IReactorTime, endpoint: IStreamServerEndpoint, guard: TokenGuard,
         metrics_open: bool = False, scheme: str = "http", *, recent_calls: int = 50,
         status_interval: float = 1.0, levels_interval: float = 0.1, max_client_bytes: int = 1024 * 1024,
     ) -> None:
@@ -244,17 +261,16 @@ class MonitorService(MultiService):
         for observer in self.observers:
             if observer not in self.bridge.observers:
                 self.bridge.observers.append(observer)
-        # The egress clock's per-tick hook (proposed ``EgressClock.on_tick``).
-        egress: Any = self.bridge.egress
-        egress.on_tick = self.metrics.observe_tick
+        # The egress clock's per-tick hook (the interval-error histogram).
+        self.bridge.egress.on_tick = self.metrics.observe_tick
         super().startService()
 
     def stopService(self) -> "Deferred[None]":
         for observer in self.observers:
             while observer in self.bridge.observers:
                 self.bridge.observers.remove(observer)
-        egress: Any = self.bridge.egress
-        if getattr(egress, "on_tick", None) == self.metrics.observe_tick:
+        egress = self.bridge.egress
+        if egress.on_tick == self.metrics.observe_tick:
             egress.on_tick = None
         self.hub.close()
         d: Deferred[None] = super().stopService()
@@ -288,8 +304,8 @@ class MonitorService(MultiService):
 
 
 def make_monitor(
-    bridge: Any,
-    reactor: Any,
+    bridge: MonitorView,
+    reactor: IMonitorReactor,
     description: str = DEFAULT_ENDPOINT,
     token: Optional[str] = None,
     metrics_open: bool = False,

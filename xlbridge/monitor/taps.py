@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Callable, Container, Iterable, Optional
+from typing import Callable, Container, Iterable, Optional
 
 import numpy as np
 from twisted.logger import Logger
 
 from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples
+from xlbridge.call.service import CallService
 
 #: What a caller says (inbound audio) and hears (what the bridge sends).
 DIRECTIONS = ("says", "hears")
@@ -90,9 +91,6 @@ def decode_frame(data: bytes) -> tuple[int, int, Samples]:
     return stream_id, seq, np.frombuffer(data[_HEADER.size :], dtype="<i2").astype(np.int16)
 
 
-_STALE = object()
-
-
 class LegTap:
     """
     The callable a leg calls with every frame in one direction.
@@ -112,7 +110,9 @@ class LegTap:
         self.direction = direction
         self.stream_id = stream_id
         self.sink = sink
-        self.latest: Any = _STALE
+        #: the latest frame since :meth:`level` last read it; ``None`` if
+        #: none came, or digital silence (both read as the floor)
+        self.latest: Optional[Samples] = None
         self.listening = False
         self.seq = 0
         self.errors = 0
@@ -134,8 +134,8 @@ class LegTap:
         Level of the latest frame since the previous call, in dBFS; the
         floor if no frame came since (the caller's audio stopped).
         """
-        latest, self.latest = self.latest, _STALE
-        return FLOOR_DBFS if latest is _STALE else dbfs(latest)
+        latest, self.latest = self.latest, None
+        return dbfs(latest)
 
 
 class Taps:
@@ -176,17 +176,16 @@ class Taps:
         for key in [k for k, tap in self._taps.items() if k[0] not in keep and not tap.listening]:
             del self._taps[key]
 
-    def install(self, calls: Iterable[Any]) -> None:
+    def install(self, calls: Iterable[CallService]) -> None:
         """
         Hook the taps into every leg of ``calls``.
         """
         for call in calls:
             for leg in call.legs:
-                target: Any = leg  # tap_in/tap_out: the proposed Leg hooks
-                target.tap_in = self.get(leg.extension, "says")
-                target.tap_out = self.get(leg.extension, "hears")
+                leg.tap_in = self.get(leg.extension, "says")
+                leg.tap_out = self.get(leg.extension, "hears")
 
-    def uninstall(self, calls: Iterable[Any]) -> None:
+    def uninstall(self, calls: Iterable[CallService]) -> None:
         """
         Unhook our taps from every leg of ``calls`` (the media path is back
         to one ``None`` check per frame).
@@ -194,11 +193,12 @@ class Taps:
         ours = set(map(id, self._taps.values()))
         for call in calls:
             for leg in call.legs:
-                for attr in ("tap_in", "tap_out"):
-                    if id(getattr(leg, attr, None)) in ours:
-                        setattr(leg, attr, None)
+                if id(leg.tap_in) in ours:
+                    leg.tap_in = None
+                if id(leg.tap_out) in ours:
+                    leg.tap_out = None
 
-    def levels(self, calls: Iterable[Any]) -> dict[str, dict[str, float]]:
+    def levels(self, calls: Iterable[CallService]) -> dict[str, dict[str, float]]:
         """
         ``{extension: {"says": dBFS, "hears": dBFS}}`` for the legs of
         ``calls``.

@@ -10,22 +10,26 @@ Two ways, chosen by ``TranslateSettings.echo_guard``:
 - *text* (``"text"``/``"both"``): a final transcript whose words match
   (``echo_similarity``) something the caller was played within
   ``echo_window_s`` seconds is dropped.
+
+The guard is given what its caller hears (the caller's
+:class:`~xlbridge.call.playout.Playout`, which the *other* direction writes):
+it only reads it.
 """
 
 from __future__ import annotations
 
-from xlbridge.audio.mix import OutputMix
-from xlbridge.call.leg import Leg
+from xlbridge.call.playout import Playout
 from xlbridge.pipeline.settings import TranslateSettings, similarity
 
 
 class EchoGuard:
     """
-    :param source: the leg whose speech is recognised (the caller).
+    :param played: what the caller whose speech is recognised is being
+        played (their playout).
     """
 
-    def __init__(self, source: Leg, settings: TranslateSettings) -> None:
-        self.source = source
+    def __init__(self, played: Playout, settings: TranslateSettings) -> None:
+        self.played = played
         self.settings = settings
         self._gate_until = 0.0
 
@@ -38,8 +42,7 @@ class EchoGuard:
         The caller is being played translated speech (or was, within the
         tail): what the microphone hears now may be that.
         """
-        own = self.source.output
-        if isinstance(own, OutputMix) and own.speech.playing:
+        if self.played.playing_speech:
             self._gate_until = now + self.settings.gate_tail_ms / 1000
             return True
         return now < self._gate_until
@@ -52,7 +55,7 @@ class EchoGuard:
         if self.settings.echo_guard not in ("text", "both"):
             return False
         window = self.settings.echo_window_s
-        for t, played in self.source.heard:
+        for t, played in self.played.heard:
             if now - t <= window and similarity(text, played) >= self.settings.echo_similarity:
                 return True
         return False

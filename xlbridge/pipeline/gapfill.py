@@ -21,9 +21,10 @@ packet.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples
 
@@ -39,7 +40,7 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 class GapFiller:
     """
-    :param clock: ``IReactorTime``.
+    :param clock: schedules the checks and says the time.
     :param feed: gives samples to the recogniser.
     :param note: records ``(samples, now)`` in the direction's timeline, so
         stream time and wall time stay in step.
@@ -48,7 +49,7 @@ class GapFiller:
     """
 
     def __init__(
-        self, clock: Any, feed: Callable[[Samples], None], note: Callable[[int, float], None]
+        self, clock: IReactorTime, feed: Callable[[Samples], None], note: Callable[[int, float], None]
     ) -> None:
         self.clock = clock
         self.feed = feed
@@ -56,7 +57,7 @@ class GapFiller:
         self.filled_frames = 0
         self._last: Optional[float] = None
         self._fed_until = 0.0
-        self._timer: Any = None
+        self._timer: Optional[IDelayedCall] = None
         self._stopped = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 

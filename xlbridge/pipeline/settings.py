@@ -1,6 +1,6 @@
 """
-Settings of translated calls, the engine bundle, and the word similarity
-the echo guard uses.
+Settings of translated calls and the word similarity the echo guard uses
+(the engine bundle is :class:`xlbridge.engines.base.Engines`).
 
 Kept apart from :mod:`xlbridge.pipeline.translate` so configuration code can
 import the settings without pulling in the pipeline.
@@ -13,8 +13,6 @@ import re
 from typing import Optional
 
 import attrs
-
-from xlbridge.engines.base import MT, TTS, ASRFactory
 
 GRANULARITIES = ("segment", "utterance")
 ECHO_GUARDS = ("text", "gate", "both", "off")
@@ -59,23 +57,6 @@ class TranslateSettings:
     live_buffer_ms: int = 200
     sync_directions: bool = False
     sync_max_ms: float = 1500.0
-
-
-@attrs.frozen
-class Engines:
-    """
-    The engines a translating bridge uses.
-
-    :ivar asr: builds one recogniser per leg.
-    :ivar mt: shared translator.
-    :ivar tts: shared synthesiser.
-    :ivar names: engine name per stage, for status pages.
-    """
-
-    asr: ASRFactory
-    mt: MT
-    tts: TTS
-    names: dict[str, str] = attrs.field(factory=dict)
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -15,6 +15,12 @@ Design notes:
   utterances in the order they were said, never overlapping.
 - Backlog: the queue holds at most ``backlog_s`` of pending speech; beyond it
   the oldest utterance is dropped with an event.
+- Listener: the call builds what the partner hears (its
+  :class:`~xlbridge.call.playout.Playout`: an ``OutputMix`` and comfort
+  noise) and hands it in as ``partner_hears``; this pipeline writes the
+  partner's speech queue and live voice, and notes what the partner was
+  played.  It only reads ``source_hears``, what its own caller is played by
+  the other direction, for the echo guard.
 - Echo guard: speech played to a caller can leak back into that caller's
   microphone (speakerphones) and must not be translated back.  ``text``
   drops a final transcript that matches what the caller was played in the
@@ -38,18 +44,22 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from xlbridge.audio.frame import SAMPLE_RATE, Samples
-from xlbridge.audio.mix import ComfortNoise, OutputMix, SpeechQueue, Utterance
+from xlbridge.audio.mix import Utterance
+from xlbridge.call.context import CallContext
 from xlbridge.call.leg import Leg
+from xlbridge.call.playout import Playout
 from xlbridge.engines.base import (
     ASR,
     EngineDown,
     EngineError,
+    Engines,
     EngineUp,
     Transcript,
     UtteranceEnd,
 )
 from xlbridge.events import (
     EngineStatusEvent,
+    Event,
     PlaybackEnded,
     PlaybackStarted,
     TranscriptEvent,
@@ -64,7 +74,6 @@ from xlbridge.pipeline.settings import (
     FALLBACKS,
     GRANULARITIES,
     DirectionSync,
-    Engines,
     TranslateSettings,
     similarity,
 )
@@ -77,7 +86,6 @@ __all__ = [
     "ECHO_GUARDS",
     "FALLBACKS",
     "GRANULARITIES",
-    "Engines",
     "Timeline",
     "TranslatePipeline",
     "TranslateSettings",
@@ -109,34 +117,44 @@ class TranslatePipeline:
     Carries ``source``'s speech to ``partner``, translated.
 
     :param call: the call (for ``call_id``, ``clock`` and ``emit``).
+    :param partner_hears: what ``partner`` hears: a speech playout (with an
+        ``OutputMix``) that this pipeline writes.
+    :param source_hears: what ``source`` is being played by the other
+        direction; the echo guard reads it.
+    :raises ValueError: if ``partner_hears`` has no ``OutputMix`` (a relay
+        playout carries no translated speech).
     """
 
     log = Logger()
 
     def __init__(
-        self, source: Leg, partner: Leg, call: Any, engines: Engines, settings: TranslateSettings,
-        sync: Optional[DirectionSync] = None,
+        self, source: Leg, partner: Leg, call: CallContext, engines: Engines, settings: TranslateSettings,
+        partner_hears: Playout, source_hears: Playout, sync: Optional[DirectionSync] = None,
     ) -> None:
+        mix = partner_hears.mix
+        if mix is None:
+            raise ValueError(f"{partner.extension} hears no translated speech (a relay playout)")
         self.source = source
         self.partner = partner
-        self.call_id: str = call.call_id
+        self.call_id = call.call_id
         self.clock = call.clock
-        self.emit: Callable[[Any], None] = call.emit
+        self.emit: Callable[[Event], None] = call.emit
         self.engines = engines
         self.settings = settings
-        self.queue = SpeechQueue(settings.backlog_s, self._dropped_for_backlog)
-        self.mix = OutputMix(
-            self.queue, self.clock.seconds, settings.live_buffer_ms, settings.bed_db, settings.gain_db
-        )
-        partner.output = self.mix
-        partner.filler = ComfortNoise(settings.comfort_noise_dbfs) if settings.comfort_noise_dbfs is not None else None
+        self.partner_hears = partner_hears
+        self.mix = mix
+        self.queue = mix.speech
+        self.queue.on_drop = self._dropped_for_backlog
         self.timeline = Timeline()
         self.asr: Optional[ASR] = None
         self._uid = 0
         self._segments: list[str] = []  # finals of the current utterance
+        # end of speech and ASR latency of the latest final (utterance mode)
+        self._last_end: Optional[float] = None
+        self._last_asr_ms: Optional[float] = None
         self._context: deque[str] = deque(maxlen=max(1, settings.context_segments))
         self._down: dict[str, EngineError] = {}
-        self.echo = EchoGuard(source, settings)
+        self.echo = EchoGuard(source_hears, settings)
         self._stopped = False
         self._inflight: set[Deferred[Any]] = set()
         self.echo_dropped = 0
@@ -248,7 +266,7 @@ class TranslatePipeline:
             return
         whole = " ".join(self._segments)
         if self.settings.granularity == "utterance":
-            self._speak(whole, getattr(self, "_last_end", None), getattr(self, "_last_asr_ms", None), context=list(self._context))
+            self._speak(whole, self._last_end, self._last_asr_ms, context=list(self._context))
         self._context.append(whole)
         self._segments = []
 
@@ -391,7 +409,7 @@ class TranslatePipeline:
     def _playback_started(self, p: _Pending) -> None:
         u = p.utterance
         now = u.started_at or self.clock.seconds()
-        self.partner.heard.append((now, u.text))
+        self.partner_hears.played(now, u.text)
 
         def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
             return (b - a) * 1000 if a is not None and b is not None else None
@@ -410,7 +428,7 @@ class TranslatePipeline:
     def _playback_ended(self, p: _Pending) -> None:
         u = p.utterance
         now = self.clock.seconds()
-        self.partner.heard.append((now, u.text))
+        self.partner_hears.played(now, u.text)
         self.emit(
             PlaybackEnded(
                 self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid,

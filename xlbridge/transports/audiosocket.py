@@ -34,15 +34,29 @@ Design notes:
 - Connections may also reach an endpoint through a router that read the
   UUID first (:mod:`xlbridge.ari.audiosocket`: one listening port for many
   legs); it hands the connection over with :meth:`AudioSocketEndpoint.adopt`.
-- ``dataReceived`` never raises: malformed input is a counted drop.
+- ``dataReceived`` never raises: malformed input is a counted drop; an
+  exception from ``on_audio`` (the pipeline) is counted as
+  ``pipeline_error``, anything else unexpected as ``error``, and the rest
+  of the chunk is still handled.  Failures that can repeat per message
+  (and failed sends) are logged through a
+  :class:`~xlbridge.logthrottle.LogThrottle`: the first at once, then at
+  most one line per 10 s (with the endpoint's ``clock``; without one, the
+  rest are summarised when the connection or the call ends).
+- DTMF (0x03) is not acted on: an interpreter has no use for key presses,
+  and digits are often PINs or card numbers, so they are neither logged nor
+  sent to the monitor or the event log.  :attr:`AudioSocketEndpoint.dtmf`
+  keeps the latest :data:`DTMF_HISTORY` digits of the current connection
+  for embedders (older ones are dropped and counted in ``dtmf_dropped``)
+  and is emptied when the connection or the call ends.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable, Optional
 
 import numpy as np
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,6 +67,7 @@ from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
+from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports.audiosocket_codec import (
     HANGUP,
     KIND_DTMF,
@@ -68,6 +83,9 @@ from xlbridge.transports.audiosocket_codec import (
     format_uuid,
 )
 
+#: DTMF digits kept per connection in :attr:`AudioSocketEndpoint.dtmf`.
+DTMF_HISTORY = 32
+
 
 class AudioSocketProtocol(Protocol):
     """
@@ -76,6 +94,10 @@ class AudioSocketProtocol(Protocol):
 
     def __init__(self, endpoint: Any) -> None:
         #: an :class:`AudioSocketEndpoint`, or a router until the UUID came
+        #: (:mod:`xlbridge.ari.audiosocket`): anything with
+        #: ``connection_made``, ``data_received`` and ``connection_lost``
+        #: taking this protocol; ``Any`` because the router's methods take
+        #: its own subclass of it.
         self.endpoint = endpoint
         self.decoder = FrameDecoder()
 
@@ -101,6 +123,11 @@ class AudioSocketEndpoint(Factory):
         or socket closed) after the UUID was received.
     :param persistent: the connection outlives calls: :meth:`reset` keeps it
         and :meth:`hangup` closes it (ARI legs).
+    :param clock: time source of the log throttles (see the module notes).
+
+    :ivar dtmf: the latest DTMF digits of the current connection (at most
+        :data:`DTMF_HISTORY`), oldest first.
+    :ivar dtmf_dropped: digits pushed out of :attr:`dtmf` by newer ones.
     """
 
     kind = "audiosocket"
@@ -115,6 +142,7 @@ class AudioSocketEndpoint(Factory):
         persistent: bool = False,
         on_uuid: Callable[["AudioSocketEndpoint"], None] = lambda e: None,
         first_reply_rate: int = 8000,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         if first_reply_rate not in KIND_OF_RATE:
             raise ValueError(f"no AudioSocket kind for {first_reply_rate} Hz")
@@ -133,12 +161,18 @@ class AudioSocketEndpoint(Factory):
         self.call_id: Optional[str] = None
         #: sample rate of the latest inbound audio (replies use it)
         self.rate: Optional[int] = None
-        self.dtmf: list[str] = []
+        self.dtmf: deque[str] = deque(maxlen=DTMF_HISTORY)
+        self.dtmf_dropped = 0
         self._in: Optional[StreamResampler] = None
         self._out: Optional[StreamResampler] = None
         self._silence = silence(FRAME_SAMPLES)
         #: ``host:port`` we listen on (set by the listener), for status pages
         self.local: Optional[str] = None
+        self.clock = clock
+        log = self.log
+        self._error_log = LogThrottle(log, clock)
+        self._pipeline_log = LogThrottle(log, clock)
+        self._send_log = LogThrottle(log, clock)
 
     def buildProtocol(self, addr: Optional[IAddress]) -> AudioSocketProtocol:
         return AudioSocketProtocol(self)
@@ -165,7 +199,13 @@ class AudioSocketEndpoint(Factory):
 
     def data_received(self, proto: AudioSocketProtocol, data: bytes) -> None:
         if proto is self.connection:
-            self.tokens_received(proto, proto.decoder.feed(data))
+            try:
+                tokens = proto.decoder.feed(data)
+            except Exception:
+                self.counters.drop(DropReason.ERROR)
+                self._error_log.failure("error decoding AudioSocket data on {ext}", ext=self.extension)
+                return
+            self.tokens_received(proto, tokens)
 
     def tokens_received(self, proto: AudioSocketProtocol, tokens: list[Token]) -> None:
         """
@@ -183,7 +223,7 @@ class AudioSocketEndpoint(Factory):
                 self._frame(proto, token)
             except Exception:
                 self.counters.drop(DropReason.ERROR)
-                self.log.failure("error handling AudioSocket data on {ext}", ext=self.extension)
+                self._error_log.failure("error handling AudioSocket data on {ext}", ext=self.extension)
 
     def _frame(self, proto: AudioSocketProtocol, frame: Frame) -> None:
         rate = frame.rate
@@ -202,7 +242,10 @@ class AudioSocketEndpoint(Factory):
         elif frame.kind == KIND_HANGUP:
             self._peer_gone(proto)
         elif frame.kind == KIND_DTMF:
-            self.dtmf.append(frame.payload[:1].decode("latin-1"))
+            dtmf = self.dtmf
+            if len(dtmf) == dtmf.maxlen:
+                self.dtmf_dropped += 1
+            dtmf.append(frame.payload[:1].decode("latin-1"))
         elif frame.kind == KIND_ERROR:
             self.log.warn(
                 "{ext}: AudioSocket error message {code}", ext=self.extension, code=frame.payload.hex()
@@ -224,14 +267,23 @@ class AudioSocketEndpoint(Factory):
         counters.packets_in += 1
         counters.bytes_in += len(frame.payload)
         if len(samples):
-            self.on_audio(self, samples)
+            try:
+                self.on_audio(self, samples)
+            except Exception:
+                # The pipeline's bug, not bad AudioSocket data.
+                counters.drop(DropReason.PIPELINE_ERROR)
+                self._pipeline_log.failure("{ext}: pipeline error on AudioSocket audio", ext=self.extension)
 
     def connection_lost(self, proto: AudioSocketProtocol) -> None:
         if proto is not self.connection:
             return
         if proto.decoder.pending:
             self.counters.drop(DropReason.AUDIOSOCKET_TRUNCATED)
-        self._peer_gone(proto)
+        try:
+            self._peer_gone(proto)
+        except Exception:
+            self.counters.drop(DropReason.ERROR)
+            self.log.failure("{ext}: error handling the end of an AudioSocket connection", ext=self.extension)
 
     def _peer_gone(self, proto: AudioSocketProtocol) -> None:
         had_call = self.call_id is not None
@@ -251,6 +303,15 @@ class AudioSocketEndpoint(Factory):
         self.call_id = None
         self.rate = self.reply_rate = None
         self._in = self._out = None
+        self._end_of_call()
+
+    def _end_of_call(self) -> None:
+        # The digits belong to this call; failures held back by the
+        # throttles are reported now so their count is not lost.
+        self.dtmf.clear()
+        self._error_log.flush()
+        self._pipeline_log.flush()
+        self._send_log.flush()
 
     # -- outbound (ILegTransport) ----------------------------------------
 
@@ -280,7 +341,7 @@ class AudioSocketEndpoint(Factory):
             conn.transport.write(encode(KIND_OF_RATE[rate], payload))
         except Exception as e:
             counters.drop(DropReason.ERROR)
-            self.log.warn("{ext}: AudioSocket send failed: {err}", ext=self.extension, err=e)
+            self._send_log.warn("{ext}: AudioSocket send failed: {err}", ext=self.extension, err=e)
             return
         counters.packets_out += 1
         counters.bytes_out += len(payload)
@@ -301,6 +362,7 @@ class AudioSocketEndpoint(Factory):
         if self.persistent:
             self.rate = self.reply_rate = None
             self._in = self._out = None
+            self._end_of_call()
             if self.call_id is not None:
                 self._reply_at(self.first_reply_rate)
             return

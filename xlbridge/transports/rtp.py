@@ -13,8 +13,17 @@ Design notes:
 - Inbound packets go through a small reorder buffer, are decoded to internal
   audio exactly once here, and are handed to ``on_audio``.  Nothing above
   this module sees RTP or wire byte order.
-- ``datagramReceived`` never raises: malformed input is a counted drop,
-  anything unexpected is logged and counted.
+- ``datagramReceived`` never raises: malformed input is a counted drop by
+  its parse reason; an exception from ``on_audio`` (the pipeline) is
+  counted as ``pipeline_error`` and the rest of the batch the reorder buffer
+  released is still delivered; anything else unexpected is counted as
+  ``error``.  Failures that can repeat per packet (and failed sends) are
+  logged through a :class:`~xlbridge.logthrottle.LogThrottle`: the first at
+  once, then at most one line per 10 s with the count held back.
+- Outbound, the hot path sends with the port's own ``socket.sendto``
+  (:meth:`RTPEndpoint.startProtocol`); transports without a ``socket`` go
+  through ``transport.write``.  :class:`xlbridge.testing.MemoryDatagramPort`
+  has a ``socket`` too, so unit tests run the production branch.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from xlbridge.audio.codecs import Codec, CodecError, make_decoder, make_encoder
 from xlbridge.audio.frame import FRAME_SAMPLES, Samples, silence
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
+from xlbridge.logthrottle import LogThrottle
 from xlbridge.rtp.packet import RTPPacket, RTPParseError, RTPSender, parse
 from xlbridge.rtp.seq import ReorderBuffer
 
@@ -94,7 +104,11 @@ class RTPEndpoint(DatagramProtocol):
         self._silence = silence(FRAME_SAMPLES)
         self._pt = codec_in.payload_type
         self._counted = (0, 0, 0)
-        self._sendto: Optional[Callable[[bytes, Address], Any]] = None
+        self._sendto: Optional[Callable[[bytes, Address], object]] = None
+        log = self.log
+        self._error_log = LogThrottle(log, clock)
+        self._pipeline_log = LogThrottle(log, clock)
+        self._send_log = LogThrottle(log, clock)
 
     def startProtocol(self) -> None:
         # The hot path sends with the socket's own sendto: the latched
@@ -107,6 +121,7 @@ class RTPEndpoint(DatagramProtocol):
 
     def stopProtocol(self) -> None:
         self._sendto = None
+        self._flush_logs()
 
     # -- inbound -----------------------------------------------------------
 
@@ -115,7 +130,7 @@ class RTPEndpoint(DatagramProtocol):
             self._receive(data, addr)
         except Exception:
             self.counters.drop(DropReason.ERROR)
-            self.log.failure("error handling RTP from {addr} on {ext}", addr=addr, ext=self.extension)
+            self._error_log.failure("error handling RTP from {addr} on {ext}", addr=addr, ext=self.extension)
 
     def _receive(self, data: bytes, addr: Address) -> None:
         counters = self.counters
@@ -153,7 +168,13 @@ class RTPEndpoint(DatagramProtocol):
                 continue
             counters.packets_in += 1
             counters.bytes_in += len(p.payload)
-            self.on_audio(self, samples)
+            try:
+                self.on_audio(self, samples)
+            except Exception:
+                # The pipeline's bug, not bad RTP: count it as such and go on
+                # with the rest of the batch.
+                counters.drop(DropReason.PIPELINE_ERROR)
+                self._pipeline_log.failure("{ext}: pipeline error on RTP audio", ext=self.extension)
 
     def _sync_reorder_counters(self) -> None:
         r = self._reorder
@@ -187,6 +208,14 @@ class RTPEndpoint(DatagramProtocol):
     def ready(self) -> bool:
         return self.remote is not None and self.transport is not None
 
+    @property
+    def line_open(self) -> bool:
+        """
+        Always false: RTP has no connection, so nothing holds a call open
+        (it ends after ``call-timeout`` without audio).
+        """
+        return False
+
     def send_frame(self, samples: Samples | None, speech: bool | None = None) -> None:
         remote = self.remote
         if remote is None or self.transport is None:
@@ -204,7 +233,7 @@ class RTPEndpoint(DatagramProtocol):
                 self.transport.write(packet, remote)
         except Exception as e:
             counters.drop(DropReason.ERROR)
-            self.log.warn("{ext}: send to {addr} failed: {err}", ext=self.extension, addr=remote, err=e)
+            self._send_log.warn("{ext}: send to {addr} failed: {err}", ext=self.extension, addr=remote, err=e)
             return
         counters.packets_out += 1
         counters.bytes_out += len(payload)
@@ -215,12 +244,20 @@ class RTPEndpoint(DatagramProtocol):
         self._sender.skip(ticks)
 
     def reset(self) -> None:
+        self._flush_logs()
         self.remote = None
         self._ssrc = None
         self._reorder.reset()
         self._decoder = make_decoder(self.codec_in)
         self._encoder = make_encoder(self.codec_out)
         self._sender.reset()
+
+    def _flush_logs(self) -> None:
+        # Report failures held back by the throttles (the call ended, or
+        # the port closed) so their count is not lost from the log.
+        self._error_log.flush()
+        self._pipeline_log.flush()
+        self._send_log.flush()
 
     def describe(self) -> dict[str, Any]:
         host = self.transport.getHost() if self.transport is not None else None

@@ -13,9 +13,9 @@ import json
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.local_asr import worker as asr_worker
-from xlbridge.engines.local_asr.worker import EVENTS, OPEN, Framer, Message, Worker, dump, spec_to_json
 from xlbridge.engines.base import EngineRequestError
+from xlbridge.engines.local_asr.wire import AUDIO, EVENTS, OPEN, Framer, Message, audio_payload, dump, spec_to_json
+from xlbridge.engines.local_asr.worker import Worker
 from xlbridge.engines.pocketsphinx.asr import DecoderPool
 from xlbridge.engines.whisper.decode import (
     MAX_FRAMES,
@@ -247,7 +247,7 @@ class BadFolderTests(SynchronousTestCase):
         error = json.loads(replies[0].payload)["error"]
         self.assertFalse(error["retryable"])
         self.assertIn(spec.path, error["message"])
-        audio_msg = Message(asr_worker.AUDIO, 7, asr_worker.audio_payload([bytes(640)]))
+        audio_msg = Message(AUDIO, 7, audio_payload([bytes(640)]))
         audio = Framer().feed(b"".join(worker.handle(audio_msg)))
         self.assertEqual(json.loads(audio[0].payload)["error"], error)
 

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.local_asr.worker import Session, StreamParams
 from xlbridge.engines.base import SpeechStarted, Transcript
+from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
+from xlbridge.engines.local_asr.wire import StreamParams
+from xlbridge.engines.local_asr.worker import Session
 from xlbridge.engines.pocketsphinx.asr import DecoderPool
 from xlbridge.engines.whisper.decode import WhisperDecoder, shared_decoder
 from xlbridge.engines.whisper.settings import WhisperModel
-from xlbridge.engines.whisper.stream import FRAME_BYTES, WhisperStream
+from xlbridge.engines.whisper.stream import WhisperStream
 from xlbridge.tools.demo import load_g722
 
 from tests.engines.whisper.folders import NO_MODEL_REASON, real_model

@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.local_asr.worker import spec_from_json, spec_to_json
-from xlbridge.engines.local_asr.settings import LocalASRSettings
 from xlbridge.engines.local_asr.factory import LocalASRFactory
+from xlbridge.engines.local_asr.settings import LocalASRSettings
+from xlbridge.engines.local_asr.wire import spec_from_json, spec_to_json
 from xlbridge.engines.pocketsphinx.asr import SphinxModel
 from xlbridge.engines.vosk.asr import VoskModel
 from xlbridge.engines.whisper.settings import AUTO, LANGUAGES, WhisperModel, WhisperSettings

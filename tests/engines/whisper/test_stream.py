@@ -17,9 +17,10 @@ import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
+from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
-from xlbridge.engines.whisper.stream import FRAME_BYTES, PREROLL_FRAMES, Segmenter, WhisperStream
+from xlbridge.engines.whisper.stream import PREROLL_FRAMES, Segmenter, WhisperStream
 
 #: Sample value of voiced frames (plus the frame's number).
 VOICE = 10000

@@ -17,13 +17,15 @@ from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
 from xlbridge.engines.base import EngineDown, EngineUnavailable, EngineUp, Transcript
-from xlbridge.engines.local_asr.factory import LocalASR, LocalASRFactory, LocalASRSettings, local_asr_factory
+from xlbridge.engines.local_asr.factory import LocalASRFactory, local_asr_factory
+from xlbridge.engines.local_asr.leg import LocalASR
+from xlbridge.engines.local_asr.settings import LocalASRSettings
 from xlbridge.engines.threads import ThreadPoolService
 from xlbridge.tools.demo import EN_DIR, ES_DIR, load_g722
 
 from tests.engines.whisper.folders import NO_MODEL_REASON, real_model
-from tests.test_asr_worker import _until
-from tests.test_local_asr import feed_paced, with_silence
+from tests.engines.local_asr.pacing import feed_paced, until
+from tests.engines.local_asr.speech import with_silence
 
 MODEL = real_model()
 
@@ -94,7 +96,7 @@ class WhisperWorkerTests(TestCase):
         line = LoopingCall(lambda: es.feed(np.zeros(320, np.int16)))
         line.clock = reactor
         line.start(0.02)
-        yield _until(lambda: any(isinstance(e, EngineUp) for e in events), timeout=30)
+        yield until(lambda: any(isinstance(e, EngineUp) for e in events), timeout=30)
         line.stop()
         status = [e for e in events if isinstance(e, (EngineDown, EngineUp))]
         self.assertEqual([type(e) for e in status], [EngineDown, EngineUp])

@@ -1,7 +1,7 @@
 """
 One translation direction of :class:`~xlbridge.engines.apertium.mt.ApertiumMT`:
-its queue, its pipeline process and the restarts (``_Direction``), and the
-engine's :class:`ApertiumCounters`.
+its queue, its pipeline process and the restarts (:class:`Direction`), and
+the engine's :class:`ApertiumCounters`.
 """
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ from __future__ import annotations
 import collections
 import os
 import shutil
-from typing import Any, Optional
+from typing import Optional
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xlbridge.engines.apertium.pipe import ApertiumPipe
-from xlbridge.engines.apertium.settings import ApertiumSettings, _install_problem
+from xlbridge.engines.apertium.settings import ApertiumSettings, install_problem
 from xlbridge.engines.apertium.text import ENGINE, decode_reply, encode_sentence
-from xlbridge.engines.base import EngineUnavailable
+from xlbridge.engines.base import EngineUnavailable, IProcessReactor
 
 
 @attrs.define
@@ -53,14 +54,15 @@ class _Request:
     attempts: int = 0
 
 
-class _Direction:
+class Direction:
     """
     The queue, the process and its restarts for one mode.
     """
 
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: ApertiumSettings, mode: str, counters: ApertiumCounters) -> None:
+    def __init__(self, reactor: IProcessReactor, settings: ApertiumSettings, mode: str,
+                 counters: ApertiumCounters) -> None:
         self.reactor = reactor
         self.settings = settings
         self.mode = mode
@@ -73,8 +75,8 @@ class _Direction:
         self._inflight: Optional[_Request] = None
         self._script: Optional[str] = None
         self._starting: Optional[Deferred[None]] = None
-        self._timer: Any = None
-        self._restart_call: Any = None
+        self._timer: Optional[IDelayedCall] = None
+        self._restart_call: Optional[IDelayedCall] = None
         self._not_before = 0.0
         self._failures = 0
         self._restarting = False
@@ -123,7 +125,7 @@ class _Direction:
         if wait > 0:
             self._restart_call = self.reactor.callLater(wait, self._restart_due)
             return
-        problem = _install_problem(self.settings, [self.mode])
+        problem = install_problem(self.settings, [self.mode])
         if problem is not None:
             self._fail_waiting(problem)
             return

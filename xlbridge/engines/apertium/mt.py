@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_apertium -*-
+# -*- test-case-name: tests.engines.apertium.test_mt -*-
 """
 Offline machine translation with Apertium (rule-based, Debian packages
 ``apertium`` and ``apertium-eng-spa``).
@@ -22,8 +22,9 @@ Design notes:
   tagger's extra option.  Each sentence is written as
   ``escape(text) + "\\n\\0"`` (``lt-proc -z -b`` flushes only when a blank
   precedes the NUL) and the reply is everything up to the next NUL
-  (:class:`NullFramer`).  There is no reformatter stage, so the reply still
-  carries the input's escapes and is un-escaped here.
+  (:class:`~xlbridge.engines.apertium.text.NullFramer`).  There is no
+  reformatter stage, so the reply still carries the input's escapes and is
+  un-escaped here.
 
 - ``lrx-proc`` 3.x never answers when an escaped ``\\^`` sits in the
   blank that ends a sentence (``"a ^"`` hangs, ``"a ^ b"`` does not).  So a
@@ -57,35 +58,17 @@ Design notes:
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.engines.apertium.direction import ApertiumCounters, _Direction
+from xlbridge.engines.apertium.direction import ApertiumCounters, Direction
 from xlbridge.engines.apertium.pipe import ApertiumPipe
-from xlbridge.engines.apertium.settings import (  # noqa: F401  (re-exported)
-    _PROGRAMS,
-    DEFAULT_PAIRS,
-    INSTALL_HINT,
-    ApertiumSettings,
-    apertium_available,
-)
-from xlbridge.engines.apertium.text import (  # noqa: F401  (re-exported)
-    _UNESCAPE_RE,
-    CARET_STAND_IN,
-    ENGINE,
-    SPECIAL,
-    FrameTooLong,
-    NullFramer,
-    decode_reply,
-    encode_sentence,
-    escape,
-    normalise,
-    unescape,
-)
-from xlbridge.engines.base import EngineRequestError, EngineUnavailable
+from xlbridge.engines.apertium.settings import ApertiumSettings
+from xlbridge.engines.apertium.text import ENGINE, normalise
+from xlbridge.engines.base import EngineRequestError, EngineUnavailable, IProcessReactor
 
 
 def _base(code: str) -> str:
@@ -108,11 +91,11 @@ class ApertiumMT:
     name = ENGINE
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: ApertiumSettings = ApertiumSettings()) -> None:
+    def __init__(self, reactor: IProcessReactor, settings: ApertiumSettings = ApertiumSettings()) -> None:
         self.reactor = reactor
         self.settings = settings
         self.counters = ApertiumCounters()
-        self._directions: dict[str, _Direction] = {}
+        self._directions: dict[str, Direction] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -128,7 +111,7 @@ class ApertiumMT:
     def supported(self, source: str, target: str) -> bool:
         """
         Whether a pair is configured (not whether it is installed; see
-        :func:`apertium_available`).
+        :func:`~xlbridge.engines.apertium.settings.apertium_available`).
         """
         return self.mode_for(source, target) is not None
 
@@ -159,7 +142,7 @@ class ApertiumMT:
             return fail(EngineUnavailable(ENGINE, "the engine is closed"))
         direction = self._directions.get(mode)
         if direction is None:
-            direction = self._directions[mode] = _Direction(self.reactor, self.settings, mode, self.counters)
+            direction = self._directions[mode] = Direction(self.reactor, self.settings, mode, self.counters)
         return direction.submit(line)
 
     def warm_up(self) -> "Deferred[None]":
@@ -196,18 +179,3 @@ class ApertiumMT:
         ds = [d.close() for d in self._directions.values()]
         return DeferredList(ds).addCallback(lambda _: None)
 
-
-__all__ = [
-    "ApertiumCounters",
-    "ApertiumMT",
-    "ApertiumPipe",
-    "ApertiumSettings",
-    "DEFAULT_PAIRS",
-    "NullFramer",
-    "apertium_available",
-    "decode_reply",
-    "encode_sentence",
-    "escape",
-    "normalise",
-    "unescape",
-]

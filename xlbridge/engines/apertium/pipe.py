@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -75,7 +76,8 @@ class ApertiumPipe(ProcessProtocol):
 
     def send(self, data: bytes) -> None:
         """
-        Write one encoded sentence (:func:`encode_sentence`).
+        Write one encoded sentence
+        (:func:`~xlbridge.engines.apertium.text.encode_sentence`).
         """
         assert self.transport is not None
         self.transport.write(data)
@@ -99,7 +101,7 @@ class ApertiumPipe(ProcessProtocol):
         except Exception:
             pass
 
-    def close(self, reactor: Any, grace_s: float = 1.0) -> "Deferred[None]":
+    def close(self, reactor: IReactorTime, grace_s: float = 1.0) -> "Deferred[None]":
         """
         End the process: close its stdin (each stage exits at end of input)
         and kill it if it has not exited within ``grace_s``.  Fires when it

@@ -23,7 +23,7 @@ INSTALL_HINT = "install the Debian packages apertium apertium-eng-spa (apt-get i
 DEFAULT_PAIRS: Mapping[str, str] = types.MappingProxyType({"en-es": "eng-spa", "es-en": "spa-eng"})
 
 #: Programs the pipeline needs besides the mode's own (``apertium`` package).
-_PROGRAMS = ("apertium-wblank-mode", "lt-proc")
+PROGRAMS = ("apertium-wblank-mode", "lt-proc")
 
 _PAIR_RE = re.compile(r"^[a-z]{2,3}-[a-z]{2,3}$")
 _MODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -127,11 +127,11 @@ class ApertiumSettings:
         return os.path.join(self.modes_dir, f"{mode}.mode")
 
 
-def _install_problem(settings: ApertiumSettings, modes: Sequence[str]) -> Optional[str]:
+def install_problem(settings: ApertiumSettings, modes: Sequence[str]) -> Optional[str]:
     """
     Why these modes cannot run here, or ``None``.  Cheap file checks only.
     """
-    missing = [p for p in _PROGRAMS if shutil.which(p) is None]
+    missing = [p for p in PROGRAMS if shutil.which(p) is None]
     if missing:
         return f"Apertium is not installed ({', '.join(missing)} not found): {INSTALL_HINT}"
     for mode in modes:
@@ -147,4 +147,4 @@ def apertium_available(settings: ApertiumSettings) -> bool:
     ``PATH`` and each pair's mode file exists.  For the start-up decision
     between local and no MT; only looks at files.
     """
-    return _install_problem(settings, sorted(set(settings.pairs.values()))) is None
+    return install_problem(settings, sorted(set(settings.pairs.values()))) is None

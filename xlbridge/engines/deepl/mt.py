@@ -31,7 +31,7 @@ Design notes:
   (:func:`~xlbridge.engines.base.redact`).
 
 Settings, language-code mapping and the ``context`` builder live in
-:mod:`xlbridge.engines.deepl.settings` and are re-exported here.
+:mod:`xlbridge.engines.deepl.settings`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from __future__ import annotations
 import enum
 import random as _random
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import attrs
 import deepl
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,34 +57,8 @@ from xlbridge.engines.base import (
     EngineUnavailable,
     redact,
 )
-from xlbridge.engines.deepl.settings import (
-    ENGLISH_VARIANTS,
-    FORMALITIES,
-    MODEL_TYPES,
-    PORTUGUESE_VARIANTS,
-    DeepLSettings,
-    build_context,
-    deepl_source_lang,
-    deepl_target_lang,
-)
+from xlbridge.engines.deepl.settings import DeepLSettings, build_context, deepl_source_lang, deepl_target_lang
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
-
-__all__ = [
-    "BACKOFF_JITTER",
-    "BACKOFF_MULTIPLIER",
-    "ENGINE",
-    "ENGLISH_VARIANTS",
-    "FORMALITIES",
-    "MODEL_TYPES",
-    "PORTUGUESE_VARIANTS",
-    "DeepLCounters",
-    "DeepLFailure",
-    "DeepLMT",
-    "DeepLSettings",
-    "build_context",
-    "deepl_source_lang",
-    "deepl_target_lang",
-]
 
 ENGINE = "deepl"
 
@@ -315,7 +289,7 @@ class _Translation:
         self.result: Deferred[str] = Deferred(self._cancel)
         self.started = 0.0
         self.deadline_at = 0.0
-        self.deadline_call: Any = None
+        self.deadline_call: Optional[IDelayedCall] = None
         self.waiting: Optional[Deferred[None]] = None
 
     def start(self) -> "Deferred[str]":

@@ -4,8 +4,8 @@ DeepL settings and the bridge's language codes in DeepL's terms:
 and :func:`build_context`.
 
 Nothing here touches the reactor, the thread pool or the network; it is
-kept apart from :mod:`xlbridge.engines.deepl.mt` (which re-exports all of it)
-so that module holds only the adapter: requests, retries and deadlines.
+kept apart from :mod:`xlbridge.engines.deepl.mt` so that module holds only
+the adapter: requests, retries and deadlines.
 
 Languages: the bridge speaks short codes (``en``, ``es-419``, ``pt``);
 DeepL wants upper-case base codes as source (regional variants are
@@ -117,7 +117,8 @@ class DeepLSettings:
     :ivar formality: one of :data:`FORMALITIES`; ``prefer_*`` fall back
         quietly for targets without formality, ``more``/``less`` are refused.
     :ivar model_type: one of :data:`MODEL_TYPES`.
-    :ivar deadline_s: seconds from :meth:`DeepLMT.translate` until it gives
+    :ivar deadline_s: seconds from
+        :meth:`~xlbridge.engines.deepl.mt.DeepLMT.translate` until it gives
         up, retries included.  A late translation is worse than none.
     :ivar context_sentences: how many earlier sentences of the speaker go
         along as ``context`` (0 = none).

@@ -8,8 +8,8 @@ Why espeak-ng: it needs no network, no key and no apt package.  The PyPI
 wheel ``espeakng-loader`` bundles ``libespeak-ng.so`` (linked to libc,
 libm and libstdc++ only) and a full ``espeak-ng-data`` with the English and
 Spanish dictionaries; it has no synthesis API of its own, so
-:class:`ESpeakLibrary` is a small ctypes binding with every ``argtypes`` and
-``restype`` declared.
+:class:`~xlbridge.engines.espeak.lib.ESpeakLibrary` is a small ctypes
+binding with every ``argtypes`` and ``restype`` declared.
 
 Threading: libespeak-ng keeps global state (one voice, one synth callback,
 one set of parameters) and is not thread-safe, and ``espeak_Synth`` blocks
@@ -17,19 +17,20 @@ until the text is spoken.  So :class:`ESpeakTTS` runs all synthesis on one
 dedicated worker thread (a one-thread
 :class:`~xlbridge.engines.threads.ThreadPoolService` it owns), never on the
 reactor thread, and every call into the library additionally holds the
-process-wide :data:`ESpeakLibrary.lock`, so that two engines in the same
-process cannot interleave either.  Voice, rate and pitch are applied again
-before every sentence (0.1 ms): loading a voice resets the pitch, and
-another engine may have changed them.
+process-wide :data:`~xlbridge.engines.espeak.lib.ESpeakLibrary.lock`, so
+that two engines in the same process cannot interleave either.  Voice,
+rate and pitch are applied again before every sentence (0.1 ms): loading a
+voice resets the pitch, and another engine may have changed them.
 
 The library is loaded and initialised once per process, lazily, on the
-worker thread, by :func:`shared_library`; a failure is remembered and every
-request then errbacks at once with the same clear
-:class:`~xlbridge.engines.base.EngineUnavailable`.
+worker thread, by :func:`~xlbridge.engines.espeak.lib.shared_library`; a
+failure is remembered and every request then errbacks at once with the
+same clear :class:`~xlbridge.engines.base.EngineUnavailable`.
 
-Latency: the text is cut into sentences (:func:`split_sentences`) and each
-one is synthesised, resampled and handed to ``on_audio`` on the reactor
-thread before the next one starts, so the first audio comes after one short
+Latency: the text is cut into sentences
+(:func:`~xlbridge.engines.espeak.text.split_sentences`) and each one is
+synthesised, resampled and handed to ``on_audio`` on the reactor thread
+before the next one starts, so the first audio comes after one short
 sentence (espeak needs 1-5 ms per sentence), not after the whole text.
 Requests take turns sentence by sentence (each request has at most one job
 in the worker's queue), so a long text does not hold up another call's first
@@ -53,7 +54,7 @@ with ``default_voice`` (warned once per language), or refused with
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
@@ -62,29 +63,11 @@ from twisted.python.failure import Failure
 
 from xlbridge.audio.frame import SAMPLE_RATE, Samples
 from xlbridge.audio.resample import resample
-from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
-from xlbridge.engines.espeak.lib import ENGINE, ESpeakLibrary, espeak_available, shared_library
-from xlbridge.engines.espeak.settings import (  # noqa: F401  (re-exported)
-    DEFAULT_VOICE,
-    DEFAULT_VOICES,
-    PITCH_RANGE,
-    RATE_RANGE,
-    ESpeakSettings,
-)
-from xlbridge.engines.espeak.text import LONG_SENTENCE, MIN_CLAUSE, split_sentences  # noqa: F401  (re-exported)
+from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable, IPoolReactor
+from xlbridge.engines.espeak.lib import ENGINE, shared_library
+from xlbridge.engines.espeak.settings import ESpeakSettings
+from xlbridge.engines.espeak.text import split_sentences
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
-
-__all__ = [
-    "DEFAULT_VOICE",
-    "DEFAULT_VOICES",
-    "ESpeakCounters",
-    "ESpeakLibrary",
-    "ESpeakSettings",
-    "ESpeakTTS",
-    "espeak_available",
-    "shared_library",
-    "split_sentences",
-]
 
 
 # -- the engine ----------------------------------------------------------------
@@ -153,9 +136,10 @@ class ESpeakTTS:
     """
     The :class:`~xlbridge.engines.base.TTS` protocol over espeak-ng.
 
-    :param reactor: provides ``IReactorTime`` and ``IReactorThreads``;
-        results are delivered on its thread.
-    :param settings: see :class:`ESpeakSettings`.
+    :param reactor: provides ``IReactorTime`` and ``IReactorFromThreads``
+        (:class:`~xlbridge.engines.base.IPoolReactor`); results are
+        delivered on its thread.
+    :param settings: see :class:`~xlbridge.engines.espeak.settings.ESpeakSettings`.
 
     :ivar counters: :class:`ESpeakCounters`.
     """
@@ -163,7 +147,7 @@ class ESpeakTTS:
     name = "espeak"
     log = Logger()
 
-    def __init__(self, reactor: Any, settings: ESpeakSettings = ESpeakSettings()) -> None:
+    def __init__(self, reactor: IPoolReactor, settings: ESpeakSettings = ESpeakSettings()) -> None:
         self.reactor = reactor
         self.settings = settings
         self.counters = ESpeakCounters()

@@ -1,8 +1,8 @@
 """
 The batches a :class:`~xlbridge.engines.local_asr.factory.LocalASR` leg decodes
-(``_Batch``, :func:`coalesce`) and where it decodes them: the ``_Backend``
-protocol and :class:`ThreadBackend` (the process backend is
-:class:`~xlbridge.engines.local_asr.pool.WorkerStream`).
+(:class:`Batch`, :func:`coalesce`) and where it decodes them: the
+:class:`Backend` protocol and :class:`ThreadBackend` (the process backend is
+:class:`~xlbridge.engines.local_asr.worker_link.WorkerStream`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from xlbridge.engines.threads import ThreadPoolService
 
 
 @attrs.define
-class _Batch:
+class Batch:
     """One batch of a leg's work and, once done, its results (the backend fills them)."""
 
     frames: list[bytes]
@@ -44,10 +44,13 @@ def coalesce(events: list[ASREvent]) -> list[ASREvent]:
     return out
 
 
-class _Backend(Protocol):
-    """Where a leg's batches are decoded: :class:`ThreadBackend` or an :class:`~xlbridge.engines.local_asr.pool.WorkerStream`."""
+class Backend(Protocol):
+    """
+    Where a leg's batches are decoded: :class:`ThreadBackend` or an
+    :class:`~xlbridge.engines.local_asr.worker_link.WorkerStream`.
+    """
 
-    def run(self, batch: _Batch) -> "Deferred[_Batch]":
+    def run(self, batch: Batch) -> "Deferred[Batch]":
         """Decode ``batch``; fires with it (events, seconds filled in) or errbacks."""
 
     def abandon(self) -> None:
@@ -65,10 +68,10 @@ class ThreadBackend:
         self.pool = pool
         self.session = session  # touched only by the one task in flight
 
-    def run(self, batch: _Batch) -> "Deferred[_Batch]":
+    def run(self, batch: Batch) -> "Deferred[Batch]":
         return self.pool.run(self._work, batch)
 
-    def _work(self, batch: _Batch) -> _Batch:
+    def _work(self, batch: Batch) -> Batch:
         """Pool thread: a batch of a leg, never two at once."""
         t0 = time.perf_counter()
         self.session.skip(batch.skip)

@@ -1,6 +1,8 @@
 """
 Offline streaming ASR: pocketsphinx (English built in) or a user-supplied
-pocketsphinx/Vosk model per language, one :class:`LocalASR` per caller.
+pocketsphinx/Vosk model per language, one
+:class:`~xlbridge.engines.local_asr.leg.LocalASR` per caller, from a
+:class:`LocalASRFactory`.
 
 Design notes
 ------------
@@ -22,7 +24,7 @@ Design notes
   they arrive.  Interims overtaken by a later result in the same batch are
   not delivered.
 * **Frames.**  Callers push any number of 16 kHz int16 samples;
-  :class:`Reframer` cuts them into the 640-byte (20 ms, native byte order)
+  :class:`~xlbridge.engines.pocketsphinx.asr.Reframer` cuts them into the 640-byte (20 ms, native byte order)
   frames the pocketsphinx ``Endpointer`` insists on.
 * **Models once per process.**  A pocketsphinx ``Decoder`` holds one
   stream's state, so a :class:`~xlbridge.engines.pocketsphinx.asr.DecoderPool` keeps
@@ -36,13 +38,13 @@ Design notes
 * **Failures.**  A model that cannot load → ``EngineDown(EngineRequestError)``
   and the leg stops (the pipeline falls back).  A decoder that raises while
   decoding is thrown away → ``EngineDown(EngineUnavailable)``; the next
-  audio gets a fresh decoder and ``EngineUp`` (up to :data:`MAX_RESTARTS`).
+  audio gets a fresh decoder and ``EngineUp`` (up to :data:`~xlbridge.engines.local_asr.settings.MAX_RESTARTS`).
   A worker process that dies → ``EngineDown(EngineUnavailable)`` once per
   leg on it; audio until the leg is re-opened on the respawned worker is
   lost (``lost_frames``), then ``EngineUp``.  Each death counts as a crash.
   No exception reaches the reactor; ``finish()`` never errbacks.
 
-Lifecycle (``state``)::
+Lifecycle (:class:`~xlbridge.engines.local_asr.leg.State`)::
 
     idle --start()--> running --finish(), last task--> closed
                         |  load error / too many crashes
@@ -52,42 +54,22 @@ Lifecycle (``state``)::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence
 
 import attrs
-
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
+from xlbridge.engines.base import ASR, ASREvent, IProcessReactor
+from xlbridge.engines.local_asr.leg import LocalASR
 from xlbridge.engines.local_asr.pool import ASRWorkerPool
-from xlbridge.engines.base import ASR, ASREvent
-from xlbridge.engines.local_asr.backends import ThreadBackend, _Backend, _Batch, coalesce  # noqa: F401  (re-exported)
-from xlbridge.engines.local_asr.leg import LocalASR, State  # noqa: F401  (re-exported)
-from xlbridge.engines.pocketsphinx.asr import DECODERS, DecoderPool, Reframer, SphinxModel, SphinxStream
+from xlbridge.engines.local_asr.settings import LocalASRSettings, check_model
+from xlbridge.engines.local_asr.wire import ModelSpec
+from xlbridge.engines.pocketsphinx.asr import DECODERS, DecoderPool, SphinxModel
 from xlbridge.engines.threads import ThreadPoolService
 from xlbridge.engines.vosk.asr import VoskModel, shared_model
 from xlbridge.engines.whisper.decode import shared_decoder
 from xlbridge.engines.whisper.settings import WhisperModel
-
-__all__ = [
-    "DECODERS", "DecoderPool", "LocalASR", "LocalASRFactory", "LocalASRSettings", "Reframer", "SphinxModel", "SphinxStream",
-    "VoskModel", "languages_with_models", "local_asr_factory", "missing_model_warning", "model_problems",
-]
-
-#: A model for one language.
-ModelSpec = Union[SphinxModel, VoskModel, WhisperModel]
-
-#: Crashed decoders replaced per leg before giving up on it.
-from xlbridge.engines.local_asr.settings import (  # noqa: F401  (re-exported)
-    BACKENDS,
-    MAX_RESTARTS,
-    POOL_RETRY_S,
-    LocalASRSettings,
-    check_model,
-    languages_with_models,
-    missing_model_warning,
-    model_problems,
-)
 
 
 class LocalASRFactory:
@@ -102,7 +84,7 @@ class LocalASRFactory:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings,
+    def __init__(self, reactor: IProcessReactor, pool: ThreadPoolService, settings: LocalASRSettings,
                  decoders: Optional[DecoderPool] = None, languages: Sequence[str] = ()) -> None:
         self.reactor = reactor
         self.languages = tuple(languages)
@@ -146,7 +128,7 @@ class LocalASRFactory:
                           langs=", ".join(f"{lang}={self.engine_for(lang)}" for lang in self.languages) or "-")
         in_workers = [s for s in specs if isinstance(s, (SphinxModel, WhisperModel))] if self.workers is not None else []
         here = [s for s in specs if s not in in_workers]
-        ds: list[Deferred[Any]] = []
+        ds: list[Deferred[list[str]]] = []
         if in_workers:
             assert self.workers is not None
             ds.append(self.workers.warm_up(in_workers, count))
@@ -170,7 +152,7 @@ class LocalASRFactory:
         if here:
             ds.append(self.pool.run(load))
 
-        def check(results: list[Any]) -> None:
+        def check(results: list[list[str]]) -> None:
             errors = [e for r in results if isinstance(r, list) for e in r]
             if whisper is not None:
                 bad = [e for e in errors if e.startswith(whisper.describe())]
@@ -214,7 +196,7 @@ class LocalASRFactory:
         return self.workers.close() if self.workers is not None else succeed(None)
 
 
-def local_asr_factory(reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings,
+def local_asr_factory(reactor: IProcessReactor, pool: ThreadPoolService, settings: LocalASRSettings,
                       decoders: Optional[DecoderPool] = None, languages: Sequence[str] = ()) -> LocalASRFactory:
     """
     A :class:`LocalASRFactory` (an :data:`~xlbridge.engines.base.ASRFactory`

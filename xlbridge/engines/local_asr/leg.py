@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xlbridge.audio.frame import Samples
-from xlbridge.engines.local_asr.pool import ASRWorkerPool, WorkerLost
-from xlbridge.engines.local_asr.worker import Session
 from xlbridge.engines.base import (
     ASREvent,
     EngineDown,
@@ -27,10 +25,13 @@ from xlbridge.engines.base import (
     EngineUp,
     deliver,
 )
-from xlbridge.engines.local_asr.backends import ThreadBackend, _Backend, _Batch, coalesce
-from xlbridge.engines.local_asr.settings import MAX_RESTARTS, POOL_RETRY_S, LocalASRSettings
 from xlbridge.engines.local_asr import ENGINE
+from xlbridge.engines.local_asr.backends import Backend, Batch, ThreadBackend, coalesce
+from xlbridge.engines.local_asr.pool import ASRWorkerPool
+from xlbridge.engines.local_asr.settings import MAX_RESTARTS, POOL_RETRY_S, LocalASRSettings
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S
+from xlbridge.engines.local_asr.worker import Session
+from xlbridge.engines.local_asr.worker_link import WorkerLost
 from xlbridge.engines.pocketsphinx.asr import DECODERS, DecoderPool, Reframer, SphinxModel
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
 from xlbridge.engines.whisper.settings import WhisperModel
@@ -68,7 +69,7 @@ class LocalASR:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, pool: ThreadPoolService, settings: LocalASRSettings, language: str,
+    def __init__(self, reactor: IReactorTime, pool: ThreadPoolService, settings: LocalASRSettings, language: str,
                  on_event: Callable[[ASREvent], None], call_id: str = "", extension: str = "",
                  decoders: Optional[DecoderPool] = None, workers: Optional[ASRWorkerPool] = None) -> None:
         self.reactor = reactor
@@ -95,7 +96,7 @@ class LocalASR:
         self._finishing = False
         self._down = False
         self._outage = False  # the worker died; until the leg is re-opened its audio is lost
-        self._backend: Optional[_Backend] = None
+        self._backend: Optional[Backend] = None
         self._waiters: list[Deferred[None]] = []
         self._timer: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
@@ -178,7 +179,7 @@ class LocalASR:
             return
         if not (self._queue or self._finishing or not self._opened):
             return
-        batch = _Batch(list(self._queue), self._skip, self._finishing, self._tail if self._finishing else b"")
+        batch = Batch(list(self._queue), self._skip, self._finishing, self._tail if self._finishing else b"")
         self._queue.clear()
         self._skip = 0
         self._busy = True
@@ -222,7 +223,7 @@ class LocalASR:
 
     # -- results (reactor thread) ---------------------------------------------
 
-    def _done(self, batch: _Batch) -> None:
+    def _done(self, batch: Batch) -> None:
         self._busy = False
         self.frames_decoded += len(batch.frames)
         self.decode_s += batch.seconds
@@ -240,7 +241,7 @@ class LocalASR:
         else:
             self._kick()
 
-    def _failed(self, f: Failure, batch: _Batch) -> None:
+    def _failed(self, f: Failure, batch: Batch) -> None:
         self._busy = False
         if f.check(PoolFull):
             # Nothing ran: put the audio back (still bounded) and try again.

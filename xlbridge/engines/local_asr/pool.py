@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_asr_worker -*-
+# -*- test-case-name: tests.engines.local_asr.test_pool -*-
 """
 The parent side of the ASR worker processes (:mod:`xlbridge.engines.local_asr.worker`):
-the ``process`` backend of :class:`~xlbridge.engines.local_asr.factory.LocalASR`.
+the ``process`` backend of :class:`~xlbridge.engines.local_asr.leg.LocalASR`.
 
 Design notes
 ------------
@@ -15,9 +15,13 @@ Design notes
   xlbridge.engines.local_asr.worker`` with only ``PATH`` and ``PYTHONPATH``
   passed on; each keeps its own idle decoders.  A new stream goes to the
   least-loaded worker.  A leg sends one batch at a time
-  (:meth:`WorkerStream.run`); replies match requests per stream, in order.
+  (:meth:`~xlbridge.engines.local_asr.worker_link.WorkerStream.run`);
+  replies match requests per stream, in order.  A :class:`WorkerSlot`
+  provides what :mod:`~xlbridge.engines.local_asr.worker_link` asks of it
+  (:class:`~xlbridge.engines.local_asr.worker_link.LinkSlot`).
 * **Crashes.**  When a worker dies, each stream on it tells its leg once
-  (``on_lost``); the batch in flight errbacks :class:`WorkerLost`.  The
+  (``on_lost``); the batch in flight errbacks
+  :class:`~xlbridge.engines.local_asr.worker_link.WorkerLost`.  The
   worker is respawned after ``BACKOFF_S``, doubling per quick death up to
   ``MAX_BACKOFF_S``; every stream is re-opened on it with its clock
   intact (``skip``), and ``on_back`` follows the answer.
@@ -38,10 +42,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import xlbridge
-from xlbridge.engines.local_asr.worker_link import WorkerLost, WorkerProtocol, WorkerStream, _error  # noqa: F401  (re-exported)
-from xlbridge.engines.local_asr.wire import LOAD, LOADED, Message, ModelSpec, StreamParams, dump, encode, spec_to_json
-from xlbridge.engines.base import EngineError
+from xlbridge.engines.base import EngineError, IProcessReactor
 from xlbridge.engines.local_asr import ENGINE
+from xlbridge.engines.local_asr.wire import LOAD, LOADED, Message, ModelSpec, StreamParams, dump, encode, spec_to_json
+from xlbridge.engines.local_asr.worker_link import WorkerLost, WorkerProtocol, WorkerStream
 
 #: First respawn delay, seconds; doubles per worker that died within STABLE_S.
 BACKOFF_S = 0.1
@@ -83,7 +87,9 @@ def worker_env() -> dict[str, str]:
 class WorkerSlot:
     """
     A place for one worker process: its streams outlive the process, which
-    is respawned (with backoff) when it dies.
+    is respawned (with backoff) when it dies.  It is the
+    :class:`~xlbridge.engines.local_asr.worker_link.LinkSlot` of its
+    worker's protocol and streams.
     """
 
     def __init__(self, pool: "ASRWorkerPool", index: int) -> None:
@@ -189,7 +195,7 @@ class ASRWorkerPool:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, workers: Optional[int] = None, idle_decoders: int = 4,
+    def __init__(self, reactor: IProcessReactor, workers: Optional[int] = None, idle_decoders: int = 4,
                  executable: Optional[str] = None, close_timeout_s: float = 5.0) -> None:
         self.reactor = reactor
         self.idle_decoders = idle_decoders

@@ -14,32 +14,25 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import attrs
 
 from xlbridge.audio.frame import SAMPLE_RATE
+from xlbridge.config_values import checked_number
 from xlbridge.engines.local_asr.pool import default_workers
-from xlbridge.engines.local_asr.wire import StreamParams
-from xlbridge.engines.pocketsphinx.asr import (
-    FRAME_S,
-    SphinxModel,
-    check_sphinx_model,
-)
+from xlbridge.engines.local_asr.stream_clock import FRAME_S
+from xlbridge.engines.local_asr.wire import ModelSpec, StreamParams
+from xlbridge.engines.pocketsphinx.asr import SphinxModel, check_sphinx_model
 from xlbridge.engines.vosk.asr import VoskModel, check_vosk_model
 from xlbridge.engines.whisper.model import check_folder
 from xlbridge.engines.whisper.settings import AUTO, LANGUAGES as WHISPER_LANGUAGES, WhisperModel, WhisperSettings
-from xlbridge.config_values import checked_number
 from xlbridge.errors import ConfigError
-
-
-#: A model for one language.
-ModelSpec = Union[SphinxModel, VoskModel, WhisperModel]
 
 #: ``[local_asr] engine`` values; unset means Whisper when a model resolves.
 ENGINES = ("whisper", "pocketsphinx")
 
-
+#: Crashed decoders replaced per leg before giving up on it.
 MAX_RESTARTS = 3
 
 #: Seconds between retries when the thread pool refused a task.
@@ -74,9 +67,10 @@ class LocalASRSettings:
     :ivar idle_decoders: idle pocketsphinx decoders kept per model (~90 MB
         each for the bundled model), per worker process.
     :ivar preload_decoders: decoders loaded per model (in each worker) by
-        :meth:`LocalASRFactory.warm_up` (at most ``idle_decoders``).  Loading
-        takes ~340 ms (holding the GIL: with the thread backend it stalls
-        every call's audio), so it is best done before calls arrive.
+        :meth:`~xlbridge.engines.local_asr.factory.LocalASRFactory.warm_up`
+        (at most ``idle_decoders``).  Loading takes ~340 ms (holding the
+        GIL: with the thread backend it stalls every call's audio), so it is
+        best done before calls arrive.
     :ivar finish_timeout_s: ``finish()`` fires after this even if the last
         task never returns (a stopped pool).
     :ivar backend: ``process`` (pocketsphinx in worker processes) or
@@ -254,6 +248,3 @@ def languages_with_models(settings: LocalASRSettings) -> set[str]:
 def missing_model_warning(language: str) -> str:
     """The start-up warning for a caller language with no model."""
     return f"no ASR model for {language}: add [local_asr.models.{language}] with path=... (see README)"
-
-
-# -- one leg -------------------------------------------------------------------

@@ -23,25 +23,28 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 class StreamClock:
     """
     The frame bookkeeping a recogniser stream shares: ``frames`` fed,
-    ``skipped`` upstream, whether it is ``finished``.
+    ``skipped`` upstream, whether it is ``finished``, and ``tail_samples``:
+    the samples of the partial last frame the stream ended with.  The
+    recogniser subclassing it counts ``frames``, sets ``finished`` and
+    ``tail_samples``, and calls :meth:`check_frame` before feeding.
     """
 
     def __init__(self) -> None:
         self.frames = 0
         self.skipped = 0
         self.finished = False
-        self._tail_samples = 0
+        self.tail_samples = 0
 
     @property
     def position(self) -> float:
         """Seconds of stream audio accounted for (fed + skipped)."""
-        return (self.frames + self.skipped) * FRAME_S + self._tail_samples / SAMPLE_RATE
+        return (self.frames + self.skipped) * FRAME_S + self.tail_samples / SAMPLE_RATE
 
     def skip(self, frames: int) -> None:
         """``frames`` 20 ms frames were dropped upstream: keep the clock true."""
         self.skipped += frames
 
-    def _check_frame(self, frame: bytes) -> None:
+    def check_frame(self, frame: bytes) -> None:
         """:class:`ValueError` unless ``frame`` may be fed now (stream open, :data:`FRAME_BYTES` long)."""
         if self.finished:
             raise ValueError("stream already finished")

@@ -2,8 +2,9 @@
 The ASR worker's wire format, without I/O: message framing and what travels
 as JSON (model specs, stream parameters, recogniser events, errors).  Shared
 by the worker (:mod:`xlbridge.engines.local_asr.worker`) and its parent
-(:mod:`xlbridge.engines.local_asr.pool`); the protocol itself is described in
-:mod:`xlbridge.engines.local_asr.worker`.
+(:mod:`xlbridge.engines.local_asr.pool` and
+:mod:`xlbridge.engines.local_asr.worker_link`); the protocol itself is
+described in :mod:`xlbridge.engines.local_asr.worker`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Mapping, Sequence, Union
 import attrs
 
 from xlbridge.engines.base import ASREvent, EngineError, SpeechStarted, Transcript, UtteranceEnd
-from xlbridge.engines.pocketsphinx.asr import FRAME_BYTES, SphinxModel
+from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
+from xlbridge.engines.pocketsphinx.asr import SphinxModel
 from xlbridge.engines.vosk.asr import VoskModel
 from xlbridge.engines.whisper.settings import WhisperModel
 
@@ -129,7 +131,7 @@ def spec_from_json(d: Mapping[str, Any]) -> ModelSpec:
 
 @attrs.frozen
 class StreamParams:
-    """Per-stream recogniser settings (see :class:`~xlbridge.engines.local_asr.factory.LocalASRSettings`)."""
+    """Per-stream recogniser settings (see :class:`~xlbridge.engines.local_asr.settings.LocalASRSettings`)."""
 
     window_s: float = 0.3
     ratio: float = 0.9

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_asr_worker -*-
+# -*- test-case-name: tests.engines.local_asr.test_worker -*-
 """
 The ASR worker: pocketsphinx decoding in a child process, away from the
 reactor's GIL.  Run as ``python -m xlbridge.engines.local_asr.worker``; the parent
@@ -60,34 +60,29 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
-from xlbridge.engines.local_asr.wire import (  # noqa: F401  (the wire format's names, used here and by importers)
+from xlbridge.engines.base import ASREvent, EngineError, EngineRequestError
+from xlbridge.engines.local_asr import ENGINE
+from xlbridge.engines.local_asr.wire import (
     AUDIO,
     CLOSE,
     EVENTS,
     FINISH,
     FINISHED,
-    HEADER,
     LOAD,
     LOADED,
-    MAX_PAYLOAD,
     OPEN,
     Framer,
     FramingError,
     Message,
     ModelSpec,
     StreamParams,
-    audio_payload,
     dump,
     encode,
     error_to_json,
-    event_from_json,
     event_to_json,
     parse_audio,
     spec_from_json,
-    spec_to_json,
 )
-from xlbridge.engines.base import ASREvent, EngineError, EngineRequestError
-from xlbridge.engines.local_asr import ENGINE
 from xlbridge.engines.pocketsphinx.asr import DECODERS, DecoderPool, SphinxModel, SphinxStream
 from xlbridge.engines.vosk.asr import VoskModel, VoskStream, shared_model
 from xlbridge.engines.whisper.settings import WhisperModel

@@ -2,30 +2,71 @@
 One ASR worker process as :mod:`xlbridge.engines.local_asr.pool` sees it: its
 process protocol (:class:`WorkerProtocol`), one leg's stream on it
 (:class:`WorkerStream`, the ``process`` backend of
-:class:`~xlbridge.engines.local_asr.factory.LocalASR`) and :class:`WorkerLost`.
+:class:`~xlbridge.engines.local_asr.leg.LocalASR`) and :class:`WorkerLost`.
+
+What they need from the slot their worker runs in, and from the pool, is
+spelled out here as :class:`LinkSlot` and :class:`LinkPool`; the pool's
+:class:`~xlbridge.engines.local_asr.pool.WorkerSlot` and
+:class:`~xlbridge.engines.local_asr.pool.ASRWorkerPool` provide them, so
+this module never imports the pool.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
+from xlbridge.engines.local_asr import ENGINE
+from xlbridge.engines.local_asr.backends import Batch
 from xlbridge.engines.local_asr.wire import (
     AUDIO, CLOSE, FINISH, FINISHED, OPEN, Framer, FramingError, Message, ModelSpec,
     StreamParams, audio_payload, dump, encode, event_from_json, spec_to_json,
 )
-from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
-from xlbridge.engines.local_asr import ENGINE
 
-if TYPE_CHECKING:
-    from xlbridge.engines.local_asr.pool import WorkerSlot
-    from xlbridge.engines.local_asr.backends import _Batch
+
+class LinkPool(Protocol):
+    """What a :class:`WorkerStream` needs from the pool of workers."""
+
+    @property
+    def reactor(self) -> IReactorTime:
+        """Stamps each reply with the time it arrived."""
+
+    @property
+    def idle_decoders(self) -> int:
+        """Idle decoders per model each worker keeps (sent with every OPEN)."""
+
+    @property
+    def log(self) -> Logger:
+        """Where a reply nobody waits for is logged."""
+
+
+class LinkSlot(Protocol):
+    """What :class:`WorkerProtocol` and :class:`WorkerStream` need from the slot their worker runs in."""
+
+    @property
+    def pool(self) -> LinkPool:
+        """The pool the slot belongs to."""
+
+    @property
+    def streams(self) -> dict[int, "WorkerStream"]:
+        """The slot's streams by id; a stream removes itself once it is gone."""
+
+    def send(self, data: bytes) -> None:
+        """Write encoded requests to the slot's running worker, if any."""
+
+    def reply(self, proto: "WorkerProtocol", msg: Message) -> None:
+        """A reply from ``proto``'s worker (ignored unless ``proto`` is the slot's current one)."""
+
+    def ended(self, proto: "WorkerProtocol", reason: Failure) -> None:
+        """``proto``'s worker exited."""
 
 
 class WorkerLost(EngineUnavailable):
@@ -42,7 +83,7 @@ class WorkerProtocol(ProcessProtocol):
 
     log = Logger()
 
-    def __init__(self, slot: "WorkerSlot") -> None:
+    def __init__(self, slot: LinkSlot) -> None:
         self.slot = slot
         self.framer = Framer()
         self.ended = False
@@ -103,7 +144,7 @@ class WorkerProtocol(ProcessProtocol):
             except Exception:
                 pass
 
-    def stop(self, reactor: Any, timeout_s: float) -> "Deferred[None]":
+    def stop(self, reactor: IReactorTime, timeout_s: float) -> "Deferred[None]":
         """CLOSE and end of input; SIGKILL after ``timeout_s``.  Fires when it exited."""
         if self.ended:
             return succeed(None)
@@ -128,7 +169,7 @@ class WorkerStream:
         worker, with the error if that failed, else ``None``.
     """
 
-    def __init__(self, slot: "WorkerSlot", stream_id: int, spec: ModelSpec, params: StreamParams,
+    def __init__(self, slot: LinkSlot, stream_id: int, spec: ModelSpec, params: StreamParams,
                  on_lost: Callable[[EngineError], None], on_back: Callable[[Optional[EngineError]], None]) -> None:
         self.slot = slot
         self.stream_id = stream_id
@@ -144,7 +185,7 @@ class WorkerStream:
         self._finish_sent = False
         #: Reply handlers in request order; called with ``None`` if the worker died.
         self._replies: collections.deque[Callable[[Optional[Message]], None]] = collections.deque()
-        self._held: list[tuple["_Batch", Deferred["_Batch"]]] = []
+        self._held: list[tuple[Batch, Deferred[Batch]]] = []
 
     def attach(self) -> None:
         """Open on the slot's (new) worker, then send any batch held meanwhile."""
@@ -162,7 +203,7 @@ class WorkerStream:
             err = json.loads(msg.payload).get("error")
             self.on_back(None if err is None else _error(err))
 
-    def run(self, batch: "_Batch") -> "Deferred[_Batch]":
+    def run(self, batch: Batch) -> "Deferred[Batch]":
         """
         Decode ``batch`` (its ``skip``, ``frames``, and if ``final`` its
         ``tail``) in the worker; fires with it, events (stamped with the
@@ -170,14 +211,14 @@ class WorkerStream:
         errbacks an :class:`EngineError` (:class:`WorkerLost` if the worker
         died first: then the worker did not account for its frames).
         """
-        d: Deferred[_Batch] = Deferred()
+        d: Deferred[Batch] = Deferred()
         if self.attached:
             self._send_batch(batch, d)
         else:
             self._held.append((batch, d))  # sent once the worker (re)starts
         return d
 
-    def _send_batch(self, batch: "_Batch", d: "Deferred[_Batch]") -> None:
+    def _send_batch(self, batch: Batch, d: "Deferred[Batch]") -> None:
         parts: list[tuple[int, bytes]] = []
         if batch.frames or batch.skip or not batch.final:
             parts.append((AUDIO, audio_payload(batch.frames, batch.skip)))

@@ -1,5 +1,5 @@
 """
-pocketsphinx for :mod:`xlbridge.engines.local_asr.factory`: the model spec, the
+pocketsphinx for :mod:`xlbridge.engines.local_asr`: the model spec, the
 (slow, blocking) decoder loader, the process-wide :class:`DecoderPool`, the
 :class:`Reframer` that cuts audio into endpointer frames, and
 :class:`SphinxStream`, the sans-I/O recogniser for one caller.
@@ -7,9 +7,10 @@ pocketsphinx for :mod:`xlbridge.engines.local_asr.factory`: the model spec, the
 Design notes
 ------------
 
-* **Frames.**  The ``Endpointer`` takes exactly :data:`FRAME_BYTES` (640
-  bytes = 320 samples = 20 ms at 16 kHz) of int16 in the machine's native
-  byte order, which is also what ``Decoder.process_raw`` reads; callers cut
+* **Frames.**  The ``Endpointer`` takes exactly
+  :data:`~xlbridge.engines.local_asr.stream_clock.FRAME_BYTES` (640 bytes =
+  320 samples = 20 ms at 16 kHz) of int16 in the machine's native byte
+  order, which is also what ``Decoder.process_raw`` reads; callers cut
   their chunks with :class:`Reframer`.
 * **Threads and the GIL.**  Everything here blocks: it runs in an ASR
   worker process (:mod:`~xlbridge.engines.local_asr.worker`, the default) or in
@@ -49,12 +50,11 @@ import attrs
 import numpy as np
 
 from xlbridge.audio.frame import SAMPLE_RATE, Samples
-from xlbridge.engines.base import ASREvent, EngineRequestError, SpeechStarted, Transcript
 from xlbridge.config_values import config_path
+from xlbridge.engines.base import ASREvent, EngineRequestError, SpeechStarted, Transcript
 from xlbridge.engines.local_asr import ENGINE
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
 from xlbridge.errors import ConfigError
-
 
 
 @attrs.frozen
@@ -218,8 +218,9 @@ DECODERS = DecoderPool()
 
 class Reframer:
     """
-    Cuts arbitrary chunks of int16 samples into :data:`FRAME_BYTES` frames
-    (320 samples, 20 ms), native byte order, as the ``Endpointer`` insists.
+    Cuts arbitrary chunks of int16 samples into 640-byte frames
+    (:data:`~xlbridge.engines.local_asr.stream_clock.FRAME_BYTES`: 320
+    samples, 20 ms), native byte order, as the ``Endpointer`` insists.
     """
 
     def __init__(self) -> None:
@@ -301,10 +302,10 @@ class SphinxStream(StreamClock):
 
     def feed(self, frame: bytes) -> list[ASREvent]:
         """
-        Process one 20 ms frame (:data:`FRAME_BYTES`, int16 native order);
-        return the events it caused, oldest first.
+        Process one 20 ms frame (640 bytes, int16 native order); return the
+        events it caused, oldest first.
         """
-        self._check_frame(frame)
+        self.check_frame(frame)
         speech = self.endpointer.process(frame)
         self.frames += 1
         if speech is None:
@@ -322,7 +323,7 @@ class SphinxStream(StreamClock):
         self.finished = True
         tail = tail[: len(tail) // 2 * 2][:FRAME_BYTES]
         events: list[ASREvent] = []
-        self._tail_samples = len(tail) // 2
+        self.tail_samples = len(tail) // 2
         if self.endpointer.in_speech:
             speech = self.endpointer.end_stream(tail)
             if speech:

@@ -1,5 +1,5 @@
 """
-Vosk (Kaldi) for :mod:`xlbridge.engines.local_asr.factory`, for languages without a
+Vosk (Kaldi) for :mod:`xlbridge.engines.local_asr`, for languages without a
 pocketsphinx model: the model spec, the loader, and :class:`VoskStream`.
 
 Vosk is an optional extra (``pip install vosk``); it is imported only when
@@ -33,11 +33,10 @@ from typing import Any, Mapping, Optional
 import attrs
 
 from xlbridge.audio.frame import SAMPLE_RATE
-from xlbridge.engines.base import ASREvent, EngineRequestError, Transcript
 from xlbridge.config_values import config_path
+from xlbridge.engines.base import ASREvent, EngineRequestError, Transcript
 from xlbridge.engines.local_asr import ENGINE
-from xlbridge.engines.local_asr.stream_clock import FRAME_S
-from xlbridge.engines.local_asr.stream_clock import StreamClock
+from xlbridge.engines.local_asr.stream_clock import FRAME_S, StreamClock
 from xlbridge.errors import ConfigError
 
 #: What to tell an operator whose configuration needs Vosk.
@@ -163,7 +162,7 @@ class VoskStream(StreamClock):
         Process one 20 ms frame (640 bytes, int16 native order); return the
         events it caused.
         """
-        self._check_frame(frame)
+        self.check_frame(frame)
         self.frames += 1
         if self.recognizer.AcceptWaveform(frame):
             return self._final(self.recognizer.Result(), speech_final=True)
@@ -187,7 +186,7 @@ class VoskStream(StreamClock):
         tail = tail[: len(tail) // 2 * 2]
         if tail:
             self.recognizer.AcceptWaveform(tail)
-            self._tail_samples = len(tail) // 2
+            self.tail_samples = len(tail) // 2
         return self._final(self.recognizer.FinalResult(), speech_final=True)
 
     def _final(self, raw: str, speech_final: bool) -> list[ASREvent]:

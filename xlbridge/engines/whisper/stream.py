@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
-from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
+from xlbridge.engines.local_asr.stream_clock import FRAME_S, StreamClock
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
-from xlbridge.engines.whisper.vad import make_vad, tail_pad_frames
+from xlbridge.engines.whisper.vad import VAD, make_vad, tail_pad_frames
 
 #: Frames of audio kept from before the VAD's start decision.
 PREROLL_FRAMES = 15
@@ -143,11 +143,11 @@ class WhisperStream(StreamClock):
 
     :param decoder: the process's decoder for the model.
     :param spec: the leg's settings (its ``language`` may be ``auto``).
-    :param vad: a ``pocketsphinx.Vad``-like object with ``is_speech(bytes)``
-        (made from ``spec.vad_mode`` when not given).
+    :param vad: the caller's detector (made from ``spec.vad`` and
+        ``spec.vad_mode`` when not given).
     """
 
-    def __init__(self, decoder: WhisperDecoder, spec: WhisperModel, vad: Any = None) -> None:
+    def __init__(self, decoder: WhisperDecoder, spec: WhisperModel, vad: Optional[VAD] = None) -> None:
         if vad is None:
             vad = make_vad(spec.vad, spec.vad_mode)
         self._pad = tail_pad_frames(spec.vad)
@@ -176,7 +176,7 @@ class WhisperStream(StreamClock):
 
     def feed(self, frame: bytes) -> list[ASREvent]:
         """Process one 20 ms frame; the events it caused, oldest first (a final blocks for its decode)."""
-        self._check_frame(frame)
+        self.check_frame(frame)
         at = self.position
         self.frames += 1
         voiced = bool(self.vad.is_speech(frame))
@@ -226,7 +226,7 @@ class WhisperStream(StreamClock):
         if self.finished:
             return []
         self.finished = True
-        self._tail_samples = len(tail) // 2
+        self.tail_samples = len(tail) // 2
         back = self.segmenter.end_of_stream()
         early, self._early = self._early, None
         if back is None or not self._utt:

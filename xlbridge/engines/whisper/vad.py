@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -44,6 +44,14 @@ CONTEXT = 64
 ON, OFF = 0.5, 0.35
 #: Audio decoded past Silero's last voiced frame, seconds.
 TAIL_PAD_S = 0.1
+
+
+class VAD(Protocol):
+    """A per-caller voice activity detector (:class:`SileroVAD`, or pocketsphinx's ``Vad``)."""
+
+    def is_speech(self, frame: bytes) -> bool:
+        """Add one 20 ms frame (640 bytes, int16 native order); whether the caller is speaking."""
+
 
 _session: Optional[Any] = None
 _session_lock = threading.Lock()
@@ -122,7 +130,7 @@ class SileroVAD:
         return self.voiced
 
 
-def make_vad(kind: str, webrtc_mode: int = 2) -> Any:
+def make_vad(kind: str, webrtc_mode: int = 2) -> VAD:
     """A fresh per-caller detector: ``silero`` or ``webrtc`` (pocketsphinx's ``Vad`` in ``webrtc_mode``)."""
     if kind == "silero":
         return SileroVAD()

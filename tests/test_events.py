@@ -1,0 +1,114 @@
+"""
+Tests for xlbridge.events: drop reasons, leg counters (count, fold,
+snapshot) and the one place events are serialised.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+
+from xlbridge.events import (
+    CallEnded,
+    CallStarted,
+    DropReason,
+    EngineStatusEvent,
+    Event,
+    LegCounters,
+    PlaybackEnded,
+    PlaybackStarted,
+    TranscriptEvent,
+    TranslationEvent,
+    UtteranceDropped,
+    event_to_dict,
+)
+
+
+class DropReasonTests(SynchronousTestCase):
+    def test_values_are_the_lowercase_names(self) -> None:
+        for reason in DropReason:
+            self.assertEqual(reason.value, reason.name.lower())
+
+    def test_pipeline_errors_are_their_own_reason(self) -> None:
+        self.assertEqual(DropReason("pipeline_error"), DropReason.PIPELINE_ERROR)
+        self.assertIsNot(DropReason.PIPELINE_ERROR, DropReason.ERROR)
+
+
+class LegCountersTests(SynchronousTestCase):
+    def test_drop_counts_by_reason(self) -> None:
+        c = LegCounters()
+        c.drop(DropReason.SHORT)
+        c.drop(DropReason.LATE, 3)
+        c.drop(DropReason.SHORT)
+        self.assertEqual(dict(c.drops), {DropReason.SHORT: 2, DropReason.LATE: 3})
+
+    def test_add_folds_every_count(self) -> None:
+        a = LegCounters(packets_in=1, bytes_in=2, packets_out=3, bytes_out=4, silence_out=5,
+                        late_ticks=6, skipped_ticks=7, lost=8)
+        a.drop(DropReason.ERROR)
+        b = LegCounters(packets_in=10, bytes_in=20, packets_out=30, bytes_out=40, silence_out=50,
+                        late_ticks=60, skipped_ticks=70, lost=80)
+        b.drop(DropReason.ERROR, 2)
+        b.drop(DropReason.PIPELINE_ERROR)
+        a.add(b)
+        snap = a.snapshot()
+        self.assertEqual(
+            snap,
+            {
+                "packets_in": 11, "bytes_in": 22, "packets_out": 33, "bytes_out": 44, "silence_out": 55,
+                "late_ticks": 66, "skipped_ticks": 77, "lost": 88,
+                "drops": {"error": 3, "pipeline_error": 1},
+            },
+        )
+        self.assertEqual(b.drops[DropReason.ERROR], 2)  # the source is not changed
+
+    def test_snapshot_is_json_ready_and_sorted(self) -> None:
+        c = LegCounters()
+        for reason in (DropReason.SHORT, DropReason.BUFFER_FULL, DropReason.AUDIOSOCKET_KIND):
+            c.drop(reason)
+        snap = c.snapshot()
+        self.assertEqual(list(snap["drops"]), ["audiosocket_kind", "buffer_full", "short"])
+        self.assertEqual(json.loads(json.dumps(snap)), snap)
+        c.drop(DropReason.SHORT)
+        self.assertEqual(snap["drops"]["short"], 1)  # a copy, not a view
+
+
+class EventToDictTests(SynchronousTestCase):
+    def test_fields_plus_event_name_tuples_as_lists_floats_rounded(self) -> None:
+        e = CallStarted("c1", ("7777", "8888"), ("en", "es"), 12.345678, channels=("a.1", "b.2"))
+        self.assertEqual(
+            event_to_dict(e),
+            {
+                "event": "CallStarted",
+                "call_id": "c1",
+                "extensions": ["7777", "8888"],
+                "languages": ["en", "es"],
+                "time": 12.346,
+                "channels": ["a.1", "b.2"],
+            },
+        )
+
+    def test_every_event_type_serialises_to_json(self) -> None:
+        samples: list[Event] = [
+            CallStarted("c", ("1", "2"), ("en", "es"), 1.0),
+            CallEnded("c", ("1", "2"), "hangup", 3.5, 4.5),
+            TranscriptEvent("c", "1", "en", "hello", True, 1.0, speech_final=True, asr_ms=120.0),
+            TranslationEvent("c", "1", "es", "hola", "hello", "en", 1, 80.0, 1.1),
+            PlaybackStarted("c", "2", "1", "es", "hola", 1, 1.2, 120.0, 80.0, 200.0, 10.0, 410.0),
+            PlaybackEnded("c", "2", "1", "es", "hola", 1, 2.0, 800.0),
+            UtteranceDropped("c", "2", "es", "hola", "backlog", 2.1),
+            EngineStatusEvent("c", "1", "deepgram", "down", "relay", "refused", True, 2.2),
+        ]
+        self.assertEqual({type(e) for e in samples}, set(typing.get_args(Event)))
+        for e in samples:
+            d = event_to_dict(e)
+            self.assertEqual(d["event"], type(e).__name__)
+            self.assertEqual(set(d) - {"event"}, {f.name for f in attrs.fields(type(e))})
+            self.assertEqual(json.loads(json.dumps(d)), d)
+
+    def test_events_are_frozen(self) -> None:
+        e = CallEnded("c", ("1", "2"), "shutdown", 1.0, 2.0)
+        self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, e, "reason", "hangup")
