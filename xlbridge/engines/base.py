@@ -20,7 +20,7 @@ combination (:class:`IProcessReactor`, :class:`IPoolReactor`), as treq's
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Sequence, Union
+from typing import Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -199,6 +199,19 @@ class ASR(Protocol):
         No more audio: flush (Finalize/CloseStream), deliver the last finals,
         close.  Fires when done; never errbacks.
         """
+
+
+@runtime_checkable
+class NamedASR(Protocol):
+    """
+    A recogniser whose engine differs per leg (the local recognisers: one
+    leg on Whisper, another on pocketsphinx), so status pages name it per
+    direction instead of the configured stage name.
+    """
+
+    @property
+    def engine_name(self) -> str:
+        """``whisper``, ``pocketsphinx``, ``vosk``, ``none``..."""
 
 
 #: ``factory(language, on_event, call_id, extension) -> ASR``

@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -54,6 +54,7 @@ from xlbridge.engines.base import (
     EngineError,
     Engines,
     EngineUp,
+    NamedASR,
     Transcript,
     UtteranceEnd,
 )
@@ -350,8 +351,6 @@ class TranslatePipeline:
         p.utterance.finish()
         if self._stopped:
             return
-        from twisted.internet.defer import CancelledError
-
         if f.check(CancelledError):
             return
         err = f.value if isinstance(f.value, EngineError) else EngineError(stage, str(f.value))
@@ -382,8 +381,8 @@ class TranslatePipeline:
         )
         self.emit(
             EngineStatusEvent(
-                self.call_id, self.source.extension, error.engine if hasattr(error, "engine") else stage,
-                "down", fallback, str(error), bool(getattr(error, "retryable", True)), self.clock.seconds(),
+                self.call_id, self.source.extension, error.engine,
+                "down", fallback, str(error), error.retryable, self.clock.seconds(),
             )
         )
 
@@ -441,7 +440,7 @@ class TranslatePipeline:
 
     def status(self) -> dict[str, Any]:
         return {
-            "engines": {**self.engines.names, **({"asr": str(getattr(self.asr, "engine_name"))} if hasattr(self.asr, "engine_name") else {})},
+            "engines": {**self.engines.names, **({"asr": self.asr.engine_name} if isinstance(self.asr, NamedASR) else {})},
             "fallback": self.mix.fallback,
             "down": {k: str(v) for k, v in self._down.items()},
             "pending_ms": self.queue.pending_samples() * 1000 / SAMPLE_RATE,
