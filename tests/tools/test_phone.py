@@ -1,28 +1,25 @@
 """
 Tests for xlbridge.tools.phone: pacing and wire format of what a simulated
-phone sends, the statistics and audio of what it receives, WAV I/O and the
-command line's error exits.  Everything runs on MemoryUDPReactor's fake
-clock; nothing waits for real time.
+phone sends, the statistics and audio of what it receives, and WAV I/O.
+Everything runs on MemoryUDPReactor's fake clock; nothing waits for real
+time.  The command line (xlbridge.tools.phone_cli) is tested in
+tests/tools/test_phone_cli.py.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import wave
-from contextlib import redirect_stderr
 from typing import Any, Optional
 
 import numpy as np
-from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.audio.codecs import get_codec, make_encoder
 from xlbridge.audio.frame import Samples
 from xlbridge.rtp.packet import build, parse
 from xlbridge.testing import MemoryUDPReactor
-from xlbridge.tools.phone_cli import main
 from xlbridge.tools.phone import (
     Phone,
     PhoneReport,
@@ -378,49 +375,6 @@ class WavTests(SynchronousTestCase):
             f.write(b"not a wav file at all")
         self.assertRaises(WavError, load_wav, path)
         self.assertRaises(OSError, load_wav, self.path("missing.wav"))
-
-
-class CommandLineErrorTests(SynchronousTestCase):
-    """
-    Error exits happen before the reactor runs, so they can be tested here.
-    """
-
-    def run_main(self, *argv: str) -> tuple[int, str]:
-        err = io.StringIO()
-        with redirect_stderr(err):
-            status = main(list(argv))
-        return status, err.getvalue()
-
-    def test_bad_arguments_exit_1(self) -> None:
-        for argv, fragment in [
-            ([], "--to"),
-            (["--to", "127.0.0.1:7777"], "--play"),
-            (["--to", "nowhere", "--tone", "440"], "HOST:PORT"),
-            (["--to", "127.0.0.1:99999", "--tone", "440"], "outside"),
-            (["--to", "127.0.0.1:7777", "--tone", "440", "--codec", "opus"], "opus"),
-            (["--to", "127.0.0.1:7777", "--tone", "440", "--pt", "200"], "0..127"),
-            (["--to", "127.0.0.1:7777", "--tone", "20000"], "frequency"),
-        ]:
-            status, err = self.run_main(*argv)
-            self.assertEqual(status, 1, argv)
-            self.assertIn(fragment, err, argv)
-
-    def test_unreadable_wav_exit_1(self) -> None:
-        status, err = self.run_main("--to", "127.0.0.1:7777", "--play", "/nonexistent/x.wav")
-        self.assertEqual(status, 1)
-        self.assertIn("cannot read", err)
-
-    def test_port_in_use_exit_1(self) -> None:
-        from twisted.internet import reactor
-
-        busy: Any = reactor
-        port = busy.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        status, err = self.run_main(
-            "--to", "127.0.0.1:7777", "--tone", "440", "--bind", f"127.0.0.1:{port.getHost().port}"
-        )
-        self.assertEqual(status, 1)
-        self.assertIn("cannot bind", err)
 
 
 class EchoPathTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_phone -*-
+# -*- test-case-name: tests.tools.test_phone -*-
 """
 A simulated phone: one Asterisk ExternalMedia leg, for tests and demos.
 
@@ -12,8 +12,9 @@ RFC 3550 jitter, arrival gaps and the received audio, decoded.
 
 The library part never touches the global reactor: the clock is injected, so
 unit tests drive a phone with :class:`xlbridge.testing.MemoryUDPReactor` and
-integration tests with the real reactor.  :func:`main` is the command line
-(``xlbridge-phone`` / ``python -m xlbridge.tools.phone_cli``).
+integration tests with the real reactor.  The command line
+(``xlbridge-phone`` / ``python -m xlbridge.tools.phone_cli``) is
+:mod:`xlbridge.tools.phone_cli`.
 
 Units and byte order: audio handed to and returned by this module is always
 16 kHz mono signed 16-bit in native byte order (:mod:`xlbridge.audio.frame`);
@@ -51,7 +52,6 @@ __all__ = [
     "Recorder",
     "WavError",
     "load_wav",
-    "main",
     "noise",
     "save_wav",
     "tone",
