@@ -159,7 +159,9 @@ class CallService(Service):
     def _playout(self, listener: Leg, speaker: Leg) -> Playout:
         speech = self.pipeline_factory.speech_output(listener, speaker)
         if speech is None:
-            return Playout.relay(listener.buffer_ms)
+            # A relay: the leg's own relay playout (legs are new for each
+            # call, so it is empty), rather than a second buffer per leg.
+            return listener.playout if listener.playout.mix is None else Playout.relay(listener.buffer_ms)
         return Playout.speech(speech, self.clock)
 
     def audio_in(self, index: int, samples: Samples) -> None:
