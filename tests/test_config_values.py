@@ -5,15 +5,16 @@ option).
 
 tests/test_config.py covers the basic extension list, language and payload
 type forms and load_config's merge; these tests aim at the edges of each
-parser.  The number, choice, boolean and level parsers have no public name
-of their own: they are reached through the public ``xlbridge.config.SETTINGS``
-table, as load_config reaches them.
+parser.  The number, choice, boolean and level parsers are mostly reached
+through the ``xlbridge.config.SETTINGS`` table, as load_config reaches them.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 import os
+import pathlib
 from typing import Any, Callable
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,11 +23,21 @@ from xlbridge.audio.codecs import CODEC_NAMES
 from xlbridge.config import ENGINES, SETTINGS
 from xlbridge.config_values import (
     checked_number,
+    choice_parser,
     config_path,
+    duplicates,
+    level_or_off_parser,
+    number_parser,
+    parse_bool,
+    parse_ip_address,
     parse_langs,
+    parse_listen_endpoint,
+    parse_output_file,
     parse_payload_types,
     parse_port_range,
     parse_ports,
+    parse_text,
+    read_secret_file,
 )
 from xlbridge.errors import ConfigError
 
@@ -312,3 +323,133 @@ class TextTests(SynchronousTestCase):
     def test_text_is_stripped(self) -> None:
         self.assertEqual(parser("interface")("interface", "  0.0.0.0 \n"), "0.0.0.0")
         self.assertEqual(parser("events")("events", 5), "5")
+
+
+class PublicParsersTests(ConfigErrorCase):
+    def test_factories(self) -> None:
+        self.assertEqual(number_parser(int, 1, 3)("x", "2"), 2)
+        self.assertConfigError("x", "4 is outside 1..3", number_parser(int, 1, 3), "x", 4)
+        self.assertEqual(choice_parser(("a", "b"))("x", " B "), "b")
+        self.assertConfigError("x", "'c' is not one of a, b", choice_parser(("a", "b")), "x", "c")
+        self.assertIsNone(level_or_off_parser(-10, 0)("x", "off"))
+        self.assertEqual(level_or_off_parser(-10, 0)("x", "-3"), -3.0)
+        self.assertIs(parse_bool("x", "on"), True)
+        self.assertEqual(parse_text("x", " a "), "a")
+        self.assertEqual(duplicates(["a", "b", "a", "c", "b"]), {"a", "b"})
+        self.assertEqual(duplicates([]), set())
+
+
+class NoPrivateImportsTests(SynchronousTestCase):
+    def test_no_module_imports_a_private_name_of_another(self) -> None:
+        """
+        No xlbridge module imports a ``_private`` name from another: what
+        is shared has a public name.
+        """
+        package = pathlib.Path(__file__).resolve().parents[1] / "xlbridge"
+        found = []
+        for path in sorted(package.rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xlbridge"):
+                    found += [f"{path.relative_to(package.parent)}: {node.module}.{a.name}"
+                              for a in node.names if a.name.startswith("_")]
+        self.assertEqual(found, [])
+
+
+class IPAddressTests(ConfigErrorCase):
+    def test_literals(self) -> None:
+        for text in ("127.0.0.1", " 0.0.0.0 ", "::", "::1", "fe80::1%eth0", "192.0.2.10"):
+            self.assertEqual(parse_ip_address("interface", text), text.strip())
+
+    def test_names_and_garbage(self) -> None:
+        for text in ("notanip", "localhost", "256.1.1.1", "1.2.3", "127.0.0.1:7777"):
+            self.assertConfigError("interface", f"{text!r} is not an IP address", parse_ip_address, "interface", text)
+        self.assertConfigError("interface", "empty bind address", parse_ip_address, "interface", " ")
+
+
+class ListenEndpointTests(ConfigErrorCase):
+    def test_accepted(self) -> None:
+        for text in ("tcp:3001:interface=127.0.0.1", "tcp:0", "tcp:port=3001", "tcp6:3001:interface=\\:\\:1",
+                     "unix:/run/xlbridge/monitor.sock", "tcp:65535"):
+            self.assertEqual(parse_listen_endpoint("monitor", text), text)
+
+    def test_none(self) -> None:
+        for text in ("none", " None ", "NONE"):
+            self.assertEqual(parse_listen_endpoint("monitor", text), "none")
+
+    def test_refused(self) -> None:
+        for text, words in [
+            ("bogus", "'bogus' is not an endpoint like tcp:3001:interface=127.0.0.1, or none (Unknown endpoint type"),
+            ("tcp:99999", "port 99999 is outside 0..65535"),
+            ("tcp:port=99999", "port 99999 is outside"),
+            ("tcp:-1", "port -1 is outside"),
+            ("tcp:x", "'tcp:x' is not an endpoint"),
+            ("tcp", "'tcp' is not an endpoint"),
+            ("", "empty; give an endpoint like tcp:3001"),
+            ("ssl:3443:privateKey=/nonexistent/key.pem", "'ssl:3443:privateKey=/nonexistent/key.pem' is not"),
+        ]:
+            e = self.assertConfigError("monitor", words, parse_listen_endpoint, "monitor", text)
+            self.assertNotIn("\n", str(e))
+
+
+class OutputFileTests(ConfigErrorCase):
+    def test_new_file_in_an_existing_directory(self) -> None:
+        folder = self.mktemp()
+        os.mkdir(folder)
+        path = os.path.join(folder, "e.jsonl")
+        self.assertEqual(parse_output_file("events", f" {path} "), path)
+        self.assertFalse(os.path.exists(path))
+
+    def test_existing_file(self) -> None:
+        path = self.mktemp()
+        open(path, "w").close()
+        self.assertEqual(parse_output_file("events", path), path)
+
+    def test_empty_is_none(self) -> None:
+        self.assertEqual(parse_output_file("events", ""), "")
+
+    def test_refused(self) -> None:
+        self.assertConfigError(
+            "events", "cannot write /nonexistent/dir/x: directory /nonexistent/dir does not exist",
+            parse_output_file, "events", "/nonexistent/dir/x",
+        )
+        folder = self.mktemp()
+        os.mkdir(folder)
+        self.assertConfigError("events", f"{folder} is a directory, not a file", parse_output_file, "events", folder)
+
+
+class SecretFileTests(ConfigErrorCase):
+    def write(self, text: str, mode: int) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_owner_only(self) -> None:
+        self.assertEqual(read_secret_file("x", self.write(" pw \n", 0o600)), "pw")
+        self.assertEqual(read_secret_file("x", self.write("pw", 0o400)), "pw")
+
+    def test_group_or_others(self) -> None:
+        path = self.write("pw", 0o644)
+        self.assertConfigError("x", f"readable by its group and other users (mode 644); run: chmod 600 {path}",
+                               read_secret_file, "x", path)
+        self.assertConfigError("x", "readable by its group (mode 640)", read_secret_file, "x", self.write("pw", 0o640))
+
+    def test_path_is_quoted_for_the_shell(self) -> None:
+        folder = self.mktemp() + " dir"
+        os.mkdir(folder)
+        path = os.path.join(folder, "pw")
+        with open(path, "w") as f:
+            f.write("pw")
+        os.chmod(path, 0o604)
+        self.assertConfigError("x", f"chmod 600 '{path}'", read_secret_file, "x", path)
+
+    def test_empty_missing_binary(self) -> None:
+        self.assertConfigError("x", "is empty", read_secret_file, "x", self.write("\n", 0o600))
+        self.assertConfigError("x", "cannot read /nonexistent", read_secret_file, "x", "/nonexistent")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\xff\xfe")
+        os.chmod(path, 0o600)
+        self.assertConfigError("x", "is not UTF-8 text", read_secret_file, "x", path)

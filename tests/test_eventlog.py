@@ -5,12 +5,26 @@ Tests for the JSON-lines transcript writer.
 from __future__ import annotations
 
 import json
+import threading
+import typing
 
+import attrs
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from xlbridge.eventlog import EventLogService
-from xlbridge.events import CallStarted, TranscriptEvent
+from xlbridge.config import load_config
+from xlbridge.errors import ConfigError
+from xlbridge.eventlog import TEXT_FIELDS, EventLogService, without_text
+from xlbridge.events import (
+    CallEnded,
+    CallStarted,
+    Event,
+    PlaybackStarted,
+    TranscriptEvent,
+    TranslationEvent,
+    UtteranceDropped,
+    event_to_dict,
+)
 
 
 class EventLogTests(TestCase):
@@ -44,3 +58,76 @@ class EventLogTests(TestCase):
     def test_unwritable_path_fails_at_start(self) -> None:
         svc = EventLogService("/nonexistent-dir/x.jsonl", reactor)
         self.assertRaises(OSError, svc.startService)
+
+
+class WithoutTextTests(TestCase):
+    """
+    ``events_text = false``: what callers said is replaced by its length;
+    timing, latencies and reasons stay.
+    """
+
+    def test_text_fields_become_lengths_in_place(self) -> None:
+        record = event_to_dict(
+            TranslationEvent("c1", "7777", "es", "hola mundo", "hello world", "en", 3, 120.0, 5.0)
+        )
+        out = without_text(record)
+        self.assertEqual(list(out), [k.replace("text", "text_chars") if k in TEXT_FIELDS else k for k in record])
+        self.assertEqual((out["text_chars"], out["source_text_chars"]), (10, 11))
+        self.assertEqual((out["mt_ms"], out["utterance"], out["time"]), (120.0, 3, 5.0))
+        self.assertEqual(without_text({"event": "CallStarted", "extensions": ["1", "2"]}),
+                         {"event": "CallStarted", "extensions": ["1", "2"]})
+
+    def test_every_event_that_carries_text_is_covered(self) -> None:
+        # A new text-carrying field must be added to TEXT_FIELDS.
+        for cls in typing.get_args(Event):
+            names = {f.name for f in attrs.fields(cls)}
+            textual = {n for n in names if "text" in n}
+            self.assertLessEqual(textual, set(TEXT_FIELDS), cls.__name__)
+
+    def test_file_without_text(self) -> None:
+        path = self.mktemp()
+        svc = EventLogService(path, reactor, text=False)
+        svc.startService()
+        svc(TranscriptEvent("c1", "7777", "en", "my card number is", True, 1.0, asr_ms=250.0))
+        svc(PlaybackStarted("c1", "8888", "7777", "es", "mi número", 1, 2.0, 250.0, 80.0, 120.0, 5.0, 455.0))
+        svc(UtteranceDropped("c1", "8888", "es", "secreto", "backlog", 3.0))
+        svc(CallEnded("c1", ("7777", "8888"), "hangup", 12.5, 13.0))
+        d = svc.stopService()
+
+        def check(_: object) -> None:
+            with open(path, encoding="utf-8") as f:
+                raw = f.read()
+            for said in ("card", "número", "secreto"):
+                self.assertNotIn(said, raw)
+            lines = [json.loads(line) for line in raw.splitlines()]
+            said, played, dropped, ended = lines
+            self.assertEqual((said["text_chars"], said["asr_ms"], said["is_final"]), (17, 250.0, True))
+            self.assertNotIn("text", said)
+            self.assertEqual((played["text_chars"], played["total_ms"]), (9, 455.0))
+            self.assertEqual((dropped["text_chars"], dropped["reason"]), (7, "backlog"))
+            self.assertEqual((ended["reason"], ended["duration"]), ("hangup", 12.5))
+
+        return d.addCallback(check)  # type: ignore[return-value]
+
+    def test_setting(self) -> None:
+        self.assertTrue(load_config({}).events_text)
+        self.assertFalse(load_config({"events-text": "no"}).events_text)
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("[bridge]\nevents_text = false\n")
+        self.assertFalse(load_config({}, path).events_text)
+        self.assertTrue(load_config({"events-text": "yes"}, path).events_text)  # the command line wins
+        e = self.assertRaises(ConfigError, load_config, {"events-text": "maybe"})
+        self.assertIn("events-text", str(e))
+
+    def test_stop_leaves_no_thread_that_keeps_the_process(self) -> None:
+        """
+        Stopping needs no pool thread: a process that exits after a refused
+        start, its reactor never run, is not held by a join thread.
+        """
+        svc = EventLogService(self.mktemp(), reactor)
+        svc.startService()
+        d = svc.stopService()
+        threads = [t for t in threading.enumerate() if t.name.startswith("xlbridge-events")]
+        self.assertTrue(all(t.daemon for t in threads), threads)
+        return d  # type: ignore[return-value]

@@ -1,15 +1,22 @@
 """
 Tests for the twistd plugin: discovery, options, usage errors, makeService
-(with ``--ari``, the ARI controller it adds).
+(with ``--ari``, the ARI controller it adds), start-up failures as one line,
+and the codec line of the start-up log.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
+from typing import Any
 
 from twisted.application.service import IServiceMaker
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,7 +25,10 @@ from tests.ari.harness import password_file
 from xlbridge import tap
 from xlbridge.ari.controller import ARIController
 from xlbridge.bridge import BridgeService
-from xlbridge.testing import MemoryUDPReactor
+from xlbridge.config import FILE_ONLY, SETTINGS
+from xlbridge.errors import ConfigError
+from xlbridge.events import TranscriptEvent
+from xlbridge.testing import MemoryNetReactor, MemoryUDPReactor
 
 
 class PluginTests(SynchronousTestCase):
@@ -66,9 +76,36 @@ class OptionsTests(SynchronousTestCase):
             (["--codec", "opus"], "--codec"),
             (["--engines", "cloud"], "DEEPGRAM_API_KEY"),
             (["--config", "/nonexistent.toml"], "--config"),
+            (["--monitor", "bogus"], "--monitor: 'bogus' is not an endpoint"),
+            (["--monitor", "tcp:99999"], "--monitor: port 99999 is outside 0..65535"),
+            (["--interface", "notanip"], "--interface: 'notanip' is not an IP address"),
+            (["--events", "/nonexistent/dir/x"], "--events: cannot write /nonexistent/dir/x"),
+            (["--ports", "none"], "--ports: none leaves no source of calls"),
+            (["--rtp-ports", "20000-20009"], "--rtp-ports: needs --ari"),
+            (["--ari-user", "u"], "--ari-user: needs --ari"),
+            (["--monitor-metrics-open", "maybe"], "--monitor-metrics-open: 'maybe' is not yes or no"),
         ]:
             e = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(word, str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_every_setting_has_a_flag_but_the_file_only_ones(self) -> None:
+        """
+        Every option taking a value is a setting (``--config`` aside), and
+        every setting but the file-only secrets is an option.  (Flags such
+        as ``--list-languages`` are actions, not settings.)
+        """
+        parameters = {p[0] for p in tap.Options.optParameters}
+        flags = {f[0] for f in getattr(tap.Options, "optFlags", [])}
+        self.assertEqual(parameters - {"config"}, set(SETTINGS) - set(FILE_ONLY))
+        self.assertEqual(set(FILE_ONLY) & (parameters | flags), set())
+
+    def test_ports_none_with_audiosocket(self) -> None:
+        o = self.parse("--ports", "none", "--audiosocket", "7000=5050,7001=5052")
+        self.assertEqual([p.transports for p in o.config.pairs], [("audiosocket", "audiosocket")])
+
+    def test_metrics_open_flag(self) -> None:
+        self.assertIs(self.parse("--monitor-metrics-open", "yes").config.monitor_metrics_open, True)
 
     def test_make_service(self) -> None:
         o = self.parse("--ports", "20000-20003", "--engines", "relay", "--reply-codec", "slin16")
@@ -137,3 +174,304 @@ class ARIOptionsTests(SynchronousTestCase):
         for key in ("url", "user", "password_file", "app", "rtp_ports", "on_partner_hangup", "media",
                     "audiosocket_port", "dial_timeout", "partner_hangup_sound"):
             self.assertIn(f"# {key} = ", text)
+
+
+class TakenPortsReactor(MemoryNetReactor):
+    """
+    A memory reactor on which some ports cannot be bound, with ``code`` as
+    the socket error, as a real reactor reports it.
+    """
+
+    def __init__(self, udp: tuple[int, ...] = (), tcp: tuple[int, ...] = (), code: int = errno.EADDRINUSE) -> None:
+        super().__init__()
+        self.taken_udp, self.taken_tcp, self.code = udp, tcp, code
+
+    def refuse(self, interface: str, port: int) -> CannotListenError:
+        return CannotListenError(interface, port, OSError(self.code, os.strerror(self.code)))
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> Any:
+        if port in self.taken_udp:
+            raise self.refuse(interface, port)
+        return super().listenUDP(port, protocol, interface, maxPacketSize)
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        if port in self.taken_tcp:
+            raise self.refuse(interface, port)
+        return super().listenTCP(port, factory, backlog, interface)
+
+
+class StartupFailureTests(SynchronousTestCase):
+    """
+    A port that cannot be bound, or a transcript that cannot be opened, is
+    a :class:`tap.StartupFailed` with one line naming the option.
+    """
+
+    def service(self, reactor: TakenPortsReactor, *argv: str) -> BridgeService:
+        o = tap.Options()
+        o.parseOptions(["--engines", "relay", *argv])
+        svc = tap.makeService(o, reactor)
+        assert isinstance(svc, BridgeService)
+        return svc
+
+    def test_is_an_exception_and_an_exit(self) -> None:
+        e = tap.StartupFailed("xlbridge: --ports: x")
+        self.assertIsInstance(e, Exception)
+        self.assertIsInstance(e, SystemExit)
+        self.assertEqual(e.code, "xlbridge: --ports: x")
+
+    def test_rtp_port_in_use(self) -> None:
+        svc = self.service(TakenPortsReactor(udp=(8888,)), "--ports", "7777,8888", "--monitor", "none")
+        self.assertIsInstance(svc, tap.TwistdBridge)
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(str(e), "xlbridge: --ports: UDP port 8888 is already in use on 127.0.0.1")
+        self.assertFalse(svc.running)
+
+    def test_audiosocket_port_in_use_with_the_same_udp_number_free(self) -> None:
+        reactor = TakenPortsReactor(tcp=(5052,))
+        svc = self.service(reactor, "--ports", "1=5050,2=5052", "--audiosocket", "7000=5050,7001=5052",
+                           "--monitor", "none", "--interface", "0.0.0.0")
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(str(e), "xlbridge: --audiosocket: TCP port 5052 is already in use on 0.0.0.0")
+
+    def test_ari_audiosocket_port_in_use(self) -> None:
+        svc = self.service(
+            TakenPortsReactor(tcp=(9200,)), "--ari", "http://127.0.0.1:8088", "--ari-user", "u",
+            "--ari-password-file", password_file(self), "--ari-media", "audiosocket",
+            "--ari-audiosocket-port", "9200", "--monitor", "none",
+        )
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(str(e), "xlbridge: --ari-audiosocket-port: TCP port 9200 is already in use on 127.0.0.1")
+
+    def test_monitor_port_in_use_stops_what_started(self) -> None:
+        reactor = TakenPortsReactor(tcp=(3001,))
+        svc = self.service(reactor, "--ports", "7777,8888", "--monitor", "tcp:3001:interface=127.0.0.1")
+        svc.privilegedStartService()
+        e = self.assertRaises(tap.StartupFailed, svc.startService)
+        self.assertEqual(str(e), "xlbridge: --monitor: TCP port 3001 is already in use on 127.0.0.1")
+        self.assertFalse(svc.running)
+        self.assertEqual([s.name for s in svc if s.running], [])
+        self.assertFalse(svc.egress.running)
+        self.assertEqual([p for p, port in reactor.udp.items() if port.listening], [])
+
+    def test_address_not_on_this_machine_names_the_interface(self) -> None:
+        svc = self.service(TakenPortsReactor(udp=(7777,), code=errno.EADDRNOTAVAIL), "--ports", "7777,8888",
+                           "--interface", "192.0.2.10", "--monitor", "none")
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(
+            str(e),
+            "xlbridge: --interface: 192.0.2.10 is not an address of this machine (cannot listen on UDP port 7777)",
+        )
+
+    def test_privileged_port(self) -> None:
+        svc = self.service(TakenPortsReactor(udp=(80,), code=errno.EACCES), "--ports", "1=80,2=81", "--monitor", "none")
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(
+            str(e),
+            "xlbridge: --ports: cannot listen on UDP port 80 on 127.0.0.1: "
+            "Permission denied (ports below 1024 need root)",
+        )
+
+    def test_transcript_that_cannot_be_opened(self) -> None:
+        folder = self.mktemp()
+        os.mkdir(folder)
+        path = os.path.join(folder, "events.jsonl")
+        svc = self.service(TakenPortsReactor(), "--ports", "7777,8888", "--monitor", "none", "--events", path)
+        os.rmdir(folder)  # gone between the check and the start
+        svc.privilegedStartService()
+        e = self.assertRaises(tap.StartupFailed, svc.startService)
+        self.assertEqual(str(e), f"xlbridge: --events: cannot open {path}: No such file or directory")
+        self.assertFalse(svc.running)
+
+    def test_other_errors_pass_through(self) -> None:
+        svc = self.service(TakenPortsReactor(), "--ports", "7777,8888", "--monitor", "none")
+        self.assertIsNone(tap.start_failure(svc, ValueError("x")))
+        self.assertIsNone(tap.start_failure(svc, OSError(errno.ENOENT, "No such file", "/elsewhere")))
+
+
+class ServiceUsageErrorTests(SynchronousTestCase):
+    def test_usage_error_while_building_is_one_line_for_twistd(self) -> None:
+        """
+        A usage error raised while building the service stays a UsageError
+        with its own message, and exits twistd with ``xlbridge: message``.
+        """
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise ConfigError("langs", "'xx' is not served")
+
+        self.patch(tap, "choose_engines", refuse)
+        o = tap.Options()
+        o.parseOptions(["--monitor", "none"])
+        e = self.assertRaises(usage.UsageError, tap.makeService, o, MemoryNetReactor())
+        self.assertIsInstance(e, tap.ServiceUsageError)
+        self.assertIsInstance(e, SystemExit)
+        self.assertEqual(str(e), "--langs: 'xx' is not served")
+        self.assertEqual(e.code, "xlbridge: --langs: 'xx' is not served")
+
+
+class StartupLogTests(SynchronousTestCase):
+    def lines(self, *argv: str) -> list[str]:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        o = tap.Options()
+        o.parseOptions(["--engines", "relay", "--monitor", "none", *argv])
+        tap.makeService(o, MemoryNetReactor())
+        return [formatEvent(e) for e in events]
+
+    def test_rtp_legs_log_their_codecs(self) -> None:
+        lines = self.lines("--ports", "7777,8888")
+        self.assertIn("codec slin16 in, g722 back, on 127.0.0.1", lines)
+        self.assertFalse([line for line in lines if line.startswith("AudioSocket")])
+
+    def test_audiosocket_legs_say_what_they_send(self) -> None:
+        lines = self.lines("--audiosocket", "7000=5050,7001=5052")
+        self.assertFalse([line for line in lines if "g722" in line or line.startswith("codec")], lines)
+        self.assertIn(
+            "AudioSocket: signed linear, little-endian, both ways, at the rate Asterisk sends "
+            "(8 kHz from AudioSocket(), 16 kHz with slin16), on 127.0.0.1",
+            lines,
+        )
+
+    def test_both(self) -> None:
+        lines = self.lines("--ports", "7777,8888", "--audiosocket", "7000=5050,7001=5052")
+        self.assertEqual(len([line for line in lines if line.startswith(("codec", "AudioSocket:"))]), 2)
+
+    def test_ari_audiosocket_media(self) -> None:
+        lines = self.lines("--ari", "http://127.0.0.1:8088", "--ari-user", "u", "--ari-password-file",
+                           password_file(self), "--ari-media", "audiosocket")
+        self.assertFalse([line for line in lines if line.startswith("codec")], lines)
+        [ari] = [line for line in lines if line.startswith("ARI ")]
+        self.assertIn("AudioSocket (slin16, little-endian, both ways) on TCP port 9092", ari)
+
+
+def twistd_command() -> list[str]:
+    """The ``twistd`` script of this Python (``python -m twisted`` is ``twist``)."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
+
+
+def twistd(*argv: str, cwd: str = "/", pidfile: str = "") -> "subprocess.Popen[str]":
+    """``twistd -n --pidfile= xlbridge ARGV`` as an operator runs it."""
+    return subprocess.Popen(
+        [*twistd_command(), "-n", f"--pidfile={pidfile}", "xlbridge", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+    )
+
+
+def finish(proc: "subprocess.Popen[str]") -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"twistd did not exit:\n{out}")
+    return proc.returncode, out
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EndToEndTests(SynchronousTestCase):
+    """
+    ``twistd -n --pidfile= xlbridge <bad option>`` as a subprocess: exit
+    status 1, the message once on one line, no traceback, nothing started.
+    """
+
+    def assertOneLine(self, code: int, out: str, message: str) -> None:
+        self.assertEqual(code, 1, out)
+        self.assertNotIn("Traceback", out)
+        self.assertEqual([line for line in out.splitlines() if message in line], [out.rstrip().splitlines()[-1]], out)
+        self.assertTrue(out.rstrip().endswith(message), out)
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        cases = [
+            (["--monitor", "bogus"], "--monitor: 'bogus' is not an endpoint like tcp:3001:interface=127.0.0.1, "
+             "or none (Unknown endpoint type: 'bogus')"),
+            (["--monitor", "tcp:99999"], "--monitor: port 99999 is outside 0..65535"),
+            (["--interface", "notanip"], "--interface: 'notanip' is not an IP address like 127.0.0.1, 0.0.0.0 or ::"),
+            (["--events", "/nonexistent/dir/x"],
+             "--events: cannot write /nonexistent/dir/x: directory /nonexistent/dir does not exist"),
+            (["--ports", "none"], "--ports: none leaves no source of calls: give extensions here, or --audiosocket, "
+             "or --ari"),
+            (["--rtp-ports", "20000-20009", "--ari-user", "u"],
+             "--ari-user: needs --ari (Asterisk's ARI URL), which is not set; so do --rtp-ports"),
+        ]
+        procs = [(twistd(*argv), message) for argv, message in cases]
+        for proc, message in procs:
+            code, out = finish(proc)
+            self.assertOneLine(code, out, message)
+            self.assertNotIn("starting up", out)
+
+    def test_password_file_readable_by_others(self) -> None:
+        path = password_file(self)
+        os.chmod(path, 0o644)
+        code, out = finish(twistd("--ari", "http://127.0.0.1:8088", "--ari-user", "u", "--ari-password-file", path))
+        self.assertOneLine(code, out, f"--ari-password-file: {path} is readable by its group and other users "
+                                      f"(mode 644); run: chmod 600 {path}")
+
+    def test_udp_port_in_use(self) -> None:
+        held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        other = free_port(socket.SOCK_DGRAM)
+        code, out = finish(twistd("--ports", f"1000={other},1001={port}", "--engines", "relay", "--monitor", "none"))
+        self.assertOneLine(code, out, f"xlbridge: --ports: UDP port {port} is already in use on 127.0.0.1")
+
+    def test_monitor_port_in_use(self) -> None:
+        """
+        The monitor listens last, after the engines started: the process
+        still exits at once, and with a pid file, removes it.
+        """
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        proc = twistd(
+            "--engines", "relay", "--events", "events.jsonl",
+            "--ports", f"1000={free_port(socket.SOCK_DGRAM)},1001={free_port(socket.SOCK_DGRAM)}",
+            "--monitor", f"tcp:{port}:interface=127.0.0.1", cwd=folder, pidfile="x.pid",
+        )
+        code, out = finish(proc)
+        self.assertOneLine(code, out, f"xlbridge: --monitor: TCP port {port} is already in use on 127.0.0.1")
+        self.assertFalse(os.path.exists(os.path.join(folder, "x.pid")))
+
+    def test_bad_engine_setting_found_while_building(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("[apertium]\nbogus = 1\n")
+        code, out = finish(twistd("--config", path, "--engines", "relay", "--monitor", "none"))
+        self.assertEqual(code, 1, out)
+        self.assertNotIn("Traceback", out)
+        [line] = [line for line in out.splitlines() if "bogus" in line]
+        self.assertTrue(line.startswith("xlbridge: --config: "), out)
+
+
+class LogEventTests(SynchronousTestCase):
+    """What twistd's log says of an event, with and without the words."""
+
+    def logged(self, event: Any, *argv: str) -> list[str]:
+        o = tap.Options()
+        o.parseOptions(["--engines", "relay", "--monitor", "none", *argv])
+        bridge = tap.makeService(o, MemoryNetReactor())
+        assert isinstance(bridge, BridgeService)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for observer in bridge.observers:
+            observer(event)
+        return [formatEvent(e) for e in events]
+
+    def said(self) -> TranscriptEvent:
+        return TranscriptEvent("call-1", "7777", "en", "my card number is 4111", True, 1.0)
+
+    def test_words_logged_by_default(self) -> None:
+        self.assertIn("7777 said: my card number is 4111", self.logged(self.said()))
+
+    def test_events_text_no_logs_lengths_only(self) -> None:
+        lines = self.logged(self.said(), "--events-text", "no")
+        self.assertIn("7777 said: <22 characters>", lines)
+        self.assertFalse([line for line in lines if "4111" in line], lines)

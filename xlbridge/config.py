@@ -2,34 +2,55 @@
 Settings: parsing, validation, and the TOML file / command line merge.
 
 Every setting has one name used both on the command line (``--reply-codec``)
-and in the TOML file (``reply_codec`` in its section, see etc/xlbridge.toml).
-Precedence is: built-in default < TOML file < command line.  Every bad value
-raises :class:`ConfigError` naming the option, which the twistd plugin turns
-into a usage error; unknown TOML keys are errors too, so typos do not pass
-silently.
+and in the TOML file (``reply_codec`` in its section, see etc/xlbridge.toml),
+except the keys in :data:`FILE_ONLY` and the engine sections, which exist in
+the file only.
+
+Precedence: built-in default < TOML file < environment < command line.  The
+environment holds secrets only: ``XLBRIDGE_MONITOR_TOKEN`` overrides
+``[monitor] token`` and ``XLBRIDGE_MONITOR_LISTEN_TOKEN`` ``[monitor]
+listen_token`` (environment over file, as twelve-factor services do);
+secrets have no command-line flag, since every local user sees a process's
+arguments in ``ps``.  The ARI password comes from a file readable by its
+owner only (``--ari-password-file``, mode 600).  The engine sections go to
+the engines whole; their API keys and base URLs may come from environment
+variables too, but there a value in the file wins (engines/select.py).
+
+Every bad value raises :class:`ConfigError` naming the option, which the
+twistd plugin turns into a usage error; unknown TOML keys are errors too,
+so typos do not pass silently.  Options that only mean something with
+another (the ARI options without ``--ari``) are errors rather than ignored.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import attrs
 
 from xlbridge.audio.codecs import CODEC_NAMES, Codec, get_codec
-from xlbridge.config_values import (  # re-exported
-    _bool,
-    _dups,
-    _choice,
-    _level_or_off,
-    _number,
-    _text,
+from xlbridge.config_values import (
+    NONE,
+    choice_parser,
+    duplicates,
+    level_or_off_parser,
+    number_parser,
+    parse_bool,
+    parse_ip_address,
     parse_langs,
+    parse_listen_endpoint,
+    parse_output_file,
     parse_payload_types,
     parse_port_range,
     parse_ports,
+    parse_text,
+    read_secret_file,
 )
 from xlbridge.errors import ConfigError
+from xlbridge.monitor.auth import ENV_VAR as MONITOR_TOKEN_ENV
+from xlbridge.monitor.auth import LISTEN_ENV_VAR as MONITOR_LISTEN_TOKEN_ENV
 from xlbridge.pipeline.settings import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
 
 ENGINES = ("auto", "cloud", "local", "relay")
@@ -116,8 +137,16 @@ class BridgeConfig:
     relay_buffer_ms: int = 200
     max_burst: int = 3
     events: str | None = None
+    #: ``False``: the ``--events`` file gets text lengths, not the text.
+    events_text: bool = True
     monitor: str = "tcp:3001:interface=127.0.0.1"
+    #: ``[monitor] token`` of the file; ``None`` when unset, or when
+    #: ``XLBRIDGE_MONITOR_TOKEN`` is set (the environment wins, and the
+    #: monitor reads it from there).
     monitor_token: str | None = attrs.field(default=None, repr=lambda v: "<redacted>" if v else "None")
+    #: ``[monitor] listen_token`` of the file, the same way
+    #: (``XLBRIDGE_MONITOR_LISTEN_TOKEN`` wins); unset: listen-in is off.
+    monitor_listen_token: str | None = attrs.field(default=None, repr=lambda v: "<redacted>" if v else "None")
     monitor_metrics_open: bool = False
     translation: TranslateSettings = TranslateSettings()
     #: Raw ``[deepgram]``, ``[deepl]``, ``[elevenlabs]`` tables of the TOML
@@ -164,41 +193,57 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "ports": ("bridge", "ports", lambda o, v: v),
     "audiosocket": ("bridge", "audiosocket", lambda o, v: v),
     "langs": ("bridge", "langs", lambda o, v: v),
-    "engines": ("bridge", "engines", _choice(ENGINES)),
-    "interface": ("bridge", "interface", _text),
-    "codec": ("media", "codec", _choice(CODEC_NAMES)),
-    "reply-codec": ("media", "reply_codec", _choice(CODEC_NAMES)),
+    "engines": ("bridge", "engines", choice_parser(ENGINES)),
+    "interface": ("bridge", "interface", parse_ip_address),
+    "codec": ("media", "codec", choice_parser(CODEC_NAMES)),
+    "reply-codec": ("media", "reply_codec", choice_parser(CODEC_NAMES)),
     "payload-types": ("media", "payload_types", lambda o, v: v),
-    "latch-timeout": ("media", "latch_timeout", _number(float, 0.1, 3600)),
-    "reorder-depth": ("media", "reorder_depth", _number(int, 0, 50)),
-    "relay-buffer-ms": ("media", "relay_buffer_ms", _number(int, 20, 10000)),
-    "max-burst": ("media", "max_burst", _number(int, 1, 50)),
-    "call-timeout": ("calls", "inactivity_timeout", _number(float, 0.1, 86400)),
-    "events": ("bridge", "events", _text),
-    "granularity": ("translation", "granularity", _choice(GRANULARITIES)),
-    "backlog": ("translation", "backlog_s", _number(float, 1, 600)),
-    "echo-guard": ("translation", "echo_guard", _choice(ECHO_GUARDS)),
-    "fallback": ("translation", "fallback", _choice(FALLBACKS)),
-    "comfort-noise": ("translation", "comfort_noise_dbfs", _level_or_off(-120, -20)),
-    "bed": ("translation", "bed_db", _level_or_off(-60, 0)),
-    "gain": ("translation", "gain_db", _number(float, -40, 20)),
-    "monitor": ("monitor", "endpoint", _text),
-    "monitor-metrics-open": ("monitor", "metrics_open", _bool),
-    "monitor-token": ("monitor", "token", _text),
-    "sync-directions": ("translation", "sync_directions", _bool),
-    "sync-max-ms": ("translation", "sync_max_ms", _number(float, 0, 10000)),
-    "ari": ("ari", "url", _text),
-    "ari-user": ("ari", "user", _text),
-    "ari-password-file": ("ari", "password_file", _text),
-    "ari-app": ("ari", "app", _text),
-    "rtp-ports": ("ari", "rtp_ports", _text),
-    "ari-external-host": ("ari", "external_host", _text),
-    "on-partner-hangup": ("ari", "on_partner_hangup", _choice(ON_PARTNER_HANGUP)),
+    "latch-timeout": ("media", "latch_timeout", number_parser(float, 0.1, 3600)),
+    "reorder-depth": ("media", "reorder_depth", number_parser(int, 0, 50)),
+    "relay-buffer-ms": ("media", "relay_buffer_ms", number_parser(int, 20, 10000)),
+    "max-burst": ("media", "max_burst", number_parser(int, 1, 50)),
+    "call-timeout": ("calls", "inactivity_timeout", number_parser(float, 0.1, 86400)),
+    "events": ("bridge", "events", parse_output_file),
+    "events-text": ("bridge", "events_text", parse_bool),
+    "granularity": ("translation", "granularity", choice_parser(GRANULARITIES)),
+    "backlog": ("translation", "backlog_s", number_parser(float, 1, 600)),
+    "echo-guard": ("translation", "echo_guard", choice_parser(ECHO_GUARDS)),
+    "fallback": ("translation", "fallback", choice_parser(FALLBACKS)),
+    "comfort-noise": ("translation", "comfort_noise_dbfs", level_or_off_parser(-120, -20)),
+    "bed": ("translation", "bed_db", level_or_off_parser(-60, 0)),
+    "gain": ("translation", "gain_db", number_parser(float, -40, 20)),
+    "monitor": ("monitor", "endpoint", parse_listen_endpoint),
+    "monitor-metrics-open": ("monitor", "metrics_open", parse_bool),
+    "monitor-token": ("monitor", "token", parse_text),
+    "monitor-listen-token": ("monitor", "listen_token", parse_text),
+    "sync-directions": ("translation", "sync_directions", parse_bool),
+    "sync-max-ms": ("translation", "sync_max_ms", number_parser(float, 0, 10000)),
+    "ari": ("ari", "url", parse_text),
+    "ari-user": ("ari", "user", parse_text),
+    "ari-password-file": ("ari", "password_file", parse_text),
+    "ari-app": ("ari", "app", parse_text),
+    "rtp-ports": ("ari", "rtp_ports", parse_text),
+    "ari-external-host": ("ari", "external_host", parse_text),
+    "on-partner-hangup": ("ari", "on_partner_hangup", choice_parser(ON_PARTNER_HANGUP)),
     "partner-hangup-sound": ("ari", "partner_hangup_sound", lambda o, v: _media_uri(o, v)),
-    "ari-media": ("ari", "media", _choice(ARI_MEDIA)),
-    "ari-audiosocket-port": ("ari", "audiosocket_port", _number(int, 0, 65535)),
-    "ari-dial-timeout": ("ari", "dial_timeout", _number(int, 1, 3600)),
+    "ari-media": ("ari", "media", choice_parser(ARI_MEDIA)),
+    "ari-audiosocket-port": ("ari", "audiosocket_port", number_parser(int, 0, 65535)),
+    "ari-dial-timeout": ("ari", "dial_timeout", number_parser(int, 1, 3600)),
 }
+
+#: Settings of the file only (no command-line flag), and why.
+FILE_ONLY: dict[str, str] = {
+    "monitor-token": "a secret: a flag would show it to every local user in ps "
+                     "(use XLBRIDGE_MONITOR_TOKEN, which wins over the file)",
+    "monitor-listen-token": "a secret: a flag would show it to every local user in ps "
+                            "(use XLBRIDGE_MONITOR_LISTEN_TOKEN, which wins over the file)",
+}
+
+#: Options that only mean something with ``--ari``.
+ARI_ONLY: tuple[str, ...] = tuple(opt for opt, (sec, _, _) in SETTINGS.items() if sec == "ari" and opt != "ari")
+
+#: ``--ports`` when neither ``--audiosocket`` nor ``--ari`` is given.
+DEFAULT_PORTS = "7777,8888"
 
 
 def _media_uri(option: str, value: Any) -> str:
@@ -250,10 +295,17 @@ def read_toml(path: str) -> dict[str, Any]:
     return out
 
 
-def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig:
+def load_config(
+    cli: Mapping[str, Any], path: str | None = None, environ: Optional[Mapping[str, str]] = None
+) -> BridgeConfig:
     """
-    Merge defaults, the TOML file at ``path`` and command-line values
-    (``None`` means "not given") into a validated :class:`BridgeConfig`.
+    Merge defaults, the TOML file at ``path``, the environment and
+    command-line values (``None`` means "not given") into a validated
+    :class:`BridgeConfig`.
+
+    :param environ: where ``XLBRIDGE_MONITOR_TOKEN`` and
+        ``XLBRIDGE_MONITOR_LISTEN_TOKEN`` are looked up (``os.environ`` by
+        default).
     """
     merged: dict[str, Any] = read_toml(path) if path else {}
     engine_options = merged.pop("_engines", {})
@@ -268,11 +320,18 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     }
     translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 
-    # --ports defaults to 7777,8888 only when --audiosocket is not given:
-    # an AudioSocket-only bridge opens no UDP ports.
+    # --ports defaults to 7777,8888 only when neither --audiosocket nor
+    # --ari is given: an AudioSocket or ARI bridge opens no fixed UDP ports.
+    # "none" (or "") says so explicitly, e.g. over a file that sets ports.
     as_spec = values.get("audiosocket")
     ari = _ari_settings(values)
-    ports_spec = values.get("ports", None if as_spec or ari else "7777,8888")
+    ports_spec = values.get("ports", None if as_spec or ari else DEFAULT_PORTS)
+    if ports_spec is not None and _is_none(ports_spec):
+        ports_spec = None
+        if as_spec is None and ari is None:
+            raise ConfigError(
+                "ports", "none leaves no source of calls: give extensions here, or --audiosocket, or --ari"
+            )
     exts: list[tuple[str, int, str]] = []
     for option, spec, kind in (("ports", ports_spec, "rtp"), ("audiosocket", as_spec, "audiosocket")):
         if spec is None:
@@ -282,9 +341,17 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
         exts.extend((e, p, kind) for e, p in parse_ports(str(spec), option))
     names = [e for e, _, _ in exts]
     if len(set(names)) != len(names):
-        dup = sorted(_dups(names))[0]
+        dup = sorted(duplicates(names))[0]
         raise ConfigError("audiosocket", f"extension {dup} is in both --ports and --audiosocket")
     langs = parse_langs(values.get("langs", "en,es"))
+    if exts and (len(langs) % 2 or len(exts) % len(langs)):
+        # A list that does not tile the extensions would wrap across pairs
+        # (en,es,fr over two pairs: the second pair would be fr,en).
+        raise ConfigError(
+            "langs",
+            f"{len(langs)} language{'s' if len(langs) != 1 else ''} for {len(exts)} extensions: give one per extension "
+            f"({len(exts)}), or one pair (2) used for every pair",
+        )
     pairs = []
     for i in range(0, len(exts), 2):
         (ea, pa, ka), (eb, pb, kb) = exts[i], exts[i + 1]
@@ -300,8 +367,8 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     reply = values.get("reply-codec") or ("g722" if codec == "slin16" else codec)
     payload_types = parse_payload_types(values.get("payload-types", {}))
     interface = values.get("interface", "127.0.0.1")
-    if not interface:
-        raise ConfigError("interface", "empty bind address")
+    env_token = (os.environ if environ is None else environ).get(MONITOR_TOKEN_ENV, "").strip()
+    env_listen = (os.environ if environ is None else environ).get(MONITOR_LISTEN_TOKEN_ENV, "").strip()
     return BridgeConfig(
         pairs=tuple(pairs),
         interface=interface,
@@ -315,8 +382,10 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
         relay_buffer_ms=values.get("relay-buffer-ms", 200),
         max_burst=values.get("max-burst", 3),
         events=values.get("events") or None,
+        events_text=values.get("events-text", True),
         monitor=values.get("monitor", "tcp:3001:interface=127.0.0.1"),
-        monitor_token=values.get("monitor-token") or None,
+        monitor_token=None if env_token else values.get("monitor-token") or None,
+        monitor_listen_token=None if env_listen else values.get("monitor-listen-token") or None,
         monitor_metrics_open=values.get("monitor-metrics-open", False),
         translation=translation,
         engine_options=engine_options,
@@ -324,9 +393,22 @@ def load_config(cli: Mapping[str, Any], path: str | None = None) -> BridgeConfig
     )
 
 
+def _is_none(spec: Any) -> bool:
+    """Whether an extension list says "none" (``none``, ``""`` or ``[]``)."""
+    if isinstance(spec, list):
+        return not spec
+    return str(spec).strip().lower() in ("", NONE)
+
+
 def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
     url = values.get("ari")
     if not url:
+        stray = [opt for opt in ARI_ONLY if opt in values]
+        if stray:
+            message = "needs --ari (Asterisk's ARI URL), which is not set"
+            if len(stray) > 1:
+                message += f"; so do {', '.join('--' + o for o in stray[1:])}"
+            raise ConfigError(stray[0], message)
         return None
     if not url.startswith(("http://", "https://")):
         raise ConfigError("ari", f"{url!r} is not an http:// or https:// URL like http://127.0.0.1:8088")
@@ -336,13 +418,7 @@ def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
     path = values.get("ari-password-file")
     if not path:
         raise ConfigError("ari-password-file", "--ari needs --ari-password-file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            password = f.read().strip()
-    except OSError as e:
-        raise ConfigError("ari-password-file", f"cannot read {path}: {e.strerror or e}") from None
-    if not password:
-        raise ConfigError("ari-password-file", f"{path} is empty")
+    password = read_secret_file("ari-password-file", path)
     interface = values.get("interface", "127.0.0.1")
     default_host = "127.0.0.1" if interface in ("0.0.0.0", "", "::") else interface
     media = values.get("ari-media", "rtp")

@@ -1,6 +1,6 @@
 """
 Parsers of single setting values: extension lists, languages, payload
-types, numbers, choices, booleans.
+types, numbers, choices, booleans, addresses, endpoints, files.
 
 Each takes the option's command-line name (for the error message) and the
 raw value (a command-line string or a TOML value) and returns the parsed
@@ -9,11 +9,20 @@ value or raises :class:`~xlbridge.errors.ConfigError` naming the option.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from typing import Any, Callable, Mapping
+import re
+import shlex
+from typing import Any, Callable, Mapping, cast
+
+from twisted.internet.endpoints import serverFromString
 
 from xlbridge.audio.codecs import CODEC_NAMES
 from xlbridge.errors import ConfigError
+
+#: The value that turns an optional listener off (``--monitor none``,
+#: ``--ports none``).
+NONE = "none"
 
 
 def _port(option: str, text: str) -> int:
@@ -58,7 +67,7 @@ def parse_ports(spec: str, option: str = "ports") -> list[tuple[str, int]]:
     if not out:
         raise ConfigError(option, "no extensions given")
     exts = [e for e, _ in out]
-    dup = {e for e in exts if exts.count(e) > 1} if len(exts) < 64 else _dups(exts)
+    dup = {e for e in exts if exts.count(e) > 1} if len(exts) < 64 else duplicates(exts)
     if dup:
         raise ConfigError(option, f"extension {sorted(dup)[0]} is listed twice")
     ports = [p for _, p in out if p != 0]
@@ -75,7 +84,10 @@ def parse_ports(spec: str, option: str = "ports") -> list[tuple[str, int]]:
     return out
 
 
-def _dups(items: list[str]) -> set[str]:
+def duplicates(items: list[str]) -> set[str]:
+    """
+    The items that occur more than once in ``items``.
+    """
     seen: set[str] = set()
     dups: set[str] = set()
     for i in items:
@@ -121,7 +133,12 @@ def parse_payload_types(spec: str | Mapping[str, Any], option: str = "payload-ty
     return out
 
 
-def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
+def number_parser(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
+    """
+    A parser of ``kind`` (``int`` or ``float``) numbers within ``low..high``
+    (NaN is outside every range).
+    """
+
     def parse(option: str, value: Any) -> Any:
         try:
             n = kind(value)
@@ -134,7 +151,12 @@ def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
     return parse
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+def choice_parser(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    """
+    A parser of one of ``choices`` (case and surrounding blanks ignored);
+    its error lists them.
+    """
+
     def parse(option: str, value: Any) -> str:
         v = str(value).strip().lower()
         if v not in choices:
@@ -144,11 +166,18 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
     return parse
 
 
-def _text(option: str, value: Any) -> str:
+def parse_text(option: str, value: Any) -> str:
+    """
+    Any value as stripped text.
+    """
     return str(value).strip()
 
 
-def _bool(option: str, value: Any) -> bool:
+def parse_bool(option: str, value: Any) -> bool:
+    """
+    ``yes``/``true``/``on``/``1`` or ``no``/``false``/``off``/``0`` (or a
+    TOML boolean).
+    """
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()
@@ -159,8 +188,11 @@ def _bool(option: str, value: Any) -> bool:
     raise ConfigError(option, f"{value!r} is not yes or no")
 
 
-def _level_or_off(low: float, high: float) -> Callable[[str, Any], Any]:
-    number = _number(float, low, high)
+def level_or_off_parser(low: float, high: float) -> Callable[[str, Any], Any]:
+    """
+    A parser of a level in dB within ``low..high``, or ``off`` (``None``).
+    """
+    number = number_parser(float, low, high)
 
     def parse(option: str, value: Any) -> Any:
         if value is False or str(value).strip().lower() in ("off", "none", "no", "false"):
@@ -200,3 +232,99 @@ def config_path(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError("config", f"{key}: expected a path, got {value!r}")
     return os.path.expanduser(value)
+
+
+def parse_ip_address(option: str, value: Any) -> str:
+    """
+    A literal IPv4 or IPv6 address to bind on (``127.0.0.1``, ``0.0.0.0``,
+    ``::``).  The reactor binds UDP ports to literals only, so a host name
+    would fail at start-up; it fails here instead.
+    """
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(option, "empty bind address")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(option, f"{text!r} is not an IP address like 127.0.0.1, 0.0.0.0 or ::") from None
+    return text
+
+
+#: Endpoint types whose first argument (or ``port=``) is a TCP port.
+_TCP_TYPES = ("tcp", "tcp6", "ssl")
+
+
+def parse_listen_endpoint(option: str, value: Any) -> str:
+    """
+    A strports server description (``tcp:3001:interface=127.0.0.1``), or
+    :data:`NONE`.  Checked as far as it can be without listening: Twisted's
+    own parser takes the type and arguments apart (an ``ssl:`` endpoint
+    reads its certificate here), and a TCP port must be within 0..65535.
+
+    :return: the description, or ``"none"``.
+    """
+    text = str(value).strip()
+    if text.lower() == NONE:
+        return NONE
+    example = "like tcp:3001:interface=127.0.0.1, or none"
+    if not text:
+        raise ConfigError(option, f"empty; give an endpoint {example}")
+    try:
+        # The endpoint is only built, never listened on: no reactor needed.
+        serverFromString(cast(Any, None), text)
+    except Exception as e:
+        raise ConfigError(option, f"{text!r} is not an endpoint {example} ({e})") from None
+    kind, *args = re.split(r"(?<!\\):", text)
+    if kind.lower() in _TCP_TYPES:
+        positional = [a for a in args if "=" not in a]
+        named = dict(a.split("=", 1) for a in args if "=" in a)
+        _port(option, named.get("port", positional[0] if positional else ""))
+    return text
+
+
+def parse_output_file(option: str, value: Any) -> str:
+    """
+    A file to append to (``--events``), checked without creating it (the
+    service opens it later, after twistd has dropped privileges): its
+    directory must exist, and the file must be writable or creatable there.
+
+    :return: the path, or ``""`` for none.
+    """
+    path = str(value).strip()
+    if not path:
+        return ""
+    if os.path.isdir(path):
+        raise ConfigError(option, f"{path} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(option, f"cannot write {path}: directory {folder} does not exist")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(option, f"cannot write {path}: permission denied")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(option, f"cannot create {path}: directory {folder} is not writable")
+    return path
+
+
+def read_secret_file(option: str, path: str) -> str:
+    """
+    The stripped text of a file holding a secret (the ARI password).  The
+    file must be readable by its owner only (mode 600 or 400): a secret
+    that every local user can read is no secret.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            text = f.read().strip()
+    except OSError as e:
+        raise ConfigError(option, f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(option, f"{path} is not UTF-8 text") from None
+    if mode & 0o044:
+        who = " and ".join(w for bit, w in ((0o040, "its group"), (0o004, "other users")) if mode & bit)
+        raise ConfigError(
+            option, f"{path} is readable by {who} (mode {mode & 0o777:03o}); run: chmod 600 {shlex.quote(path)}"
+        )
+    if not text:
+        raise ConfigError(option, f"{path} is empty")
+    return text

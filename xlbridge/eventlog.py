@@ -7,6 +7,12 @@ appends and flushes each line as it comes, so nothing written is lost if the
 process dies, and stopping the service drains the queue before it returns.
 When the queue is full (the disk cannot keep up) lines are dropped and
 counted, never blocking the reactor.
+
+With ``text=False`` (``events_text = false``) no word a caller said reaches
+the file: every text field (:data:`TEXT_FIELDS`: transcripts, translations,
+their sources, what was played or dropped) is replaced by its length in
+characters (``text`` becomes ``text_chars``), and the events keep their
+timing, latencies, reasons and counts.
 """
 
 from __future__ import annotations
@@ -19,13 +25,29 @@ from typing import Any, Optional
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from xlbridge.events import Event, event_to_dict
 
 _STOP = object()
+
+#: Event fields that carry what callers said, or its translation.
+TEXT_FIELDS = ("text", "source_text")
+
+
+def without_text(record: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``record`` (a serialised event) with each of :data:`TEXT_FIELDS`
+    replaced by its length: ``{"text": "hola"}`` becomes
+    ``{"text_chars": 4}``, in the same place.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in TEXT_FIELDS:
+            out[f"{key}_chars"] = len(value) if isinstance(value, str) else None
+        else:
+            out[key] = value
+    return out
 
 
 class EventLogService(Service):
@@ -34,6 +56,8 @@ class EventLogService(Service):
 
     :param reactor: used only to wait for the writer thread on stop.
     :param max_queued: lines waiting at most; more are dropped and counted.
+    :param text: write what callers said; ``False`` writes its length
+        instead (:func:`without_text`).
 
     :ivar written: lines written.
     :ivar dropped: lines dropped because the queue was full.
@@ -42,9 +66,12 @@ class EventLogService(Service):
 
     log = Logger()
 
-    def __init__(self, path: str, reactor: IReactorFromThreads, max_queued: int = 10000) -> None:
+    def __init__(
+        self, path: str, reactor: IReactorFromThreads, max_queued: int = 10000, text: bool = True
+    ) -> None:
         self.path = path
         self.reactor = reactor
+        self.text = text
         self._queue: queue.Queue[Any] = queue.Queue(max_queued)
         self._thread: Optional[threading.Thread] = None
         self.written = 0
@@ -58,7 +85,10 @@ class EventLogService(Service):
         if not self.running:
             return
         try:
-            line = json.dumps(event_to_dict(event), ensure_ascii=False, default=str)
+            record = event_to_dict(event)
+            if not self.text:
+                record = without_text(record)
+            line = json.dumps(record, ensure_ascii=False, default=str)
         except Exception:
             self.errors += 1
             self.log.failure("cannot serialise event {event!r}", event=event)
@@ -82,15 +112,16 @@ class EventLogService(Service):
         if thread is None:
             return None
         self._queue.put(_STOP)
-        pool = ThreadPool(0, 1, "xlbridge-events-join")
-        pool.start()
-        d: Deferred[None] = deferToThreadPool(self.reactor, pool, thread.join, 10.0)
+        d: Deferred[None] = Deferred()
 
-        def joined(result: Any) -> Any:
-            pool.stop()
-            return result
+        def join() -> None:
+            thread.join(10.0)
+            self.reactor.callFromThread(d.callback, None)
 
-        d.addBoth(joined)
+        # A daemon thread (the writer is one too): a process that exits
+        # without its reactor ever running, after a refused start, must not
+        # wait for a thread that waits for the reactor.
+        threading.Thread(target=join, name="xlbridge-events-join", daemon=True).start()
         return d
 
     def _run(self) -> None:

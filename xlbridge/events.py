@@ -124,6 +124,28 @@ class LegCounters:
         }
 
 
+@attrs.define(slots=True)
+class EngineUsage:
+    """
+    What one direction of a call handed to its engines, for cost estimates
+    (the monitor sums it into ``/metrics`` per engine).
+
+    :ivar asr_engine: the recogniser's name (``deepgram``, ``whisper``...).
+    :ivar asr_samples: 16 kHz samples fed to the recogniser, silence the
+        pipeline fills in included (a streaming recogniser is sent them all).
+    :ivar mt_chars: characters of text sent to translation (not the context
+        sent along with it).
+    :ivar tts_chars: characters of text sent to speech synthesis.
+    """
+
+    asr_engine: str = ""
+    mt_engine: str = ""
+    tts_engine: str = ""
+    asr_samples: int = 0
+    mt_chars: int = 0
+    tts_chars: int = 0
+
+
 @attrs.frozen
 class CallStarted:
     """

@@ -7,17 +7,20 @@ tools) may fall back to the global reactor; everything else takes one.
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, Iterator, Optional, cast
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
 from xlbridge.audio.codecs import CODEC_NAMES
-from xlbridge.bridge import BridgeService
+from xlbridge.bridge import BridgeService, ListenerService, UDPListenerService
 from xlbridge.config import ENGINES, BridgeConfig, load_config
-from xlbridge.engines.select import choose_engines, missing_keys
+from xlbridge.engines.select import choose_engines, language_table, missing_keys
 from xlbridge.errors import ConfigError
 from xlbridge.eventlog import EventLogService
 from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, TranscriptEvent, UtteranceDropped
@@ -30,6 +33,8 @@ class Options(usage.Options):
     """
     Command-line options of ``twistd xlbridge``.  Every option can also be
     set in the TOML file given with ``--config``; the command line wins.
+    Secrets have no option (``ps`` shows arguments to every local user):
+    see :mod:`xlbridge.config`.
     """
 
     synopsis = "[options]"
@@ -43,8 +48,9 @@ class Options(usage.Options):
     optParameters = [
         ["ports", "p", None,
          "Extensions, paired in order (1st with 2nd, ...). EXT receives RTP on UDP port EXT; "
-         "EXT=PORT maps it elsewhere; A-B is a range of consecutive extensions. "
-         "[default: 7777,8888, or none when --audiosocket is given]"],
+         "EXT=PORT maps it elsewhere; A-B is a range of consecutive extensions; none: no fixed "
+         "RTP ports (then --audiosocket or --ari must bring the calls). "
+         "[default: 7777,8888, or none when --audiosocket or --ari is given]"],
         ["audiosocket", "a", None,
          "AudioSocket extensions, paired in order like --ports, independent of the --ports pairs: "
          "EXT=PORT listens for Asterisk's AudioSocket TCP connection for EXT on PORT (same syntax "
@@ -59,7 +65,8 @@ class Options(usage.Options):
          "else the same as --codec]"],
         ["payload-types", None, None,
          "Override RTP payload types, e.g. slin16=118,g722=9. [default: Asterisk's]"],
-        ["interface", "i", None, "Address to bind the RTP and AudioSocket ports on. [default: 127.0.0.1]"],
+        ["interface", "i", None,
+         "IP address to bind the RTP and AudioSocket ports on (0.0.0.0 or :: for all). [default: 127.0.0.1]"],
         ["config", None, None, "TOML settings file (sample: etc/xlbridge.toml)."],
         ["latch-timeout", None, None,
          "Seconds without packets from the latched source before a new source may latch. [default: 5]"],
@@ -68,6 +75,8 @@ class Options(usage.Options):
         ["max-burst", None, None, "Most packets per leg sent in one tick to catch up after a stall. [default: 3]"],
         ["call-timeout", None, None, "Seconds without audio on either leg before a call ends. [default: 10]"],
         ["events", None, None, "Write every transcript, translation and playback event to PATH as JSON lines."],
+        ["events-text", None, None, "yes|no: write what callers said in --events; no writes each text's "
+         "length instead (privacy). [default: yes]"],
         ["granularity", None, None,
          "segment: translate and speak each final ASR segment at once; utterance: wait for the "
          "end of the utterance. [default: segment]"],
@@ -81,15 +90,19 @@ class Options(usage.Options):
          "[default: off]"],
         ["gain", None, None, "Output gain of translated speech in dB. [default: 0]"],
         ["monitor", "m", None, "strports endpoint of the monitor (web page, /api/calls, /metrics), or none. "
+         "Its token comes from XLBRIDGE_MONITOR_TOKEN or [monitor] token, never a flag. "
          "[default: tcp:3001:interface=127.0.0.1]"],
+        ["monitor-metrics-open", None, None, "yes|no: serve /metrics without the monitor token (for a "
+         "Prometheus that cannot send one). [default: no]"],
         ["sync-directions", None, None, "yes|no: delay the faster direction so both callers hear "
          "translations with the same lag. [default: no]"],
         ["sync-max-ms", None, None, "Most delay direction sync adds, ms. [default: 1500]"],
         ["ari", None, None,
          "Asterisk ARI base URL, e.g. http://127.0.0.1:8088: xlbridge pairs callers sent to "
          "Stasis(APP,room=R,lang=L) itself. [default: off]"],
-        ["ari-user", None, None, "ARI user (ari.conf)."],
-        ["ari-password-file", None, None, "File holding the ARI password (never logged)."],
+        ["ari-user", None, None, "ARI user (ari.conf). Needs --ari, like every --ari-* option and --rtp-ports."],
+        ["ari-password-file", None, None,
+         "File holding the ARI password, readable by its owner only (chmod 600); never logged."],
         ["ari-app", None, None, "Stasis application name. [default: xlbridge]"],
         ["rtp-ports", None, None, "UDP port range for ExternalMedia RTP legs. [default: 20000-29999]"],
         ["ari-external-host", None, None,
@@ -105,6 +118,11 @@ class Options(usage.Options):
         ["ari-dial-timeout", None, None, "Seconds a dial= callee may ring unanswered. [default: 30]"],
     ]
 
+    optFlags = [
+        ["list-languages", None, "Print the languages and language pairs each engine supports with this "
+         "configuration (--config, installed models and Apertium modes), and exit."],
+    ]
+
     def postOptions(self) -> None:
         try:
             self.config: BridgeConfig = load_config(
@@ -112,6 +130,12 @@ class Options(usage.Options):
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self["list-languages"]:
+            try:
+                print(language_table(os.environ, self.config.engine_options))
+            except ConfigError as e:
+                raise usage.UsageError(str(e)) from None
+            raise SystemExit(0)
         engines = self.config.engines
         if engines == "cloud":
             missing = missing_keys(os.environ, self.config.engine_options)
@@ -123,6 +147,25 @@ class Options(usage.Options):
 
 
 def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
+    """
+    Build the bridge from parsed options (twistd calls this; see
+    :func:`build_service`).
+
+    twistd reports a usage error from ``postOptions`` as one line, but lets
+    anything raised here escape as a traceback: a usage error found here
+    (an engine setting, a caller language) is raised as a
+    :class:`ServiceUsageError`, still a ``UsageError`` to callers, and one
+    line with exit status 1 under twistd.
+    """
+    try:
+        return build_service(options, reactor)
+    except ServiceUsageError:
+        raise
+    except usage.UsageError as e:
+        raise ServiceUsageError(str(e)) from None
+
+
+def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
     """
     Build the bridge from parsed options.
 
@@ -139,17 +182,21 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     config: BridgeConfig = options.config
     try:
         languages = {lang for pair in config.pairs for lang in pair.languages}
+        pairs = [pair.languages for pair in config.pairs]
         if config.ari is not None:
             languages.update(config.ari.languages)
-        choice = choose_engines(config.engines, reactor, os.environ, config.engine_options, languages)
+            pairs += [(a, b) for a in config.ari.languages for b in config.ari.languages]  # rooms pair any two
+        choice = choose_engines(config.engines, reactor, os.environ, config.engine_options, languages, pairs)
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None
     for warning in choice.warnings:
         log.warn("{warning}", warning=warning)
     services: list[IService] = list(choice.services)
-    observers: list[Callable[[Event], None]] = [log_event]
+    observers: list[Callable[[Event], None]] = [
+        log_event if config.events_text else functools.partial(log_event, text=False)
+    ]
     if config.events:
-        eventlog = EventLogService(config.events, reactor)
+        eventlog = EventLogService(config.events, reactor, text=config.events_text)
         services.append(eventlog)
         observers.append(eventlog)
     factory = (
@@ -171,18 +218,28 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
         )
     if len(config.pairs) > 4:
         log.info("... {n} pairs in all", n=len(config.pairs))
-    log.info(
-        "codec {codec} in, {reply} back, on {iface}",
-        codec=config.codec, reply=config.reply_codec, iface=config.interface,
-    )
-    bridge = BridgeService(config, reactor, pipeline_factory=factory, observers=observers, services=services)
+    transports = {kind for pair in config.pairs for kind in pair.transports}
+    if "rtp" in transports or (config.ari is not None and config.ari.media == "rtp"):
+        log.info(
+            "codec {codec} in, {reply} back, on {iface}",
+            codec=config.codec, reply=config.reply_codec, iface=config.interface,
+        )
+    if "audiosocket" in transports:
+        # transports/audiosocket.py: replies go in the kind and rate of the
+        # latest audio received (8 kHz before any).
+        log.info(
+            "AudioSocket: signed linear, little-endian, both ways, at the rate Asterisk sends "
+            "(8 kHz from AudioSocket(), 16 kHz with slin16), on {iface}",
+            iface=config.interface,
+        )
+    bridge = TwistdBridge(config, reactor, pipeline_factory=factory, observers=observers, services=services)
     if config.ari is not None:
         from xlbridge.ari.controller import ARIController
 
         ari = config.ari
         media = (
-            f"AudioSocket on TCP port {ari.audiosocket_port}" if ari.media == "audiosocket"
-            else f"RTP ports {ari.rtp_ports[0]}-{ari.rtp_ports[1]}"
+            f"AudioSocket (slin16, little-endian, both ways) on TCP port {ari.audiosocket_port}"
+            if ari.media == "audiosocket" else f"RTP ports {ari.rtp_ports[0]}-{ari.rtp_ports[1]}"
         )
         log.info("ARI {url} as {user}, app {app}, {media}", url=ari.url, user=ari.user, app=ari.app, media=media)
         ARIController(bridge, ari, reactor).setServiceParent(bridge)  # stops before the calls
@@ -191,7 +248,8 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
 
         try:
             monitor = make_monitor(
-                bridge, reactor, config.monitor, config.monitor_token, config.monitor_metrics_open
+                bridge, reactor, config.monitor, config.monitor_token, config.monitor_metrics_open,
+                listen_token=config.monitor_listen_token,
             )
         except ValueError as e:
             raise usage.UsageError(f"--monitor: {e}") from None
@@ -199,18 +257,146 @@ def makeService(options: Options, reactor: Optional[Any] = None) -> IService:
     return bridge
 
 
-def log_event(event: Event) -> None:
+class StartupFailed(SystemExit, Exception):
+    """
+    A start-up failure that twistd should report as one line, exiting 1.
+
+    twistd catches an ``Exception`` raised while starting the application
+    to remove its pid file and tell a daemon's parent, then raises it again,
+    and Python prints an uncaught exception as a traceback, but a
+    ``SystemExit`` as its message alone, with exit status 1.  This is both.
+    """
+
+
+class ServiceUsageError(StartupFailed, usage.UsageError):
+    """
+    A usage error found while building the service: ``str()`` is the
+    message, as for any ``UsageError``; twistd prints ``xlbridge: message``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = f"xlbridge: {message}"
+
+
+class TwistdBridge(BridgeService):
+    """
+    The bridge as ``twistd xlbridge`` runs it: a port that cannot be bound
+    (taken, not an address of this machine, privileged) or a transcript
+    file that cannot be opened stops start-up with :class:`StartupFailed`,
+    one line naming the option (:func:`start_failure`), not a traceback.
+
+    Ports are bound in :meth:`privilegedStartService`, before anything runs.
+    The monitor and the transcript are opened in :meth:`startService`, after
+    the engines have started: on a failure there, whatever started is
+    stopped before the error goes up.
+    """
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            message = start_failure(self, e)
+            if message is None:
+                raise
+            raise StartupFailed(message) from None
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except (CannotListenError, OSError) as e:
+            message = start_failure(self, e)
+            if message is None:
+                raise
+            self._stop_started()
+            raise StartupFailed(message) from None
+
+    def _stop_started(self) -> None:
+        """
+        Stop every child that started (their Deferreds are not waited for:
+        the reactor never runs), so no worker thread or process outlives a
+        refused start.
+        """
+        for service in reversed(list(self)):
+            if service.running:
+                try:
+                    service.stopService()
+                except Exception:
+                    log.failure("stopping {name} after a failed start", name=service.name)
+        self.running = False
+
+
+def _listeners(service: IService) -> Iterator[ListenerService]:
+    """Listener services under ``service``, in start order."""
+    if isinstance(service, ListenerService):
+        yield service
+    if isinstance(service, MultiService):
+        for child in service:
+            yield from _listeners(child)
+
+
+def start_failure(bridge: BridgeService, error: Exception) -> Optional[str]:
+    """
+    The one-line message (``xlbridge: --ports: UDP port 7777 is already in
+    use on 0.0.0.0``) for ``error`` raised while starting ``bridge``, naming
+    the option responsible, or ``None`` for an error this does not know.
+
+    Services start in order and stop at the first failure, so the listener
+    that failed is the first one still without a port; when every listener
+    has its port, a listening failure is the monitor's (it listens last).
+    """
+    config = bridge.config
+    if isinstance(error, CannotListenError):
+        failed = next((ls for ls in _listeners(bridge) if ls.port is None), None)
+        if failed is None:
+            if config.monitor.strip().lower() == "none":
+                return None
+            option, proto = "monitor", "TCP"
+        elif isinstance(failed, UDPListenerService):
+            option, proto = "ports", "UDP"
+        elif failed.parent is bridge:
+            option, proto = "audiosocket", "TCP"
+        else:
+            option, proto = "ari-audiosocket-port", "TCP"
+        return f"xlbridge: {_listen_failure(option, proto, error)}"
+    if isinstance(error, OSError) and config.events and error.filename == config.events:
+        return f"xlbridge: --events: cannot open {config.events}: {error.strerror or error}"
+    return None
+
+
+def _listen_failure(option: str, proto: str, error: CannotListenError) -> str:
+    iface = error.interface or "0.0.0.0"
+    code = getattr(error.socketError, "errno", None)
+    where = f"{proto} port {error.port} on {iface}"
+    if code == errno.EADDRINUSE:
+        return f"--{option}: {proto} port {error.port} is already in use on {iface}"
+    if code == errno.EADDRNOTAVAIL and option != "monitor":
+        return f"--interface: {iface} is not an address of this machine (cannot listen on {proto} port {error.port})"
+    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+    if code == errno.EACCES and isinstance(error.port, int) and 0 < error.port < 1024:
+        reason += " (ports below 1024 need root)"
+    return f"--{option}: cannot listen on {where}: {reason}"
+
+
+def log_event(event: Event, text: bool = True) -> None:
     """
     Log what an operator watching the console wants to see: final
     transcripts, translations with latency, engine trouble, dropped speech.
+
+    :param text: log what callers said; ``False`` (``events_text = false``)
+        logs each text's length instead, as the ``--events`` file does.
     """
+
+    def words(said: str) -> str:
+        return said if text else f"<{len(said)} characters>"
+
     if isinstance(event, TranscriptEvent):
         if event.is_final and event.text:
-            log.info("{ext} said: {text}", ext=event.extension, text=event.text, call_id=event.call_id)
+            log.info("{ext} said: {text}", ext=event.extension, text=words(event.text), call_id=event.call_id)
     elif isinstance(event, PlaybackStarted):
         log.info(
             "{ext} hears ({lang}): {text} [total {total} ms: asr {asr}, mt {mt}, tts {tts}, queue {queue}]",
-            ext=event.extension, lang=event.language, text=event.text, call_id=event.call_id,
+            ext=event.extension, lang=event.language, text=words(event.text), call_id=event.call_id,
             total=_ms(event.total_ms), asr=_ms(event.asr_ms), mt=_ms(event.mt_ms),
             tts=_ms(event.tts_first_byte_ms), queue=_ms(event.queue_wait_ms),
         )
@@ -225,7 +411,7 @@ def log_event(event: Event) -> None:
             log.info("{ext}: {engine} back", ext=event.extension, engine=event.engine, call_id=event.call_id)
     elif isinstance(event, UtteranceDropped):
         log.info(
-            "{ext}: dropped ({reason}): {text}", ext=event.extension, reason=event.reason, text=event.text,
+            "{ext}: dropped ({reason}): {text}", ext=event.extension, reason=event.reason, text=words(event.text),
             call_id=event.call_id,
         )
 

@@ -47,6 +47,8 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required", "--mute-audio",
 ]
 TOKEN = "browser-test-token"
+#: Opens listen-in too; the view token (TOKEN) does not.
+LISTEN_TOKEN = "browser-listen-token"
 SCREENS = Path(os.environ.get("XLBRIDGE_BROWSER_SCREENS") or Path(__file__).resolve().parents[2] / "_browser_screens")
 #: Legs set up at run time are named like ARI channels: with a slash.
 ARI_NAMES = ("PJSIP/7777-00000001", "PJSIP/8888-00000002")
@@ -80,7 +82,7 @@ class MonitorPageTests(TestCase):
         self.bridge = BridgeService(cfg, reactor, pipeline_factory=translate_factory(engines, settings))
         self.monitor: MonitorService = make_monitor(
             self.bridge, reactor, "tcp:0:interface=127.0.0.1", token=TOKEN, environ={},
-            status_interval=0.25, levels_interval=0.1,
+            listen_token=LISTEN_TOKEN, status_interval=0.25, levels_interval=0.1,
         )
         self.monitor.setServiceParent(self.bridge)
         self.bridge.privilegedStartService()
@@ -202,8 +204,10 @@ class MonitorPageTests(TestCase):
         expect = self.sync_api.expect
         page, errors = self.watched_page(context, http_errors=True)
         try:
-            page.goto(f"{self.base}/?token={TOKEN}")
+            page.goto(f"{self.base}/?token={LISTEN_TOKEN}")
             expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            expect(page.locator("body")).to_have_attribute("data-listen", "yes")
+            expect(page.locator("#listen-right")).to_be_hidden()
             leg_a = page.locator('.leg[data-extension="7777"]')
             leg_b = page.locator('.leg[data-extension="8888"]')
             expect(leg_a).to_be_visible()
@@ -267,7 +271,7 @@ class MonitorPageTests(TestCase):
         expect = self.sync_api.expect
         page, errors = self.watched_page(context, http_errors=False)
         try:
-            page.goto(f"{self.base}/?token={TOKEN}")
+            page.goto(f"{self.base}/?token={LISTEN_TOKEN}")
             expect(page.locator("#conn")).to_have_attribute("data-state", "open")
             leg = page.locator(f'.leg[data-extension="{ARI_NAMES[0]}"]')
             expect(leg).to_be_visible()
@@ -288,6 +292,29 @@ class MonitorPageTests(TestCase):
             self.assertEqual(errors, [])
         except BaseException:
             self.shot(page, "monitor-ari-failure")
+            raise
+
+    def view_only_scenario(self, context: Any) -> None:
+        """The view token: captions and meters, but no Listen buttons."""
+        expect = self.sync_api.expect
+        page, errors = self.watched_page(context, http_errors=True)
+        try:
+            page.goto(f"{self.base}/?token={TOKEN}")
+            expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            expect(page.locator("body")).to_have_attribute("data-listen", "no")
+            expect(page.locator("#listen-right")).to_be_visible()
+            expect(page.locator("#listen-right")).to_have_text("listen-in: needs the listen token")
+            leg_a = page.locator('.leg[data-extension="7777"]')
+            expect(leg_a).to_be_visible()
+            expect(leg_a.locator(".listen")).to_be_hidden()
+            expect(leg_a.locator('.listen-btn[data-direction="says"]')).to_be_hidden()
+            self.call(self.interim)
+            expect(leg_a.locator(".interim")).to_have_text("hello wor")
+            self.shot(page, "monitor-view-only")
+            self.assertEqual(page.evaluate("() => window.xlMonitor.listens.size"), 0)
+            self.assertEqual(errors, [])
+        except BaseException:
+            self.shot(page, "monitor-view-only-failure")
             raise
 
     def denied_scenario(self, context: Any) -> None:
@@ -316,6 +343,12 @@ class MonitorPageTests(TestCase):
         yield self.until(lambda: len(self.bridge.active_calls()) == 2)
         yield deferToThread(self.browse, self.ari_leg_scenario)
         self.assertEqual(self.bridge.dynamic_endpoints, {})
+
+    @inlineCallbacks
+    def test_view_token_has_no_listen_buttons(self) -> Any:
+        yield self.until(lambda: self.bridge.active_calls() and "7777" in self.asr.made)
+        yield deferToThread(self.browse, self.view_only_scenario)
+        self.assertEqual(self.monitor.guard.refused, {})
 
     @inlineCallbacks
     def test_wrong_or_missing_token_shows_access_error(self) -> Any:

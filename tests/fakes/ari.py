@@ -3,7 +3,13 @@ A fake Asterisk ARI (PROTOCOLS.md 5.1-5.2): REST under ``/ari`` and the
 events WebSocket at ``/ari/events``, on one port.
 
 * Auth: HTTP Basic or ``api_key=user:pass`` (split at the first ``:``);
-  anything else is 401, on REST and on the WebSocket upgrade.
+  anything else is 401 (``{"message": "Authentication required"}``), on
+  REST and on the WebSocket upgrade.  With :attr:`FakeARI.read_only` (the
+  user's ``read_only = yes`` in ari.conf) every REST request but GET is 403
+  ``{"message": "Write access denied"}``, checked, like Asterisk, after the
+  user and before the resource (res_ari.c ``ast_ari_callback``).
+* :attr:`FakeARI.ws_failures`: statuses the next WebSocket upgrades are
+  refused with, one per attempt (503 as while Asterisk boots...).
 * Every REST request is recorded as a :class:`Request` (method, path,
   query params) in :attr:`FakeARI.requests`.
 * Channels look like Asterisk's (``id`` ``1724500000.N``, ``name``,
@@ -46,6 +52,7 @@ import datetime
 import itertools
 import json
 import uuid
+from http import HTTPStatus
 from typing import Any, Optional
 from urllib.parse import unquote
 
@@ -89,6 +96,10 @@ class _Events(WebSocketServerProtocol):
         if not fake.authorized(request.headers.get("authorization"), key):
             fake.ws_rejected += 1
             raise ConnectionDeny(401, "Unauthorized")
+        if fake.ws_failures:
+            status = fake.ws_failures.pop(0)
+            fake.ws_failed += 1
+            raise ConnectionDeny(status, HTTPStatus(status).phrase)
         self.apps = set(",".join(request.params.get("app", [])).split(","))
 
     def onOpen(self) -> None:
@@ -118,6 +129,9 @@ class _Rest(Resource):
         if not fake.authorized(request.getHeader("authorization"), key):
             request.setResponseCode(401)
             return b'{"message": "Authentication required"}'
+        if fake.read_only and method not in ("GET", "OPTIONS"):
+            request.setResponseCode(403)
+            return b'{"message": "Write access denied"}'
         for i, (m, prefix, status) in enumerate(fake.failures):
             if m == method and path.startswith(prefix):
                 del fake.failures[i]
@@ -145,6 +159,11 @@ class FakeARI:
         self.rtp: dict[str, _RTPSocket] = {}
         self._rtp_ports: dict[str, Any] = {}
         self.ws_rejected = 0
+        #: the user may only read (ari.conf ``read_only = yes``): REST but GET is 403
+        self.read_only = False
+        #: statuses to refuse the next upgrades with, and how many were
+        self.ws_failures: list[int] = []
+        self.ws_failed = 0
         #: close code of each events socket that ended (None: no close frame)
         self.closes: list[Any] = []
         #: ``POST /channels`` callees answer (enter Stasis) at once.

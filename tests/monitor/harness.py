@@ -33,6 +33,9 @@ B = ("127.0.0.1", 10002)
 
 TOKEN = "s3cret-token-for-tests"
 
+#: Opens listen-in too (the view token does not).
+LISTEN_TOKEN = "listen-token-for-tests"
+
 NAME_A = "PJSIP/7777-00000001"
 
 NAME_B = "PJSIP/8888-00000002"
@@ -50,6 +53,7 @@ class MonitoredBridge:
     """
 
     metrics_open = False
+    listen_token: str | None = LISTEN_TOKEN
 
     def build(self, **monitor_options: Any) -> None:
         self.reactor = MemoryUDPReactor()
@@ -62,7 +66,7 @@ class MonitoredBridge:
         self.bridge = BridgeService(cfg, self.reactor, pipeline_factory=translate_factory(engines, settings))
         self.monitor: MonitorService = make_monitor(
             self.bridge, self.reactor, "tcp:0:interface=127.0.0.1", token=TOKEN,
-            metrics_open=self.metrics_open, environ={}, **monitor_options,
+            metrics_open=self.metrics_open, environ={}, listen_token=self.listen_token, **monitor_options,
         )
         self.monitor.setServiceParent(self.bridge)
         self.bridge.privilegedStartService()
@@ -110,13 +114,15 @@ def bearer(token: str = TOKEN) -> dict[bytes, list[bytes]]:
 
 class FakeViewer:
     """
-    A viewer without a socket: records what the hub writes to it.
+    A viewer without a socket: records what the hub writes to it.  It came
+    with the listen token unless ``may_listen`` is false.
     """
 
-    def __init__(self, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, max_bytes: int = 256 * 1024, may_listen: bool = True) -> None:
         self.outbox = Outbox(max_bytes)
         self.listens: set[tuple[str, str]] = set()
         self.sent: list[Any] = []
+        self.may_listen = may_listen
 
     def send_prepared(self, message: Any) -> None:
         self.sent.append(message)

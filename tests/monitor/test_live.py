@@ -18,7 +18,17 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.monitor.harness import NAME_A, NAME_B, TOKEN, DynamicCall, FakeViewer, MonitoredBridge, tone
+from tests.monitor.harness import (
+    LISTEN_TOKEN,
+    NAME_A,
+    NAME_B,
+    TOKEN,
+    DynamicCall,
+    FakeViewer,
+    MonitoredBridge,
+    bearer,
+    tone,
+)
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.monitor.auth import Verdict
@@ -157,6 +167,54 @@ class HubTests(MonitoredBridge, SynchronousTestCase):
         call = self.start_call()
         self.assertIsInstance(call.legs[1].tap_out, LegTap)
 
+    def test_hello_says_whether_the_viewer_may_listen(self) -> None:
+        listener, viewer = self.join(), FakeViewer(may_listen=False)
+        self.hub.join(viewer)
+        self.addCleanup(self.hub.leave, viewer)
+        self.reactor.advance(0)
+        self.assertEqual([m["listen"] for m in listener.messages("hello")], [True])
+        self.assertEqual([m["listen"] for m in viewer.messages("hello")], [False])
+
+    def test_view_token_sees_captions_but_cannot_listen(self) -> None:
+        viewer = FakeViewer(may_listen=False)
+        self.hub.join(viewer)
+        self.addCleanup(self.hub.leave, viewer)
+        call = self.start_call()
+        self.translate_once()
+        refused = self.request(viewer, {"listen": {"extension": "7777", "direction": "says"}})
+        self.assertEqual(
+            (refused["type"], refused["error"], refused["extension"], refused["direction"]),
+            ("error", "listen-in needs the listen token", "7777", "says"),
+        )
+        self.assertEqual((viewer.listens, self.hub.listeners), (set(), {}))
+        self.assertFalse(self.hub.taps.get("7777", "says").listening)
+        call.legs[0].tap_in(tone(1234))
+        self.reactor.advance(0)
+        self.assertEqual(viewer.frames(), [])
+        captions = [m["event"].get("text") for m in viewer.messages("event")]
+        self.assertIn("hello", captions)  # captions are the view token's to see
+        self.assertEqual(self.request(viewer, {"unlisten": {"extension": "7777", "direction": "says"}})["type"],
+                         "unlistened")
+        self.assertEqual(self.monitor.guard.refused[Verdict.LISTEN], 1)
+        metrics = self.get("/metrics", bearer())[2].decode()
+        self.assertIn('xlbridge_monitor_auth_refused_total{reason="listen"} 1.0', metrics)
+
+
+class ListenOffTests(MonitoredBridge, SynchronousTestCase):
+    listen_token = None
+
+    def test_without_a_listen_token_nobody_listens(self) -> None:
+        self.build()
+        self.assertFalse(self.monitor.guard.listen_enabled)
+        self.start_call()
+        viewer = FakeViewer(may_listen=False)  # what every token gets then
+        self.monitor.hub.join(viewer)
+        self.addCleanup(self.monitor.hub.leave, viewer)
+        self.monitor.hub.message(viewer, b'{"listen": {"extension": "7777", "direction": "hears"}}', False)
+        self.reactor.advance(0)
+        (error,) = viewer.messages("error")
+        self.assertEqual(error["error"], "listen-in is off")
+
 class DynamicListenTests(DynamicCall, SynchronousTestCase):
     def setUp(self) -> None:
         self.build(status_interval=1.0, levels_interval=0.1)
@@ -245,6 +303,19 @@ class WebSocketAuthTests(MonitoredBridge, SynchronousTestCase):
     def test_query_or_bearer_accepted(self) -> None:
         self.assertIsNone(self.connect({}, {"token": [TOKEN]}))
         self.assertIsNone(self.connect({"authorization": f"Bearer {TOKEN}"}, {}))
+
+    def test_only_the_listen_token_may_listen(self) -> None:
+        for headers, params, may_listen in [
+            ({}, {"token": [TOKEN]}, False),
+            ({}, {"token": [LISTEN_TOKEN]}, True),
+            ({"authorization": f"Bearer {LISTEN_TOKEN}"}, {}, True),
+        ]:
+            self.build()
+            proto = self.monitor.hub.factory.buildProtocol(None)
+            self.assertFalse(proto.may_listen)
+            request = ConnectionRequest(None, headers, "localhost", "/ws", params, 13, None, [], [])
+            self.assertIsNone(proto.onConnect(request))
+            self.assertEqual(proto.may_listen, may_listen, (headers, params))
 
 class _Client(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:

@@ -85,7 +85,11 @@ class MetricsTests(MonitoredBridge, SynchronousTestCase):
 
     def test_tick_hook_is_installed_while_running(self) -> None:
         egress: Any = self.bridge.egress
-        self.assertEqual(egress.on_tick, self.monitor.metrics.observe_tick)
+        self.assertEqual(egress.on_tick, self.monitor.observe_tick)
+        before = self.monitor.egress_watch.last_tick
+        pump_ticks(self.reactor, 1)
+        self.assertEqual(self.monitor.egress_watch.last_tick, self.reactor.seconds())
+        self.assertNotEqual(before, self.monitor.egress_watch.last_tick)
         self.monitor.stopService()
         self.assertIsNone(egress.on_tick)
         self.assertNotIn(self.monitor.metrics.observe, self.bridge.observers)

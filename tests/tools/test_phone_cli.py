@@ -1,21 +1,26 @@
 """
 Tests for xlbridge.tools.phone_cli, the simulated phone's command line
 (``xlbridge-phone``): argument errors exit 1 with a message naming the
-problem, before any reactor runs.  The phone itself is tested in
-tests/tools/test_phone.py.
+problem, before any reactor runs; a run that heard nothing back exits 1
+too.  The phone itself is tested in tests/tools/test_phone.py.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 from contextlib import redirect_stderr
 from typing import Any
 
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from xlbridge.tools.phone_cli import main
+from xlbridge.rtp.packet import build
+from xlbridge.tools.phone_cli import heard_nothing, main
+from xlbridge.tools.recorder import Recorder
 
 USAGE = "usage: xlbridge-phone"
 
@@ -137,3 +142,51 @@ class ArgumentErrorTests(SynchronousTestCase):
         status, err = self.run_main("--to", "127.0.0.1:7777", "--play", path)
         self.assertEqual(status, 1)
         self.assertIn(f"xlbridge-phone: error: {path}", err)
+
+
+class HeardNothingTests(SynchronousTestCase):
+    """
+    A run that got no packet back is a failure: the bridge answers every
+    20 ms from the first packet it receives, so silence means it never
+    heard the phone.
+    """
+
+    def test_message_only_when_nothing_came_back(self) -> None:
+        silent = Recorder().report(packets_sent=20)
+        message = heard_nothing(silent, ("127.0.0.1", 7777))
+        assert message is not None
+        self.assertTrue(message.startswith("received 0 packets from 127.0.0.1:7777"))
+        self.assertNotIn("\n", message)
+        answered = Recorder()
+        answered.receive(build(118, 1, 320, 9, bytes(640)), 0.0)
+        self.assertIsNone(heard_nothing(answered.report(packets_sent=20), ("127.0.0.1", 7777)))
+
+
+class SilentPeerTests(TestCase):
+    """
+    The command against a port where nobody answers: exit status 1 and one
+    line on stderr, after the usual summary on stdout.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_exit_1_when_nothing_came_back(self) -> Any:
+        from twisted.internet import reactor
+
+        sink: Any = reactor
+        port = sink.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")  # reads, never answers
+        self.addCleanup(port.stopListening)
+        stdout, stderr, status = yield getProcessOutputAndValue(
+            sys.executable,
+            [
+                "-m", "xlbridge.tools.phone_cli", "--to", f"127.0.0.1:{port.getHost().port}",
+                "--tone", "440", "--seconds", "0.2", "--tail", "0.2",
+            ],
+            env=dict(os.environ),
+        )
+        self.assertEqual(status, 1, stderr)
+        self.assertIn(b"packets received:  0", stdout)
+        lines = stderr.decode().strip().splitlines()
+        self.assertEqual(len(lines), 1, stderr)
+        self.assertTrue(lines[0].startswith("xlbridge-phone: error: received 0 packets from 127.0.0.1:"), lines)

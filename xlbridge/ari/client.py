@@ -2,46 +2,166 @@
 ARI REST calls over treq, with HTTP Basic auth.
 
 Only the handful of resources the controller needs (PROTOCOLS.md 5.1-5.2).
-Errors become :class:`ARIError` carrying the status; 401 becomes
-:class:`ARIAuthError` whose message names the user but never the password.
+An error answer becomes :class:`ARIError` carrying the status and what
+Asterisk said; 401 (user or password wrong) and 403 (a ``read_only`` user
+asking for a change) become :class:`ARIAuthError`, whose message names the
+user and the options to check but never the password, and which is also
+handed to :attr:`ARIClient.on_refused` (the events socket then stops and
+retries slowly: :mod:`xlbridge.ari.events`).  A request unanswered after
+:attr:`ARIClient.timeout` seconds fails with :class:`ARITimeout`.
+
+:func:`describe_failure` turns any of these, and the connection errors
+under them (refused, DNS, timeouts), into the short reason a log line
+gives.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+import re
+from http import HTTPStatus
+from typing import Any, Callable, Mapping, Optional, Union
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet import error as _error
+from twisted.internet.defer import Deferred, TimeoutError as _DeferredTimeout, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from xlbridge.ari.reactor import IHTTPReactor
+
+#: The bridge id :meth:`ARIClient.check_access` asks Asterisk to delete: no
+#: such bridge exists, so a user allowed to make changes gets 404.
+ACCESS_CHECK_BRIDGE = "xlbridge-access-check"
+
+
+def http_answer(status: int, body: str = "", phrase: str = "") -> str:
+    """
+    What Asterisk answered, short: ``HTTP 401 Unauthorized: Authentication
+    required`` (the ``message`` of its JSON error body, or the first 200
+    characters of any other body).
+    """
+    if not phrase:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+    text = f"HTTP {status} {phrase}".rstrip()
+    said = body.strip()
+    try:
+        decoded = json.loads(said)
+    except ValueError:
+        decoded = None
+    if isinstance(decoded, dict) and isinstance(decoded.get("message"), str):
+        said = decoded["message"]
+    elif "<" in said and ">" in said:
+        # An HTML error page (Asterisk's HTTP server while ARI is not
+        # loaded): its first paragraph, or its text.
+        para = re.search(r"<p>(.*?)</p>", said, re.IGNORECASE | re.DOTALL)
+        said = re.sub(r"<[^>]*>", " ", para.group(1) if para else said)
+    said = " ".join(said.split())[:200]
+    return f"{text}: {said}" if said else text
+
+
+def refusal_advice(status: int, user: str) -> str:
+    """
+    What to check when Asterisk refuses ``user`` with ``status`` (401 or 403).
+    """
+    if status == 403:
+        return (
+            f"ARI user {user!r} (--ari-user) may not make changes: set read_only = no for it "
+            "in Asterisk's ari.conf"
+        )
+    return (
+        f"Asterisk does not accept user {user!r} with the password from --ari-password-file: "
+        "check --ari-user and --ari-password-file against the user and password in Asterisk's ari.conf"
+    )
 
 
 class ARIError(Exception):
     """
     Asterisk answered a request with an error status.
+
+    :ivar answer: what it said, as :func:`http_answer` puts it.
     """
 
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
-        super().__init__(f"ARI {method} {path} failed: HTTP {status} {body[:200]}")
-        self.status = status
+        self.method, self.path, self.status = method, path, status
+        self.answer = http_answer(status, body)
+        super().__init__(f"ARI {method} {path} failed: {self.answer}")
 
 
 class ARIAuthError(ARIError):
     """
-    Asterisk rejected the credentials (401).
+    Asterisk refused the user: 401 (wrong user or password) or 403 (the
+    user is ``read_only`` and the request would change something).
     """
 
-    def __init__(self, method: str, path: str, user: str) -> None:
-        Exception.__init__(
-            self,
-            f"ARI rejected user {user!r} (HTTP 401 on {method} {path}): check the user and "
-            "password in Asterisk's ari.conf and --ari-user / --ari-password-file",
-        )
-        self.status = 401
+    def __init__(self, method: str, path: str, user: str, status: int = 401, body: str = "") -> None:
+        ARIError.__init__(self, method, path, status, body)
+        self.user = user
+        self.advice = refusal_advice(status, user)
+        Exception.__init__(self, f"ARI refused {method} {path} ({self.answer}): {self.advice}")
+
+
+class ARITimeout(Exception):
+    """
+    Asterisk did not answer a request in time.
+    """
+
+    def __init__(self, method: str, path: str, seconds: float) -> None:
+        super().__init__(f"ARI {method} {path}: no answer within {seconds:g} s (timed out)")
+        self.method, self.path, self.seconds = method, path, seconds
+
+
+#: Failures that say the network or Asterisk is in trouble (worth another
+#: try later), as opposed to a bug of ours.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    ARIError,
+    ARITimeout,
+    _error.ConnectError,
+    _error.DNSLookupError,
+    _error.ConnectingCancelledError,
+    _error.ConnectionLost,
+    _error.ConnectionDone,
+    ResponseNeverReceived,
+    ResponseFailed,
+    RequestTransmissionFailed,
+)
+
+
+def _sentence(text: str) -> str:
+    return text.strip().rstrip(".")
+
+
+def describe_failure(failure: Union[Failure, BaseException]) -> str:
+    """
+    Why a request or connection attempt failed, for a log line: ``connection
+    refused (...)``, ``DNS lookup failed: ...``, ``timed out ...``, ``HTTP
+    503 Service Unavailable: ...``, ``connection lost before Asterisk
+    answered (...)``, or the exception's type and text.
+    """
+    e = failure.value if isinstance(failure, Failure) else failure
+    if isinstance(e, ARIError):
+        return e.answer
+    if isinstance(e, ARITimeout):
+        return f"timed out: no answer within {e.seconds:g} s"
+    if isinstance(e, _error.ConnectionRefusedError):
+        return f"connection refused ({_sentence(str(e))})"
+    if isinstance(e, _error.DNSLookupError):
+        return _sentence(str(e))
+    if isinstance(e, (_error.TimeoutError, _error.TCPTimedOutError, _DeferredTimeout)):
+        return f"timed out ({_sentence(str(e))})"
+    if isinstance(e, (ResponseNeverReceived, ResponseFailed, RequestTransmissionFailed)):
+        reasons = "; ".join(_sentence(r.getErrorMessage()) for r in getattr(e, "reasons", []) or [])
+        return f"connection lost before Asterisk answered ({reasons or type(e).__name__})"
+    if isinstance(e, (_error.ConnectError, _error.ConnectionLost, _error.ConnectionDone)):
+        return _sentence(str(e)) or type(e).__name__
+    return f"{type(e).__name__}: {e}"
 
 
 class ARIClient:
@@ -51,12 +171,18 @@ class ARIClient:
     :param url: base, e.g. ``http://127.0.0.1:8088`` (``/ari`` is appended).
     :param reactor: for the connections (:class:`~xlbridge.ari.reactor.IHTTPReactor`).
     :param http: a treq ``HTTPClient`` (default: one over our own pool).
+    :param timeout: seconds a request may wait for its answer.
+    :param clock: times the requests (default: ``reactor``).
+
+    :ivar on_refused: called with each :class:`ARIAuthError` before it is
+        raised (the controller hands it to the events socket).
     """
 
     log = Logger()
 
     def __init__(
-        self, url: str, user: str, password: str, reactor: IHTTPReactor, http: Optional[HTTPClient] = None
+        self, url: str, user: str, password: str, reactor: IHTTPReactor, http: Optional[HTTPClient] = None,
+        timeout: float = 30.0, clock: Optional[IReactorTime] = None,
     ) -> None:
         self.base = url.rstrip("/") + "/ari"
         self.user = user
@@ -64,6 +190,9 @@ class ARIClient:
         # Our own pool, so stopping closes our keep-alive connections.
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = http or HTTPClient(Agent(reactor, pool=self._pool))
+        self.timeout = timeout
+        self.clock: IReactorTime = clock or reactor
+        self.on_refused: Optional[Callable[[ARIAuthError], None]] = None
 
     def close(self) -> "Deferred[Any]":
         """
@@ -74,13 +203,35 @@ class ARIClient:
     def __repr__(self) -> str:
         return f"<ARIClient {self.base} user={self.user!r}>"
 
-    @inlineCallbacks
     def request(
         self, method: str, path: str, params: Optional[Mapping[str, str]] = None, body: Any = None
-    ) -> Any:
+    ) -> "Deferred[Any]":
         """
         ``method`` ``/ari`` + ``path``; the decoded JSON answer (or ``None``).
+
+        Fails with :class:`ARIAuthError` (401/403), :class:`ARIError`
+        (another error status), :class:`ARITimeout`, or the connection's
+        own error (refused, DNS...).
         """
+        d = self._request(method, path, params, body)
+        if self.timeout <= 0:
+            return d
+        timer = self.clock.callLater(self.timeout, d.cancel)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+                return result
+            # Cancelled by the timer: whatever the cancellation raised
+            # (CancelledError, ResponseNeverReceived...), it timed out.
+            return Failure(ARITimeout(method, path, self.timeout)) if isinstance(result, Failure) else result
+
+        return d.addBoth(done)
+
+    @inlineCallbacks
+    def _request(
+        self, method: str, path: str, params: Optional[Mapping[str, str]], body: Any
+    ) -> Any:
         kwargs: dict[str, Any] = {"auth": self._auth}
         if params:
             kwargs["params"] = dict(params)
@@ -89,11 +240,34 @@ class ARIClient:
             kwargs["headers"] = {b"Content-Type": [b"application/json"]}
         response = yield self.http.request(method, self.base + path, **kwargs)
         text = yield response.text("utf-8")
-        if response.code == 401:
-            raise ARIAuthError(method, path, self.user)
+        if response.code in (401, 403):
+            refused = ARIAuthError(method, path, self.user, response.code, text)
+            if self.on_refused is not None:
+                try:
+                    self.on_refused(refused)
+                except Exception:
+                    self.log.failure("ARI on_refused failed")
+            raise refused
         if response.code >= 300:
             raise ARIError(method, path, response.code, text)
         return json.loads(text) if text.strip() else None
+
+    def check_access(self) -> "Deferred[None]":
+        """
+        Check, changing nothing, that our user may make changes: ask to
+        delete a bridge that does not exist (:data:`ACCESS_CHECK_BRIDGE`).
+        Asterisk checks the user (401) and its ``read_only`` flag (403)
+        before it looks for the bridge, so a user that may write gets 404,
+        which is success here.  Fails like :meth:`request` otherwise.
+        """
+        d = self.request("DELETE", f"/bridges/{ACCESS_CHECK_BRIDGE}")
+
+        def absent(f: Failure) -> None:
+            if f.check(ARIError) and not f.check(ARIAuthError) and getattr(f.value, "status", None) == 404:
+                return None
+            f.raiseException()
+
+        return d.addCallbacks(lambda _: None, absent)
 
     # -- resources -------------------------------------------------------
 

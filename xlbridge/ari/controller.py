@@ -21,10 +21,12 @@ soon as it exists once the caller is gone.  Ports rest in quarantine
 before reuse.  The partner is hung up, kept, or first told (``prompt``:
 :mod:`xlbridge.ari.prompt`).  ``dial=ENDPOINT`` originates the callee into
 a private room (:mod:`xlbridge.ari.dial`).  On each (re)connection of the
-events socket, bridges named ``xlbridge-*`` and ExternalMedia channels to
-our port range or AudioSocket port that are not ours are removed: they are
-leftovers of an earlier run (:meth:`ARIController.remove_leftovers`, with
-the rules in :mod:`xlbridge.ari.leftovers`).
+events socket, once our user is known to be allowed to make changes,
+bridges named ``xlbridge-*`` and ExternalMedia channels to our port range
+or AudioSocket port that are not ours are removed: they are leftovers of an
+earlier run (:meth:`ARIController.remove_leftovers`, with the rules in
+:mod:`xlbridge.ari.leftovers`).  Reconnecting, backing off and a refused
+user (401/403) are the events socket's business (:mod:`xlbridge.ari.events`).
 
 The controller keeps one registry of callers (:attr:`ARIController.callers`,
 by channel id, until they leave) and one of rooms (by name); an
@@ -44,7 +46,7 @@ from twisted.python.failure import Failure
 
 from xlbridge.ari.audiosocket import AudioSocketRouter
 from xlbridge.ari.caller import Caller, new_caller
-from xlbridge.ari.client import ARIClient, ARIError
+from xlbridge.ari.client import ARIAuthError, ARIClient, ARIError
 from xlbridge.ari.dial import Dialer
 from xlbridge.ari.events import ARIEvents
 from xlbridge.ari.leftovers import (
@@ -137,6 +139,9 @@ class ARIController(MultiService):
             self.on_event, self.on_connect,
         )
         self.events.setServiceParent(self)
+        # A 401/403 on any request stops the ARI part until Asterisk takes
+        # the user again (ari/events.py).
+        self.client.on_refused = self.events.refused
 
     @property
     def dialing(self) -> dict[str, str]:
@@ -412,6 +417,8 @@ class ARIController(MultiService):
     def _quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
         # 404: already gone, which is what we wanted.
         def check(f: Failure) -> None:
+            if f.check(ARIAuthError):
+                return  # the events socket said so, once (ari/events.py)
             if not (f.check(ARIError) and getattr(f.value, "status", None) == 404):
                 self.log.warn("ARI cleanup request failed: {err}", err=f.value)
 
@@ -440,8 +447,16 @@ class ARIController(MultiService):
 
     # -- restart cleanup ---------------------------------------------------
 
-    def on_connect(self) -> None:
-        self.remove_leftovers().addErrback(lambda f: self.log.error("ARI cleanup failed: {err}", err=f.value))
+    @inlineCallbacks
+    def on_connect(self) -> Generator["Deferred[Any]", Any, None]:
+        """
+        After each (re)connection of the events socket: check that our user
+        may make changes (a read-only one is refused here, not at the first
+        caller), then :meth:`remove_leftovers`.  The events socket retries
+        this when it fails and stops on 401/403 (:mod:`xlbridge.ari.events`).
+        """
+        yield self.client.check_access()
+        yield self.remove_leftovers()
 
     @inlineCallbacks
     def remove_leftovers(self) -> Generator["Deferred[Any]", Any, None]:
@@ -453,15 +468,20 @@ class ARIController(MultiService):
         and take back callers an earlier run left in our Stasis app.
         """
         client = self.client
-        ours_b = {c.bridge_id for c in self.callers.values()} | {BRIDGE_PREFIX + c for c in self.callers}
         bridges = yield client.bridges()
+        # Ours as of the answer: callers who entered while it was on the
+        # way may already have made theirs.
+        ours_b = {c.bridge_id for c in self.callers.values()} | {BRIDGE_PREFIX + c for c in self.callers}
         for b in stale_bridges(bridges or [], ours_b):
             self.log.info("removing stale bridge {name}", name=str(b.get("name", "")))
             yield self._quietly(client.destroy_bridge(str(b["id"])))
+        # Only callers we knew of before asking can be missing from the
+        # answer because they are gone, not because they are newer.
+        before = set(self.callers)
         channels = yield client.channels()
         alive = {ch.get("id") for ch in channels or []}
         for caller in list(self.callers.values()):
-            if caller.channel_id not in alive:
+            if caller.channel_id in before and caller.channel_id not in alive:
                 # Hung up while the events socket was down: no StasisEnd came.
                 caller.lifecycle.hangup("gone while disconnected")
         ours = self._media_ids() | (set(self.audiosocket.routes) if self.audiosocket is not None else set())

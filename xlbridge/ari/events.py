@@ -1,27 +1,85 @@
 """
 The ARI events WebSocket (``/ari/events?app=...``), kept connected.
 
-An Autobahn client protocol only forwards messages; :class:`ARIEvents`
-owns reconnection through :class:`ClientService` (exponential backoff), so
-an Asterisk restart only costs the calls it dropped.  Credentials go in the
-``Authorization`` header (Basic), not the URL, so they never show in logs of
-the URL.
+An Autobahn client protocol only forwards its callbacks; :class:`ARIEvents`
+owns the connection: it connects, times out, says why each attempt failed,
+backs off and reconnects, runs the owner's start-up requests after each
+connection, and when Asterisk refuses our user (401/403) closes and tries
+again slowly.  An Asterisk restart only costs the calls it dropped.
+Credentials go in the ``Authorization`` header (Basic), not the URL, so they
+never show in logs of the URL.
+
+Design notes
+------------
+
+Lifecycle (``state``)::
+
+    stopped --start--> connecting --upgrade 101--> preparing --on_connect done--> up
+                          ^   |                      |  ^   |                      |
+                          |   | refused, DNS,        |  |   | REST 5xx, timeout:   |
+                          |   | timeout, HTTP 5xx    |  +---+ retried, socket open |
+                          |   v                      v                             v
+                          +-- backoff <-------- closed ------------------------- closed
+    connecting, preparing, up --HTTP 401/403 (upgrade or any REST request)--> refused
+    refused --refused_delay--> connecting
+    any --stopService--> stopped
+
+* **Why not ClientService?**  It counts a connection as made once TCP
+  connects and resets its retry count, but Asterisk refuses a wrong
+  password *after* TCP, in the HTTP upgrade: with a wrong password it
+  retried about once a second for ever, and its only log line was
+  "Scheduling retry N".  So the loop is ours, as in
+  :mod:`xlbridge.engines.deepgram.connection`: a failure counter, our own
+  log lines, ``clock.callLater``.
+* **Backoff.**  :func:`retry_delay`: ``initial_delay`` (1 s) doubling per
+  failure in a row up to ``max_delay`` (60 s), each up to a fifth shorter at
+  random (injected) so that restarts do not synchronise.  The count goes
+  back to zero once a connection has stayed open ``stable_after`` seconds
+  (10 s), checked when it closes, so a socket Asterisk accepts and drops at
+  once still backs off.
+* **Start-up requests.**  ``on_connect`` may return a Deferred (the
+  controller's access check and leftover cleanup).  If it fails for a
+  reason that may heal (an HTTP error, a timeout, a lost connection) it is
+  run again on the same schedule while the socket stays open and events
+  are handled; any other exception is a bug, logged once with its
+  traceback.
+* **Refused (401/403).**  On the upgrade, in the start-up requests, or in
+  any later REST request (:meth:`refused`, which
+  :attr:`~xlbridge.ari.client.ARIClient.on_refused` calls): one error
+  naming ``--ari-user``/``--ari-password-file`` and what Asterisk said, the
+  socket closed (so ``Stasis()`` fails at once in the dialplan instead of
+  parking callers in a silent app), and a new attempt every
+  ``refused_delay`` (60 s), each refused again logged as one warning.  A
+  user or password fixed in ``ari.conf`` (``module reload res_ari.so``) is
+  picked up without restarting xlbridge; calls on the fixed ports never
+  depend on ARI.
+* **Clock.**  Every timer is on the injected clock; Autobahn's own timers
+  (opening and closing handshake, server drop) are off, since they would run
+  on txaio's global reactor.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import json
-from typing import Any, Callable, Optional
+import random as _random
+from typing import Any, Callable, Optional, Union
 from urllib.parse import urlencode, urlsplit
 
+import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from xlbridge.ari.client import RETRYABLE, ARIAuthError, describe_failure, http_answer, refusal_advice
 from xlbridge.ari.reactor import IHTTPReactor
+
+__all__ = ["ARIEvents", "State", "events_url", "retry_delay"]
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -29,10 +87,42 @@ EventHandler = Callable[[dict[str, Any]], None]
 _log = Logger()
 
 
+class State(enum.StrEnum):
+    """
+    State of :class:`ARIEvents` (see the module's diagram).
+    """
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    PREPARING = "preparing"
+    UP = "up"
+    BACKOFF = "backoff"
+    REFUSED = "refused"
+
+
+def retry_delay(
+    failures: int,
+    initial: float = 1.0,
+    maximum: float = 60.0,
+    jitter: float = 0.2,
+    random: Callable[[], float] = _random.random,
+) -> float:
+    """
+    Seconds to wait after ``failures`` failures in a row (1 for the first):
+    ``initial`` doubling each time up to ``maximum``, made up to ``jitter``
+    (a fraction) shorter by ``random()`` in ``[0, 1)``.
+    """
+    n = min(max(1, failures) - 1, 64)
+    ceiling = min(maximum, initial * 2.0**n)
+    return ceiling * (1.0 - jitter * min(max(random(), 0.0), 1.0))
+
+
 class _EventsProtocol(WebSocketClientProtocol):
     # Autobahn's own ``self.log`` stays txaio's, which drops its per-frame
-    # debug lines at the default level; a twisted Logger here would print
-    # every one of them under twistd.
+    # debug lines.  At "error" it also drops its "failing WebSocket opening
+    # handshake" (info) and "dropping connection ...: REASON" (warn) on
+    # every failed attempt: ARIEvents says why, once, with the same reason.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
     def onOpen(self) -> None:
         self.factory.owner._opened(self)
@@ -52,6 +142,21 @@ class _EventsProtocol(WebSocketClientProtocol):
         self.factory.owner._closed(self, code, reason)
 
 
+def _upgrade_refusal(proto: _EventsProtocol) -> Optional[tuple[int, str]]:
+    """
+    The status of a refused upgrade and what Asterisk said (status line and
+    as much of the body as came with the headers), or ``None``.
+    """
+    parts = str(getattr(proto, "http_status_line", "") or "").split(None, 2)
+    if len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) == 101:
+        return None
+    status = int(parts[1])
+    head = getattr(proto, "http_response_data", b"") or b""
+    data = getattr(proto, "data", b"") or b""
+    body = data[len(head):] if head and data.startswith(head) else b""
+    return status, http_answer(status, body.decode("utf-8", "replace"), parts[2] if len(parts) > 2 else "")
+
+
 def events_url(base: str, app: str) -> str:
     """
     ``ws://host:port/ari/events?app=...`` for an ``http://host:port`` base.
@@ -61,11 +166,29 @@ def events_url(base: str, app: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/ari/events?{urlencode({'app': app})}"
 
 
-class ARIEvents(ClientService):
+def _cancel(call: Optional[IDelayedCall]) -> None:
+    if call is not None and call.active():
+        call.cancel()
+
+
+class ARIEvents(Service):
     """
     Keep the events socket open; ``on_event`` gets each event as a dict and
     ``on_connect`` is called after every (re)connection, so the owner can
-    clean up what an earlier connection left behind.
+    clean up what an earlier connection left behind (it may return a
+    Deferred: see the module's notes).
+
+    :param reactor: makes the TCP connections (and is the clock unless
+        ``clock`` is given).
+    :param endpoint: where to connect (default: ``HostnameEndpoint`` to the
+        host and port of ``base``; tests pass their own).
+    :param random: jitter source returning ``[0, 1)``.
+
+    :ivar state: a :class:`State`.
+    :ivar connections: connections opened so far.
+    :ivar failures: failed attempts in a row (the backoff exponent).
+    :ivar last_error: why the last attempt failed, or ``None``.
+    :ivar next_attempt: clock time of the next attempt, or ``None``.
     """
 
     log = Logger()
@@ -78,49 +201,170 @@ class ARIEvents(ClientService):
         user: str,
         password: str,
         on_event: EventHandler,
-        on_connect: Callable[[], None] = lambda: None,
-        max_delay: float = 30.0,
+        on_connect: Callable[[], Optional["Deferred[Any]"]] = lambda: None,
+        max_delay: float = 60.0,
+        *,
+        initial_delay: float = 1.0,
+        refused_delay: float = 60.0,
+        stable_after: float = 10.0,
+        connect_timeout: float = 10.0,
+        clock: Optional[IReactorTime] = None,
+        endpoint: Optional[IStreamClientEndpoint] = None,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         parts = urlsplit(base)
+        self.url = events_url(base, app)
+        self.user = user
         token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        factory = WebSocketClientFactory(
-            events_url(base, app), headers={"Authorization": f"Basic {token}"}
-        )
+        factory = WebSocketClientFactory(self.url, headers={"Authorization": f"Basic {token}"})
         factory.protocol = _EventsProtocol
         factory.owner = self  # type: ignore[attr-defined]
-        # No close-handshake timer: it would run on txaio's global clock,
-        # and at stop ClientService drops the connection anyway, right
-        # after our close frame is written.
-        factory.setProtocolOptions(closeHandshakeTimeout=0)
+        factory.noisy = False  # no "Starting factory" per attempt
+        # No Autobahn timers: they would run on txaio's global clock.  Ours
+        # time the opening; at stop we write our close frame and drop TCP.
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
+        self._factory = factory
         host = parts.hostname or "127.0.0.1"
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        endpoint = HostnameEndpoint(reactor, host, port)
-        super().__init__(
-            endpoint, factory, retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=max_delay), clock=reactor
+        self.address = f"{host}:{port}"
+        self.endpoint: IStreamClientEndpoint = endpoint or HostnameEndpoint(
+            reactor, host, port, timeout=connect_timeout
         )
+        self.clock: IReactorTime = clock or reactor
         self.on_event = on_event
         self.on_connect = on_connect
+        self.initial_delay, self.max_delay = initial_delay, max_delay
+        self.refused_delay, self.stable_after = refused_delay, stable_after
+        self.connect_timeout = connect_timeout
+        self._random = random
+
+        self.state = State.STOPPED
         self.connections = 0
-        self.connected = False
+        self.attempts = 0
+        self.failures = 0
+        self.last_error: Optional[str] = None
+        self.next_attempt: Optional[float] = None
+        self.protocol: Optional[_EventsProtocol] = None
+        self._open = False
+        self._opened_at = 0.0
+        self._timed_out = False
+        self._connecting: Optional[Deferred[Any]] = None
+        self._timeout_call: Optional[IDelayedCall] = None
+        self._retry_call: Optional[IDelayedCall] = None
+        self._prepare_call: Optional[IDelayedCall] = None
+        self._prepare_failures = 0
+        self._preparing: Optional[Deferred[Any]] = None
+        #: (status, answer) of the refusal last logged in full
+        self._refusal: Optional[tuple[int, str]] = None
+        self._stopping: list[Deferred[None]] = []
+
+    @property
+    def connected(self) -> bool:
+        """
+        The socket is open (events arrive), whatever the start-up requests.
+        """
+        return self._open
+
+    def status(self) -> dict[str, Any]:
+        """
+        JSON-ready state, for an operator: ``state``, ``connections``,
+        ``failures``, ``last_error``, ``next_attempt_in`` (seconds or
+        ``None``).
+        """
+        due = None if self.next_attempt is None else max(0.0, self.next_attempt - self.clock.seconds())
+        return {
+            "state": str(self.state), "connections": self.connections, "failures": self.failures,
+            "last_error": self.last_error, "next_attempt_in": due,
+        }
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._connect()
 
     def stopService(self) -> "Deferred[None]":
         # A WebSocket close first (Asterisk logs a dropped TCP connection
-        # otherwise); ClientService then drops what is left.
-        self.running = False
-        if self.connected:
-            self.whenConnected(failAfterFailures=1).addCallbacks(
-                lambda proto: proto.sendClose(1000, "xlbridge stopping"), lambda f: None
-            )
-        return super().stopService()
+        # otherwise), then TCP is closed once that frame is written.
+        super().stopService()
+        self.state = State.STOPPED
+        self.next_attempt = None
+        for call in (self._timeout_call, self._retry_call, self._prepare_call):
+            _cancel(call)
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._preparing is not None:
+            # Its requests would otherwise come back after the client's
+            # connections are closed, and keep one open.
+            self._preparing.cancel()
+        proto = self.protocol
+        if proto is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._stopping.append(d)
+        self._close(proto, "xlbridge stopping")
+        return d
+
+    # -- attempts --------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._retry_call = None
+        self.next_attempt = None
+        if not self.running:
+            return
+        self.state = State.CONNECTING
+        self.attempts += 1
+        attempt = self.attempts
+        self._timed_out = False
+        self._timeout_call = self.clock.callLater(self.connect_timeout, self._attempt_timed_out, attempt)
+        d = self._connecting = self.endpoint.connect(self._factory)
+        d.addCallbacks(self._tcp_connected, self._tcp_failed, callbackArgs=(attempt,), errbackArgs=(attempt,))
+
+    def _current(self, attempt: int) -> bool:
+        return bool(self.running) and attempt == self.attempts and self.state is State.CONNECTING
+
+    def _tcp_connected(self, proto: _EventsProtocol, attempt: int) -> None:
+        if attempt == self.attempts:
+            self._connecting = None
+        if not self._current(attempt):
+            proto.dropConnection(abort=True)
+            return
+        self.protocol = proto  # the upgrade is under way
+
+    def _tcp_failed(self, failure: Failure, attempt: int) -> None:
+        if attempt == self.attempts:
+            self._connecting = None
+        if not self._current(attempt):
+            return
+        if self._timed_out:
+            why = f"timed out: no connection to {self.address} within {self.connect_timeout:g} s"
+        else:
+            why = f"cannot connect to {self.address}: {describe_failure(failure)}"
+        self._failed(why)
+
+    def _attempt_timed_out(self, attempt: int) -> None:
+        self._timeout_call = None
+        if not self._current(attempt):
+            return
+        self._timed_out = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        elif self.protocol is not None:
+            self.protocol.dropConnection(abort=True)
 
     def _opened(self, proto: _EventsProtocol) -> None:
+        if proto is not self.protocol or self.state is not State.CONNECTING:
+            proto.dropConnection(abort=True)
+            return
+        _cancel(self._timeout_call)
+        self._timeout_call = None
+        self._open = True
+        self._opened_at = self.clock.seconds()
         self.connections += 1
-        self.connected = True
+        self.last_error = None
+        self.state = State.PREPARING
         self.log.info("ARI events connected ({n})", n=self.connections)
-        try:
-            self.on_connect()
-        except Exception:
-            self.log.failure("ARI on_connect failed")
+        self._prepare()
 
     def _event(self, event: dict[str, Any]) -> None:
         try:
@@ -128,17 +372,164 @@ class ARIEvents(ClientService):
         except Exception:
             self.log.failure("ARI event handler failed for {type}", type=event.get("type"))
 
+    # -- start-up requests -------------------------------------------------------
+
+    def _prepare(self) -> None:
+        self._prepare_call = None
+        proto = self.protocol
+        if proto is None or self.state is not State.PREPARING:
+            return
+        d = self._preparing = maybeDeferred(self.on_connect)
+
+        def settled(result: Any) -> Any:
+            if self._preparing is d:
+                self._preparing = None
+            return result
+
+        d.addBoth(settled)
+        d.addCallbacks(self._prepared, self._prepare_failed, callbackArgs=(proto,), errbackArgs=(proto,))
+
+    def _prepared(self, _: Any, proto: _EventsProtocol) -> None:
+        if proto is not self.protocol or self.state is not State.PREPARING:
+            return
+        self.state = State.UP
+        self._prepare_failures = 0
+        self.last_error = None
+        if self._refusal is not None:
+            self.log.info("ARI accepts user {user!r} again", user=self.user)
+            self._refusal = None
+
+    def _prepare_failed(self, failure: Failure, proto: _EventsProtocol) -> None:
+        if failure.check(ARIAuthError):
+            self.refused(failure)  # unless the client's on_refused already did
+            return
+        if proto is not self.protocol or self.state is not State.PREPARING:
+            return  # closed or refused meanwhile
+        if not failure.check(*RETRYABLE):
+            self.log.failure("ARI start-up requests failed (a bug: not retried)", failure)
+            self.state = State.UP
+            return
+        self._prepare_failures += 1
+        delay = self._delay(self._prepare_failures)
+        self.last_error = describe_failure(failure)
+        self.log.warn(
+            "ARI start-up requests failed: {why}; retrying them in {delay:.1f} s (events still arrive)",
+            why=self.last_error, delay=delay,
+        )
+        self._prepare_call = self.clock.callLater(delay, self._prepare)
+
+    # -- failures ----------------------------------------------------------------
+
+    def _delay(self, failures: int) -> float:
+        return retry_delay(failures, self.initial_delay, self.max_delay, random=self._random)
+
+    def _schedule(self, delay: float) -> None:
+        self.next_attempt = self.clock.seconds() + delay
+        self._retry_call = self.clock.callLater(delay, self._connect)
+
+    def _failed(self, why: str) -> None:
+        _cancel(self._timeout_call)
+        self._timeout_call = None
+        self.failures += 1
+        delay = self._delay(self.failures)
+        self.state = State.BACKOFF
+        self.last_error = why
+        self._schedule(delay)
+        self.log.warn(
+            "ARI events: {why}; next attempt in {delay:.1f} s ({n} failed in a row)",
+            why=why, delay=delay, n=self.failures,
+        )
+
     def _closed(self, proto: _EventsProtocol, code: Optional[int], reason: Optional[str]) -> None:
-        was = self.connected
-        self.connected = False
+        if proto is not self.protocol:
+            return
+        was_open = self._open
+        self.protocol = None
+        self._open = False
+        for call in (self._timeout_call, self._prepare_call):
+            _cancel(call)
+        self._timeout_call = self._prepare_call = None
         if not self.running:
             self.log.info("ARI events closed")
-        elif was:
-            self.log.warn("ARI events closed ({code} {reason}); reconnecting", code=code, reason=reason)
-        elif self.running:
-            # A refused handshake (bad credentials give 401) lands here.
-            self.log.error(
-                "ARI events connection refused ({code} {reason}); check --ari, --ari-user and the "
-                "password; retrying with backoff",
-                code=code, reason=reason,
+            waiting, self._stopping = self._stopping, []
+            for d in waiting:
+                d.callback(None)
+            return
+        if self.state is State.REFUSED:
+            return  # we closed it; the next attempt is scheduled
+        if was_open:
+            up = self.clock.seconds() - self._opened_at
+            if up >= self.stable_after:
+                self.failures = 0
+            self.failures += 1
+            delay = self._delay(self.failures)
+            self.state = State.BACKOFF
+            self.last_error = f"closed ({code} {reason})"
+            self._schedule(delay)
+            self.log.warn(
+                "ARI events closed ({code} {reason}) after {up:.1f} s; next attempt in {delay:.1f} s",
+                code=code, reason=reason, up=up, delay=delay,
             )
+            return
+        refusal = _upgrade_refusal(proto)
+        if refusal is not None and refusal[0] in (401, 403):
+            self._refuse(refusal[0], refusal[1], "the events WebSocket")
+        elif refusal is not None:
+            self._failed(f"Asterisk refused the WebSocket upgrade: {refusal[1]}")
+        elif self._timed_out:
+            self._failed(
+                f"timed out: {self.address} did not answer the WebSocket upgrade within "
+                f"{self.connect_timeout:g} s"
+            )
+        else:
+            self._failed(f"connection to {self.address} closed before the WebSocket upgrade ({reason})")
+
+    def refused(self, error: Union[ARIAuthError, Failure]) -> None:
+        """
+        Asterisk refused our user on a REST request (401/403): close, say
+        why, and try again in ``refused_delay`` seconds.  Once refused,
+        later refusals until the next attempt change nothing.
+        """
+        err = error.value if isinstance(error, Failure) else error
+        assert isinstance(err, ARIAuthError)
+        if not self.running or self.state in (State.REFUSED, State.STOPPED):
+            return
+        self._refuse(err.status, err.answer, f"{err.method} {err.path}")
+
+    def _refuse(self, status: int, answer: str, where: str) -> None:
+        for call in (self._timeout_call, self._retry_call, self._prepare_call):
+            _cancel(call)
+        self._timeout_call = self._retry_call = self._prepare_call = None
+        self.state = State.REFUSED
+        self.failures = 0
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.protocol is not None:
+            self._close(self.protocol, "credentials refused")
+        self.last_error = f"refused: {answer} on {where}"
+        delay = self.refused_delay
+        self._schedule(delay)
+        if self._refusal != (status, answer):
+            self._refusal = (status, answer)
+            restart = "; a changed --ari-password-file needs a restart of xlbridge" if status == 401 else ""
+            self.log.error(
+                "ARI refused user {user!r}: {answer} on {where}.  {advice}.  xlbridge's ARI part is "
+                "stopped (Stasis() fails at once in the dialplan); calls on the fixed ports (--ports, "
+                "--audiosocket) are not affected.  Trying again every {every:g} s: a fix in ari.conf "
+                "(then 'module reload res_ari.so') is picked up then{restart}",
+                user=self.user, answer=answer, where=where, advice=refusal_advice(status, self.user),
+                every=delay, restart=restart,
+            )
+        else:
+            self.log.warn(
+                "ARI still refuses user {user!r} ({answer} on {where}); next attempt in {delay:.1f} s",
+                user=self.user, answer=answer, where=where, delay=delay,
+            )
+
+    def _close(self, proto: _EventsProtocol, why: str) -> None:
+        if self._open:
+            proto.sendClose(1000, why)
+            if proto.transport is not None:
+                proto.transport.loseConnection()  # after the close frame is written
+        else:
+            proto.dropConnection(abort=True)

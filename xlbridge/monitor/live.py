@@ -4,9 +4,14 @@
 Design notes:
 
 - **Auth** happens in ``onConnect``: no valid token (``?token=`` or a bearer
-  header), no upgrade (401 or 403, counted by the guard).
+  header), no upgrade (401 or 403, counted by the guard).  The token's role
+  is kept for the connection: only a viewer who came with the listen token
+  may listen in (:mod:`xlbridge.monitor.auth`); the others get an
+  ``error`` answer to ``listen``, and ``hello`` tells each viewer which it
+  is (``"listen": true|false``) so the page can hide its Listen buttons.
 - **Server to client**, JSON text messages, each with a ``type``:
-  ``hello`` (protocol version, audio format, a status snapshot), ``status``
+  ``hello`` (protocol version, audio format, whether this viewer may
+  listen in, a status snapshot), ``status``
   (``/api/calls`` without ``recent`` and without transcripts, every
   ``status_interval``; history is one ``/api/calls`` away), ``event`` (every bridge event: interim and final
   captions, translations, playback, engine status), ``call_ended`` (the
@@ -52,7 +57,7 @@ from xlbridge.audio.frame import Samples
 from xlbridge.bridge_view import MonitorView
 from xlbridge.events import CallEnded, CallStarted, Event, event_to_dict
 from xlbridge.monitor.api import CallRecorder, snapshot, to_json
-from xlbridge.monitor.auth import TokenGuard, Verdict
+from xlbridge.monitor.auth import Role, TokenGuard, Verdict
 from xlbridge.monitor.outbox import Outbox
 from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps, encode_frame
 
@@ -77,6 +82,8 @@ class LiveClient(Protocol):
 
     outbox: Outbox[PreparedMessage]
     listens: set[TapKey]
+    #: came with the listen token: may listen in
+    may_listen: bool
 
     def send_prepared(self, message: PreparedMessage) -> None: ...
 
@@ -144,6 +151,7 @@ class LiveHub:
                 loop.start(interval, now=False)
         hello = {
             "type": "hello", "version": PROTOCOL_VERSION, "audio": AUDIO_FORMAT, "directions": list(DIRECTIONS),
+            "listen": client.may_listen,
             "snapshot": snapshot(self.bridge, self.recorder, self.clock.seconds(), full=False),
         }
         self._send_json(client, hello)
@@ -208,6 +216,10 @@ class LiveHub:
             if verb == "unlisten":
                 self._unlisten(client, key)
                 return self._reply(client, {"type": "unlistened", **about})
+            if not client.may_listen:
+                self.guard.refuse_listen()
+                denied = "listen-in needs the listen token" if self.guard.listen_enabled else "listen-in is off"
+                return self._reply(client, {"type": "error", "error": denied, **about})
             if key not in client.listens and len(client.listens) >= self.max_listens:
                 too_many = f"at most {self.max_listens} listens"
                 return self._reply(client, {"type": "error", "error": too_many, **about})
@@ -381,17 +393,19 @@ class LiveProtocol(WebSocketServerProtocol):
         super().__init__()
         self.listens: set[TapKey] = set()
         self.outbox: Outbox[PreparedMessage] = Outbox(256 * 1024)
+        self.may_listen = False
 
     @property
     def hub(self) -> LiveHub:
         return self.factory.hub
 
     def onConnect(self, request: ConnectionRequest) -> None:
-        verdict = self.hub.guard.check_handshake(request.headers, request.params)
+        verdict, role = self.hub.guard.authorize_handshake(request.headers, request.params)
         if verdict is Verdict.MISSING:
             raise ConnectionDeny(401, "token required")
         if verdict is not Verdict.OK:
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "invalid token")
+        self.may_listen = role is Role.LISTEN
 
     def _limit_kernel_buffer(self, transport: Any) -> None:
         try:

@@ -8,8 +8,10 @@ allows:
   path keeps anyway (:class:`~xlbridge.events.LegCounters` of every
   endpoint, configured or attached at run time, plus those of run-time
   endpoints already gone; the :class:`~xlbridge.egress.EgressClock`'s tick
-  counts; the live calls) when ``/metrics`` is fetched, and sums them over
-  endpoints.
+  counts; the live calls; engine usage from
+  :class:`~xlbridge.monitor.usage.UsageMeter`; readiness from
+  :class:`~xlbridge.monitor.health.HealthCheck`) when ``/metrics`` is
+  fetched, and sums them over endpoints.
 - **Events**: :meth:`BridgeMetrics.observe` is a bridge observer; latencies
   come from :class:`~xlbridge.events.TranscriptEvent` (ASR),
   :class:`~xlbridge.events.TranslationEvent` (MT) and
@@ -53,6 +55,8 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.monitor.auth import TokenGuard, Verdict
+from xlbridge.monitor.health import HealthCheck
+from xlbridge.monitor.usage import UsageMeter
 
 #: Content type of the text exposition format ``generate_latest`` writes.
 CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
@@ -71,6 +75,22 @@ CALL_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 #: The latency stages, as label values of ``xlbridge_stage_latency_seconds``.
 STAGES = ("asr", "mt", "tts_first_byte", "queue_wait")
+
+#: Engine usage metrics: stage -> (name, help).  Label ``engine``.
+USAGE_METRICS = {
+    "asr": (
+        "xlbridge_asr_audio_seconds_total",
+        "Seconds of caller audio fed to the recogniser (streamed, for a cloud one), by engine.",
+    ),
+    "mt": (
+        "xlbridge_mt_characters_total",
+        "Characters of transcript sent to machine translation (context excluded), by engine.",
+    ),
+    "tts": (
+        "xlbridge_tts_characters_total",
+        "Characters of translated text sent to speech synthesis, by engine.",
+    ),
+}
 
 #: Drop reasons counted in packets; ``BUFFER_FULL`` counts samples and gets
 #: its own metric so one metric never mixes units.
@@ -124,10 +144,13 @@ class BridgeMetrics:
         time by :class:`BridgeCollector`).
     :param guard: its refusal counts are exported.
     :param hub: optional; the live WebSocket hub.
+    :param usage: optional; engine usage (``xlbridge_*_total{engine}``).
+    :param health: optional; readiness (``xlbridge_ready``).
     """
 
     def __init__(
-        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None
+        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None,
+        usage: Optional[UsageMeter] = None, health: Optional[HealthCheck] = None,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -176,7 +199,7 @@ class BridgeMetrics:
             self.stage_latency.labels(stage)
         self._engine_label = _Labels()
         self._reason_label = _Labels()
-        self.collector = BridgeCollector(bridge, guard, hub)
+        self.collector = BridgeCollector(bridge, guard, hub, usage, health)
         r.register(self.collector)
 
     def observe(self, event: Event) -> None:
@@ -236,11 +259,15 @@ class BridgeCollector:
     """
 
     def __init__(
-        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None
+        self, bridge: MonitorView, guard: Optional[TokenGuard] = None, hub: Optional[ViewerStats] = None,
+        usage: Optional[UsageMeter] = None, health: Optional[HealthCheck] = None,
     ) -> None:
         self.bridge = bridge
         self.guard = guard
         self.hub = hub
+        self.usage = usage
+        self.health = health
+        self._engine_label = _Labels()
 
     def describe(self) -> Iterable[Metric]:
         # Registering must not read the bridge: return nothing and let
@@ -251,6 +278,7 @@ class BridgeCollector:
         yield from self._packets()
         yield from self._egress()
         yield from self._calls()
+        yield from self._usage()
         yield from self._monitor()
 
     def _packets(self) -> Iterator[Metric]:
@@ -322,14 +350,34 @@ class BridgeCollector:
             value=down,
         )
 
+    def _usage(self) -> Iterator[Metric]:
+        if self.usage is None:
+            return
+        families = {
+            stage: CounterMetricFamily(name, doc, labels=["engine"]) for stage, (name, doc) in USAGE_METRICS.items()
+        }
+        sums: dict[tuple[str, str], float] = {}
+        for (stage, engine), amount in self.usage.totals().items():
+            key = (stage, self._engine_label(engine))
+            sums[key] = sums.get(key, 0.0) + amount
+        for (stage, engine), amount in sorted(sums.items()):
+            families[stage].add_metric([engine], amount)
+        yield from families.values()
+
     def _monitor(self) -> Iterator[Metric]:
+        if self.health is not None:
+            yield GaugeMetricFamily(
+                "xlbridge_ready", "1 while the bridge is ready to take calls (as /readyz says), else 0.",
+                value=1 if self.health.check().ready else 0,
+            )
         if self.guard is not None:
             refused = CounterMetricFamily(
                 "xlbridge_monitor_auth_refused_total",
-                "Monitor requests refused: missing (401) or wrong (403) token.",
+                "Monitor requests refused: missing (401) or wrong (403) token, or listen-in without the "
+                "listen token (listen).",
                 labels=["reason"],
             )
-            for verdict in (Verdict.MISSING, Verdict.WRONG):
+            for verdict in (Verdict.MISSING, Verdict.WRONG, Verdict.LISTEN):
                 refused.add_metric([verdict.value], self.guard.refused.get(verdict, 0))
             yield refused
         if self.hub is not None:

@@ -7,8 +7,10 @@ starts after the calls container and stops before it.  While running it
 
 - listens on a strports endpoint (``tcp:3001:interface=127.0.0.1`` by
   default) with the injected reactor, never the global one;
-- observes bridge events (call records, metrics, live viewers);
-- sets the egress clock's per-tick hook for the interval-error histogram.
+- observes bridge events (call records, metrics, engine usage, live
+  viewers);
+- sets the egress clock's per-tick hook for the interval-error histogram
+  and the health checks' egress watch.
 
 The site writes no access log: the token travels in query strings, and an
 access log would write it to disk with every page load.
@@ -38,9 +40,11 @@ from twisted.web.server import Site
 
 from xlbridge.bridge_view import MonitorView
 from xlbridge.monitor.api import CallRecorder, CallsResource
-from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource, resolve_token
+from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource, resolve_listen_token, resolve_token
+from xlbridge.monitor.health import EgressWatch, HealthCheck, HealthResource
 from xlbridge.monitor.live import LiveHub
 from xlbridge.monitor.metrics import BridgeMetrics, MetricsResource
+from xlbridge.monitor.usage import UsageMeter
 
 class IMonitorReactor(IReactorTCP, IReactorTime):
     """
@@ -213,7 +217,8 @@ class SiteListener(Service):
 
 class MonitorService(MultiService):
     """
-    The monitor: site, listener, live hub, metrics and call records.
+    The monitor: site, listener, live hub, metrics, health checks and call
+    records.
 
     :param bridge: what the monitor sees of the bridge it watches.
     :param reactor: for the site's and the live hub's timers.
@@ -221,6 +226,8 @@ class MonitorService(MultiService):
     :param guard: the token check.
     :param metrics_open: serve ``/metrics`` without the token.
     :param scheme: ``http`` or ``https`` for the logged URL.
+    :param health_options: passed to :class:`HealthCheck` (``stall_s``,
+        ``max_lateness_s``).
     """
 
     log = Logger()
@@ -229,6 +236,7 @@ class MonitorService(MultiService):
         self, bridge: MonitorView, reactor: IReactorTime, endpoint: IStreamServerEndpoint, guard: TokenGuard,
         metrics_open: bool = False, scheme: str = "http", *, recent_calls: int = 50,
         status_interval: float = 1.0, levels_interval: float = 0.1, max_client_bytes: int = 1024 * 1024,
+        health_options: Optional[Mapping[str, float]] = None,
     ) -> None:
         super().__init__()
         self.setName("monitor")
@@ -241,10 +249,16 @@ class MonitorService(MultiService):
             bridge, reactor, guard, self.recorder, status_interval=status_interval,
             levels_interval=levels_interval, max_client_bytes=max_client_bytes,
         )
-        self.metrics = BridgeMetrics(bridge, guard, self.hub)
+        self.usage = UsageMeter(bridge)
+        self.egress_watch = EgressWatch(reactor)
+        self.health = HealthCheck(bridge, self.egress_watch, **(health_options or {}))
+        self.metrics = BridgeMetrics(bridge, guard, self.hub, self.usage, self.health)
         self.root = Resource()
         self.root.putChild(b"", IndexResource())
         self.root.putChild(b"static", StaticResource())
+        # No token: health answers name no call and no caller (health.py).
+        self.root.putChild(b"readyz", HealthResource(self.health))
+        self.root.putChild(b"livez", HealthResource(self.health, live=True))
         api = Resource()
         api.putChild(b"calls", CallsResource(bridge, self.recorder, reactor))
         self.root.putChild(b"api", GuardedResource(api, guard))
@@ -254,15 +268,23 @@ class MonitorService(MultiService):
         self.site = _QuietSite(self.root, reactor=reactor)
         self.listener = SiteListener(endpoint, self.site, self._listening)
         self.listener.setServiceParent(self)
-        self.observers = (self.recorder.observe, self.metrics.observe, self.hub.observe)
+        self.observers = (self.recorder.observe, self.metrics.observe, self.usage.observe, self.hub.observe)
         self.url: Optional[str] = None
+
+    def observe_tick(self, lateness: float) -> None:
+        """
+        The egress clock's per-tick hook: the interval-error histogram and
+        the health checks' watch.
+        """
+        self.metrics.observe_tick(lateness)
+        self.egress_watch.tick(lateness)
 
     def startService(self) -> None:
         for observer in self.observers:
             if observer not in self.bridge.observers:
                 self.bridge.observers.append(observer)
-        # The egress clock's per-tick hook (the interval-error histogram).
-        self.bridge.egress.on_tick = self.metrics.observe_tick
+        self.egress_watch.reset()
+        self.bridge.egress.on_tick = self.observe_tick
         super().startService()
 
     def stopService(self) -> "Deferred[None]":
@@ -270,7 +292,7 @@ class MonitorService(MultiService):
             while observer in self.bridge.observers:
                 self.bridge.observers.remove(observer)
         egress = self.bridge.egress
-        if egress.on_tick == self.metrics.observe_tick:
+        if egress.on_tick == self.observe_tick:
             egress.on_tick = None
         self.hub.close()
         d: Deferred[None] = super().stopService()
@@ -301,6 +323,13 @@ class MonitorService(MultiService):
         else:
             self.url = f"{base}?token=<token from {self.guard.source.value}>"
             self.log.info("monitor on {base} (token from {source})", base=base, source=self.guard.source.value)
+        listen = self.guard.listen_source
+        if listen is None:
+            self.log.info("monitor: listen-in off (no listen token: set XLBRIDGE_MONITOR_LISTEN_TOKEN)")
+        elif self.guard.listen_is_view:
+            self.log.warn("monitor: the listen token is the view token: every viewer may listen in")
+        else:
+            self.log.info("monitor: listen-in with the listen token (from {source})", source=listen.value)
 
 
 def make_monitor(
@@ -310,6 +339,7 @@ def make_monitor(
     token: Optional[str] = None,
     metrics_open: bool = False,
     environ: Optional[Mapping[str, str]] = None,
+    listen_token: Optional[str] = None,
     **options: Any,
 ) -> MonitorService:
     """
@@ -318,16 +348,21 @@ def make_monitor(
     :param description: a strports server description; the caller handles
         :data:`DISABLED` (``"none"``).  A bad one raises ``ValueError`` here,
         before anything starts.
-    :param token: configured token; else ``XLBRIDGE_MONITOR_TOKEN`` in
+    :param token: configured view token; else ``XLBRIDGE_MONITOR_TOKEN`` in
         ``environ`` (``os.environ`` by default); else a random one.
+    :param listen_token: configured listen token; else
+        ``XLBRIDGE_MONITOR_LISTEN_TOKEN`` in ``environ``; else listen-in is
+        off.
     :param options: passed to :class:`MonitorService` (``recent_calls``,
-        ``status_interval``, ``levels_interval``, ``max_client_bytes``).
+        ``status_interval``, ``levels_interval``, ``max_client_bytes``,
+        ``health_options``).
     """
     if description.strip().lower() == DISABLED:
         raise ValueError("the monitor is disabled ('none'): do not build it")
     endpoint = serverFromString(reactor, description)
-    value, source = resolve_token(token, os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    value, source = resolve_token(token, env)
+    listen, listen_source = resolve_listen_token(listen_token, env)
     scheme = "https" if description.split(":", 1)[0].lower() in ("ssl", "tls") else "http"
-    return MonitorService(
-        bridge, reactor, endpoint, TokenGuard(value, source), metrics_open, scheme, **options
-    )
+    guard = TokenGuard(value, source, listen, listen_source)
+    return MonitorService(bridge, reactor, endpoint, guard, metrics_open, scheme, **options)

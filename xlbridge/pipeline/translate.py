@@ -60,6 +60,7 @@ from xlbridge.engines.base import (
 )
 from xlbridge.events import (
     EngineStatusEvent,
+    EngineUsage,
     Event,
     PlaybackEnded,
     PlaybackStarted,
@@ -163,11 +164,19 @@ class TranslatePipeline:
         self.sync = sync
         #: silence for the recogniser while the caller's audio is missing
         self.gaps = GapFiller(self.clock, self._feed_asr, self.timeline.note)
+        #: what this direction sent to its engines (read by the monitor)
+        self.usage = EngineUsage(
+            mt_engine=engines.names.get("mt") or engines.mt.name,
+            tts_engine=engines.names.get("tts") or engines.tts.name,
+        )
 
     # -- IPipeline ---------------------------------------------------------
 
     def start(self) -> None:
         self.asr = self.engines.asr(self.source.language, self._on_asr, self.call_id, self.source.extension)
+        self.usage.asr_engine = (
+            self.asr.engine_name if isinstance(self.asr, NamedASR) else self.engines.names.get("asr", "asr")
+        )
         self.asr.start()
 
     def audio_in(self, samples: Samples) -> None:
@@ -177,6 +186,7 @@ class TranslatePipeline:
         if self.asr is None:
             return
         self.gaps.audio(now, len(samples))
+        self.usage.asr_samples += len(samples)
         if self.echo.gates and self.echo.gate_closed(now):
             self.gated_frames += 1
             self.asr.feed(samples * 0)
@@ -185,6 +195,7 @@ class TranslatePipeline:
 
     def _feed_asr(self, samples: Samples) -> None:
         if self.asr is not None and not self._stopped:
+            self.usage.asr_samples += len(samples)
             self.asr.feed(samples)
 
     def stop(self) -> "Deferred[None] | None":
@@ -285,6 +296,7 @@ class TranslatePipeline:
             self._translated(text, p)
             return
         started = self.clock.seconds()
+        self.usage.mt_chars += len(text)
         d = self._track(self.engines.mt.translate(text, source, target, context))
 
         def translated(result: str) -> None:
@@ -319,6 +331,7 @@ class TranslatePipeline:
             p.utterance.add(samples)
             self.queue.enforce_bound()
 
+        self.usage.tts_chars += len(translation)
         d = self._track(self.engines.tts.synthesize(translation, p.target_language, on_audio))
 
         def spoken(_: Any) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -174,7 +175,9 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     if args.monitor.strip().lower() != "none":
         from xlbridge.monitor.service import make_monitor
 
-        monitor = make_monitor(bridge, reactor, args.monitor, None, False)
+        # The demo's own listen-in token (a page opened with it may listen).
+        listen_token = secrets.token_urlsafe(24)
+        monitor = make_monitor(bridge, reactor, args.monitor, None, False, listen_token=listen_token)
         monitor.setServiceParent(bridge)
     tracks = build_tracks(SCRIPT)
     os.makedirs(args.out, exist_ok=True)
@@ -184,7 +187,8 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     def main() -> Any:
         bridge.startService()
         if monitor is not None and monitor.url:
-            print(f"monitor (live captions, listen-in): {monitor.url}", flush=True)
+            page = monitor.url.split("?", 1)[0]
+            print(f"monitor (live captions, listen-in): {page}?token={listen_token}", flush=True)
         phones = {}
         for ext, audio in tracks.items():
             listener = bridge.listeners[ext].port

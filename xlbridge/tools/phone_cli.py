@@ -72,11 +72,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def heard_nothing(report: PhoneReport, target: Address) -> Optional[str]:
+    """
+    The error line for a run that got no packet back, or ``None``.
+
+    The bridge sends every 20 ms from the first packet it receives, silence
+    or not, so a phone that heard nothing was not heard: wrong host or port,
+    the bridge not running or bound elsewhere, or a firewall between them.
+    """
+    if report.packets_received:
+        return None
+    return (
+        f"received 0 packets from {target[0]}:{target[1]}: nothing came back "
+        "(is xlbridge listening there, on that address, with no firewall between?)"
+    )
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     Command-line entry point.
 
-    :return: exit status: 0 after a run, 1 for a bad argument, an unreadable
+    :return: exit status: 0 after a run that got audio back; 1 when nothing
+        came back (:func:`heard_nothing`), for a bad argument, an unreadable
         WAV, an unbindable port or an unwritable recording.
     """
     parser = _parser()
@@ -126,6 +143,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{codec.name} (PT {codec.payload_type}), {len(audio) / SAMPLE_RATE:.2f} s of audio"
         )
         print(report.summary())
+        silent = heard_nothing(report, target)
+        if silent is not None:
+            print(f"xlbridge-phone: error: {silent}", file=sys.stderr)
+            status[0] = 1
         if args.record:
             try:
                 save_wav(args.record, report.audio)

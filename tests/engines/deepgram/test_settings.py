@@ -15,6 +15,7 @@ from xlbridge.engines.deepgram.settings import (
     classify_close,
     classify_upgrade_failure,
     listen_url,
+    model_languages,
 )
 from xlbridge.errors import ConfigError
 
@@ -99,3 +100,65 @@ class PolicyTests(SynchronousTestCase):
         self.assertIn("NET-0001", str(e))
         self.assertIsInstance(classify_close(1008, "DATA-0000 cannot decode"), EngineRequestError)
         self.assertIsInstance(classify_close(1006, "connection was closed uncleanly"), EngineUnavailable)
+
+
+class MessagesTests(SynchronousTestCase):
+    """Every message about [deepgram] names deepgram.<key>, with or without a key."""
+
+    def test_typo_is_one_error_naming_the_key(self) -> None:
+        for environ in ({}, {"DEEPGRAM_API_KEY": KEY}):
+            e = self.assertRaises(ConfigError, DeepgramSettings.from_env, environ, modle="nova-2")
+            self.assertTrue(str(e).startswith("--config: deepgram.modle: unknown setting; did you mean model?"),
+                            str(e))
+            self.assertIn("endpointing", str(e))
+
+    def test_bad_values_name_the_key(self) -> None:
+        cases = [
+            ({"chunk_ms": 10}, "deepgram.chunk_ms: must be 20..100 ms"),
+            ({"chunk_ms": "20"}, "deepgram.chunk_ms: expected a whole number"),
+            ({"keepalive_s": 12}, "deepgram.keepalive_s: must be between 0 and 10 s"),
+            ({"model": ""}, "deepgram.model: must not be empty"),
+            ({"model": 3}, "deepgram.model: expected a string"),
+            ({"base_url": "https://x"}, "deepgram.base_url: must start with wss:// or ws://"),
+            ({"endpointing": 0}, "deepgram.endpointing: must be a positive number of ms or false"),
+            ({"endpointing": True}, "deepgram.endpointing"),
+            ({"utterance_end_ms": 0}, "deepgram.utterance_end_ms: must be a positive number of ms"),
+            ({"interim_results": False}, "deepgram.utterance_end_ms: Deepgram needs interim_results = true"),
+            ({"interim_results": "yes"}, "deepgram.interim_results: expected true or false"),
+            ({"backoff_initial_s": 5, "backoff_max_s": 1}, "deepgram.backoff_initial_s: must be > 0 and at most"),
+            ({"backoff_factor": 0.5}, "deepgram.backoff_factor: must be >= 1"),
+            ({"finish_timeout_s": 0}, "deepgram.finish_timeout_s: must be > 0"),
+            ({"extra_params": "keyterm"}, "deepgram.extra_params: expected a table of query parameters"),
+        ]
+        for table, words in cases:
+            e = self.assertRaises(ConfigError, DeepgramSettings.from_env, {}, **table)
+            self.assertIn(f"--config: {words}", str(e))
+            self.assertNotIn("--deepgram", str(e))
+
+    def test_bad_url_from_the_environment_names_the_variable(self) -> None:
+        e = self.assertRaises(ConfigError, DeepgramSettings.from_env, {"XLBRIDGE_DEEPGRAM_URL": "http://x"})
+        self.assertTrue(str(e).startswith("XLBRIDGE_DEEPGRAM_URL: must start with wss:// or ws://"), str(e))
+
+    def test_extra_params_from_a_table(self) -> None:
+        s = DeepgramSettings.from_env({}, extra_params={"keyterm": "hola", "tag": 3})
+        self.assertEqual(s.extra_params, (("keyterm", "hola"), ("tag", "3")))
+        self.assertEqual(DeepgramSettings(extra_params=[["a", "b"]]).extra_params, (("a", "b"),))
+
+    def test_missing_key_names_the_variable(self) -> None:
+        from xlbridge.engines.deepgram.asr import deepgram_asr_factory
+
+        e = self.assertRaises(ConfigError, deepgram_asr_factory, None, DeepgramSettings())  # type: ignore[arg-type]
+        self.assertTrue(str(e).startswith("DEEPGRAM_API_KEY: no Deepgram API key"), str(e))
+
+
+class LanguagesTests(SynchronousTestCase):
+    def test_models(self) -> None:
+        nova3 = model_languages("nova-3")
+        assert nova3 is not None
+        self.assertTrue({"en", "es", "fr", "de", "zh", "uk"} <= nova3)
+        self.assertNotIn("xh", nova3)
+        self.assertEqual(model_languages("nova-3-medical"), frozenset({"en"}))
+        nova2 = model_languages("nova-2")
+        assert nova2 is not None
+        self.assertIn("th", nova2)
+        self.assertIsNone(model_languages("whisper-large"))

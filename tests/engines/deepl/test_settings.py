@@ -153,3 +153,51 @@ class SettingsTests(SynchronousTestCase):
         clock = Clock()
         mt = DeepLMT(clock, ThreadPoolService(clock), s)  # type: ignore[arg-type]
         self.assertNotIn("very-secret", repr(mt))
+
+
+class MessagesTests(SynchronousTestCase):
+    """Every message about [deepl] names deepl.<key> or the variable, never an --deepl-... option."""
+
+    def test_typo_is_one_error_naming_the_key(self) -> None:
+        for environ in ({}, {"DEEPL_AUTH_KEY": KEY}):
+            e = self.assertRaises(ConfigError, DeepLSettings.from_env, environ, formalty="more")
+            self.assertTrue(str(e).startswith("--config: deepl.formalty: unknown setting; did you mean formality?"),
+                            str(e))
+
+    def test_bad_values_name_the_key(self) -> None:
+        cases = [
+            ({"formality": "polite"}, "deepl.formality: 'polite' is not one of default, more, less"),
+            ({"model_type": "fast"}, "deepl.model_type: 'fast' is not one of"),
+            ({"english_variant": "EN-AU"}, "deepl.english_variant: 'EN-AU' is not one of EN-US, EN-GB"),
+            ({"portuguese_variant": "PT"}, "deepl.portuguese_variant"),
+            ({"deadline_s": 0}, "deepl.deadline_s: must be > 0"),
+            ({"deadline_s": "soon"}, "deepl.deadline_s: expected a number, got 'soon'"),
+            ({"context_sentences": -1}, "deepl.context_sentences: must be >= 0"),
+            ({"context_sentences": 1.5}, "deepl.context_sentences: expected a whole number"),
+            ({"context_max_chars": True}, "deepl.context_max_chars: expected a whole number"),
+            ({"backoff_initial_s": 0}, "deepl.backoff_initial_s: must be > 0"),
+            ({"server_url": "ftp://x"}, "deepl.server_url: 'ftp://x' is not a base URL"),
+            ({"server_url": 3}, "deepl.server_url: expected a string"),
+        ]
+        for table, words in cases:
+            e = self.assertRaises(ConfigError, DeepLSettings.from_env, {"DEEPL_AUTH_KEY": KEY}, **table)
+            self.assertIn(f"--config: {words}", str(e))
+
+    def test_bad_url_from_the_environment_names_the_variable(self) -> None:
+        e = self.assertRaises(ConfigError, DeepLSettings.from_env,
+                              {"DEEPL_AUTH_KEY": KEY, "XLBRIDGE_DEEPL_URL": "ftp://x"})
+        self.assertTrue(str(e).startswith("XLBRIDGE_DEEPL_URL: 'ftp://x' is not a base URL"), str(e))
+
+    def test_no_key_names_the_variable(self) -> None:
+        e = self.assertRaises(ConfigError, DeepLSettings.from_env, {})
+        self.assertEqual(str(e), "DEEPL_AUTH_KEY: no DeepL key: set it, or auth_key in [deepl]")
+
+
+class LanguageListTests(SynchronousTestCase):
+    def test_deepl_knows(self) -> None:
+        from xlbridge.engines.deepl.settings import LANGUAGES, deepl_knows
+
+        for code in ("en", "es-MX", "pt_br", "no", "zh-hant"):
+            self.assertTrue(deepl_knows(code), code)
+        self.assertFalse(deepl_knows("xx"))
+        self.assertTrue({"en", "es", "fr", "de", "ja"} <= LANGUAGES)

@@ -44,3 +44,55 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(ElevenLabsSettings(model_id="eleven_turbo_v2_5").language_code_for("es_MX"), "es")
         self.assertIsNone(ElevenLabsSettings(model_id="eleven_multilingual_v2").language_code_for("es"))
         self.assertEqual(ElevenLabsSettings(voices={"es-MX": "v-mx"}).voice_for("es-MX"), "v-mx")
+
+
+class MessagesTests(SynchronousTestCase):
+    """Every message about [elevenlabs] names elevenlabs.<key> or the variable."""
+
+    def test_typo_is_one_error_naming_the_key(self) -> None:
+        from xlbridge.errors import ConfigError
+
+        for environ in ({}, {"ELEVENLABS_API_KEY": KEY}):
+            e = self.assertRaises(ConfigError, ElevenLabsSettings.from_env, environ, model="eleven_v3")
+            self.assertTrue(str(e).startswith("--config: elevenlabs.model: unknown setting; did you mean model_id?"),
+                            str(e))
+
+    def test_bad_values_name_the_key(self) -> None:
+        from xlbridge.errors import ConfigError
+
+        cases = [
+            ({"base_url": "ftp://x"}, "elevenlabs.base_url: must be http(s)://host[:port]"),
+            ({"transport": "grpc"}, "elevenlabs.transport: must be one of http, websocket, got 'grpc'"),
+            ({"output_format": "mp3_44100_128"}, "elevenlabs.output_format: must be one of pcm_16000"),
+            ({"inactivity_timeout": 181}, "elevenlabs.inactivity_timeout: must be 1..180 s"),
+            ({"inactivity_timeout": "20"}, "elevenlabs.inactivity_timeout: expected a whole number"),
+            ({"timeout_s": 0}, "elevenlabs.timeout_s: must be > 0"),
+            ({"retries": 9}, "elevenlabs.retries: must be 0..3"),
+            ({"retry_delay_s": -1}, "elevenlabs.retry_delay_s: must be >= 0"),
+            ({"max_connections": 1.5}, "elevenlabs.max_connections: expected a whole number"),
+            ({"voices": "George"}, "elevenlabs.voices: expected a table of language = voice id"),
+            ({"voices": {"es": 3}}, "elevenlabs.voices.es: expected a voice id"),
+            ({"voice_settings": 0.5}, "elevenlabs.voice_settings: expected a table"),
+            ({"ws_standby": "yes"}, "elevenlabs.ws_standby: expected true or false"),
+            ({"model_id": ""}, "elevenlabs.model_id: must not be empty"),
+        ]
+        for table, words in cases:
+            e = self.assertRaises(ConfigError, ElevenLabsSettings.from_env, {}, **table)
+            self.assertIn(f"--config: {words}", str(e))
+
+    def test_bad_url_from_the_environment_names_the_variable(self) -> None:
+        from xlbridge.errors import ConfigError
+
+        e = self.assertRaises(ConfigError, ElevenLabsSettings.from_env, {"XLBRIDGE_ELEVENLABS_URL": "ftp://x"})
+        self.assertTrue(str(e).startswith("XLBRIDGE_ELEVENLABS_URL: must be http(s)://"), str(e))
+
+    def test_model_languages(self) -> None:
+        from xlbridge.engines.elevenlabs.settings import model_languages
+
+        flash = model_languages("eleven_flash_v2_5")
+        multi = model_languages("eleven_multilingual_v2")
+        assert flash is not None and multi is not None
+        self.assertEqual(flash - multi, {"hu", "no", "vi"})
+        self.assertIn("fil", multi)
+        self.assertEqual(model_languages("eleven_turbo_v2"), frozenset({"en"}))
+        self.assertIsNone(model_languages("eleven_v3"))

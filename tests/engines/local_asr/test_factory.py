@@ -8,8 +8,12 @@ real models is in :mod:`tests.engines.local_asr.test_leg`).
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import sys
+import types
+from typing import Any, Callable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
@@ -20,6 +24,7 @@ from xlbridge.engines.local_asr.leg import LocalASR
 from xlbridge.engines.local_asr.settings import LocalASRSettings
 from xlbridge.engines.pocketsphinx.asr import DecoderPool
 from xlbridge.engines.threads import ThreadPoolService
+from xlbridge.engines.vosk.asr import VoskModel
 from xlbridge.engines.whisper.settings import WhisperModel
 
 
@@ -94,3 +99,51 @@ class DescribeFallbackTests(SynchronousTestCase):
             describe_fallback({"es": "none", "en": "pocketsphinx"}),
             "en callers use pocketsphinx; es callers are not recognised (their partners hear the original voice)",
         )
+
+
+class _SyncPool:
+    """Runs pool work at once, on this thread."""
+
+    def run(self, f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+        return succeed(f(*args))
+
+
+class ModelFailedTests(SynchronousTestCase):
+    """
+    A configured model that looks right but does not load (corrupt) is
+    reported at warm-up, when the bridge starts, naming its section; not
+    at the first call.
+    """
+
+    def test_corrupt_vosk_model(self) -> None:
+        fake = types.ModuleType("vosk")
+
+        def model(path: str) -> None:
+            raise RuntimeError("Failed to create a model")
+
+        fake.SetLogLevel = lambda level: None  # type: ignore[attr-defined]
+        fake.Model = model  # type: ignore[attr-defined]
+        self.patch(sys, "modules", {**sys.modules, "vosk": fake})
+        path = self.mktemp()
+        os.makedirs(os.path.join(path, "am"))
+        with open(os.path.join(path, "am", "final.mdl"), "wb") as f:
+            f.write(b"not a model")
+        clock = Clock()
+        settings = LocalASRSettings.from_options({"backend": "thread",
+                                                  "models": {"es": {"engine": "vosk", "path": path}}})
+        f = local_asr_factory(clock, ThreadPoolService(clock), settings,  # type: ignore[arg-type]
+                              DecoderPool(), languages=("es-mx",))
+        f.pool = _SyncPool()  # type: ignore[assignment]
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.successResultOf(f.warm_up())
+        [event] = [e for e in logged if e.get("section")]
+        self.assertEqual((event["log_level"], event["section"]), (LogLevel.error, "es"))
+        self.assertIn("Failed to create a model", event["why"])
+        self.assertEqual(event["fallback"], "es-mx callers are not recognised (their partners hear the original voice)")
+        self.assertEqual(f.engine_for("es-mx"), "none")
+
+    def test_model_that_cannot_load_is_no_recogniser(self) -> None:
+        """The start-up log's "asr ..." for a leg does not name a model that cannot load."""
+        self.patch(sys, "modules", {**sys.modules, "vosk": None})
+        f = factory(("en", "es"), backend="thread", models={"es": VoskModel("/srv/vosk-es")})
+        self.assertEqual((f.engine_for("en"), f.engine_for("es")), ("pocketsphinx", "none"))

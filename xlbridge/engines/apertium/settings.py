@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import types
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import attrs
 
-from xlbridge.errors import ConfigError
+from xlbridge.engines.options import as_float, as_int, check_keys, of_kind, setting_error
 
 #: What to tell a user whose machine has no Apertium.
 INSTALL_HINT = "install the Debian packages apertium apertium-eng-spa (apt-get install apertium apertium-eng-spa)"
@@ -29,43 +29,36 @@ _PAIR_RE = re.compile(r"^[a-z]{2,3}-[a-z]{2,3}$")
 _MODE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+ENGINE = "apertium"
+
+
 def _pairs(value: Any) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
-        raise ConfigError("config", f"[apertium] pairs must be a table like {{en-es = \"eng-spa\"}}, not {value!r}")
+        raise setting_error(f"{ENGINE}.pairs", f"expected a table like {{en-es = \"eng-spa\"}}, got {value!r}")
     out: dict[str, str] = {}
     for key, mode in value.items():
         pair = str(key).strip().lower()
         if not _PAIR_RE.match(pair):
-            raise ConfigError("config", f"[apertium.pairs] {key!r} is not a pair like en-es")
+            raise setting_error(f"{ENGINE}.pairs.{key}", "not a language pair like en-es")
         if not isinstance(mode, str) or not _MODE_RE.match(mode):
-            raise ConfigError("config", f"[apertium.pairs] {key}: {mode!r} is not a mode name like eng-spa")
+            raise setting_error(f"{ENGINE}.pairs.{key}", f"{mode!r} is not a mode name like eng-spa")
         out[pair] = mode
     return types.MappingProxyType(out)
 
 
-def _positive(name: str) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: Any, value: Any) -> None:
-        if not value > 0:
-            raise ConfigError("config", f"[apertium] {name} must be > 0, not {value!r}")
-
-    return check
+def _positive(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if not value > 0:
+        raise setting_error(f"{ENGINE}.{attribute.name}", f"must be > 0, got {value!r}")
 
 
-def _number(kind: type, value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ConfigError("config", f"[apertium] {value!r} is not a number")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError("config", f"[apertium] {value!r} is not a {kind.__name__}") from None
+_FLOAT = of_kind(ENGINE, float)
+_INT = of_kind(ENGINE, int)
 
 
-def _float(value: Any) -> float:
-    return float(_number(float, value))
-
-
-def _int(value: Any) -> int:
-    return int(_number(int, value))
+def _modes_dir(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise setting_error(f"{ENGINE}.modes_dir", f"expected the path of Apertium's modes directory, got {value!r}")
+    return value
 
 
 @attrs.frozen
@@ -89,18 +82,14 @@ class ApertiumSettings:
         failed rather than kept waiting.
     """
 
-    modes_dir: str = attrs.field(default="/usr/share/apertium/modes", converter=str)
+    modes_dir: str = attrs.field(default="/usr/share/apertium/modes", converter=_modes_dir)
     pairs: Mapping[str, str] = attrs.field(default=DEFAULT_PAIRS, converter=_pairs)
-    timeout_s: float = attrs.field(default=2.0, converter=_float, validator=_positive("timeout_s"))
-    first_timeout_s: float = attrs.field(
-        default=5.0, converter=_float, validator=_positive("first_timeout_s")
-    )
-    max_queue: int = attrs.field(default=32, converter=_int, validator=_positive("max_queue"))
-    backoff_initial_s: float = attrs.field(
-        default=0.1, converter=_float, validator=_positive("backoff_initial_s")
-    )
-    backoff_max_s: float = attrs.field(default=5.0, converter=_float, validator=_positive("backoff_max_s"))
-    max_failures: int = attrs.field(default=3, converter=_int, validator=_positive("max_failures"))
+    timeout_s: float = attrs.field(default=2.0, converter=as_float, validator=[_FLOAT, _positive])
+    first_timeout_s: float = attrs.field(default=5.0, converter=as_float, validator=[_FLOAT, _positive])
+    max_queue: int = attrs.field(default=32, converter=as_int, validator=[_INT, _positive])
+    backoff_initial_s: float = attrs.field(default=0.1, converter=as_float, validator=[_FLOAT, _positive])
+    backoff_max_s: float = attrs.field(default=5.0, converter=as_float, validator=[_FLOAT, _positive])
+    max_failures: int = attrs.field(default=3, converter=as_int, validator=[_INT, _positive])
 
     @classmethod
     def from_options(cls, table: Mapping[str, Any]) -> "ApertiumSettings":
@@ -109,13 +98,10 @@ class ApertiumSettings:
         the field names.  ``pairs`` ( ``[apertium.pairs]``) adds to or
         overrides :data:`DEFAULT_PAIRS`.
 
-        :raises ConfigError: an unknown key or a bad value.
+        :raises ConfigError: an unknown key or a bad value, naming
+            ``apertium.<key>``.
         """
-        known = {a.name for a in attrs.fields(cls)}
-        values = dict(table)
-        for key in values:
-            if key not in known:
-                raise ConfigError("config", f"[apertium] unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        values = dict(check_keys(ENGINE, table, [a.name for a in attrs.fields(cls)]))
         if "pairs" in values:
             values["pairs"] = {**DEFAULT_PAIRS, **_pairs(values["pairs"])}
         return cls(**values)
@@ -148,3 +134,53 @@ def apertium_available(settings: ApertiumSettings) -> bool:
     between local and no MT; only looks at files.
     """
     return install_problem(settings, sorted(set(settings.pairs.values()))) is None
+
+
+def installed_modes(settings: ApertiumSettings) -> list[str]:
+    """
+    The modes Apertium has on this machine: the ``<mode>.mode`` files of
+    ``modes_dir`` (where ``apertium`` itself looks them up), sorted; empty
+    when there is no such directory.
+    """
+    try:
+        names = os.listdir(settings.modes_dir)
+    except OSError:
+        return []
+    return sorted(name[: -len(".mode")] for name in names if name.endswith(".mode"))
+
+
+def _base(code: str) -> str:
+    return str(code).strip().lower().replace("_", "-").split("-")[0]
+
+
+def direction_problem(settings: ApertiumSettings, source: str, target: str) -> Optional[str]:
+    """
+    Why Apertium cannot translate ``source`` → ``target`` (bridge codes) on
+    this machine, naming the pairs it has and the modes installed, or
+    ``None``.  Cheap file checks only.
+    """
+    return pair_problem(settings, [(source, target)])
+
+
+def pair_problem(settings: ApertiumSettings, directions: Sequence[tuple[str, str]]) -> Optional[str]:
+    """
+    Why Apertium cannot translate every one of ``directions`` (both ways of
+    a pair of callers, usually), in one sentence, or ``None``: the
+    directions ``[apertium] pairs`` lacks, with the pairs it has, the modes
+    installed and what to add; else the first one whose mode is not
+    installed.
+    """
+    lacking = [(s, t) for s, t in directions if f"{_base(s)}-{_base(t)}" not in settings.pairs]
+    if lacking:
+        what = " or ".join(f"{s}→{t}" for s, t in lacking)
+        adds = " and ".join(f"{_base(s)}-{_base(t)} = \"<mode>\"" for s, t in lacking)
+        pairs = ", ".join(p.replace("-", "→") for p in sorted(settings.pairs))
+        modes = ", ".join(installed_modes(settings)) or "none"
+        return (f"apertium cannot translate {what}: its pairs are {pairs} ([apertium] pairs; "
+                f"installed modes: {modes}); to add a pair, install its Debian package and add {adds} "
+                "to [apertium] pairs")
+    for source, target in directions:
+        problem = install_problem(settings, [settings.pairs[f"{_base(source)}-{_base(target)}"]])
+        if problem is not None:
+            return f"apertium cannot translate {source}→{target}: {problem}"
+    return None

@@ -58,7 +58,7 @@ from xlbridge.engines.base import (
 from xlbridge.engines.deepgram.connection import DeepgramConnection, IDeepgramReactor, State
 from xlbridge.engines.deepgram.settings import ENGINE, DeepgramSettings, listen_url
 from xlbridge.engines.deepgram.wire import AudioSpool, Chunk, DeepgramSession
-from xlbridge.errors import ConfigError
+from xlbridge.engines.options import EnvironmentSettingError
 
 # DeepgramSettings is the type of deepgram_asr_factory's settings, so
 # callers may take both from here.
@@ -307,7 +307,7 @@ def deepgram_asr_factory(reactor: IDeepgramReactor, settings: DeepgramSettings) 
     :raises ConfigError: if ``settings`` has no API key.
     """
     if not settings.api_key:
-        raise ConfigError("deepgram-api-key", "no Deepgram API key (set DEEPGRAM_API_KEY)")
+        raise EnvironmentSettingError("DEEPGRAM_API_KEY", "no Deepgram API key: set it, or api_key in [deepgram]")
 
     def make(language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
         return DeepgramASR(reactor, settings, language, on_event, call_id=call_id, extension=extension)

@@ -36,18 +36,20 @@ from xlbridge.engines.base import (
     EngineUnavailable,
     redact,
 )
-from xlbridge.errors import ConfigError
+from xlbridge.engines.options import build_with_environment, check_keys, check_kinds, setting_error
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "ENGINE",
     "ENV_API_KEY",
     "ENV_URL",
+    "MODEL_LANGUAGES",
     "DeepgramSettings",
     "backoff_delay",
     "classify_close",
     "classify_upgrade_failure",
     "listen_url",
+    "model_languages",
 ]
 
 ENGINE = "deepgram"
@@ -64,9 +66,71 @@ def _bool(v: bool) -> str:
     return "true" if v else "false"
 
 
-def _check(option: str, ok: bool, message: str) -> None:
+#: The languages (primary subtags, as ``--langs`` takes them) Deepgram's
+#: monolingual streaming models recognise: Deepgram's "Models & Languages
+#: Overview" and its changelog (Nova-3 languages added 2025-08 to 2026-03;
+#: regional variants such as ``es-419``, ``fr-CA``, ``nl-BE``, ``de-CH``,
+#: ``pt-BR`` go to the same models).
+NOVA3_LANGUAGES = frozenset("""
+be bg bn bs ca cs da de el en es et fi fr hi hr hu id it ja kn ko lt lv mk mr ms nl no pl pt ro ru sk sl sr sv
+ta te tl tr uk vi zh
+""".split())
+
+#: Nova-2's 36 languages (Deepgram changelog 2024-05-14), as primary subtags.
+NOVA2_LANGUAGES = frozenset("""
+bg ca cs da de el en es et fi fr hi hu id it ja ko lt lv ms nl no pl pt ro ru sk sv th tr uk vi zh
+""".split())
+
+#: ``model`` -> the languages it recognises.  Domain variants
+#: (``nova-3-medical``, ``nova-2-phonecall``...) are English only; models
+#: not here are not checked (:func:`model_languages`).
+MODEL_LANGUAGES: Mapping[str, frozenset[str]] = {
+    "nova-3": NOVA3_LANGUAGES,
+    "nova-3-general": NOVA3_LANGUAGES,
+    "nova-2": NOVA2_LANGUAGES,
+    "nova-2-general": NOVA2_LANGUAGES,
+}
+
+
+def model_languages(model: str) -> Optional[frozenset[str]]:
+    """
+    The languages ``model`` recognises, or ``None`` for a model this
+    version does not know (then nothing is checked).
+    """
+    if model in MODEL_LANGUAGES:
+        return MODEL_LANGUAGES[model]
+    if model.startswith(("nova-3-", "nova-2-")):
+        return frozenset({"en"})
+    return None
+
+
+def _check(key: str, ok: bool, message: str) -> None:
     if not ok:
-        raise ConfigError(option, message)
+        raise setting_error(f"{ENGINE}.{key}", message)
+
+
+def _extra_params(value: Any) -> tuple[tuple[str, str], ...]:
+    """
+    ``extra_params`` from TOML (a table ``{keyterm = "xlbridge"}`` or a list
+    of ``[name, value]`` pairs) or code (pairs) as a tuple of string pairs.
+    """
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = tuple((str(k), str(v)) for k, v in items)
+    except (TypeError, ValueError):
+        raise setting_error(f"{ENGINE}.extra_params", "expected a table of query parameters like "
+                                                      f"{{keyterm = \"xlbridge\"}}, got {value!r}") from None
+    return pairs
+
+
+#: Each setting's kind (TOML type); ``endpointing`` and
+#: ``utterance_end_ms`` are checked by hand (a number or false/None).
+_KINDS: Mapping[str, type] = {
+    "api_key": str, "base_url": str, "model": str, "interim_results": bool, "vad_events": bool,
+    "smart_format": bool, "punctuate": bool, "keepalive_s": float, "replay_s": float, "chunk_ms": int,
+    "backoff_initial_s": float, "backoff_max_s": float, "backoff_factor": float,
+    "connect_timeout_s": float, "finish_timeout_s": float,
+}
 
 
 @attrs.frozen
@@ -116,7 +180,7 @@ class DeepgramSettings:
     vad_events: bool = True
     smart_format: bool = True
     punctuate: bool = True
-    extra_params: tuple[tuple[str, str], ...] = ()
+    extra_params: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_extra_params)
     keepalive_s: float = 4.0
     replay_s: float = 5.0
     chunk_ms: int = 20
@@ -127,27 +191,29 @@ class DeepgramSettings:
     finish_timeout_s: float = 5.0
 
     def __attrs_post_init__(self) -> None:
+        check_kinds(ENGINE, self, _KINDS)
         scheme = urlsplit(self.base_url).scheme
-        _check("deepgram-url", scheme in ("ws", "wss"),
+        _check("base_url", scheme in ("ws", "wss"),
                f"must start with wss:// or ws://, got {self.base_url!r}")
-        _check("deepgram-model", bool(self.model), "must not be empty")
-        _check("deepgram-chunk-ms", 20 <= self.chunk_ms <= 100,
+        _check("model", bool(self.model), "must not be empty")
+        _check("chunk_ms", 20 <= self.chunk_ms <= 100,
                f"must be 20..100 ms, got {self.chunk_ms}")
-        _check("deepgram-keepalive", 0 < self.keepalive_s < 10,
+        _check("keepalive_s", 0 < self.keepalive_s < 10,
                f"must be between 0 and 10 s (Deepgram closes idle sockets after 10 s), got {self.keepalive_s}")
-        _check("deepgram-replay", 0 <= self.replay_s <= 60, f"must be 0..60 s, got {self.replay_s}")
-        _check("deepgram-backoff", 0 < self.backoff_initial_s <= self.backoff_max_s,
-               "need 0 < initial <= max")
-        _check("deepgram-backoff", self.backoff_factor >= 1.0, "factor must be >= 1")
-        _check("deepgram-connect-timeout", self.connect_timeout_s > 0, "must be > 0")
-        _check("deepgram-finish-timeout", self.finish_timeout_s > 0, "must be > 0")
+        _check("replay_s", 0 <= self.replay_s <= 60, f"must be 0..60 s, got {self.replay_s}")
+        _check("backoff_initial_s", 0 < self.backoff_initial_s <= self.backoff_max_s,
+               f"must be > 0 and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_initial_s}")
+        _check("backoff_factor", self.backoff_factor >= 1.0, f"must be >= 1, got {self.backoff_factor}")
+        _check("connect_timeout_s", self.connect_timeout_s > 0, f"must be > 0, got {self.connect_timeout_s}")
+        _check("finish_timeout_s", self.finish_timeout_s > 0, f"must be > 0, got {self.finish_timeout_s}")
         ep = self.endpointing
-        _check("deepgram-endpointing", ep is False or (not isinstance(ep, bool) and isinstance(ep, int) and ep > 0),
+        _check("endpointing", ep is False or (not isinstance(ep, bool) and isinstance(ep, int) and ep > 0),
                f"must be a positive number of ms or false, got {ep!r}")
         ue = self.utterance_end_ms
-        _check("deepgram-utterance-end", ue is None or ue > 0, f"must be > 0 ms, got {ue!r}")
-        _check("deepgram-utterance-end", ue is None or self.interim_results,
-               "Deepgram needs interim_results for utterance_end_ms")
+        _check("utterance_end_ms", ue is None or (not isinstance(ue, bool) and isinstance(ue, int) and ue > 0),
+               f"must be a positive number of ms, got {ue!r}")
+        _check("utterance_end_ms", ue is None or self.interim_results,
+               "Deepgram needs interim_results = true for utterance_end_ms")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "DeepgramSettings":
@@ -155,18 +221,21 @@ class DeepgramSettings:
         Build settings from the environment and explicit values.
 
         Precedence: built-in default < environment (``DEEPGRAM_API_KEY``,
-        ``XLBRIDGE_DEEPGRAM_URL``) < ``overrides``.  An override of ``None``
-        counts as "not given", so callers can pass unset options through.
+        ``XLBRIDGE_DEEPGRAM_URL``) < ``overrides`` (the ``[deepgram]``
+        table).  An override of ``None`` counts as "not given", so callers
+        can pass unset options through.
 
-        :raises ConfigError: for a bad value.
+        :raises ConfigError: for an unknown key or a bad value, naming
+            ``deepgram.<key>`` (or the environment variable it came from).
         """
-        values: dict[str, Any] = {}
+        check_keys(ENGINE, overrides, [f.name for f in attrs.fields(cls)])
+        environment: dict[str, tuple[str, Any]] = {}
         if environ.get(ENV_API_KEY):
-            values["api_key"] = environ[ENV_API_KEY].strip()
+            environment["api_key"] = (ENV_API_KEY, environ[ENV_API_KEY].strip())
         if environ.get(ENV_URL):
-            values["base_url"] = environ[ENV_URL].strip()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+            environment["base_url"] = (ENV_URL, environ[ENV_URL].strip())
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return build_with_environment(ENGINE, lambda values: cls(**values), environment, given)
 
     @property
     def chunk_samples(self) -> int:

@@ -22,7 +22,17 @@ import attrs
 import deepl
 
 from xlbridge.engines.base import redact
-from xlbridge.errors import ConfigError
+from xlbridge.engines.options import (
+    EnvironmentSettingError,
+    as_float,
+    as_int,
+    build_with_environment,
+    check_keys,
+    of_kind,
+    setting_error,
+)
+
+ENGINE = "deepl"
 
 #: Values DeepL accepts for ``formality``.
 FORMALITIES = ("default", "more", "less", "prefer_more", "prefer_less")
@@ -62,17 +72,17 @@ def _server_url(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def _one_of(option: str, allowed: Sequence[str]) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: Any, value: Any) -> None:
+def _one_of(allowed: Sequence[str]) -> Callable[[Any, "attrs.Attribute[Any]", Any], None]:
+    def check(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
         if value not in allowed:
-            raise ConfigError(option, f"{value!r} is not one of {', '.join(allowed)}")
+            raise setting_error(f"{ENGINE}.{attribute.name}", f"{value!r} is not one of {', '.join(allowed)}")
 
     return check
 
 
 def _check_key(instance: Any, attribute: Any, value: str) -> None:
     if not value:
-        raise ConfigError("deepl-auth-key", "no DeepL key: set DEEPL_AUTH_KEY")
+        raise EnvironmentSettingError("DEEPL_AUTH_KEY", "no DeepL key: set it, or auth_key in [deepl]")
 
 
 def _check_url(instance: Any, attribute: Any, value: Optional[str]) -> None:
@@ -80,25 +90,17 @@ def _check_url(instance: Any, attribute: Any, value: Optional[str]) -> None:
         return
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            "deepl-url", f"{value!r} is not a base URL like https://api.deepl.com"
-        )
+        raise setting_error(f"{ENGINE}.server_url", f"{value!r} is not a base URL like https://api.deepl.com")
 
 
-def _positive(option: str) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: Any, value: Any) -> None:
-        if not value > 0:
-            raise ConfigError(option, f"must be > 0, not {value!r}")
-
-    return check
+def _positive(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if not value > 0:
+        raise setting_error(f"{ENGINE}.{attribute.name}", f"must be > 0, not {value!r}")
 
 
-def _not_negative(option: str) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: Any, value: Any) -> None:
-        if value < 0:
-            raise ConfigError(option, f"must be >= 0, not {value!r}")
-
-    return check
+def _not_negative(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+    if value < 0:
+        raise setting_error(f"{ENGINE}.{attribute.name}", f"must be >= 0, not {value!r}")
 
 
 @attrs.frozen
@@ -131,26 +133,26 @@ class DeepLSettings:
     auth_key: str = attrs.field(repr=redact, converter=_strip, validator=_check_key)
     server_url: Optional[str] = attrs.field(default=None, converter=_server_url, validator=_check_url)
     english_variant: str = attrs.field(
-        default="EN-US", converter=_upper, validator=_one_of("deepl-english", ENGLISH_VARIANTS)
+        default="EN-US", converter=_upper, validator=_one_of(ENGLISH_VARIANTS)
     )
     portuguese_variant: str = attrs.field(
-        default="PT-BR", converter=_upper, validator=_one_of("deepl-portuguese", PORTUGUESE_VARIANTS)
+        default="PT-BR", converter=_upper, validator=_one_of(PORTUGUESE_VARIANTS)
     )
     formality: str = attrs.field(
-        default="default", converter=_lower, validator=_one_of("deepl-formality", FORMALITIES)
+        default="default", converter=_lower, validator=_one_of(FORMALITIES)
     )
     model_type: str = attrs.field(
-        default="latency_optimized", converter=_lower, validator=_one_of("deepl-model-type", MODEL_TYPES)
+        default="latency_optimized", converter=_lower, validator=_one_of(MODEL_TYPES)
     )
-    deadline_s: float = attrs.field(default=4.0, converter=float, validator=_positive("deepl-deadline"))
+    deadline_s: float = attrs.field(default=4.0, converter=as_float, validator=[of_kind(ENGINE, float), _positive])
     context_sentences: int = attrs.field(
-        default=3, converter=int, validator=_not_negative("deepl-context-sentences")
+        default=3, converter=as_int, validator=[of_kind(ENGINE, int), _not_negative]
     )
     context_max_chars: int = attrs.field(
-        default=1000, converter=int, validator=_not_negative("deepl-context-max-chars")
+        default=1000, converter=as_int, validator=[of_kind(ENGINE, int), _not_negative]
     )
     backoff_initial_s: float = attrs.field(
-        default=0.25, converter=float, validator=_positive("deepl-backoff")
+        default=0.25, converter=as_float, validator=[of_kind(ENGINE, float), _positive]
     )
 
     @classmethod
@@ -163,18 +165,28 @@ class DeepLSettings:
         :param overrides: field values that win over the environment; a
             ``None`` value means "not given" and is ignored, so unset
             command-line options can be passed straight through.
-        :raises ConfigError: no key, or a bad value.
+        :raises ConfigError: no key, an unknown key or a bad value, naming
+            ``deepl.<key>`` (or the environment variable it came from).
         """
-        values: dict[str, Any] = {}
-        key = environ.get("DEEPL_AUTH_KEY") or environ.get("DEEPL_API_KEY")
-        if key:
-            values["auth_key"] = key
+        check_keys(ENGINE, overrides, [f.name for f in attrs.fields(cls)])
+        environment: dict[str, tuple[str, Any]] = {}
+        for variable in ("DEEPL_AUTH_KEY", "DEEPL_API_KEY"):
+            if environ.get(variable):
+                environment["auth_key"] = (variable, environ[variable])
+                break
         url = environ.get("XLBRIDGE_DEEPL_URL")
         if url:
-            values["server_url"] = url
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("auth_key", "")
-        return cls(**values)
+            environment["server_url"] = ("XLBRIDGE_DEEPL_URL", url)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for key in ("auth_key", "server_url"):
+            if key in given and not isinstance(given[key], str):
+                raise setting_error(f"{ENGINE}.{key}", f"expected a string, got {given[key]!r}")
+
+        def build(values: dict[str, Any]) -> "DeepLSettings":
+            values.setdefault("auth_key", "")
+            return cls(**values)
+
+        return build_with_environment(ENGINE, build, environment, given)
 
 
 # -- languages ----------------------------------------------------------------
@@ -188,6 +200,20 @@ _KNOWN = frozenset(
     for name, value in vars(deepl.Language).items()
     if name.isupper() and isinstance(value, str)
 )
+
+#: The languages DeepL translates, as base codes (each both a source and a
+#: target; regional variants are targets only and map to these).
+LANGUAGES = _KNOWN
+
+
+def deepl_knows(code: str) -> bool:
+    """Whether DeepL translates from and into ``code`` (``es``, ``es-mx``, ``no``...)."""
+    try:
+        _split(code)
+    except ValueError:
+        return False
+    return True
+
 
 #: English regions that follow British spelling.
 _BRITISH = frozenset({"gb", "uk", "ie", "au", "nz", "za", "in"})

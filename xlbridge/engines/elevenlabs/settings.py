@@ -17,6 +17,7 @@ import attrs
 
 from xlbridge.engines.base import redact
 from xlbridge.engines.elevenlabs.wire import OUTPUT_FORMAT, language_code
+from xlbridge.engines.options import build_with_environment, check_keys, check_kinds, kind_problem, setting_error
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -26,8 +27,12 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_URL",
     "LANGUAGE_CODE_MODELS",
+    "MODEL_LANGUAGES",
     "ElevenLabsSettings",
+    "model_languages",
 ]
+
+ENGINE = "elevenlabs"
 
 #: REST base; the WebSocket base is derived from it (http -> ws, https -> wss).
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -49,6 +54,32 @@ DEFAULT_VOICES: Mapping[str, str] = {
 #: Models that take (and enforce) ``language_code`` (PROTOCOLS.md 4.2).
 LANGUAGE_CODE_MODELS = frozenset({"eleven_flash_v2_5", "eleven_turbo_v2_5"})
 
+#: What ``eleven_multilingual_v2`` speaks (ElevenLabs' "Models" page); the
+#: codes are ElevenLabs' ``language_code`` values (``fil`` is Filipino).
+MULTILINGUAL_V2_LANGUAGES = frozenset("""
+ar bg cs da de el en es fi fil fr hi hr id it ja ko ms nl pl pt ro ru sk sv ta tr uk zh
+""".split())
+
+#: Flash and Turbo v2.5: the multilingual v2 languages plus hu, no, vi.
+V2_5_LANGUAGES = MULTILINGUAL_V2_LANGUAGES | {"hu", "no", "vi"}
+
+#: ``model_id`` -> the languages it speaks.  Models not here (``eleven_v3``,
+#: with 70+ languages, and any newer one) are not checked.
+MODEL_LANGUAGES: Mapping[str, frozenset[str]] = {
+    "eleven_flash_v2_5": V2_5_LANGUAGES,
+    "eleven_turbo_v2_5": V2_5_LANGUAGES,
+    "eleven_multilingual_v2": MULTILINGUAL_V2_LANGUAGES,
+    "eleven_flash_v2": frozenset({"en"}),
+    "eleven_turbo_v2": frozenset({"en"}),
+    "eleven_monolingual_v1": frozenset({"en"}),
+}
+
+
+def model_languages(model_id: str) -> Optional[frozenset[str]]:
+    """The languages ``model_id`` speaks, or ``None`` for a model this version does not know."""
+    return MODEL_LANGUAGES.get(model_id)
+
+
 #: Environment variables read by :meth:`ElevenLabsSettings.from_env`.
 ENV_API_KEY = "ELEVENLABS_API_KEY"
 ENV_URL = "XLBRIDGE_ELEVENLABS_URL"
@@ -60,32 +91,68 @@ def _base_url(value: str) -> str:
     parts = urlsplit(str(value).strip())
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None or not parts.hostname:
-        raise ValueError(
-            f"ElevenLabs base URL must be http(s)://host[:port], got {value!r}"
-        )
+        raise setting_error(f"{ENGINE}.base_url", f"must be http(s)://host[:port], got {value!r}")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _voices(value: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise setting_error(f"{ENGINE}.voices", f"expected a table of language = voice id, got {value!r}")
+    for lang, voice in value.items():
+        if not isinstance(voice, str) or not voice.strip():
+            raise setting_error(f"{ENGINE}.voices.{lang}", f"expected a voice id, got {voice!r}")
     return dict(value)
+
+
+def _voice_settings(value: Optional[Mapping[str, Any]]) -> Optional[Mapping[str, Any]]:
+    if value is not None and not isinstance(value, Mapping):
+        raise setting_error(f"{ENGINE}.voice_settings", f"expected a table like {{stability = 0.5}}, got {value!r}")
+    return value
 
 
 def _one_of(*allowed: str) -> Callable[[object, "attrs.Attribute[Any]", object], None]:
     def check(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
         if value not in allowed:
-            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+            raise setting_error(f"{ENGINE}.{attribute.name}", f"must be one of {', '.join(allowed)}, got {value!r}")
+
+    return check
+
+
+def _kind(kind: type) -> Callable[[object, "attrs.Attribute[Any]", object], None]:
+    def check(instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+        problem = kind_problem(value, kind)
+        if problem is not None:
+            raise setting_error(f"{ENGINE}.{attribute.name}", problem)
 
     return check
 
 
 def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
+    _kind(float)(instance, attribute, value)
     if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+        raise setting_error(f"{ENGINE}.{attribute.name}", f"must be > 0, got {value!r}")
 
 
 def _inactivity(instance: object, attribute: "attrs.Attribute[Any]", value: int) -> None:
+    _kind(int)(instance, attribute, value)
     if not 1 <= value <= 180:
-        raise ValueError(f"inactivity_timeout must be 1..180 s, got {value!r}")
+        raise setting_error(f"{ENGINE}.inactivity_timeout", f"must be 1..180 s, got {value!r}")
+
+
+def _retries(instance: object, attribute: "attrs.Attribute[Any]", value: int) -> None:
+    _kind(int)(instance, attribute, value)
+    if not 0 <= value <= 3:
+        raise setting_error(f"{ENGINE}.retries", f"must be 0..3, got {value!r}")
+
+
+def _not_negative(instance: object, attribute: "attrs.Attribute[Any]", value: float) -> None:
+    _kind(float)(instance, attribute, value)
+    if value < 0:
+        raise setting_error(f"{ENGINE}.{attribute.name}", f"must be >= 0, got {value!r}")
+
+
+#: Settings whose kind has no other check.
+_KINDS: Mapping[str, type] = {"api_key": str, "model_id": str, "default_voice": str, "ws_standby": bool}
 
 
 @attrs.frozen
@@ -125,13 +192,18 @@ class ElevenLabsSettings:
         default=DEFAULT_TRANSPORT, validator=_one_of("http", "websocket")
     )
     output_format: str = attrs.field(default=OUTPUT_FORMAT, validator=_one_of(OUTPUT_FORMAT))
-    voice_settings: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False)
+    voice_settings: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False, converter=_voice_settings)
     timeout_s: float = attrs.field(default=10.0, validator=_positive)
     inactivity_timeout: int = attrs.field(default=20, validator=_inactivity)
-    retries: int = attrs.field(default=1, validator=attrs.validators.in_(range(0, 4)))
-    retry_delay_s: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
-    max_connections: int = attrs.field(default=8, validator=_positive)
+    retries: int = attrs.field(default=1, validator=_retries)
+    retry_delay_s: float = attrs.field(default=0.05, validator=_not_negative)
+    max_connections: int = attrs.field(default=8, validator=[_kind(int), _positive])
     ws_standby: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        check_kinds(ENGINE, self, _KINDS)
+        if not self.model_id:
+            raise setting_error(f"{ENGINE}.model_id", "must not be empty")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "ElevenLabsSettings":
@@ -139,15 +211,16 @@ class ElevenLabsSettings:
         Settings from the environment: ``ELEVENLABS_API_KEY`` and
         ``XLBRIDGE_ELEVENLABS_URL``; keyword ``overrides`` win over both.
 
-        :raises ValueError: for a bad value.
+        :raises ConfigError: for an unknown key or a bad value, naming
+            ``elevenlabs.<key>`` (or the environment variable it came from).
         """
-        values: dict[str, Any] = {}
+        check_keys(ENGINE, overrides, [f.name for f in attrs.fields(cls)])
+        environment: dict[str, tuple[str, Any]] = {}
         if environ.get(ENV_API_KEY):
-            values["api_key"] = environ[ENV_API_KEY].strip()
+            environment["api_key"] = (ENV_API_KEY, environ[ENV_API_KEY].strip())
         if environ.get(ENV_URL):
-            values["base_url"] = environ[ENV_URL]
-        values.update(overrides)
-        return cls(**values)
+            environment["base_url"] = (ENV_URL, environ[ENV_URL])
+        return build_with_environment(ENGINE, lambda values: cls(**values), environment, overrides)
 
     @property
     def ws_base_url(self) -> str:

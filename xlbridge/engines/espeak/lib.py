@@ -9,8 +9,9 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
+import attrs
 import numpy as np
 
 from xlbridge.audio.frame import Samples
@@ -260,3 +261,69 @@ def espeak_available() -> bool:
         return hasattr(ctypes.CDLL(library), "espeak_Synth")
     except Exception:
         return False
+
+
+@attrs.frozen
+class VoiceList:
+    """
+    The voices of an espeak-ng data directory (its ``lang/`` and ``voices/``
+    trees), read from the files: nothing is loaded.
+
+    :ivar names: lower-case names a voice can be selected by: each voice
+        file's name (``en-us``, ``es``) and its ``name`` line.
+    :ivar languages: primary language subtag (``fr``) -> the voice files
+        that speak it (``fr``, ``fr-be``, ``fr-ch``), sorted.
+    """
+
+    names: frozenset[str]
+    languages: Mapping[str, tuple[str, ...]]
+
+    def has(self, voice: str) -> bool:
+        """Whether ``voice`` (``en-us``, ``en-us+f3``: a variant after ``+``) names a voice here."""
+        return voice.split("+", 1)[0].strip().lower() in self.names
+
+
+def read_voices(data_path: str) -> Optional[VoiceList]:
+    """
+    The voices of the espeak-ng data directory ``data_path``, or ``None``
+    if it has no voices (not a data directory).  Blocks on a few hundred
+    small files: call at start-up.
+    """
+    names: set[str] = set()
+    languages: dict[str, set[str]] = {}
+    for tree in ("lang", "voices"):
+        for folder, _, files in os.walk(os.path.join(data_path, tree)):
+            for file in files:
+                voice = file.lower()
+                names.add(voice)
+                try:
+                    with open(os.path.join(folder, file), encoding="utf-8", errors="replace") as f:
+                        lines = f.read(4096).splitlines()
+                except OSError:
+                    continue
+                for line in lines:
+                    words = line.split()
+                    if len(words) >= 2 and words[0] == "name":
+                        names.add(" ".join(words[1:]).lower())
+                    elif len(words) >= 2 and words[0] == "language" and tree == "lang":
+                        languages.setdefault(words[1].lower().split("-")[0], set()).add(voice)
+    if not names:
+        return None
+    return VoiceList(frozenset(names), {lang: tuple(sorted(v)) for lang, v in sorted(languages.items())})
+
+
+def installed_voices(library_path: Optional[str] = None, data_path: Optional[str] = None) -> Optional[VoiceList]:
+    """
+    The voices the engine can use: those of ``data_path``, else of the
+    bundled data (when the library is the bundled one too); ``None`` when
+    that is not known (another library with its default data) or
+    unreadable.
+    """
+    if data_path is None:
+        if library_path is not None:
+            return None
+        try:
+            data_path = _bundled_paths()[1]
+        except Exception:
+            return None
+    return read_voices(data_path)

@@ -10,7 +10,9 @@ from typing import Any, Callable, Mapping, Optional
 
 import attrs
 
-from xlbridge.errors import ConfigError
+from xlbridge.engines.options import check_keys, setting_error
+
+ENGINE = "espeak"
 
 #: Voice for a language missing from :attr:`ESpeakSettings.voices`.
 DEFAULT_VOICE = "en-us"
@@ -25,49 +27,46 @@ RATE_RANGE = (80, 450)
 PITCH_RANGE = (0, 100)
 
 
-def _option(key: str) -> str:
-    return f"espeak-{key.replace('_', '-')}"
-
-
 def _int_in(low: int, high: int) -> Callable[[Any, "attrs.Attribute[Any]", Any], None]:
     def check(instance: Any, attribute: "attrs.Attribute[Any]", value: Any) -> None:
+        key = f"{ENGINE}.{attribute.name}"
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(_option(attribute.name), f"[espeak] {attribute.name} = {value!r} is not a whole number")
+            raise setting_error(key, f"{value!r} is not a whole number")
         if not low <= value <= high:
-            raise ConfigError(_option(attribute.name), f"[espeak] {attribute.name} = {value} is outside {low}..{high}")
+            raise setting_error(key, f"{value} is outside {low}..{high}")
 
     return check
 
 
 def _voice_name(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or not re.fullmatch(r"[\w+.-]+", value.strip()):
-        raise ConfigError(_option(key), f"{value!r} is not an espeak-ng voice name like en-us or es")
+        raise setting_error(key, f"{value!r} is not an espeak-ng voice name like en-us or es")
     return value.strip()
 
 
 def _voices(value: Any) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
-        raise ConfigError("espeak-voices", f"[espeak] voices must be a table of language = voice, not {value!r}")
+        raise setting_error(f"{ENGINE}.voices", f"must be a table of language = voice, not {value!r}")
     out: dict[str, str] = {}
     for lang, voice in value.items():
         if not isinstance(lang, str) or not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*", lang):
-            raise ConfigError("espeak-voices", f"{lang!r} is not a language code like en or es-MX")
-        out[lang.lower()] = _voice_name("voices", voice)
+            raise setting_error(f"{ENGINE}.voices.{lang}", "not a language code like en or es-MX")
+        out[lang.lower()] = _voice_name(f"{ENGINE}.voices.{lang}", voice)
     return out
 
 
 def _default_voice(value: Any) -> Optional[str]:
     if value is None or value is False or value == "":
         return None
-    return _voice_name("default_voice", value)
+    return _voice_name(f"{ENGINE}.default_voice", value)
 
 
 @attrs.frozen
 class ESpeakSettings:
     """
     What the espeak-ng engine speaks with.  Bad values raise
-    :class:`~xlbridge.errors.ConfigError` naming the option
-    (``espeak-rate-wpm`` for the TOML key ``rate_wpm``).
+    :class:`~xlbridge.errors.ConfigError` naming the TOML key
+    (``espeak.rate_wpm``).
 
     :ivar voices: language (ISO 639-1 ``"es"``, or with a region
         ``"es-mx"``; matched without case) -> espeak-ng voice name.
@@ -104,16 +103,11 @@ class ESpeakSettings:
 
         :raises ConfigError: for an unknown key or a bad value, naming it.
         """
-        known = [a.name for a in attrs.fields(cls)]
         values: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in known:
-                raise ConfigError(
-                    _option(str(key)), f"unknown key {key!r} in [espeak] (known: {', '.join(known)})"
-                )
+        for key, value in check_keys(ENGINE, table, [a.name for a in attrs.fields(cls)]).items():
             if key in ("library_path", "data_path") and value is not None:
                 if not isinstance(value, str) or not value:
-                    raise ConfigError(_option(key), f"[espeak] {key} must be a path, not {value!r}")
+                    raise setting_error(f"{ENGINE}.{key}", f"must be a path, not {value!r}")
             values[key] = value
         if "voices" in values:
             values["voices"] = {**DEFAULT_VOICES, **_voices(values["voices"])}

@@ -63,7 +63,7 @@ from twisted.logger import Logger
 from xlbridge.engines.base import ASR, ASREvent, IProcessReactor
 from xlbridge.engines.local_asr.leg import LocalASR
 from xlbridge.engines.local_asr.pool import ASRWorkerPool
-from xlbridge.engines.local_asr.settings import LocalASRSettings, check_model
+from xlbridge.engines.local_asr.settings import LocalASRSettings, check_model, model_problems
 from xlbridge.engines.local_asr.wire import ModelSpec
 from xlbridge.engines.pocketsphinx.asr import DECODERS, DecoderPool, SphinxModel
 from xlbridge.engines.threads import ThreadPoolService
@@ -92,11 +92,19 @@ class LocalASRFactory:
         self.settings = settings
         self.decoders = DECODERS if decoders is None else decoders
         self.workers: Optional[ASRWorkerPool] = None
+        #: ``[local_asr.models.<key>]`` tables whose model cannot load (checked once).
+        self.broken = frozenset(model_problems(settings))
         if settings.backend == "process":
             self.workers = ASRWorkerPool(reactor, settings.worker_count(), settings.idle_decoders)
 
     def engine_for(self, language: str) -> str:
-        """The recogniser a leg in ``language`` gets now (``whisper``, ``pocketsphinx``, ``vosk``, ``none``)."""
+        """
+        The recogniser a leg in ``language`` gets now (``whisper``,
+        ``pocketsphinx``, ``vosk``; ``none`` without a model, or when its
+        ``[local_asr.models.<lang>]`` model cannot load).
+        """
+        if self.settings.section_for(language) in self.broken:
+            return "none"
         return self.settings.engine_for(language)
 
     def __call__(self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
@@ -158,6 +166,10 @@ class LocalASRFactory:
                 bad = [e for e in errors if e.startswith(whisper.describe())]
                 if bad:
                     self.whisper_failed(bad[0])
+            for spec in specs:
+                if spec is not whisper:
+                    for error in sorted({e for e in errors if e.startswith(spec.describe())}):
+                        self.model_failed(spec, error)
 
         d = gatherResults(ds, consumeErrors=True).addCallback(check)
         d.addErrback(lambda f: self.log.warn("local-asr: warm-up failed: {error}", error=f.getErrorMessage()))
@@ -187,9 +199,21 @@ class LocalASRFactory:
         """The Whisper model does not load: say so once, and start later legs on the fallback."""
         before = self.settings
         self.settings = attrs.evolve(before, whisper_path=None)
-        fallback = {lang: self.settings.engine_for(lang) for lang in self.languages}
+        fallback = {lang: self.engine_for(lang) for lang in self.languages}
         self.log.error("local-asr: [local_asr.whisper] model {path} does not load ({why}); {fallback}",
                        path=before.whisper_path, why=why, fallback=describe_fallback(fallback))
+
+    def model_failed(self, spec: ModelSpec, why: str) -> None:
+        """
+        A configured model did not load at warm-up (a corrupt Vosk or
+        pocketsphinx model): say so now, naming its ``[local_asr.models.*]``
+        table, rather than at the first call in that language.
+        """
+        for section in sorted(lang for lang, s in self.settings.models.items() if s == spec):
+            self.broken = self.broken | {section}
+            langs = [lang for lang in self.languages if self.settings.section_for(lang) == section] or [section]
+            self.log.error("local-asr: [local_asr.models.{section}] does not load ({why}); {fallback}",
+                           section=section, why=why, fallback=describe_fallback({lang: "none" for lang in langs}))
 
     def close(self) -> "Deferred[None]":
         """End the worker processes, if any (fires when they exited)."""

@@ -23,6 +23,7 @@ from xlbridge.config_values import checked_number
 from xlbridge.engines.local_asr.pool import default_workers
 from xlbridge.engines.local_asr.stream_clock import FRAME_S
 from xlbridge.engines.local_asr.wire import ModelSpec, StreamParams
+from xlbridge.engines.options import unknown_setting
 from xlbridge.engines.pocketsphinx.asr import SphinxModel, check_sphinx_model
 from xlbridge.engines.vosk.asr import VoskModel, check_vosk_model
 from xlbridge.engines.whisper.model import check_folder
@@ -143,6 +144,19 @@ class LocalASRSettings:
             return self.whisper.spec(self.whisper_path, AUTO if lang == AUTO else base)
         return own
 
+    def section_for(self, language: str) -> Optional[str]:
+        """
+        The key of the ``[local_asr.models.<key>]`` table that serves
+        ``language`` (``es`` for ``es-mx`` too), or ``None`` when the
+        language has no table of its own.
+        """
+        lang = language.strip().lower().replace("_", "-")
+        for key in (lang, lang.split("-")[0]):
+            spec = self.models.get(key)
+            if spec is not None and not (isinstance(spec, SphinxModel) and spec.bundled):
+                return key
+        return None
+
     def engine_for(self, language: str) -> str:
         """The recogniser ``language`` gets, for the start-up log and the monitor (``none`` if none)."""
         spec = self.model_for(language)
@@ -174,8 +188,7 @@ class LocalASRSettings:
             elif key in cls._NUMBERS:
                 values[key] = checked_number(f"local_asr.{key}", value, *cls._NUMBERS[key])
             else:
-                known = ", ".join(["engine", "models", "whisper", "backend", *cls._NUMBERS])
-                raise ConfigError("config", f"local_asr.{key}: unknown setting (known: {known})")
+                raise unknown_setting("local_asr", key, ["engine", "models", "whisper", "backend", *cls._NUMBERS])
         settings = cls(**values)
         _check_endpointer(settings.endpoint_window_s, settings.endpoint_ratio)
         return settings

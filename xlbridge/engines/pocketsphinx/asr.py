@@ -54,6 +54,7 @@ from xlbridge.config_values import config_path
 from xlbridge.engines.base import ASREvent, EngineRequestError, SpeechStarted, Transcript
 from xlbridge.engines.local_asr import ENGINE
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S, StreamClock
+from xlbridge.engines.options import unknown_setting
 from xlbridge.errors import ConfigError
 
 
@@ -91,7 +92,7 @@ class SphinxModel:
         """
         for k in table:
             if k not in ("engine", "hmm", "lm", "jsgf", "dict"):
-                raise ConfigError("config", f"{key}.{k}: unknown for pocketsphinx (known: dict, hmm, jsgf, lm)")
+                raise unknown_setting(key, k, ("engine", "hmm", "lm", "jsgf", "dict"))
         for k in ("hmm", "dict"):
             if k not in table:
                 raise ConfigError("config", f"{key}.{k}: required for a pocketsphinx model")

@@ -37,6 +37,7 @@ from xlbridge.config_values import config_path
 from xlbridge.engines.base import ASREvent, EngineRequestError, Transcript
 from xlbridge.engines.local_asr import ENGINE
 from xlbridge.engines.local_asr.stream_clock import FRAME_S, StreamClock
+from xlbridge.engines.options import unknown_setting
 from xlbridge.errors import ConfigError
 
 #: What to tell an operator whose configuration needs Vosk.
@@ -64,7 +65,7 @@ class VoskModel:
         """
         for k in table:
             if k not in ("engine", "path"):
-                raise ConfigError("config", f"{key}.{k}: unknown for vosk (known: path)")
+                raise unknown_setting(key, k, ("engine", "path"))
         if "path" not in table:
             raise ConfigError("config", f"{key}.path: required for a Vosk model")
         return cls(config_path(f"{key}.path", table["path"]))

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 import attrs
 
 from xlbridge.config_values import checked_number
+from xlbridge.engines.options import unknown_setting
 from xlbridge.errors import ConfigError
 
 ENGINE = "whisper"
@@ -185,6 +186,6 @@ class WhisperSettings:
             elif key in NUMBERS:
                 tuning[key] = checked_number(name, value, *NUMBERS[key])
             else:
-                known = ", ".join(["model", "device", "compute_type", "languages", "vad", *NUMBERS])
-                raise ConfigError("config", f"{name}: unknown setting (known: {known})")
+                raise unknown_setting("local_asr.whisper", key,
+                                      ["model", "device", "compute_type", "languages", "vad", *NUMBERS])
         return cls(model, tuning)

@@ -30,6 +30,7 @@
     latency: [],             // rows of PlaybackStarted / status latency
     latencyKeys: new Set(),
     recent: [],
+    mayListen: false,        // this page's token opens listen-in (hello says)
     listens: new Map(),      // listenKey(ext, direction) -> player
     streams: new Map(),      // stream id -> listenKey(ext, direction)
     audio: null,
@@ -194,6 +195,7 @@
   function handle(m) {
     switch (m.type) {
       case "hello":
+        setListenRight(m.listen === true);
         renderStatus(m.snapshot);
         break;
       case "status":
@@ -288,6 +290,7 @@
         button.addEventListener("click", () => toggleListen(key));
         showListen(button, button.dataset.direction, state.listens.has(key));
       }
+      el.querySelector(".listen").hidden = !state.mayListen;
       view.legs.set(leg.extension, lv);
       view.el.querySelector(".legs").appendChild(el);
     }
@@ -544,6 +547,18 @@
   }
 
   // -- listen-in -------------------------------------------------------------------------
+
+  // Only the listen token opens live audio; with the view token the Listen
+  // buttons are hidden (the server would refuse anyway).
+  function setListenRight(allowed) {
+    state.mayListen = allowed;
+    document.body.dataset.listen = allowed ? "yes" : "no";
+    $("listen-right").hidden = allowed;
+    for (const el of document.querySelectorAll("#calls .leg .listen")) el.hidden = !allowed;
+    if (!allowed) {
+      for (const key of [...state.listens.keys()]) stopListen(key);
+    }
+  }
 
   function audioContext() {
     if (!state.audio) {
