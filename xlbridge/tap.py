@@ -190,7 +190,7 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
     except ConfigError as e:
         raise usage.UsageError(str(e)) from None
     for warning in choice.warnings:
-        log.warn("{warning}", warning=warning)
+        log.warn("{problem}", problem=warning)  # not "warning=": trial reads that key as a Python warning
     services: list[IService] = list(choice.services)
     observers: list[Callable[[Event], None]] = [
         log_event if config.events_text else functools.partial(log_event, text=False)
