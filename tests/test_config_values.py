@@ -242,6 +242,16 @@ class NumberTests(ConfigErrorCase):
         self.assertConfigError("reorder-depth", "'deep' is not a", depth, "reorder-depth", "deep")
         self.assertConfigError("reorder-depth", "None is not a", depth, "reorder-depth", None)
 
+    def test_whole_numbers_are_not_cut_or_taken_from_booleans(self) -> None:
+        """TOML ``reorder_depth = 2.7`` or ``max_burst = true`` used to become 2 and 1."""
+        depth = parser("reorder-depth")
+        self.assertEqual(depth("reorder-depth", 3.0), 3)
+        self.assertConfigError("reorder-depth", "2.7 is not a whole number", depth, "reorder-depth", 2.7)
+        self.assertConfigError("reorder-depth", "True is not a whole number", depth, "reorder-depth", True)
+        self.assertConfigError("reorder-depth", "'2.5' is not a whole number", depth, "reorder-depth", "2.5")
+        latch = parser("latch-timeout")
+        self.assertConfigError("latch-timeout", "False is not a number", latch, "latch-timeout", False)
+
     def test_float_setting(self) -> None:
         latch = parser("latch-timeout")
         n = latch("latch-timeout", "2")
@@ -251,7 +261,7 @@ class NumberTests(ConfigErrorCase):
         self.assertEqual(latch("latch-timeout", 3600), 3600.0)
         self.assertConfigError("latch-timeout", "0.05 is outside 0.1..3600", latch, "latch-timeout", "0.05")
         self.assertConfigError("latch-timeout", "outside", latch, "latch-timeout", "3600.5")
-        self.assertConfigError("latch-timeout", "'soon' is not a float", latch, "latch-timeout", "soon")
+        self.assertConfigError("latch-timeout", "'soon' is not a number", latch, "latch-timeout", "soon")
 
     def test_nan_and_infinity_are_out_of_range(self) -> None:
         gain = parser("gain")
@@ -274,7 +284,7 @@ class LevelOrOffTests(ConfigErrorCase):
         self.assertEqual(noise("comfort-noise", -120), -120.0)
         self.assertEqual(noise("comfort-noise", "-20"), -20.0)
         self.assertConfigError("comfort-noise", "-10.0 is outside -120..-20", noise, "comfort-noise", "-10")
-        self.assertConfigError("comfort-noise", "'loud' is not a float", noise, "comfort-noise", "loud")
+        self.assertConfigError("comfort-noise", "'loud' is not a number", noise, "comfort-noise", "loud")
 
     def test_zero_db_bed_is_a_level_not_off(self) -> None:
         bed = parser("bed")

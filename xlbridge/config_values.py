@@ -139,11 +139,17 @@ def number_parser(kind: type, low: float, high: float) -> Callable[[str, Any], A
     (NaN is outside every range).
     """
 
+    what = "a whole number" if kind is int else "a number"
+
     def parse(option: str, value: Any) -> Any:
+        # TOML gives bools and floats as themselves: ``true`` is not 1, and
+        # 2.7 is not silently cut to 2 where a whole number is wanted.
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(option, f"{value!r} is not {what}")
         try:
             n = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(option, f"{value!r} is not a {kind.__name__}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(option, f"{value!r} is not {what}") from None
         if not low <= n <= high:
             raise ConfigError(option, f"{n} is outside {low:g}..{high:g}")
         return n
