@@ -35,7 +35,8 @@ from typing import Any, Optional
 from xlbridge.audio.frame import FRAME_SAMPLES
 from xlbridge.audio.mix import SpeechQueue, Utterance
 from xlbridge.egress import EgressClock
-from xlbridge.engines.deepgram.connection import DeepgramClientProtocol, DeepgramConnection
+from xlbridge.engines.deepgram.connection import DeepgramConnection
+from xlbridge.engines.deepgram.protocol import DeepgramClientProtocol
 from xlbridge.transports.rtp import RTPEndpoint
 
 # Ingress record fields (a list per packet, filled in place).

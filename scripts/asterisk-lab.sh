@@ -76,7 +76,7 @@ configure() {
     etc="$ROOT/etc/asterisk"
     chmod 600 "$ROOT/lab/ari-password"  # xlbridge refuses a password file others can read
     sed "s/^password = .*/password = $(cat "$ROOT/lab/ari-password")/" etc/asterisk/ari.conf > "$etc/ari.conf"
-    cp etc/asterisk/http.conf etc/asterisk/rtp.conf "$etc/"
+    cp etc/asterisk/http.conf etc/asterisk/rtp.conf etc/asterisk/websocket_client.conf "$etc/"
     # The sample dialplan is included as it is, below the lab's own contexts.
     cp etc/asterisk/extensions.conf "$etc/xlbridge-samples.conf"
     for f in tests/asterisk/conf/*.conf; do

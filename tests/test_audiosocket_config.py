@@ -26,6 +26,34 @@ class AudioSocketConfigTests(SynchronousTestCase):
         self.assertEqual([p.languages for p in c.pairs], [("en", "es"), ("de", "fr")])
         self.assertEqual((c.port_of("7001"), c.transport_of("7001")), (5052, "audiosocket"))
 
+    def test_format_states_the_rate(self) -> None:
+        """
+        ``EXT=PORT:FORMAT`` (or ``EXT:FORMAT``) tells the leg's rate, so
+        replies need not start in 8 kHz; others stay unknown.
+        """
+        c = load_config({"audiosocket": "7000=5050:slin16,7001=5052,7002:slin,7003=5056:slin48"})
+        self.assertEqual([p.rates for p in c.pairs], [(16000, None), (8000, 48000)])
+        self.assertEqual([p.ports for p in c.pairs], [(5050, 5052), (7002, 5056)])
+        self.assertEqual((c.rate_of("7000"), c.rate_of("7001")), (16000, None))
+
+    def test_bad_formats_are_refused(self) -> None:
+        for spec, text in [
+            ("7000=5050:ulaw,7001=5052", "unknown format 'ulaw' in '7000=5050:ulaw': one of slin, slin12"),
+            ("7000-7001:slin16", "a format applies to one extension"),
+        ]:
+            e = self.assertRaises(ConfigError, load_config, {"audiosocket": spec})
+            self.assertEqual(e.option, "audiosocket")
+            self.assertIn(text, str(e))
+
+    def test_stated_rate_answers_in_kind_from_the_first_frame(self) -> None:
+        reactor = MemoryNetReactor()
+        bridge = BridgeService(load_config({"audiosocket": "7000=5050:slin16,7001=5052"}), reactor)
+        bridge.privilegedStartService()
+        bridge.startService()
+        self.addCleanup(bridge.stopService)
+        self.assertEqual(bridge.endpoints["7000"].first_reply_rate, 16000)
+        self.assertEqual(bridge.endpoints["7001"].first_reply_rate, 8000)
+
     def test_errors_name_the_option(self) -> None:
         for cli, text in [
             ({"audiosocket": "7000=5050"}, "must be even"),

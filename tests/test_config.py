@@ -169,7 +169,7 @@ class PortsNoneTests(SynchronousTestCase):
             e = self.assertRaises(ConfigError, load_config, {"ports": none})
             self.assertEqual(e.option, "ports")
             self.assertEqual(
-                str(e), "--ports: none leaves no source of calls: give extensions here, or --audiosocket, or --ari"
+                str(e), "--ports: none leaves no source of calls: give extensions here, or --audiosocket, --websocket or --ari"
             )
 
 
@@ -229,7 +229,8 @@ class ARIOnlyOptionsTests(SynchronousTestCase):
         values = {"ari-user": "u", "ari-password-file": "/etc/xlbridge/ari-password", "ari-app": "a",
                   "rtp-ports": "20000-20009", "ari-external-host": "127.0.0.1", "on-partner-hangup": "keep",
                   "partner-hangup-sound": "sound:beep", "ari-media": "rtp", "ari-audiosocket-port": "9092",
-                  "ari-dial-timeout": "20"}
+                  "ari-websocket-connection": "client", "ari-websocket-client": "xlbridge-ari",
+                  "ari-websocket-port": "9093", "ari-dial-timeout": "20"}
         self.assertEqual(sorted(values), sorted(ARI_ONLY))
         for option, value in values.items():
             e = self.assertRaises(ConfigError, load_config, {option: value})

@@ -310,7 +310,7 @@ class ChoiceTests(ConfigErrorCase):
         self.assertConfigError(
             "engines", "'magic' is not one of auto, cloud, local, relay", parser("engines"), "engines", "magic"
         )
-        self.assertConfigError("ari-media", "'sip' is not one of rtp, audiosocket", parser("ari-media"), "ari-media", "sip")
+        self.assertConfigError("ari-media", "'sip' is not one of rtp, audiosocket, websocket", parser("ari-media"), "ari-media", "sip")
         self.assertConfigError("engines", "'' is not one of", parser("engines"), "engines", "")
 
 

@@ -47,10 +47,12 @@ class LegCountersTests(SynchronousTestCase):
 
     def test_add_folds_every_count(self) -> None:
         a = LegCounters(packets_in=1, bytes_in=2, packets_out=3, bytes_out=4, silence_out=5,
-                        late_ticks=6, skipped_ticks=7, lost=8)
+                        late_ticks=6, skipped_ticks=7, lost=8, xoff_ms=1, flushed_bytes=2, marks_sent=3,
+                        marks_processed=4)
         a.drop(DropReason.ERROR)
         b = LegCounters(packets_in=10, bytes_in=20, packets_out=30, bytes_out=40, silence_out=50,
-                        late_ticks=60, skipped_ticks=70, lost=80)
+                        late_ticks=60, skipped_ticks=70, lost=80, xoff_ms=10, flushed_bytes=20, marks_sent=30,
+                        marks_processed=40)
         b.drop(DropReason.ERROR, 2)
         b.drop(DropReason.PIPELINE_ERROR)
         a.add(b)
@@ -61,6 +63,7 @@ class LegCountersTests(SynchronousTestCase):
                 "packets_in": 11, "bytes_in": 22, "packets_out": 33, "bytes_out": 44, "silence_out": 55,
                 "late_ticks": 66, "skipped_ticks": 77, "lost": 88,
                 "drops": {"error": 3, "pipeline_error": 1},
+                "xoff_ms": 11, "flushed_bytes": 22, "marks_sent": 33, "marks_processed": 44,
             },
         )
         self.assertEqual(b.drops[DropReason.ERROR], 2)  # the source is not changed

@@ -4,7 +4,8 @@ The bridge: endpoints, the egress clock and the calls, composed as services.
 ``BridgeService`` is a ``MultiService`` owning, in start order:
 
 1. one listener per extension: UDP for an :class:`RTPEndpoint`, TCP for an
-   :class:`AudioSocketEndpoint`,
+   :class:`AudioSocketEndpoint` or a :class:`WebSocketEndpoint` (Asterisk's
+   chan_websocket dials it),
 2. the :class:`EgressClock` that paces every leg,
 3. ``calls``, a ``MultiService`` holding one :class:`CallService` per live
    call.
@@ -19,10 +20,12 @@ each other): the bridge keeps every open room in :attr:`BridgeService.rooms`,
 and a room starts its own calls.  Extensions pair up in configuration order,
 each :class:`Pair` in a room of its own for good: the first audio on either
 leg starts a call, and so does an AudioSocket connection announcing its
-UUID (a caller on the line, silent or not).  Above the transport, RTP and
-AudioSocket legs are the same; the only differences the pair sees are the
-call id (an AudioSocket leg brings Asterisk's UUID; otherwise uuid4), the
-start, and hangup (an AudioSocket peer can end the call at once).
+UUID or a WebSocket's MEDIA_START (a caller on the line, silent or not).
+Above the transport, RTP, AudioSocket and WebSocket legs are the same; the
+only differences the pair sees are the call id (an AudioSocket leg brings
+Asterisk's UUID, a WebSocket leg the channel id; otherwise uuid4), the
+start, hangup (a connection's peer can end the call at once), and pacing
+(Asterisk keeps time on a WebSocket leg: it is sent ahead, not paced).
 
 Legs set up at run time (the ARI controller's callers) bring their own
 endpoints; whoever binds one lists it with :meth:`BridgeService.attach_endpoint`
@@ -62,6 +65,7 @@ from xlbridge.events import DropReason, Event, LegCounters
 from xlbridge.pipeline.relay import relay_factory
 from xlbridge.room import Endpoint, Room
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
+from xlbridge.transports.websocket import WebSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
 
 __all__ = [
@@ -288,9 +292,21 @@ class BridgeService(MultiService):
         endpoint: Endpoint
         listener: ListenerService
         if self.config.transport_of(extension) == "audiosocket":
-            audiosocket = AudioSocketEndpoint(extension, on_audio, on_hangup, on_uuid=on_line, clock=self.reactor)
+            audiosocket = AudioSocketEndpoint(
+                extension, on_audio, on_hangup, on_uuid=on_line, clock=self.reactor,
+                first_reply_rate=self.config.rate_of(extension) or 8000,
+            )
             listener = TCPListenerService(self.reactor, port, audiosocket, self.config.interface)
             endpoint = audiosocket
+        elif self.config.transport_of(extension) == "websocket":
+            websocket = WebSocketEndpoint(
+                extension, on_audio, self.reactor, on_hangup, on_start=on_line,
+                lookahead_ms=self.config.websocket_lookahead_ms,
+            )
+            listener = TCPListenerService(
+                self.reactor, port, websocket.server_factory(self.reactor), self.config.interface
+            )
+            endpoint = websocket
         else:
             rtp = RTPEndpoint(
                 extension, self.codec_in, self.codec_out, self.clock, on_audio, self._rtp_settings

@@ -64,19 +64,27 @@ class PairConfig:
     :ivar extensions: e.g. ``("7777", "8888")``.
     :ivar ports: UDP (RTP) or TCP (AudioSocket) port per extension.
     :ivar languages: language per extension, e.g. ``("en", "es")``.
-    :ivar transports: ``"rtp"`` or ``"audiosocket"`` per extension.  The
-        command line makes RTP pairs (``--ports``) and AudioSocket pairs
-        (``--audiosocket``); an embedder may mix them within a pair.
+    :ivar transports: ``"rtp"``, ``"audiosocket"`` or ``"websocket"`` per
+        extension.  The command line makes RTP pairs (``--ports``),
+        AudioSocket pairs (``--audiosocket``) and WebSocket pairs
+        (``--websocket``); an embedder may mix them within a pair.
+    :ivar rates: per extension, the sample rate in Hz its AudioSocket audio
+        has when the configuration says so (``7000=5050:slin16``), so
+        replies are in the leg's own kind from the first frame; ``None``:
+        not said (replies start in 8 kHz slin, then follow what arrives).
     """
 
     extensions: tuple[str, str]
     ports: tuple[int, int]
     languages: tuple[str, str]
     transports: tuple[str, str] = ("rtp", "rtp")
+    rates: tuple[Optional[int], Optional[int]] = (None, None)
 
 
 ON_PARTNER_HANGUP = ("hangup", "keep", "prompt")
-ARI_MEDIA = ("rtp", "audiosocket")
+ARI_MEDIA = ("rtp", "audiosocket", "websocket")
+#: Who opens an ARI WebSocket media connection (``--ari-websocket-connection``).
+ARI_WEBSOCKET_CONNECTIONS = ("server", "client")
 #: Media URI schemes Asterisk's ``/channels/{id}/play`` understands.
 MEDIA_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "tone:")
 
@@ -92,10 +100,19 @@ class ARISettings:
         or 127.0.0.1 when binding all interfaces).
     :ivar languages: languages callers may ask for (engines preload them).
     :ivar media: how ExternalMedia reaches us: ``"rtp"`` (UDP, a port of
-        ``rtp_ports`` per caller) or ``"audiosocket"`` (TCP, every caller on
-        ``audiosocket_port``; slin16 both ways).
+        ``rtp_ports`` per caller), ``"audiosocket"`` (TCP, every caller on
+        ``audiosocket_port``; slin16 both ways) or ``"websocket"``
+        (chan_websocket, slin16 both ways: see ``websocket_connection``).
     :ivar audiosocket_port: TCP port of the AudioSocket listener (0: any
         free port, for tests).
+    :ivar websocket_connection: with ``media = "websocket"``, who connects:
+        ``"server"`` (Asterisk serves ``/media/<id>`` on its HTTP server,
+        the one of ``url``, and xlbridge connects) or ``"client"``
+        (Asterisk dials ``websocket_port`` through the websocket_client.conf
+        entry ``websocket_client``).
+    :ivar websocket_client: the websocket_client.conf entry (client mode).
+    :ivar websocket_port: TCP port of the WebSocket listener in client mode
+        (0: any free port, for tests).
     :ivar on_partner_hangup: ``"hangup"``, ``"keep"``, or ``"prompt"``: play
         ``partner_hangup_sound`` to the remaining caller, then hang up (at
         the latest ``prompt_timeout`` seconds later).
@@ -114,6 +131,9 @@ class ARISettings:
     languages: tuple[str, ...] = ("en", "es")
     media: str = "rtp"
     audiosocket_port: int = 9092
+    websocket_connection: str = "server"
+    websocket_client: Optional[str] = None
+    websocket_port: int = 9093
     partner_hangup_sound: str = "sound:vm-goodbye"
     prompt_timeout: float = 15.0
     dial_timeout: int = 30
@@ -135,6 +155,9 @@ class BridgeConfig:
     reorder_depth: int = 3
     call_timeout: float = 10.0
     relay_buffer_ms: int = 200
+    #: Most translated speech or relayed voice queued ahead in Asterisk on
+    #: a WebSocket leg, in ms (Asterisk plays it out at its own pace).
+    websocket_lookahead_ms: int = 200
     max_burst: int = 3
     events: str | None = None
     #: ``False``: the ``--events`` file gets text lengths, not the text.
@@ -176,9 +199,21 @@ class BridgeConfig:
                     return port
         raise KeyError(extension)
 
+    def rate_of(self, extension: str) -> Optional[int]:
+        """
+        The sample rate ``extension``'s AudioSocket audio was configured
+        with, in Hz, or ``None``.
+        """
+        for p in self.pairs:
+            for ext, rate in zip(p.extensions, p.rates):
+                if ext == extension:
+                    return rate
+        raise KeyError(extension)
+
     def transport_of(self, extension: str) -> str:
         """
-        ``"rtp"`` or ``"audiosocket"``: how ``extension`` reaches us.
+        ``"rtp"``, ``"audiosocket"`` or ``"websocket"``: how ``extension``
+        reaches us.
         """
         for p in self.pairs:
             for ext, kind in zip(p.extensions, p.transports):
@@ -188,10 +223,45 @@ class BridgeConfig:
 
 
 
+#: AudioSocket format names (as in Asterisk's ``c(...)`` and ExternalMedia
+#: ``format``) and their sample rates in Hz: each is one audio kind
+#: (0x10-0x18, PROTOCOLS.md 6).
+AUDIOSOCKET_FORMATS: dict[str, int] = {
+    "slin": 8000, "slin12": 12000, "slin16": 16000, "slin24": 24000, "slin32": 32000,
+    "slin44": 44100, "slin48": 48000, "slin96": 96000, "slin192": 192000,
+}
+
+
+def split_audiosocket_formats(spec: str) -> tuple[str, dict[str, int]]:
+    """
+    Take the ``:FORMAT`` suffixes off an ``--audiosocket`` list
+    (``7000=5050:slin16,7001=5052``): the list without them, and the
+    sample rate each suffixed extension was given.
+    """
+    items, rates = [], {}
+    for raw in spec.split(","):
+        item, colon, fmt = raw.strip().partition(":")
+        if colon:
+            fmt = fmt.strip()
+            if fmt not in AUDIOSOCKET_FORMATS:
+                raise ConfigError(
+                    "audiosocket",
+                    f"unknown format {fmt!r} in {raw.strip()!r}: one of {', '.join(AUDIOSOCKET_FORMATS)}",
+                )
+            ext = item.partition("=")[0].strip()
+            if "-" in ext:
+                raise ConfigError("audiosocket", f"a format applies to one extension, not the range in {raw.strip()!r}")
+            rates[ext] = AUDIOSOCKET_FORMATS[fmt]
+        items.append(item)
+    return ",".join(items), rates
+
+
 #: option name -> (TOML section, TOML key, parser)
 SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "ports": ("bridge", "ports", lambda o, v: v),
     "audiosocket": ("bridge", "audiosocket", lambda o, v: v),
+    "websocket": ("bridge", "websocket", lambda o, v: v),
+    "websocket-lookahead-ms": ("media", "websocket_lookahead_ms", number_parser(int, 20, 10000)),
     "langs": ("bridge", "langs", lambda o, v: v),
     "engines": ("bridge", "engines", choice_parser(ENGINES)),
     "interface": ("bridge", "interface", parse_ip_address),
@@ -228,6 +298,9 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "partner-hangup-sound": ("ari", "partner_hangup_sound", lambda o, v: _media_uri(o, v)),
     "ari-media": ("ari", "media", choice_parser(ARI_MEDIA)),
     "ari-audiosocket-port": ("ari", "audiosocket_port", number_parser(int, 0, 65535)),
+    "ari-websocket-connection": ("ari", "websocket_connection", choice_parser(ARI_WEBSOCKET_CONNECTIONS)),
+    "ari-websocket-client": ("ari", "websocket_client", parse_text),
+    "ari-websocket-port": ("ari", "websocket_port", number_parser(int, 0, 65535)),
     "ari-dial-timeout": ("ari", "dial_timeout", number_parser(int, 1, 3600)),
 }
 
@@ -320,29 +393,43 @@ def load_config(
     }
     translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 
-    # --ports defaults to 7777,8888 only when neither --audiosocket nor
-    # --ari is given: an AudioSocket or ARI bridge opens no fixed UDP ports.
-    # "none" (or "") says so explicitly, e.g. over a file that sets ports.
+    # --ports defaults to 7777,8888 only when none of --audiosocket,
+    # --websocket and --ari is given: such a bridge opens no fixed UDP
+    # ports.  "none" (or "") says so explicitly, e.g. over a file that sets
+    # ports.
     as_spec = values.get("audiosocket")
+    ws_spec = values.get("websocket")
     ari = _ari_settings(values)
-    ports_spec = values.get("ports", None if as_spec or ari else DEFAULT_PORTS)
+    ports_spec = values.get("ports", None if as_spec or ws_spec or ari else DEFAULT_PORTS)
     if ports_spec is not None and _is_none(ports_spec):
         ports_spec = None
-        if as_spec is None and ari is None:
+        if as_spec is None and ws_spec is None and ari is None:
             raise ConfigError(
-                "ports", "none leaves no source of calls: give extensions here, or --audiosocket, or --ari"
+                "ports",
+                "none leaves no source of calls: give extensions here, or --audiosocket, --websocket or --ari",
             )
     exts: list[tuple[str, int, str]] = []
-    for option, spec, kind in (("ports", ports_spec, "rtp"), ("audiosocket", as_spec, "audiosocket")):
+    rates: dict[str, int] = {}
+    sources = (("ports", ports_spec, "rtp"), ("audiosocket", as_spec, "audiosocket"), ("websocket", ws_spec, "websocket"))
+    for option, spec, kind in sources:
         if spec is None:
             continue
         if isinstance(spec, list):
             spec = ",".join(str(p) for p in spec)
-        exts.extend((e, p, kind) for e, p in parse_ports(str(spec), option))
+        spec = str(spec)
+        if kind == "audiosocket":
+            spec, stated = split_audiosocket_formats(spec)
+            rates.update(stated)
+        exts.extend((e, p, kind) for e, p in parse_ports(spec, option))
     names = [e for e, _, _ in exts]
     if len(set(names)) != len(names):
         dup = sorted(duplicates(names))[0]
-        raise ConfigError("audiosocket", f"extension {dup} is in both --ports and --audiosocket")
+        options = [f"--{opt}" for opt, _, kind in sources if dup in {e for e, _, k in exts if k == kind}]
+        raise ConfigError(options[-1][2:], f"extension {dup} is in both {' and '.join(options)}")
+    tcp = [str(p) for _, p, kind in exts if kind != "rtp" and p]
+    if len(set(tcp)) != len(tcp):
+        port = sorted(duplicates(tcp), key=int)[0]
+        raise ConfigError("websocket", f"TCP port {port} is both an --audiosocket and a --websocket extension's port")
     langs = parse_langs(values.get("langs", "en,es"))
     if exts and (len(langs) % 2 or len(exts) % len(langs)):
         # A list that does not tile the extensions would wrap across pairs
@@ -357,7 +444,8 @@ def load_config(
         (ea, pa, ka), (eb, pb, kb) = exts[i], exts[i + 1]
         pairs.append(
             PairConfig(
-                (ea, eb), (pa, pb), (langs[i % len(langs)], langs[(i + 1) % len(langs)]), (ka, kb)
+                (ea, eb), (pa, pb), (langs[i % len(langs)], langs[(i + 1) % len(langs)]), (ka, kb),
+                (rates.get(ea), rates.get(eb)),
             )
         )
 
@@ -380,6 +468,7 @@ def load_config(
         reorder_depth=values.get("reorder-depth", 3),
         call_timeout=values.get("call-timeout", 10.0),
         relay_buffer_ms=values.get("relay-buffer-ms", 200),
+        websocket_lookahead_ms=values.get("websocket-lookahead-ms", 200),
         max_burst=values.get("max-burst", 3),
         events=values.get("events") or None,
         events_text=values.get("events-text", True),
@@ -431,6 +520,7 @@ def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
                 raise ConfigError(
                     "ari-audiosocket-port", f"TCP port {as_port} is also an --audiosocket extension's port"
                 )
+    ws_connection, ws_client, ws_port = _ari_websocket(values, media)
     return ARISettings(
         url=url.rstrip("/"),
         user=user,
@@ -442,6 +532,44 @@ def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
         languages=tuple(parse_langs(values.get("langs", "en,es"))),
         media=media,
         audiosocket_port=as_port,
+        websocket_connection=ws_connection,
+        websocket_client=ws_client,
+        websocket_port=ws_port,
         partner_hangup_sound=values.get("partner-hangup-sound", "sound:vm-goodbye"),
         dial_timeout=values.get("ari-dial-timeout", 30),
     )
+
+
+def _ari_websocket(values: Mapping[str, Any], media: str) -> tuple[str, Optional[str], int]:
+    """
+    ``(connection, client id, port)`` of ``--ari-media websocket``.  Client
+    mode needs the websocket_client.conf entry Asterisk dials us with (a
+    section name: no spaces, slashes or commas, which Asterisk would read as
+    dial-string syntax), and its port must not be a fixed extension's.
+    """
+    connection = values.get("ari-websocket-connection", "server")
+    client = values.get("ari-websocket-client") or None
+    port = values.get("ari-websocket-port", 9093)
+    if client is not None and (any(c.isspace() for c in client) or set(client) & set("/,()[]")):
+        raise ConfigError(
+            "ari-websocket-client", f"{client!r} is not a websocket_client.conf entry name (like xlbridge-ari)"
+        )
+    if media != "websocket" or connection != "client":
+        return connection, client, port
+    if client is None:
+        raise ConfigError(
+            "ari-websocket-client",
+            "--ari-websocket-connection client needs the websocket_client.conf entry Asterisk dials "
+            "xlbridge with (e.g. --ari-websocket-client xlbridge-ari)",
+        )
+    if port:
+        for option in ("websocket", "audiosocket"):
+            static = values.get(option)
+            if static is None or _is_none(static):
+                continue
+            spec = ",".join(str(p) for p in static) if isinstance(static, list) else str(static)
+            if option == "audiosocket":
+                spec = split_audiosocket_formats(spec)[0]
+            if port in {p for _, p in parse_ports(spec, option)}:
+                raise ConfigError("ari-websocket-port", f"TCP port {port} is also a --{option} extension's port")
+    return connection, client, port

@@ -66,6 +66,27 @@ class DropReason(enum.Enum):
     #: An AudioSocket connection to the ARI listener announced a UUID that
     #: belongs to no leg (refused).
     AUDIOSOCKET_UNKNOWN_UUID = "audiosocket_unknown_uuid"
+    #: Outbound audio not written because more than a frame or two already
+    #: waited unsent on the TCP connection (the peer reads too slowly): it
+    #: would only be heard late (:mod:`xlbridge.transports.backlog`).
+    SEND_BACKLOG = "send_backlog"
+    #: A chan_websocket TEXT (control) message that could not be parsed.
+    WEBSOCKET_MALFORMED = "websocket_malformed"
+    #: chan_websocket BINARY audio that cannot be decoded: before
+    #: MEDIA_START, in a format the bridge does not carry, or not whole
+    #: samples.
+    WEBSOCKET_FORMAT = "websocket_format"
+    #: Outbound frames not sent because Asterisk's queue had no room (more
+    #: than the transport asked for, or past its full level).
+    WEBSOCKET_FULL = "websocket_full"
+    #: A second WebSocket connection to a busy extension (refused).
+    WEBSOCKET_BUSY = "websocket_busy"
+    #: A WebSocket connection to the ARI controller's port whose first
+    #: message was not MEDIA_START, or that sent none in time (closed).
+    WEBSOCKET_NO_START = "websocket_no_start"
+    #: A WebSocket connection to the ARI controller's port whose
+    #: MEDIA_START named a channel that is no leg of ours (closed).
+    WEBSOCKET_UNKNOWN_CHANNEL = "websocket_unknown_channel"
 
 
 @attrs.define(slots=True)
@@ -73,7 +94,18 @@ class LegCounters:
     """
     Running counters of one leg, readable by the monitor.
 
-    Byte counts are RTP/AudioSocket payload bytes, not IP datagram sizes.
+    Byte counts are RTP/AudioSocket/WebSocket payload bytes, not IP
+    datagram sizes.  A WebSocket leg counts 20 ms frames in ``packets_*``
+    (one message may carry several).  The last four are kept by transports
+    whose peer owns the playout clock (chan_websocket) and stay 0 for the
+    others.
+
+    :ivar xoff_ms: time the peer said its queue was full (MEDIA_XOFF until
+        MEDIA_XON), in ms.
+    :ivar flushed_bytes: audio sent ahead and then dropped from the peer's
+        queue by a flush (an utterance cut), estimated, in payload bytes.
+    :ivar marks_sent: playout marks sent (MARK_MEDIA).
+    :ivar marks_processed: marks the peer reported played.
     """
 
     packets_in: int = 0
@@ -85,6 +117,10 @@ class LegCounters:
     skipped_ticks: int = 0
     lost: int = 0
     drops: Counter[DropReason] = attrs.field(factory=Counter)
+    xoff_ms: int = 0
+    flushed_bytes: int = 0
+    marks_sent: int = 0
+    marks_processed: int = 0
 
     def drop(self, reason: DropReason, n: int = 1) -> None:
         """
@@ -106,6 +142,10 @@ class LegCounters:
         self.skipped_ticks += other.skipped_ticks
         self.lost += other.lost
         self.drops.update(other.drops)
+        self.xoff_ms += other.xoff_ms
+        self.flushed_bytes += other.flushed_bytes
+        self.marks_sent += other.marks_sent
+        self.marks_processed += other.marks_processed
 
     def snapshot(self) -> dict[str, Any]:
         """
@@ -121,6 +161,10 @@ class LegCounters:
             "skipped_ticks": self.skipped_ticks,
             "lost": self.lost,
             "drops": {r.value: n for r, n in sorted(self.drops.items(), key=lambda i: i[0].value)},
+            "xoff_ms": self.xoff_ms,
+            "flushed_bytes": self.flushed_bytes,
+            "marks_sent": self.marks_sent,
+            "marks_processed": self.marks_processed,
         }
 
 

@@ -41,9 +41,11 @@ from xlbridge.egress import EgressClock
 from xlbridge.events import Event
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint
+from xlbridge.transports.websocket import WebSocketEndpoint
 
-#: A leg's transport: RTP on a UDP port, or one AudioSocket connection.
-Endpoint = RTPEndpoint | AudioSocketEndpoint
+#: A leg's transport: RTP on a UDP port, or one AudioSocket or WebSocket
+#: (chan_websocket) connection.
+Endpoint = RTPEndpoint | AudioSocketEndpoint | WebSocketEndpoint
 
 
 class RoomHost(Protocol):
@@ -178,7 +180,7 @@ class Room:
 
     def _transport_call_id(self, first: int) -> str:
         for endpoint in (self.endpoints[first], *self.endpoints):
-            if isinstance(endpoint, AudioSocketEndpoint) and endpoint.call_id:
+            if isinstance(endpoint, (AudioSocketEndpoint, WebSocketEndpoint)) and endpoint.call_id:
                 return endpoint.call_id
         return str(uuid.uuid4())
 

@@ -54,7 +54,17 @@ class Options(usage.Options):
         ["audiosocket", "a", None,
          "AudioSocket extensions, paired in order like --ports, independent of the --ports pairs: "
          "EXT=PORT listens for Asterisk's AudioSocket TCP connection for EXT on PORT (same syntax "
-         "as --ports). Call ids are the AudioSocket UUIDs. [default: none]"],
+         "as --ports). EXT=PORT:slin16 says the leg's format (slin, slin16, ... as in Asterisk's "
+         "c() or ExternalMedia format=), so replies use it from the first frame; without it they "
+         "start as 8 kHz slin and follow what Asterisk sends. Call ids are the AudioSocket UUIDs. "
+         "[default: none]"],
+        ["websocket", None, None,
+         "WebSocket media extensions (Asterisk's chan_websocket dials us: Dial(WebSocket/<id>/c(slin16)) "
+         "with a websocket_client.conf entry whose uri is ws://<here>:PORT/), paired in order like "
+         "--ports: EXT=PORT listens for EXT's WebSocket on TCP PORT. [default: none]"],
+        ["websocket-lookahead-ms", None, None,
+         "Most audio queued ahead in Asterisk on a WebSocket leg (it plays it out itself), in ms. "
+         "[default: 200]"],
         ["langs", "l", None, "Language per extension in pair order, repeated per pair. [default: en,es]"],
         ["engines", "e", None,
          f"Speech engines: {'|'.join(ENGINES)}. 'relay' passes each caller's voice through "
@@ -111,10 +121,18 @@ class Options(usage.Options):
          "up; prompt plays --partner-hangup-sound first, then hangs up. [default: hangup]"],
         ["partner-hangup-sound", None, None, "ARI media URI played with --on-partner-hangup prompt, in the "
          "caller's language. [default: sound:vm-goodbye]"],
-        ["ari-media", None, None, "rtp|audiosocket: ExternalMedia as RTP to a --rtp-ports port per caller, "
-         "or AudioSocket (slin16) to one TCP port for all callers. [default: rtp]"],
+        ["ari-media", None, None, "rtp|audiosocket|websocket: ExternalMedia as RTP to a --rtp-ports port per "
+         "caller, AudioSocket (slin16) to one TCP port for all callers, or chan_websocket (slin16; see "
+         "--ari-websocket-connection). [default: rtp]"],
         ["ari-audiosocket-port", None, None, "TCP port (on --interface) Asterisk connects to with "
          "--ari-media audiosocket. [default: 9092]"],
+        ["ari-websocket-connection", None, None, "server|client, with --ari-media websocket: server: Asterisk "
+         "serves each channel's /media/<id> on its HTTP server (the --ari one) and xlbridge connects; client: "
+         "Asterisk dials --ari-websocket-port through --ari-websocket-client. [default: server]"],
+        ["ari-websocket-client", None, None, "The websocket_client.conf entry Asterisk dials xlbridge with "
+         "(--ari-websocket-connection client), e.g. xlbridge-ari. [default: none]"],
+        ["ari-websocket-port", None, None, "TCP port (on --interface) Asterisk dials with "
+         "--ari-websocket-connection client. [default: 9093]"],
         ["ari-dial-timeout", None, None, "Seconds a dial= callee may ring unanswered. [default: 30]"],
     ]
 
@@ -232,17 +250,26 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
             "(8 kHz from AudioSocket(), 16 kHz with slin16), on {iface}",
             iface=config.interface,
         )
+    if "websocket" in transports:
+        log.info(
+            "WebSocket media: Asterisk dials us (chan_websocket), in the format it announces "
+            "(slin16: little-endian), and plays out what we send ahead, up to {ms} ms; on {iface}",
+            ms=config.websocket_lookahead_ms, iface=config.interface,
+        )
     bridge = TwistdBridge(config, reactor, pipeline_factory=factory, observers=observers, services=services)
     if config.ari is not None:
         from xlbridge.ari.controller import ARIController
 
         ari = config.ari
-        media = (
-            f"AudioSocket (slin16, little-endian, both ways) on TCP port {ari.audiosocket_port}"
-            if ari.media == "audiosocket" else f"RTP ports {ari.rtp_ports[0]}-{ari.rtp_ports[1]}"
-        )
+        controller = ARIController(bridge, ari, reactor)
+        if controller.websocket is not None:
+            media = controller.websocket.describe()
+        elif ari.media == "audiosocket":
+            media = f"AudioSocket (slin16, little-endian, both ways) on TCP port {ari.audiosocket_port}"
+        else:
+            media = f"RTP ports {ari.rtp_ports[0]}-{ari.rtp_ports[1]}"
         log.info("ARI {url} as {user}, app {app}, {media}", url=ari.url, user=ari.user, app=ari.app, media=media)
-        ARIController(bridge, ari, reactor).setServiceParent(bridge)  # stops before the calls
+        controller.setServiceParent(bridge)  # stops before the calls
     if config.monitor.strip().lower() != "none":
         from xlbridge.monitor.service import make_monitor
 
@@ -355,7 +382,11 @@ def start_failure(bridge: BridgeService, error: Exception) -> Optional[str]:
         elif isinstance(failed, UDPListenerService):
             option, proto = "ports", "UDP"
         elif failed.parent is bridge:
-            option, proto = "audiosocket", "TCP"
+            # Listeners are named "<kind>-<extension>".
+            kind = (failed.name or "").partition("-")[0]
+            option, proto = ("websocket" if kind == "websocket" else "audiosocket"), "TCP"
+        elif failed.name == "ari-websocket":
+            option, proto = "ari-websocket-port", "TCP"
         else:
             option, proto = "ari-audiosocket-port", "TCP"
         return f"xlbridge: {_listen_failure(option, proto, error)}"
@@ -417,7 +448,7 @@ def log_event(event: Event, text: bool = True) -> None:
 
 
 def _transport_label(kind: str) -> str:
-    return "AudioSocket TCP" if kind == "audiosocket" else "RTP UDP"
+    return {"audiosocket": "AudioSocket TCP", "websocket": "WebSocket TCP"}.get(kind, "RTP UDP")
 
 
 def _ms(value: Optional[float]) -> str:

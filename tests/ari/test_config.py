@@ -66,7 +66,7 @@ class ConfigTests(SynchronousTestCase):
             ({"rtp-ports": "300"}, "rtp-ports"),
             ({"ari": "h:8088"}, "ari"),
             ({"on-partner-hangup": "maybe"}, "on-partner-hangup"),
-            ({"ari-media": "websocket"}, "ari-media"),
+            ({"ari-media": "sip"}, "ari-media"),
             ({"ari-audiosocket-port": "70000"}, "ari-audiosocket-port"),
             ({"ari-audiosocket-port": "x"}, "ari-audiosocket-port"),
             ({"ari-dial-timeout": "0"}, "ari-dial-timeout"),

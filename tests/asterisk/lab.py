@@ -297,3 +297,43 @@ class Bridge:
             self.process.kill()
             self.process.wait()
         returnValue(self.process.returncode)
+
+
+def said(name: str) -> np.ndarray:
+    """
+    What caller ``name`` said (its Playback), on the same time line as
+    :func:`recording`: float samples at 16 kHz.
+    """
+    return np.fromfile(OUT / f"{name}-said.sln16", dtype="<i2").astype(np.float64)
+
+
+def position(x: np.ndarray, ref: np.ndarray) -> Optional[float]:
+    """
+    Where ``ref`` starts in ``x``, in seconds, by the median of its voiced
+    pieces' matches; ``None`` if fewer than three pieces match well.
+    """
+    pieces = [d for c, d in segment_matches(x, ref) if c > 0.8]
+    if len(pieces) < 3:
+        return None
+    return float(np.median(pieces))
+
+
+def round_trip(a: str, prompt_a: str, b: str, prompt_b: str) -> tuple[float, float]:
+    """
+    The two one-way delays of a call between callers ``a`` and ``b``,
+    returned as ``(their sum, heard-minus-said of a)``.  Each caller's
+    recordings share one time line, so ``heard_b(A) - said_a(A)`` +
+    ``heard_a(B) - said_b(B)`` is the sum of the delays a->b and b->a
+    (the unknown offset between the two callers' time lines cancels): the
+    absolute delay callers live with, not just a correlation.
+    """
+    found = {}
+    for who, what, kind in ((a, prompt_a, "said"), (b, prompt_a, "heard"), (b, prompt_b, "said"), (a, prompt_b, "heard")):
+        audio = said(who) if kind == "said" else recording(who)
+        at = position(audio, sound(what))
+        if at is None:
+            raise AssertionError(f"{who} {kind} no clean {what!r}")
+        found[who, what, kind] = at
+    ab = found[b, prompt_a, "heard"] - found[a, prompt_a, "said"]
+    ba = found[a, prompt_b, "heard"] - found[b, prompt_b, "said"]
+    return ab + ba, ab

@@ -545,3 +545,26 @@ class SIPPhoneTests(RealAsteriskTestCase):
         # µ-law at 8 kHz both ways: the prompt's upper band is gone.
         self.assertGreater(sorted(c for c, _ in pieces)[1], 0.8, detail)
         self.assertEqual(report.lost, 0)
+
+
+class WebSocketTests(RealAsteriskTestCase):
+    """
+    WebSocket media (chan_websocket): Asterisk dials xlbridge's fixed
+    extensions (sample context ``xlbridge-websocket`` and
+    websocket_client.conf), slin16 little-endian both ways, Asterisk
+    keeping the playout clock.
+    """
+
+    @inlineCallbacks
+    def test_dial_websocket_extensions(self) -> Any:
+        bridge = yield self.start(
+            "--websocket", "7002=8702,7003=8703", "--engines", "relay",
+            ready="MediaServerFactory starting on 8703",
+        )
+        yield self.exchange(
+            {"context": "xlbridge-websocket", "extension": "7002"},
+            {"context": "xlbridge-websocket", "extension": "7003"},
+        )
+        started = [e for e in bridge.events() if e["event"] == "CallStarted"]
+        self.assertEqual(len(started), 1)
+        self.assertNotIn("Traceback", bridge.log())

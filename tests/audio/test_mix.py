@@ -162,6 +162,22 @@ class OutputMixTests(SynchronousTestCase):
         assert f is not None
         self.assertEqual(int(f[0]), 150)
 
+    def test_idle_drops_the_live_voice_and_keeps_speech(self) -> None:
+        """
+        While the listener cannot be sent to, the partner's live voice
+        would only pile up as delay: dropped.  A translation waits.
+        """
+        m = self.mix()
+        m.fallback = True
+        self.speak(100)
+        m.write(const(50, 320 * 5))
+        m.idle()
+        self.assertEqual(m.live.idle_samples, 320 * 5)
+        f = m.read_frame()
+        assert f is not None
+        self.assertEqual(int(f[0]), 100)
+        self.assertIsNone(m.read_frame())
+
     def test_bed_under_speech(self) -> None:
         m = self.mix(bed_db=-20.0)
         m.write(const(1000, 320))

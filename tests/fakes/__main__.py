@@ -3,6 +3,9 @@ Run the fake cloud engines as a process, to try the bridge by hand.
 
     python -m tests.fakes all                   # Deepgram, DeepL, ElevenLabs
     python -m tests.fakes deepgram --port 8801  # one of them, with its options
+    python -m tests.fakes chan_websocket --dial ws://127.0.0.1:7002/  # Asterisk's
+                                                # WebSocket media channel, dialling a
+                                                # bridge started with --websocket 7002=7002
 
 It prints the environment to give the bridge, e.g.::
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
     sub.add_parser("all", help="all three on ports 8801-8803")
-    for name in FAKES:
+    for name in FAKES + ("chan_websocket",):
         p = sub.add_parser(name, help=f"the fake {name}")
         _module(name).add_arguments(p)
     args = parser.parse_args(argv)
@@ -61,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         started.append((args.which, _module(args.which).run_from_args(reactor, args)))
     exports = []
     for name, fake in started:
+        if name not in ENV:
+            continue  # not an engine: nothing to export
         url_var, key_var = ENV[name]
         exports.append(f"{url_var}={fake.url}")
         exports.append(f"{key_var}={_key(fake)}")
         print(f"fake {name} listening on {fake.url}", flush=True)
-    print("export " + " ".join(exports), flush=True)
+    if exports:
+        print("export " + " ".join(exports), flush=True)
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

@@ -28,6 +28,12 @@ events WebSocket at ``/ari/events``, on one port.
   audio on it; :attr:`FakeARI.audiosocket` holds each connection and what
   came back.  Our 0x00, a bad message or a closed socket hangs the channel
   up; hanging it up closes the socket.
+* ``transport=websocket`` (``encapsulation=none``): chan_websocket
+  channels, served at ``/media/<connection id>`` on this port (server
+  mode) or dialling :attr:`FakeARI.websocket_clients` (client mode), each
+  entering Stasis only once connected: see tests/fakes/ari_websocket.py.
+  :attr:`FakeARI.websocket` holds each channel (``send_audio``,
+  ``heard``...).
 * ``POST /channels/{id}/play`` answers 201 with a Playback (``id`` uuid,
   ``media_uri``, ``target_uri`` ``channel:<id>``, ``language``, ``state``
   ``queued``), then emits PlaybackStarted (``playing``) and, unless
@@ -66,6 +72,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.fakes.ari_audiosocket import AudioSocketPeer, connect
+from tests.fakes.ari_websocket import ARIChannel, external_websocket, hang_up
+from tests.fakes.chan_websocket import FakeChanWebSocket
 
 ASTERISK_ID = "02:42:ac:11:00:02"
 
@@ -182,6 +190,14 @@ class FakeARI:
         #: into the app: adding it to a bridge before its StasisStart is a
         #: 422 (seen on Asterisk 22).  ``None``: enter before answering.
         self.media_stasis_delay: Optional[float] = 0.05
+        #: chan_websocket: its channels' media, by connection id, and the
+        #: ExternalMedia WebSocket channels by ARI channel id
+        self.chan_websocket = FakeChanWebSocket(reactor)
+        self.websocket: dict[str, ARIChannel] = {}
+        #: websocket_client.conf: entry id -> ``ws://`` URI
+        self.websocket_clients: dict[str, str] = {}
+        #: seconds a server-mode WebSocket channel waits to be connected
+        self.websocket_connect_timeout = 30.0
         self._delayed: list[Any] = []
         self._ids = itertools.count(42)
         factory = WebSocketServerFactory()
@@ -193,6 +209,7 @@ class FakeARI:
         ari.getChild = lambda name, request: self._rest  # type: ignore[method-assign]
         root = Resource()
         root.putChild(b"ari", ari)
+        root.putChild(b"media", WebSocketResource(self.chan_websocket.server_factory(reactor)))
         self.site = Site(root)
         self.connections: set[Any] = set()
         build = self.site.buildProtocol
@@ -244,6 +261,8 @@ class FakeARI:
                 peer.transport.abortConnection()  # type: ignore[attr-defined]
         for s in self.sockets:
             s.dropConnection(abort=True)
+        for ws in self.websocket.values():
+            ws.stop()
         for p in self._rtp_ports.values():
             p.stopListening()
         for channel in list(self.connections):
@@ -280,8 +299,9 @@ class FakeARI:
 
     # -- channels ------------------------------------------------------------
 
-    def new_channel(self, name: str, number: str = "7777", exten: str = "100", state: str = "Ring") -> dict[str, Any]:
-        cid = f"1724500000.{next(self._ids)}"
+    def new_channel(self, name: str, number: str = "7777", exten: str = "100", state: str = "Ring",
+                    channel_id: Optional[str] = None) -> dict[str, Any]:
+        cid = channel_id or f"1724500000.{next(self._ids)}"
         ch = {
             "id": cid, "name": name, "state": state,
             "caller": {"name": "", "number": number}, "connected": {"name": "", "number": ""},
@@ -322,6 +342,7 @@ class FakeARI:
         peer = self.audiosocket.get(channel_id)
         if peer is not None:
             peer.close()
+        hang_up(self, channel_id)
 
     def send_rtp(self, channel_id: str, packet: bytes) -> None:
         """
@@ -418,6 +439,8 @@ class FakeARI:
         self.emit({"type": kind, "playback": playback})
 
     def _external_media(self, params: dict[str, str]) -> tuple[int, Any]:
+        if params.get("transport", "").lower() == "websocket" or params.get("encapsulation", "").lower() == "none":
+            return external_websocket(self, params)
         host = params.get("external_host", "")
         h, sep, p = host.rpartition(":")
         if not params.get("app") or not params.get("format") or not sep or not p.isdigit():

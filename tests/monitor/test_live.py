@@ -32,7 +32,7 @@ from tests.monitor.harness import (
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.monitor.auth import Verdict
-from xlbridge.monitor.live import Backpressure
+from xlbridge.monitor.viewer import Backpressure
 from xlbridge.monitor.service import make_monitor
 from xlbridge.monitor.taps import FLOOR_DBFS, LegTap, dbfs
 from xlbridge.testing import MemoryUDPReactor

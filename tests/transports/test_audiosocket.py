@@ -114,6 +114,26 @@ class AudioSocketTests(AudioSocketDriver, SynchronousTestCase):
         self.streams["8888"].close()
         self.assertEqual([e.reason for e in self.events if isinstance(e, CallEnded)], ["hangup"])
 
+    def test_frames_behind_a_backlog_are_dropped_and_counted(self) -> None:
+        """
+        When more than two messages wait unsent (Asterisk reads too
+        slowly), a frame is dropped and counted, not queued behind them;
+        once the connection drains, frames flow again.
+        """
+        self.start_leg("7777")
+        self.start_leg("8888")
+        backlog = self.bridge.endpoints["8888"].connection.backlog
+        pump_ticks(self.reactor, 2)
+        self.assertEqual(len(self.frames("8888")), 2)
+        backlog.pauseProducing()  # what Twisted does when it holds too much
+        pump_ticks(self.reactor, 5)
+        self.assertEqual(self.frames("8888"), [])
+        self.assertEqual(self.drops("8888"), {"send_backlog": 5})
+        backlog.resumeProducing()
+        pump_ticks(self.reactor, 3)
+        self.assertEqual(len(self.frames("8888")), 3)
+        self.assertEqual(self.drops("8888"), {"send_backlog": 5})
+
     def test_8khz_app_leg_is_answered_in_8khz(self) -> None:
         self.kind = 0x10
         self.start_leg("7777")

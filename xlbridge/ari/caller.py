@@ -212,6 +212,9 @@ class Caller:
     listening: Optional[IListeningPort] = None
     #: AudioSocket media: the UUID its connection announces
     media_uuid: Optional[str] = None
+    #: WebSocket media: the id we gave its ExternalMedia channel (known,
+    #: and its leg registered, before the channel exists)
+    media_ws: Optional[str] = None
     ready: bool = False
     pairing: Optional[Room] = None
     seat: int = 0

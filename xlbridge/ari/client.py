@@ -308,6 +308,23 @@ class ARIClient:
             params.update(encapsulation="audiosocket", transport="tcp", data=audiosocket_id)
         return self.request("POST", "/channels/externalMedia", params)
 
+    def websocket_media(self, app: str, channel_id: str, client: Optional[str] = None) -> "Deferred[Any]":
+        """
+        Create an ExternalMedia chan_websocket channel with id
+        ``channel_id``, slin16 (PROTOCOLS.md 10.1).  Without ``client``
+        Asterisk serves it (``connection_type=server``; no
+        ``external_host``, which would be a 500): connect to
+        ``/media/<channelvars.MEDIA_WEBSOCKET_CONNECTION_ID>``.  With
+        ``client`` (a websocket_client.conf entry) Asterisk dials it.
+        """
+        params = {
+            "app": app, "channelId": channel_id, "transport": "websocket", "encapsulation": "none",
+            "format": "slin16", "connection_type": "server" if client is None else "client",
+        }
+        if client is not None:
+            params["external_host"] = client
+        return self.request("POST", "/channels/externalMedia", params)
+
     def originate(
         self, endpoint: str, app: str, app_args: str, timeout: Optional[int] = None
     ) -> "Deferred[Any]":

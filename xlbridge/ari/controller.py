@@ -3,12 +3,16 @@ The ARI controller: callers in ``Stasis(xlbridge,room=R,lang=L)`` are
 paired by room, each through its own mixing bridge and ExternalMedia
 channel, whose RTP comes to a port of ``--rtp-ports`` (or, with
 ``--ari-media audiosocket``, whose AudioSocket connection comes to our one
-AudioSocket port: :mod:`xlbridge.ari.audiosocket`).
+AudioSocket port: :mod:`xlbridge.ari.audiosocket`; with ``--ari-media
+websocket``, a chan_websocket channel we connect to, or that connects to
+our one WebSocket port: :mod:`xlbridge.ari.websocket_media`).
 
 Per caller (PROTOCOLS.md 5): answer, create bridge ``xlbridge-<channel>``,
-bind a leg (an RTP port from the pool, or an AudioSocket UUID registered
-with the router), create the ExternalMedia channel sending to it, add both
-channels to the bridge.  Each caller's lifecycle is a state machine
+bind a leg (an RTP port from the pool, an AudioSocket UUID registered
+with the router, or a WebSocket endpoint under a channel id we choose),
+create the ExternalMedia channel sending to it (a WebSocket one in server
+mode: connect to it, since it enters Stasis only then), add both channels
+to the bridge.  Each caller's lifecycle is a state machine
 (:mod:`xlbridge.ari.caller`) that decides each step; this controller makes
 the requests and keeps the books.  When both callers of a room are set up,
 their legs are paired in a bridge :class:`~xlbridge.room.Room` (call id:
@@ -23,7 +27,8 @@ before reuse.  The partner is hung up, kept, or first told (``prompt``:
 a private room (:mod:`xlbridge.ari.dial`).  On each (re)connection of the
 events socket, once our user is known to be allowed to make changes,
 bridges named ``xlbridge-*`` and ExternalMedia channels to our port range
-or AudioSocket port that are not ours are removed: they are leftovers of an
+or AudioSocket port, or WebSocket ones with our ids, that are not ours are
+removed: they are leftovers of an
 earlier run (:meth:`ARIController.remove_leftovers`, with the rules in
 :mod:`xlbridge.ari.leftovers`).  Reconnecting, backing off and a refused
 user (401/403) are the events socket's business (:mod:`xlbridge.ari.events`).
@@ -56,6 +61,7 @@ from xlbridge.ari.leftovers import (
     partnerless,
     stale_bridges,
     stale_media,
+    stale_websocket,
     unicast_rtp_port,
 )
 from xlbridge.ari.ports import PortPool
@@ -63,6 +69,7 @@ from xlbridge.ari.prompt import PartnerPrompt
 from xlbridge.ari.reactor import IARIReactor
 from xlbridge.ari.rooms import StasisRoom, parse_args
 from xlbridge.ari.stasis import StasisWaiter
+from xlbridge.ari.websocket_media import WebSocketMedia
 from xlbridge.audio.frame import Samples
 from xlbridge.bridge import TCPListenerService
 from xlbridge.bridge_view import ControllerView
@@ -121,6 +128,15 @@ class ARIController(MultiService):
             )
             self.audiosocket_listener.setName("ari-audiosocket")
             self.audiosocket_listener.setServiceParent(self)
+        #: With ``media = "websocket"``: the legs, their dials (server
+        #: mode) or the router and its listener (client mode).
+        self.websocket: Optional[WebSocketMedia] = None
+        if settings.media == "websocket":
+            self.websocket = WebSocketMedia(
+                settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms
+            )
+            if self.websocket.listener is not None:
+                self.websocket.listener.setServiceParent(self)
         self.callers: dict[str, Caller] = {}
         self.rooms: dict[str, StasisRoom] = {}
         self._pending: set[Deferred[Any]] = set()
@@ -199,6 +215,8 @@ class ARIController(MultiService):
         port = unicast_rtp_port(name)
         if port is not None:
             return port in self.pool.in_use
+        if self.websocket is not None and self.websocket.owns(channel):
+            return True
         target = audiosocket_target(name)
         return target is not None and self.audiosocket is not None and target[1] in self.audiosocket.routes
 
@@ -248,6 +266,8 @@ class ARIController(MultiService):
 
     def create_media(self, caller: Caller) -> "Deferred[Any]":
         self._bind(caller)
+        if caller.media_ws is not None and self.websocket is not None:
+            return self.websocket.create(self.client, caller.media_ws)  # slin16 both ways
         if caller.media_uuid is not None:
             # AudioSocket: slin16 both ways (0x12), whatever --codec says.
             return self.client.external_media(
@@ -270,6 +290,16 @@ class ARIController(MultiService):
         # Stasis; adding it to the bridge earlier fails with 422 "Channel
         # not in Stasis application" (seen on Asterisk 22).
         assert caller.media_id is not None
+        if caller.media_ws is not None and self.websocket is not None:
+            # A WebSocket channel only enters Stasis once connected: connect
+            # first (PROTOCOLS.md 10.6).
+            d = self.websocket.connect(caller.media_ws, channel)
+            return d.addCallback(lambda _: self._media_in_stasis(caller))
+        return self.media_stasis.wait(caller.media_id)
+
+    def _media_in_stasis(self, caller: Caller) -> "Deferred[None] | None":
+        if caller.media_id is None:
+            return None  # released meanwhile: its setup goes on, to find its caller gone
         return self.media_stasis.wait(caller.media_id)
 
     def add_to_bridge(self, caller: Caller) -> "Deferred[Any]":
@@ -292,6 +322,10 @@ class ARIController(MultiService):
         return self.settings.audiosocket_port
 
     def _bind(self, caller: Caller) -> None:
+        if self.websocket is not None:
+            caller.media_ws, caller.endpoint = self.websocket.bind(caller.name, lambda ep, s: self._audio(caller, s))
+            self.bridge.attach_endpoint(caller.name, caller.endpoint, origin="ari")
+            return
         if self.audiosocket is not None:
             # One TCP port for all: the router hands Asterisk's connection
             # announcing this UUID to this endpoint.
@@ -402,6 +436,10 @@ class ARIController(MultiService):
             # which ends the channel too.
             self.audiosocket.remove(caller.media_uuid)
             caller.media_uuid = None
+        if caller.media_ws is not None and self.websocket is not None:
+            # Also after the hangup request (our close ends the channel too).
+            self.websocket.remove(caller.media_ws)
+            caller.media_ws = None
         if caller.bridge_id is not None:
             self._quietly(self.client.destroy_bridge(caller.bridge_id))
             caller.bridge_id = None
@@ -440,6 +478,8 @@ class ARIController(MultiService):
         self.dialer.cancel_all()
         if self.audiosocket is not None:
             self.audiosocket.close_pending()
+        if self.websocket is not None:
+            self.websocket.close_pending()
         pending = list(self._pending)
         d = gatherResults([maybeDeferred(super().stopService), *pending], consumeErrors=True)
         d.addBoth(lambda _: self.client.close())
@@ -463,8 +503,8 @@ class ARIController(MultiService):
         """
         What happens on each (re)connection of the events socket: delete
         the ``xlbridge-*`` bridges and ExternalMedia channels (RTP to our
-        range, AudioSocket to our listener, whatever the media is now) that
-        no live caller owns, end callers who hung up while we were away,
+        range, AudioSocket to our listener, WebSocket with our ids, whatever
+        the media is now) that no live caller owns, end callers who hung up while we were away,
         and take back callers an earlier run left in our Stasis app.
         """
         client = self.client
@@ -486,7 +526,10 @@ class ARIController(MultiService):
                 caller.lifecycle.hangup("gone while disconnected")
         ours = self._media_ids() | (set(self.audiosocket.routes) if self.audiosocket is not None else set())
         dest = f"{self.settings.external_host}:{self.audiosocket_port()}"
-        for ch in stale_media(channels or [], ours, self.settings.rtp_ports, dest, self.pool.in_use):
+        stale = stale_media(channels or [], ours, self.settings.rtp_ports, dest, self.pool.in_use)
+        ours_ws = self._media_ids() | (self.websocket.ids() if self.websocket is not None else set())
+        stale += stale_websocket(channels or [], ours_ws, self.settings.app)
+        for ch in stale:
             self.log.info("removing stale channel {name}", name=ch.get("name"))
             yield self._quietly(client.hangup(str(ch["id"])))
         known = set(self.callers) | self._media_ids() | set(self.dialing)

@@ -31,12 +31,12 @@ Lifecycle (``state``)::
   "Scheduling retry N".  So the loop is ours, as in
   :mod:`xlbridge.engines.deepgram.connection`: a failure counter, our own
   log lines, ``clock.callLater``.
-* **Backoff.**  :func:`retry_delay`: ``initial_delay`` (1 s) doubling per
-  failure in a row up to ``max_delay`` (60 s), each up to a fifth shorter at
-  random (injected) so that restarts do not synchronise.  The count goes
-  back to zero once a connection has stayed open ``stable_after`` seconds
-  (10 s), checked when it closes, so a socket Asterisk accepts and drops at
-  once still backs off.
+* **Backoff.**  :func:`~xlbridge.ari.retry.retry_delay`: ``initial_delay``
+  (1 s) doubling per failure in a row up to ``max_delay`` (60 s), with
+  jitter; what each failure logs is in :mod:`xlbridge.ari.retry` too.  The
+  count goes back to zero once a connection has stayed open
+  ``stable_after`` seconds (10 s), checked when it closes, so a socket
+  Asterisk accepts and drops at once still backs off.
 * **Start-up requests.**  ``on_connect`` may return a Deferred (the
   controller's access check and leftover cleanup).  If it fails for a
   reason that may heal (an HTTP error, a timeout, a lost connection) it is
@@ -76,10 +76,22 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.ari.client import RETRYABLE, ARIAuthError, describe_failure, http_answer, refusal_advice
+from xlbridge.ari.client import RETRYABLE, ARIAuthError, describe_failure, refusal_advice
 from xlbridge.ari.reactor import IHTTPReactor
+from xlbridge.ari.retry import (
+    CLOSED,
+    PREPARE_FAILED,
+    REFUSED,
+    RETRYING,
+    STILL_REFUSED,
+    connect_failure,
+    restart_hint,
+    retry_delay,
+    upgrade_failure,
+    upgrade_refusal,
+)
 
-__all__ = ["ARIEvents", "State", "events_url", "retry_delay"]
+__all__ = ["ARIEvents", "State", "events_url"]
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -98,23 +110,6 @@ class State(enum.StrEnum):
     UP = "up"
     BACKOFF = "backoff"
     REFUSED = "refused"
-
-
-def retry_delay(
-    failures: int,
-    initial: float = 1.0,
-    maximum: float = 60.0,
-    jitter: float = 0.2,
-    random: Callable[[], float] = _random.random,
-) -> float:
-    """
-    Seconds to wait after ``failures`` failures in a row (1 for the first):
-    ``initial`` doubling each time up to ``maximum``, made up to ``jitter``
-    (a fraction) shorter by ``random()`` in ``[0, 1)``.
-    """
-    n = min(max(1, failures) - 1, 64)
-    ceiling = min(maximum, initial * 2.0**n)
-    return ceiling * (1.0 - jitter * min(max(random(), 0.0), 1.0))
 
 
 class _EventsProtocol(WebSocketClientProtocol):
@@ -140,21 +135,6 @@ class _EventsProtocol(WebSocketClientProtocol):
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.factory.owner._closed(self, code, reason)
-
-
-def _upgrade_refusal(proto: _EventsProtocol) -> Optional[tuple[int, str]]:
-    """
-    The status of a refused upgrade and what Asterisk said (status line and
-    as much of the body as came with the headers), or ``None``.
-    """
-    parts = str(getattr(proto, "http_status_line", "") or "").split(None, 2)
-    if len(parts) < 2 or not parts[1].isdigit() or int(parts[1]) == 101:
-        return None
-    status = int(parts[1])
-    head = getattr(proto, "http_response_data", b"") or b""
-    data = getattr(proto, "data", b"") or b""
-    body = data[len(head):] if head and data.startswith(head) else b""
-    return status, http_answer(status, body.decode("utf-8", "replace"), parts[2] if len(parts) > 2 else "")
 
 
 def events_url(base: str, app: str) -> str:
@@ -336,11 +316,7 @@ class ARIEvents(Service):
             self._connecting = None
         if not self._current(attempt):
             return
-        if self._timed_out:
-            why = f"timed out: no connection to {self.address} within {self.connect_timeout:g} s"
-        else:
-            why = f"cannot connect to {self.address}: {describe_failure(failure)}"
-        self._failed(why)
+        self._failed(connect_failure(self.address, self.connect_timeout, failure, self._timed_out))
 
     def _attempt_timed_out(self, attempt: int) -> None:
         self._timeout_call = None
@@ -412,10 +388,7 @@ class ARIEvents(Service):
         self._prepare_failures += 1
         delay = self._delay(self._prepare_failures)
         self.last_error = describe_failure(failure)
-        self.log.warn(
-            "ARI start-up requests failed: {why}; retrying them in {delay:.1f} s (events still arrive)",
-            why=self.last_error, delay=delay,
-        )
+        self.log.warn(PREPARE_FAILED, why=self.last_error, delay=delay)
         self._prepare_call = self.clock.callLater(delay, self._prepare)
 
     # -- failures ----------------------------------------------------------------
@@ -435,10 +408,7 @@ class ARIEvents(Service):
         self.state = State.BACKOFF
         self.last_error = why
         self._schedule(delay)
-        self.log.warn(
-            "ARI events: {why}; next attempt in {delay:.1f} s ({n} failed in a row)",
-            why=why, delay=delay, n=self.failures,
-        )
+        self.log.warn(RETRYING, why=why, delay=delay, n=self.failures)
 
     def _closed(self, proto: _EventsProtocol, code: Optional[int], reason: Optional[str]) -> None:
         if proto is not self.protocol:
@@ -466,23 +436,13 @@ class ARIEvents(Service):
             self.state = State.BACKOFF
             self.last_error = f"closed ({code} {reason})"
             self._schedule(delay)
-            self.log.warn(
-                "ARI events closed ({code} {reason}) after {up:.1f} s; next attempt in {delay:.1f} s",
-                code=code, reason=reason, up=up, delay=delay,
-            )
+            self.log.warn(CLOSED, code=code, reason=reason, up=up, delay=delay)
             return
-        refusal = _upgrade_refusal(proto)
+        refusal = upgrade_refusal(proto)
         if refusal is not None and refusal[0] in (401, 403):
             self._refuse(refusal[0], refusal[1], "the events WebSocket")
-        elif refusal is not None:
-            self._failed(f"Asterisk refused the WebSocket upgrade: {refusal[1]}")
-        elif self._timed_out:
-            self._failed(
-                f"timed out: {self.address} did not answer the WebSocket upgrade within "
-                f"{self.connect_timeout:g} s"
-            )
         else:
-            self._failed(f"connection to {self.address} closed before the WebSocket upgrade ({reason})")
+            self._failed(upgrade_failure(self.address, self.connect_timeout, refusal, self._timed_out, reason))
 
     def refused(self, error: Union[ARIAuthError, Failure]) -> None:
         """
@@ -511,20 +471,12 @@ class ARIEvents(Service):
         self._schedule(delay)
         if self._refusal != (status, answer):
             self._refusal = (status, answer)
-            restart = "; a changed --ari-password-file needs a restart of xlbridge" if status == 401 else ""
             self.log.error(
-                "ARI refused user {user!r}: {answer} on {where}.  {advice}.  xlbridge's ARI part is "
-                "stopped (Stasis() fails at once in the dialplan); calls on the fixed ports (--ports, "
-                "--audiosocket) are not affected.  Trying again every {every:g} s: a fix in ari.conf "
-                "(then 'module reload res_ari.so') is picked up then{restart}",
-                user=self.user, answer=answer, where=where, advice=refusal_advice(status, self.user),
-                every=delay, restart=restart,
+                REFUSED, user=self.user, answer=answer, where=where, advice=refusal_advice(status, self.user),
+                every=delay, restart=restart_hint(status),
             )
         else:
-            self.log.warn(
-                "ARI still refuses user {user!r} ({answer} on {where}); next attempt in {delay:.1f} s",
-                user=self.user, answer=answer, where=where, delay=delay,
-            )
+            self.log.warn(STILL_REFUSED, user=self.user, answer=answer, where=where, delay=delay)
 
     def _close(self, proto: _EventsProtocol, why: str) -> None:
         if self._open:

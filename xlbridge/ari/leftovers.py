@@ -8,15 +8,22 @@ after their dial string (PROTOCOLS.md 5.2, 6):
 - RTP: ``UnicastRTP/<host:port>-0x<hex>`` (``chan_rtp.c``);
 - AudioSocket: ``AudioSocket/<host:port>-<uuid>``, the uuid being the
   ``data`` we passed (``chan_audiosocket.c``: ``"AudioSocket/%s-%s"`` over
-  the destination and the UUID string).
+  the destination and the UUID string);
+- WebSocket: ``WebSocket/INCOMING/0x<hex>`` when Asterisk serves it (we
+  connect), ``WebSocket/<websocket_client.conf id>/0x<hex>`` when it dials
+  (PROTOCOLS.md 10.1).  Neither says whose it is, so we give these
+  channels ids of our own, :func:`websocket_id_prefix` and a uuid
+  (``channelId``, which chan_websocket keeps: seen on Asterisk 22).  Until
+  it is connected such a channel sits in ``AppDial2``, not in Stasis, and
+  Asterisk only hangs it up 30 s later.
 
 Our bridges are named :data:`BRIDGE_PREFIX` + the caller's channel id.
 
 After each (re)connection of the events socket, the controller
 (:meth:`~xlbridge.ari.controller.ARIController.remove_leftovers`) deletes
 ``xlbridge-*`` bridges and the channels whose media goes to our RTP port
-range or our AudioSocket listener that no live caller owns; the pure
-functions here decide which.  Then it takes back the callers an earlier run
+range or our AudioSocket listener, or WebSocket channels of ours, that no
+live caller owns; the pure functions here decide which.  Then it takes back the callers an earlier run
 left sitting in our Stasis app (Asterisk keeps them there, silent, when the
 app goes away): their ``dialplan.app_data`` still holds their Stasis
 arguments, so they are set up again and paired as before (seen on Asterisk
@@ -34,6 +41,27 @@ from xlbridge.ari.rooms import parse_args
 BRIDGE_PREFIX = "xlbridge-"
 RTP_PREFIX = "UnicastRTP/"
 AUDIOSOCKET_PREFIX = "AudioSocket/"
+WEBSOCKET_PREFIX = "WebSocket/"
+
+
+def websocket_id_prefix(app: str) -> str:
+    """
+    How the ids we give our ExternalMedia WebSocket channels start, for
+    Stasis app ``app`` (the rest is a uuid4).
+    """
+    return f"{app}-ws-"
+
+
+def websocket_peer(name: str) -> Optional[str]:
+    """
+    ``"WebSocket/INCOMING/0x7f..."`` -> ``"INCOMING"`` (Asterisk serves
+    it), ``"WebSocket/xlbridge-ari/0x7f..."`` -> ``"xlbridge-ari"`` (the
+    websocket_client.conf entry it dials); ``None`` for any other name.
+    """
+    if not name.startswith(WEBSOCKET_PREFIX):
+        return None
+    peer, sep, _ = name[len(WEBSOCKET_PREFIX):].partition("/")
+    return peer if sep and peer else None
 
 
 def unicast_rtp_port(name: str) -> Optional[int]:
@@ -114,6 +142,29 @@ def stale_media(
             dest, call_id = target
             if dest == audiosocket_dest and call_id not in ours:
                 out.append(ch)
+    return out
+
+
+def stale_websocket(channels: Iterable[dict[str, Any]], ours: set[str], app: str) -> list[dict[str, Any]]:
+    """
+    Our ExternalMedia WebSocket channels among ``channels`` whose id is not
+    in ``ours`` (live legs, including those whose channel is being
+    created).  Ours: named ``WebSocket/...`` with an id we gave
+    (:func:`websocket_id_prefix`), or sitting in ``Stasis(app)`` with no
+    arguments, where only media channels sit (a caller has arguments; one
+    without is hung up anyway).  Another app's WebSocket channels, and
+    callers' own, are neither.
+    """
+    prefix = websocket_id_prefix(app)
+    out = []
+    for ch in channels:
+        cid = str(ch.get("id", ""))
+        if websocket_peer(str(ch.get("name", ""))) is None or cid in ours:
+            continue
+        plan = ch.get("dialplan") or {}
+        no_args = plan.get("app_name") == "Stasis" and str(plan.get("app_data", "")).strip() == app
+        if cid.startswith(prefix) or no_args:
+            out.append(ch)
     return out
 
 

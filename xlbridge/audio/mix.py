@@ -71,6 +71,10 @@ class Utterance:
         self.not_before: Optional[float] = None
         self.on_start: Optional[Callable[["Utterance"], None]] = None
         self.on_end: Optional[Callable[["Utterance"], None]] = None
+        #: When ``on_end`` is called: true if the frame being read right
+        #: then is its last (the end is heard after that frame), false if
+        #: it ended after its last frame had already gone.
+        self.ends_with_frame = False
 
     def __len__(self) -> int:
         return len(self._data) >> 1
@@ -104,6 +108,10 @@ class SpeechQueue:
     def __init__(self, backlog_s: float = 10.0, on_drop: Callable[[Utterance], None] = lambda u: None) -> None:
         self.max_samples = int(backlog_s * SAMPLE_RATE)
         self.on_drop = on_drop
+        #: Called when an utterance that had started playing is dropped:
+        #: what was already sent of it must not play on (a transport that
+        #: sent it ahead flushes).  Set by the leg.
+        self.on_cut: Optional[Callable[[], None]] = None
         self._queue: deque[Utterance] = deque()
         self._waited = False
         self.dropped = 0
@@ -141,11 +149,14 @@ class SpeechQueue:
         """
         while len(self._queue) > 1 and self.pending_samples() > self.max_samples:
             u = self._queue.popleft()
+            started = u.started_at is not None
             u.dropped = True
             u._data.clear()
             self.dropped += 1
             self._waited = False
             self.on_drop(u)
+            if started and self.on_cut is not None:
+                self.on_cut()
 
     def clear(self) -> None:
         for u in self._queue:
@@ -172,6 +183,7 @@ class SpeechQueue:
                 take = nbytes
             elif head.complete:
                 if not have:
+                    head.ends_with_frame = False
                     self._finish_head(head)
                     continue
                 take = have
@@ -191,6 +203,7 @@ class SpeechQueue:
                 if head.on_start is not None:
                     head.on_start(head)
             if head.complete and not data:
+                head.ends_with_frame = True
                 self._finish_head(head)
             return frame
         return None
@@ -265,6 +278,14 @@ class OutputMix:
     def depth_ms(self) -> float:
         return (self.speech.pending_samples() + len(self.live)) * 1000 / SAMPLE_RATE
 
+    @property
+    def ahead_samples(self) -> int:
+        """
+        Translated speech waiting to play (made ahead of time); the live
+        voice is not counted.
+        """
+        return self.speech.pending_samples()
+
     def write(self, samples: Samples) -> int:
         """
         The partner's live voice (always offered; used for fallback or bed).
@@ -276,6 +297,13 @@ class OutputMix:
     def clear(self) -> None:
         self.speech.clear()
         self.live.clear()
+
+    def idle(self) -> None:
+        """
+        The listener cannot be sent to now: their partner's live voice is
+        dropped (it would only stand as delay); translated speech waits.
+        """
+        self.live.idle()
 
     def read_frame(self, n: int = FRAME_SAMPLES) -> Optional[Samples]:
         speech = self.speech.read_frame(self.clock(), n)

@@ -50,6 +50,19 @@ class OutputSource(Protocol):
 
     def read_frame(self) -> Optional[Samples]: ...
 
+    @property
+    def ahead_samples(self) -> int:
+        """
+        Samples of audio made ahead of time (translated speech) waiting to
+        be read; live audio, which arrives as it is spoken, is not counted.
+        """
+
+    def idle(self) -> None:
+        """
+        Called every tick while the listener's transport cannot send: drop
+        live audio (counted) so it never stands as delay once it can.
+        """
+
     def clear(self) -> None: ...
 
 
@@ -94,10 +107,29 @@ class Playout:
         caller's transcripts to it.
     """
 
+    def when_heard(self, now: float, callback: Callable[[float], None], current: bool = False) -> None:
+        """
+        Call ``callback(time)`` with when the caller hears what was read so
+        far (and the frame being read now, if ``current``): at once with
+        ``now`` when frames are sent as they are read, else when the
+        transport's peer reports it played that far.
+        """
+        hook = self.after_queued
+        if hook is None:
+            callback(now)
+        else:
+            hook(now, callback, current)
+
     output: OutputSource
     filler: Optional[Callable[[], Samples]] = None
     mix: Optional[OutputMix] = None
     heard: deque[tuple[float, str]] = attrs.field(factory=lambda: deque(maxlen=HEARD_KEEP))
+    #: Set by the leg while its transport's peer keeps the playout clock
+    #: (WebSocket media, sent ahead): ``after_queued(now, callback,
+    #: current)`` calls ``callback(time)`` once the caller has heard
+    #: everything read so far, and the frame being read right now too if
+    #: ``current``.  ``None``: each frame read is sent at once, heard now.
+    after_queued: Optional[Callable[[float, Callable[[float], None], bool], None]] = None
 
     @classmethod
     def relay(cls, buffer_ms: int) -> "Playout":
@@ -129,6 +161,14 @@ class Playout:
         """
         mix = self.mix
         return mix is not None and mix.speech.playing
+
+    @property
+    def speech_waiting(self) -> bool:
+        """
+        Translated speech is queued for this caller: audio made ahead of
+        time, which a transport whose peer keeps time may send far ahead.
+        """
+        return self.output.ahead_samples > 0
 
     def played(self, time: float, text: str) -> None:
         """

@@ -45,7 +45,7 @@ from xlbridge.errors import ConfigError
 
 if TYPE_CHECKING:
     from xlbridge.engines.coverage import EngineSettings
-    from xlbridge.engines.deepgram.connection import IDeepgramReactor
+    from xlbridge.engines.deepgram.protocol import IDeepgramReactor
     from xlbridge.engines.elevenlabs.wire import IElevenLabsReactor
     from xlbridge.engines.local_asr.factory import LocalASRFactory
     from xlbridge.engines.local_asr.settings import LocalASRSettings

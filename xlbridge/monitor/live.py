@@ -1,14 +1,18 @@
 """
 ``/ws``: live data for monitor pages over one WebSocket per viewer.
 
+This module is the hub, :class:`LiveHub`: what every viewer is sent and
+what it may ask for.  Each viewer's socket (the Autobahn protocol and
+factory, auth, flow control) is in :mod:`xlbridge.monitor.viewer`.
+
 Design notes:
 
-- **Auth** happens in ``onConnect``: no valid token (``?token=`` or a bearer
-  header), no upgrade (401 or 403, counted by the guard).  The token's role
-  is kept for the connection: only a viewer who came with the listen token
-  may listen in (:mod:`xlbridge.monitor.auth`); the others get an
-  ``error`` answer to ``listen``, and ``hello`` tells each viewer which it
-  is (``"listen": true|false``) so the page can hide its Listen buttons.
+- **Auth** happens in the viewer's socket before the upgrade
+  (:mod:`xlbridge.monitor.viewer`), which keeps the token's role for the
+  connection: only a viewer who came with the listen token may listen in
+  (:mod:`xlbridge.monitor.auth`); the others get an ``error`` answer to
+  ``listen``, and ``hello`` tells each viewer which it is (``"listen":
+  true|false``) so the page can hide its Listen buttons.
 - **Server to client**, JSON text messages, each with a ``type``:
   ``hello`` (protocol version, audio format, whether this viewer may
   listen in, a status snapshot), ``status``
@@ -29,37 +33,33 @@ Design notes:
 - **Many viewers never slow the media path.**  Taps and observers only queue
   references; one ``callLater(0)`` after the current reactor turn
   serialises, frames each message once for all viewers
-  (``prepareMessage``) and puts it on every viewer's :class:`Outbox`.  An
-  outbox holds at most ``max_client_bytes``; it is drained into the
-  transport only while the transport has not paused us (we register as its
-  push producer, so Twisted tells us when its send buffer is full).  A slow
-  browser therefore loses its own oldest messages, counted, and nobody else
-  notices.
+  (``prepareMessage``) and puts it on every viewer's
+  :class:`~xlbridge.monitor.outbox.Outbox`.  An outbox holds at most
+  ``max_client_bytes``; it is drained into the transport only while the
+  transport has not paused us (the viewer's socket is its push producer).
+  A slow browser therefore loses its own oldest messages, counted, and
+  nobody else notices.
 - Timers run on the injected clock and only while someone is connected.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
-from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from xlbridge.audio.frame import Samples
 from xlbridge.bridge_view import MonitorView
 from xlbridge.events import CallEnded, CallStarted, Event, event_to_dict
 from xlbridge.monitor.api import CallRecorder, snapshot, to_json
-from xlbridge.monitor.auth import Role, TokenGuard, Verdict
-from xlbridge.monitor.outbox import Outbox
+from xlbridge.monitor.auth import TokenGuard
 from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps, encode_frame
+from xlbridge.monitor.viewer import LiveClient, LiveFactory
 
 #: Version of the message protocol in ``hello``.
 PROTOCOL_VERSION = 1
@@ -73,19 +73,6 @@ def listenable(bridge: MonitorView) -> set[str]:
     names = {name for name, _, _ in bridge.all_endpoints()}
     names.update(leg.extension for call in bridge.active_calls() for leg in call.legs)
     return names
-
-
-class LiveClient(Protocol):
-    """
-    What the hub needs of a viewer (the WebSocket protocol, or a test fake).
-    """
-
-    outbox: Outbox[PreparedMessage]
-    listens: set[TapKey]
-    #: came with the listen token: may listen in
-    may_listen: bool
-
-    def send_prepared(self, message: PreparedMessage) -> None: ...
 
 
 class LiveHub:
@@ -350,117 +337,3 @@ class LiveHub:
         if levels:
             self._broadcast({"type": "levels", "time": self.clock.seconds(), "levels": levels})
             self._schedule()
-
-
-@implementer(IPushProducer)
-class Backpressure:
-    """
-    Registered with a viewer's transport: Twisted pauses it when the send
-    buffer is full and resumes it when drained.
-    """
-
-    def __init__(self, client: "LiveProtocol") -> None:
-        self.client = client
-
-    def pauseProducing(self) -> None:
-        self.client.outbox.paused = True
-
-    def resumeProducing(self) -> None:
-        self.client.outbox.paused = False
-        self.client.hub.drain(self.client)
-
-    def stopProducing(self) -> None:
-        self.client.outbox.paused = True
-        self.client.outbox.clear()
-
-
-#: Kernel send buffer per viewer socket.  The default (2-3 MB on Linux) sits
-#: in front of the per-viewer outbox, so a slow viewer would hear audio 10 s
-#: late before the outbox's bound dropped anything; 64 KiB is ~2 s of listen
-#: audio.
-VIEWER_SNDBUF = 64 * 1024
-
-
-class LiveProtocol(WebSocketServerProtocol):
-    """
-    One viewer; forwards everything to the hub.
-    """
-
-    log = Logger()
-    factory: "LiveFactory"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.listens: set[TapKey] = set()
-        self.outbox: Outbox[PreparedMessage] = Outbox(256 * 1024)
-        self.may_listen = False
-
-    @property
-    def hub(self) -> LiveHub:
-        return self.factory.hub
-
-    def onConnect(self, request: ConnectionRequest) -> None:
-        verdict, role = self.hub.guard.authorize_handshake(request.headers, request.params)
-        if verdict is Verdict.MISSING:
-            raise ConnectionDeny(401, "token required")
-        if verdict is not Verdict.OK:
-            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "invalid token")
-        self.may_listen = role is Role.LISTEN
-
-    def _limit_kernel_buffer(self, transport: Any) -> None:
-        try:
-            handle = transport.getHandle()
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
-        except Exception as e:  # not a socket (memory transports in tests)
-            self.log.debug("cannot limit the viewer's send buffer: {error}", error=e)
-
-    def onOpen(self) -> None:
-        self.outbox = Outbox(self.hub.max_client_bytes)
-        transport: Any = self.transport
-        self._limit_kernel_buffer(transport)
-        try:
-            # The HTTP channel registered itself before Autobahn took the
-            # transport over; from now on the send buffer is ours to watch.
-            transport.unregisterProducer()
-            transport.registerProducer(Backpressure(self), True)
-        except Exception:
-            # Without flow control a stuck browser would grow the send
-            # buffer without bound: refuse to serve it.
-            self.log.failure("cannot watch the viewer's send buffer; closing")
-            self.sendClose(1011, "flow control unavailable")
-            return
-        self.hub.join(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        try:
-            self.hub.message(self, payload, isBinary)
-        except Exception:
-            self.log.failure("bad monitor request")
-
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.hub.leave(self)
-
-    def send_prepared(self, message: PreparedMessage) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.sendPreparedMessage(message)
-
-
-class LiveFactory(WebSocketServerFactory):
-    """
-    Builds :class:`LiveProtocol` for the hub.
-
-    Client messages are small, so frames and messages are capped at 64 KiB.
-    The open-handshake timeout is off: under ``WebSocketResource`` twisted.web
-    has already read the whole upgrade request, so the handshake completes
-    (or fails) at once, and Autobahn's timer would only outlive it on
-    txaio's global clock.
-    """
-
-    protocol = LiveProtocol  # type: ignore[assignment]
-
-    def __init__(self, hub: LiveHub, reactor: IReactorTime) -> None:
-        super().__init__(reactor=reactor)
-        self.hub = hub
-        self.setProtocolOptions(
-            maxFramePayloadSize=65536, maxMessagePayloadSize=65536, openHandshakeTimeout=0
-        )

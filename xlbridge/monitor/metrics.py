@@ -289,6 +289,14 @@ class BridgeCollector:
             "bytes_out": ("xlbridge_sent_payload_bytes_total", "Payload bytes sent."),
             "silence_out": ("xlbridge_silence_packets_sent_total", "Packets sent carrying silence."),
             "lost": ("xlbridge_packets_lost_total", "Inbound packets never received (sequence gaps)."),
+            # Kept by transports whose peer owns the playout clock (websocket).
+            "xoff_ms": ("xlbridge_peer_queue_full_milliseconds_total",
+                        "Time the peer said its playout queue was full (MEDIA_XOFF until MEDIA_XON)."),
+            "flushed_bytes": ("xlbridge_flushed_payload_bytes_total",
+                              "Payload bytes sent ahead, then dropped from the peer's queue by a flush (estimate)."),
+            "marks_sent": ("xlbridge_playout_marks_sent_total", "Playout marks sent to the peer."),
+            "marks_processed": ("xlbridge_playout_marks_processed_total",
+                                "Playout marks the peer reported played."),
         }
         families = {k: CounterMetricFamily(n, h, labels=["transport"]) for k, (n, h) in fields.items()}
         sums: dict[str, _Counter[str]] = {k: _Counter() for k in fields}

@@ -29,7 +29,7 @@ Design notes:
   ``off``.
 - Fallback: while an engine is down, the listener hears the speaker's
   original voice (``relay``) or nothing (``silence``); entering and leaving
-  fallback are events.
+  fallback are events (:mod:`xlbridge.pipeline.engine_status`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Optional
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,7 +58,6 @@ from xlbridge.engines.base import (
     UtteranceEnd,
 )
 from xlbridge.events import (
-    EngineStatusEvent,
     EngineUsage,
     Event,
     PlaybackEnded,
@@ -70,7 +68,9 @@ from xlbridge.events import (
 )
 from xlbridge.interfaces import IPipeline
 from xlbridge.pipeline.echo import EchoGuard
+from xlbridge.pipeline.engine_status import EngineStatus
 from xlbridge.pipeline.gapfill import GapFiller
+from xlbridge.pipeline.pending import Pending
 from xlbridge.pipeline.settings import (
     ECHO_GUARDS,
     FALLBACKS,
@@ -93,24 +93,6 @@ __all__ = [
     "TranslateSettings",
     "similarity",
 ]
-
-
-@attrs.define
-class _Pending:
-    """
-    Bookkeeping of one utterance on its way through MT and TTS.
-    """
-
-    utterance: Utterance
-    source_text: str
-    speech_end: Optional[float]
-    asr_ms: Optional[float]
-    mt_ms: Optional[float] = None
-    tts_started: Optional[float] = None
-    first_audio: Optional[float] = None
-    sync_target: Optional[float] = None
-    source_language: str = ""
-    target_language: str = ""
 
 
 @implementer(IPipeline)
@@ -155,7 +137,7 @@ class TranslatePipeline:
         self._last_end: Optional[float] = None
         self._last_asr_ms: Optional[float] = None
         self._context: deque[str] = deque(maxlen=max(1, settings.context_segments))
-        self._down: dict[str, EngineError] = {}
+        self.engine_status = EngineStatus(self.call_id, source, settings, mix, self.clock, self.emit, self.log)
         self.echo = EchoGuard(source_hears, settings)
         self._stopped = False
         self._inflight: set[Deferred[Any]] = set()
@@ -223,9 +205,9 @@ class TranslatePipeline:
         elif isinstance(event, UtteranceEnd):
             self._end_of_utterance()
         elif isinstance(event, EngineDown):
-            self._engine_down("asr", event.error)
+            self.engine_status.down("asr", event.error)
         elif isinstance(event, EngineUp):
-            self._engine_up("asr")
+            self.engine_status.up("asr")
 
     @property
     def source_language(self) -> str:
@@ -287,7 +269,7 @@ class TranslatePipeline:
     def _speak(self, text: str, speech_end: Optional[float], asr_ms: Optional[float], context: list[str]) -> None:
         self._uid += 1
         u = self.queue.add(Utterance(self._uid))
-        p = _Pending(u, text, speech_end, asr_ms)
+        p = Pending(u, text, speech_end, asr_ms)
         u.on_start = lambda u, p=p: self._playback_started(p)  # type: ignore[misc]
         u.on_end = lambda u, p=p: self._playback_ended(p)  # type: ignore[misc]
         source, target = self.source_language, self.target_language
@@ -301,13 +283,13 @@ class TranslatePipeline:
 
         def translated(result: str) -> None:
             p.mt_ms = (self.clock.seconds() - started) * 1000
-            self._engine_up("mt")
+            self.engine_status.up("mt")
             self._translated(result, p)
 
         d.addCallbacks(translated, lambda f: self._stage_failed("mt", f, p))
         d.addErrback(self._bug)
 
-    def _translated(self, translation: str, p: _Pending) -> None:
+    def _translated(self, translation: str, p: Pending) -> None:
         if self._stopped or p.utterance.dropped:
             p.utterance.finish()
             return
@@ -336,12 +318,12 @@ class TranslatePipeline:
 
         def spoken(_: Any) -> None:
             p.utterance.finish()
-            self._engine_up("tts")
+            self.engine_status.up("tts")
 
         d.addCallbacks(spoken, lambda f: self._stage_failed("tts", f, p))
         d.addErrback(self._bug)
 
-    def _schedule(self, p: _Pending) -> None:
+    def _schedule(self, p: Pending) -> None:
         # Direction sync: hold this utterance until the slower direction's
         # typical lag has passed since the speech ended.
         if self.sync is None or p.speech_end is None:
@@ -360,7 +342,7 @@ class TranslatePipeline:
 
         return d.addBoth(done)
 
-    def _stage_failed(self, stage: str, f: Failure, p: _Pending) -> None:
+    def _stage_failed(self, stage: str, f: Failure, p: Pending) -> None:
         p.utterance.finish()
         if self._stopped:
             return
@@ -372,55 +354,28 @@ class TranslatePipeline:
         self.emit(
             UtteranceDropped(self.call_id, self.partner.extension, self.partner.language, p.source_text, "failed", self.clock.seconds())
         )
-        self._engine_down(stage, err)
+        self.engine_status.down(stage, err)
 
     def _bug(self, f: Failure) -> None:
         self.log.failure("translation pipeline bug", f)
 
     # -- fallback ----------------------------------------------------------------
 
-    def _engine_down(self, stage: str, error: EngineError) -> None:
-        first = not self._down
-        known = stage in self._down
-        self._down[stage] = error
-        if known:
-            return
-        fallback = self.settings.fallback
-        if first and fallback == "relay":
-            self.mix.fallback = True
-        self.log.warn(
-            "{ext}: {stage} engine down ({error}); fallback {fallback}",
-            ext=self.source.extension, stage=stage, error=str(error), fallback=fallback,
-        )
-        self.emit(
-            EngineStatusEvent(
-                self.call_id, self.source.extension, error.engine,
-                "down", fallback, str(error), error.retryable, self.clock.seconds(),
-            )
-        )
-
-    def _engine_up(self, stage: str) -> None:
-        error = self._down.pop(stage, None)
-        if error is None:
-            return
-        if not self._down:
-            self.mix.fallback = False
-        self.log.info("{ext}: {stage} engine back", ext=self.source.extension, stage=stage)
-        self.emit(
-            EngineStatusEvent(
-                self.call_id, self.source.extension, error.engine, "up", "none", "", True, self.clock.seconds()
-            )
-        )
-
     @property
     def in_fallback(self) -> bool:
-        return bool(self._down)
+        return self.engine_status.in_fallback
 
     # -- playback events -----------------------------------------------------------
 
-    def _playback_started(self, p: _Pending) -> None:
+    def _playback_started(self, p: Pending) -> None:
+        # On a transport that sends ahead (WebSocket media), the first
+        # frame was only read: the caller hears it when Asterisk says so.
         u = p.utterance
-        now = u.started_at or self.clock.seconds()
+        self.partner_hears.when_heard(u.started_at or self.clock.seconds(), lambda t: self._heard_start(p, t))
+
+    def _heard_start(self, p: Pending, now: float) -> None:
+        u = p.utterance
+        p.heard_at = now
         self.partner_hears.played(now, u.text)
 
         def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -437,14 +392,19 @@ class TranslatePipeline:
             )
         )
 
-    def _playback_ended(self, p: _Pending) -> None:
+    def _playback_ended(self, p: Pending) -> None:
         u = p.utterance
-        now = self.clock.seconds()
+        self.partner_hears.when_heard(
+            self.clock.seconds(), lambda t: self._heard_end(p, t), current=u.ends_with_frame
+        )
+
+    def _heard_end(self, p: Pending, now: float) -> None:
+        u = p.utterance
         self.partner_hears.played(now, u.text)
         self.emit(
             PlaybackEnded(
                 self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid,
-                now, (now - (u.started_at or now)) * 1000,
+                now, (now - (p.heard_at or u.started_at or now)) * 1000,
             )
         )
 
@@ -455,7 +415,7 @@ class TranslatePipeline:
         return {
             "engines": {**self.engines.names, **({"asr": self.asr.engine_name} if isinstance(self.asr, NamedASR) else {})},
             "fallback": self.mix.fallback,
-            "down": {k: str(v) for k, v in self._down.items()},
+            "down": {k: str(v) for k, v in self.engine_status.errors.items()},
             "pending_ms": self.queue.pending_samples() * 1000 / SAMPLE_RATE,
             "utterances": self._uid,
             "dropped_backlog": self.queue.dropped,

@@ -23,6 +23,17 @@ Design notes:
   traffic either way.  Asterisk 22 translates whichever slin kind it gets
   to the channel's format (checked with both the application and the
   channel driver, 0x10 and 0x12 each).
+- What the configuration says (``--audiosocket 7000=5050:slin16``) or the
+  ARI controller asked for (slin16) is ``first_reply_rate``: replies are
+  in the leg's own kind from the first frame.  Only when nothing tells
+  does the first reply go at 8 kHz and switch at the leg's first audio;
+  the switch happens between two 20 ms messages, so the pacing keeps its
+  step (checked on Asterisk 22: no delay comes of it).
+- Nothing waits long in the connection: ``TCP_NODELAY``, a small kernel
+  send buffer, and before each message a look at what is still unsent
+  (:mod:`xlbridge.transports.backlog`); behind more than two messages the
+  frame is dropped and counted (``send_backlog``), never queued, so a peer
+  that reads slowly gets gaps, not a delay that lasts the whole call.
 - :attr:`line_open` while a connection with its UUID is up: the call it
   belongs to does not end for inactivity, and :attr:`on_uuid` starts it.
 - Hangup: 0x00 or a closed socket from Asterisk calls ``on_hangup`` so the
@@ -82,6 +93,7 @@ from xlbridge.transports.audiosocket_codec import (
     encode,
     format_uuid,
 )
+from xlbridge.transports.backlog import SendBacklog, tune
 
 #: DTMF digits kept per connection in :attr:`AudioSocketEndpoint.dtmf`.
 DTMF_HISTORY = 32
@@ -100,8 +112,12 @@ class AudioSocketProtocol(Protocol):
         #: its own subclass of it.
         self.endpoint = endpoint
         self.decoder = FrameDecoder()
+        #: what waits unsent on this connection (set once connected)
+        self.backlog: Optional[SendBacklog] = None
 
     def connectionMade(self) -> None:
+        tune(self.transport)
+        self.backlog = SendBacklog(self.transport)
         self.endpoint.connection_made(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -337,8 +353,17 @@ class AudioSocketEndpoint(Factory):
         if not payload:
             return
         counters = self.counters
+        message = encode(KIND_OF_RATE[rate], payload)
+        backlog = conn.backlog
+        if backlog is not None and backlog.full(2 * len(message)):
+            counters.drop(DropReason.SEND_BACKLOG)
+            self._send_log.warn(
+                "{ext}: Asterisk is not reading the AudioSocket connection fast enough: frame dropped",
+                ext=self.extension,
+            )
+            return
         try:
-            conn.transport.write(encode(KIND_OF_RATE[rate], payload))
+            conn.transport.write(message)
         except Exception as e:
             counters.drop(DropReason.ERROR)
             self._send_log.warn("{ext}: AudioSocket send failed: {err}", ext=self.extension, err=e)

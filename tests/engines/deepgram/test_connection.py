@@ -23,12 +23,8 @@ from tests.engines.deepgram.fixtures import KEY, RecordingOwner, RecordingProto,
 from tests.fakes.deepgram import start_fake_deepgram
 from xlbridge.engines.base import EngineAuthError, EngineRequestError, EngineUnavailable
 from xlbridge.engines.deepgram.asr import DeepgramASR
-from xlbridge.engines.deepgram.connection import (
-    DeepgramClientProtocol,
-    DeepgramConnection,
-    IDeepgramReactor,
-    State,
-)
+from xlbridge.engines.deepgram.connection import DeepgramConnection, State
+from xlbridge.engines.deepgram.protocol import DeepgramClientProtocol, IDeepgramReactor
 from xlbridge.engines.deepgram.settings import DeepgramSettings, listen_url
 
 

@@ -55,7 +55,8 @@ from xlbridge.engines.base import (
     Transcript,
     deliver,
 )
-from xlbridge.engines.deepgram.connection import DeepgramConnection, IDeepgramReactor, State
+from xlbridge.engines.deepgram.connection import DeepgramConnection, State
+from xlbridge.engines.deepgram.protocol import IDeepgramReactor
 from xlbridge.engines.deepgram.settings import ENGINE, DeepgramSettings, listen_url
 from xlbridge.engines.deepgram.wire import AudioSpool, Chunk, DeepgramSession
 from xlbridge.engines.options import EnvironmentSettingError

@@ -7,8 +7,9 @@ drop into an :class:`~xlbridge.engines.base.EngineError`, backs off and
 reconnects or gives up, keeps an idle socket alive and shuts down.  It knows
 nothing of audio positions, results or the pipeline: it reports to its owner
 through :class:`DeepgramConnectionOwner` (opened, message, down, closed) and
-takes bytes to send.  :class:`DeepgramClientProtocol` and its factory (one
-per attempt) only forward Autobahn's callbacks to it.
+takes bytes to send.  The Autobahn protocol and its factory (one per
+attempt, :mod:`xlbridge.engines.deepgram.protocol`) only forward Autobahn's
+callbacks to it.
 
 Design notes
 ------------
@@ -40,32 +41,30 @@ Lifecycle (``state``)::
 * **Keepalive.**  A ``KeepAlive`` text frame goes out after ``keepalive_s``
   without sending anything (trap T4); the timer is re-armed from the last
   send, so a steady audio stream costs one timer per ``keepalive_s``.
-* **Secrets.**  The key only travels in the ``Authorization`` header.
-  Autobahn logs the whole handshake request at debug level, so each
-  protocol gets a logger that scrubs the key (:class:`_ScrubbingLog`).
+* **Secrets.**  The key only travels in the ``Authorization`` header, and
+  the protocol's logger scrubs it (see
+  :mod:`~xlbridge.engines.deepgram.protocol`).
 """
 
 from __future__ import annotations
 
 import enum
 import random as _random
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
-from twisted.internet.interfaces import (
-    IAddress,
-    IConnector,
-    IDelayedCall,
-    IReactorSSL,
-    IReactorTCP,
-    IReactorTime,
-)
+from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable, redact
+from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
+from xlbridge.engines.deepgram.protocol import (
+    DeepgramClientFactory,
+    DeepgramClientProtocol,
+    IDeepgramReactor,
+    upgrade_status,
+)
 from xlbridge.engines.deepgram.settings import (
     ENGINE,
     DeepgramSettings,
@@ -76,22 +75,10 @@ from xlbridge.engines.deepgram.settings import (
 from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
 
 __all__ = [
-    "DeepgramClientProtocol",
     "DeepgramConnection",
     "DeepgramConnectionOwner",
-    "IDeepgramReactor",
     "State",
 ]
-
-
-class IDeepgramReactor(IReactorTCP, IReactorSSL, IReactorTime):
-    """
-    What a Deepgram client needs of its reactor: a TCP connect (``ws://``),
-    a TLS connect (``wss://``) and the clock for its timers.
-
-    For type hints only, as treq's reactor type: reactors do not declare it,
-    and any reactor providing the three interfaces fits.
-    """
 
 
 class State(enum.StrEnum):
@@ -140,110 +127,6 @@ class DeepgramConnectionOwner(Protocol):
         stream after :meth:`~DeepgramConnection.end_stream`, or
         :meth:`~DeepgramConnection.close` was called.
         """
-
-
-class _ScrubbingLog:
-    """
-    Wraps an Autobahn/txaio logger and replaces the secret in every string
-    argument before it is logged.
-    """
-
-    def __init__(self, inner: Any, secret: str) -> None:
-        self._inner = inner  # txaio's logger: any attribute may be asked for
-        self._secret = secret
-        self._shown = redact(secret)
-
-    def _clean(self, v: object) -> object:
-        if isinstance(v, str) and self._secret in v:
-            return v.replace(self._secret, self._shown)
-        if isinstance(v, bytes) and self._secret.encode() in v:
-            return v.replace(self._secret.encode(), self._shown.encode())
-        return v
-
-    def __getattr__(self, name: str) -> Any:
-        f = getattr(self._inner, name)
-        if not callable(f) or not self._secret:
-            return f
-
-        def call(*args: object, **kwargs: object) -> Any:
-            return f(*(self._clean(a) for a in args), **{k: self._clean(v) for k, v in kwargs.items()})
-
-        return call
-
-
-class DeepgramClientProtocol(WebSocketClientProtocol):
-    """
-    Forwards Autobahn's callbacks to the :class:`DeepgramConnection` that
-    made it; holds no logic of its own.
-    """
-
-    connection: "DeepgramConnection"
-
-    def onConnect(self, response: ConnectionResponse) -> None:
-        self.connection.ws_connect(self, response)
-
-    def onOpen(self) -> None:
-        # Audio goes out as one small message per 20 ms packet: without
-        # TCP_NODELAY, Nagle's algorithm held back about a fifth of them
-        # (measured in bench/pipeline_latency.py) until the previous one was
-        # acknowledged.  TLS transports pass it through to the socket.
-        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_nodelay is not None:
-            try:
-                set_nodelay(True)
-            except OSError as e:
-                self.connection.log.warn("deepgram: cannot set TCP_NODELAY: {error}", error=e)
-        self.connection.ws_open(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.connection.ws_message(self, payload, isBinary)
-
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.connection.ws_close(self, wasClean, code, reason)
-
-
-class _DeepgramClientFactory(WebSocketClientFactory):
-    """One factory per connection attempt, so late callbacks can be told apart."""
-
-    protocol = DeepgramClientProtocol
-    noisy = False  # one factory per attempt: no "Starting factory" lines
-
-    def __init__(self, connection: "DeepgramConnection", attempt: int, url: str, api_key: str,
-                 reactor: IDeepgramReactor) -> None:
-        super().__init__(url, headers={"Authorization": f"Token {api_key}"},
-                         useragent="xlbridge", reactor=reactor)
-        # Our own timers (connect_timeout_s, finish_timeout_s) run on the
-        # injected reactor; Autobahn's would use txaio's global one.
-        self.setProtocolOptions(openHandshakeTimeout=0, autoPingInterval=0)
-        self.connection = connection
-        self.attempt = attempt
-        self._secret = api_key
-
-    def buildProtocol(self, addr: Optional[IAddress]) -> DeepgramClientProtocol:
-        p = super().buildProtocol(addr)
-        assert isinstance(p, DeepgramClientProtocol)
-        p.connection = self.connection
-        p.log = _ScrubbingLog(p.log, self._secret)
-        self.connection.ws_built(self.attempt, p)
-        return p
-
-    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        self.connection.ws_connect_failed(self.attempt, reason)
-
-    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
-        """Handled by the protocol's ``onClose``."""
-
-
-def _upgrade_status(proto: DeepgramClientProtocol) -> Optional[int]:
-    """The HTTP status of a refused upgrade, or ``None``."""
-    parts = str(getattr(proto, "http_status_line", "") or "").split()
-    if len(parts) < 2:
-        return None
-    try:
-        status = int(parts[1])
-    except ValueError:
-        return None
-    return None if status == 101 else status
 
 
 def _cancel(call: Optional[IDelayedCall]) -> None:
@@ -347,7 +230,7 @@ class DeepgramConnection:
         self._timed_out = False
         self._request_id = None
         attempt = self.connect_attempts
-        factory = _DeepgramClientFactory(self, attempt, self.url, self.settings.api_key, self.reactor)
+        factory = DeepgramClientFactory(self, attempt, self.url, self.settings.api_key, self.reactor)
         parts = urlsplit(self.url)
         host = parts.hostname or ""
         secure = parts.scheme == "wss"
@@ -492,7 +375,7 @@ class DeepgramConnection:
             return
         err: EngineError
         if not was_open:
-            status = _upgrade_status(proto)
+            status = upgrade_status(proto)
             headers = getattr(proto, "http_headers", None) or {}
             if status is not None:
                 err = classify_upgrade_failure(status, headers.get("dg-error"), headers.get("dg-request-id"),

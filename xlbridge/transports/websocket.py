@@ -1,0 +1,572 @@
+"""
+WebSocket legs: Asterisk's chan_websocket (PROTOCOLS.md section 10).
+
+Design notes:
+
+- One :class:`WebSocketEndpoint` per leg, fed by the thin Autobahn
+  protocols of :mod:`xlbridge.transports.websocket_protocol`, in either
+  direction: xlbridge dials Asterisk's ``/media/<connection_id>``
+  (:meth:`WebSocketEndpoint.client_factory`, the ARI controller's legs) or
+  Asterisk dials xlbridge (:meth:`WebSocketEndpoint.server_factory`, fixed
+  extensions and ``Dial(WebSocket/<id>)``).  One connection at a time; a
+  second one is refused (409) and counted as ``websocket_busy``.
+- MEDIA_START (the first TEXT message) names the format, frame size and
+  ptime, and its own form (plain text or JSON) sets the form of every
+  command we send.  The leg is :attr:`ready` from then on.  A format the
+  bridge cannot carry hangs up, counted as ``websocket_format``.
+- Inbound BINARY audio is decoded (slin little-endian, G.711), resampled to
+  internal 16 kHz once, and handed to ``on_audio``, as an AudioSocket leg
+  does.  Audio before MEDIA_START or not whole samples is counted as
+  ``websocket_format``, unparsable TEXT as ``websocket_malformed``.
+- Outbound, **Asterisk keeps time**: it queues what we send and plays one
+  frame per ptime.  So this transport is not paced by the egress clock
+  (:class:`~xlbridge.interfaces.IPeerPacedTransport`): a
+  :class:`~xlbridge.transports.websocket_flow.PeerQueue` models Asterisk's
+  queue, and each tick the leg sends what :meth:`frames_wanted` allows:
+  up to ``lookahead_ms`` of speech, ``filler_lookahead_ms`` of filler.
+  The frames of one call go out as one message (whole multiples of
+  ``optimal_frame_size``, at most :data:`MAX_MESSAGE` bytes each).  Bytes
+  still on our side of the socket count as queued, and nothing is sent
+  while Twisted's buffer is over its bound (see the protocol module), so
+  the lookahead bounds the whole path.
+- MEDIA_XOFF stops sending until MEDIA_XON (time counted in ``xoff_ms``);
+  at XON a GET_STATUS resyncs the model with Asterisk's real queue.
+- :meth:`flush` (an utterance dropped or cut) sends FLUSH_MEDIA and counts
+  the audio it dropped; :meth:`mark` sends MARK_MEDIA and ``on_mark`` is
+  called when Asterisk played every frame before it, so callers can learn
+  when audio really reached the caller.  A flush kills pending marks, as
+  Asterisk does.
+- Hangup: Asterisk's CLOSE (or a dropped connection) calls ``on_hangup``;
+  :meth:`hangup` sends HANGUP then CLOSE, and drops TCP if Asterisk has not
+  closed within :data:`CLOSE_TIMEOUT`.  :meth:`reset` hangs up, or for a
+  *persistent* endpoint only flushes and restarts the stream.
+- Nothing raises into the reactor: a failure is counted (``error``, or
+  ``pipeline_error`` for ``on_audio``) and logged through a
+  :class:`~xlbridge.logthrottle.LogThrottle`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from typing import Any, Callable, Optional
+
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from xlbridge.audio.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
+from xlbridge.audio.resample import StreamResampler
+from xlbridge.events import DropReason, LegCounters
+from xlbridge.interfaces import IPeerPacedTransport
+from xlbridge.logthrottle import LogThrottle
+from xlbridge.transports import websocket_protocol as wsp
+from xlbridge.transports.websocket_codec import (
+    MAX_MESSAGE,
+    XOFF_LEVEL,
+    ControlFormat,
+    DtmfEnd,
+    Error,
+    Malformed,
+    MarkProcessed,
+    MediaFormat,
+    MediaStart,
+    Status,
+    XOff,
+    XOn,
+    command,
+    decode_audio,
+    encode_audio,
+    media_format,
+    parse_event,
+)
+from xlbridge.transports.websocket_flow import PeerQueue
+
+#: Seconds Asterisk gets to answer our CLOSE before TCP is dropped.
+CLOSE_TIMEOUT = 2.0
+#: DTMF digits kept per connection (see :attr:`WebSocketEndpoint.dtmf`).
+DTMF_HISTORY = 32
+
+
+@implementer(IPeerPacedTransport)
+class WebSocketEndpoint:
+    """
+    One WebSocket media leg.
+
+    :param name: the extension (or ARI channel) this leg serves.
+    :param on_audio: called with ``(endpoint, samples)`` for each inbound
+        audio message, as internal audio.
+    :param on_hangup: called with the endpoint when Asterisk closes or the
+        connection drops after MEDIA_START.
+    :param on_start: called with the endpoint at MEDIA_START (the call can
+        start: :attr:`call_id` is known).
+    :param on_mark: called with ``(endpoint, correlation_id, time)`` when
+        Asterisk reports a mark played (MEDIA_MARK_PROCESSED).
+    :param clock: time source of the queue model, timers and log throttles.
+    :param lookahead_ms: most speech queued ahead in Asterisk.
+    :param filler_lookahead_ms: most filler queued ahead.
+    :param persistent: the connection outlives calls (ARI legs).
+    :param credentials: ``(user, password)`` Asterisk must send (HTTP Basic)
+        when it dials us; ``None`` accepts any.
+    """
+
+    kind = "websocket"
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        on_audio: Callable[["WebSocketEndpoint", Samples], None],
+        clock: IReactorTime,
+        on_hangup: Callable[["WebSocketEndpoint"], None] = lambda e: None,
+        on_start: Callable[["WebSocketEndpoint"], None] = lambda e: None,
+        on_mark: Callable[["WebSocketEndpoint", str, float], None] = lambda e, c, t: None,
+        lookahead_ms: int = 200,
+        filler_lookahead_ms: int = 40,
+        persistent: bool = False,
+        credentials: Optional[tuple[str, str]] = None,
+    ) -> None:
+        self.extension = name
+        self.on_audio = on_audio
+        self.on_hangup = on_hangup
+        self.on_start = on_start
+        self.on_mark = on_mark
+        self.clock = clock
+        self.lookahead_ms = lookahead_ms
+        self.filler_lookahead_ms = filler_lookahead_ms
+        self.persistent = persistent
+        self.credentials = credentials
+        self.counters = LegCounters()
+        #: the live connection (an Autobahn protocol), or ``None``
+        self.connection: Optional[Any] = None
+        #: MEDIA_START of the live connection
+        self.start: Optional[MediaStart] = None
+        self.format: Optional[MediaFormat] = None
+        self.control = ControlFormat.PLAIN
+        self.queue = PeerQueue(FRAME_MS, lookahead_ms, filler_lookahead_ms)
+        self._xoff_counted = 0  # ms of self.queue's XOFF time already counted
+        self.dtmf: deque[str] = deque(maxlen=DTMF_HISTORY)
+        #: ``host:port`` we listen on (set by the listener), for status pages
+        self.local: Optional[str] = None
+        #: how to read bytes still waiting in the kernel (tests replace it)
+        self.unsent_bytes: Callable[[Any], int] = wsp.unsent_bytes
+        self.messages_out = 0
+        self._in: Optional[StreamResampler] = None
+        self._out: Optional[StreamResampler] = None
+        self._carry = b""  # bytes short of a whole optimal frame
+        self._marks: dict[str, float] = {}  # id -> modelled drain time when sent
+        #: what to call when each pending mark is played (see :meth:`mark`)
+        self._mark_callbacks: dict[str, Callable[[float], None]] = {}
+        self._mark_ids = itertools.count(1)
+        self._close_timer: Optional[IDelayedCall] = None
+        self._closing: Optional[Any] = None  # the connection we hung up, until it closes
+        self._silence = silence(FRAME_SAMPLES)
+        self._error_log = LogThrottle(self.log, clock)
+        self._pipeline_log = LogThrottle(self.log, clock)
+        self._send_log = LogThrottle(self.log, clock)
+        self._control_log = LogThrottle(self.log, clock)
+
+    # -- connecting ----------------------------------------------------------
+
+    def client_factory(self, url: str, reactor: Any) -> Any:
+        """
+        An Autobahn factory dialling Asterisk's ``url``
+        (``ws://host:port/media/<connection_id>``) for this leg.
+        """
+        return wsp.client_factory(self, url, reactor)
+
+    def server_factory(self, reactor: Any) -> Any:
+        """
+        An Autobahn factory for the port Asterisk dials for this leg.
+        """
+        return wsp.server_factory(self, reactor)
+
+    def ws_request(self, proto: Any, request: ConnectionRequest) -> Optional[str]:
+        """
+        Asterisk's upgrade request (we are the server): refuse a second
+        connection (409) or bad credentials (401), else accept.
+        """
+        if self.connection is not None:
+            self.counters.drop(DropReason.WEBSOCKET_BUSY)
+            self.log.warn("{ext}: refused a second WebSocket connection", ext=self.extension)
+            raise ConnectionDeny(409, "Conflict")
+        return wsp.check_request(request, self.credentials)
+
+    def ws_connect_failed(self, reason: Failure) -> None:
+        self.log.warn("{ext}: cannot connect to Asterisk: {reason}", ext=self.extension,
+                      reason=reason.getErrorMessage())
+
+    def ws_open(self, proto: Any) -> None:
+        if self.connection is not None:
+            # Dialled twice by an owner: keep the first.
+            self.counters.drop(DropReason.WEBSOCKET_BUSY)
+            proto.dropConnection(abort=True)
+            return
+        self.connection = proto
+
+    def adopt(self, proto: Any, media_start: bytes) -> bool:
+        """
+        Take over a connection someone else opened and held until its
+        MEDIA_START said whose it is (the ARI controller's router and
+        dialler, :mod:`xlbridge.ari.websocket`): from now on ``proto``
+        forwards here, as if it had opened here and ``media_start`` (its
+        first TEXT message, not yet handled) had just arrived.
+
+        :return: ``False``, counted as ``websocket_busy``, while another
+            connection is live; the caller then closes ``proto``.
+        """
+        if self.connection is not None:
+            self.counters.drop(DropReason.WEBSOCKET_BUSY)
+            return False
+        proto.endpoint = self
+        self.ws_open(proto)
+        self.ws_message(proto, media_start, False)
+        return True
+
+    # -- inbound ---------------------------------------------------------------
+
+    def ws_message(self, proto: Any, payload: bytes, is_binary: bool) -> None:
+        if proto is not self.connection:
+            return
+        try:
+            if is_binary:
+                self._audio(payload)
+            else:
+                self._control(proto, payload)
+        except Exception:
+            self.counters.drop(DropReason.ERROR)
+            self._error_log.failure("{ext}: error handling WebSocket data", ext=self.extension)
+
+    def _audio(self, payload: bytes) -> None:
+        counters = self.counters
+        fmt = self.format
+        if fmt is None or self._in is None:
+            counters.drop(DropReason.WEBSOCKET_FORMAT)
+            return
+        pcm = decode_audio(fmt, payload)
+        if pcm is None:
+            counters.drop(DropReason.WEBSOCKET_FORMAT)
+            return
+        counters.packets_in += 1
+        counters.bytes_in += len(payload)
+        samples = self._in.process(pcm)
+        if len(samples):
+            try:
+                self.on_audio(self, samples)
+            except Exception:
+                counters.drop(DropReason.PIPELINE_ERROR)
+                self._pipeline_log.failure("{ext}: pipeline error on WebSocket audio", ext=self.extension)
+
+    def _control(self, proto: Any, payload: bytes) -> None:
+        event = parse_event(payload)
+        now = self.clock.seconds()
+        if isinstance(event, Malformed):
+            self.counters.drop(event.reason)
+            self._control_log.warn("{ext}: bad control message: {detail}", ext=self.extension,
+                                   detail=event.detail)
+        elif isinstance(event, MediaStart):
+            self._media_start(event)
+        elif isinstance(event, MarkProcessed):
+            modelled = self._marks.pop(event.correlation_id, None)
+            if modelled is not None:
+                self.counters.marks_processed += 1
+                self.queue.mark_processed(now, modelled)
+                then = self._mark_callbacks.pop(event.correlation_id, None)
+                if then is not None:
+                    then(now)
+                self.on_mark(self, event.correlation_id, now)
+        elif isinstance(event, XOff):
+            self.queue.set_xoff(now, XOFF_LEVEL)
+            self.log.warn("{ext}: Asterisk's queue is full (MEDIA_XOFF)", ext=self.extension)
+        elif isinstance(event, XOn):
+            self._xon(now)
+        elif isinstance(event, Status):
+            self.queue.resync(now, event.queue_length)
+        elif isinstance(event, DtmfEnd):
+            self.dtmf.append(event.digit)  # never logged: digits may be PINs
+        elif isinstance(event, Error):
+            self._control_log.warn("{ext}: Asterisk error: {text}", ext=self.extension, text=event.error_text)
+
+    def _media_start(self, start: MediaStart) -> None:
+        if self.start is not None:
+            self.counters.drop(DropReason.WEBSOCKET_MALFORMED)
+            return
+        try:
+            fmt = media_format(start.format)
+            if start.optimal_frame_size <= 0 or start.ptime <= 0:
+                raise ValueError(f"passthrough (optimal_frame_size {start.optimal_frame_size}) is not supported")
+        except ValueError as e:
+            self.counters.drop(DropReason.WEBSOCKET_FORMAT)
+            self.log.error("{ext}: cannot carry this WebSocket channel: {error}", ext=self.extension, error=e)
+            self.hangup()
+            return
+        self.start, self.format, self.control = start, fmt, start.control
+        self._new_queue(start.ptime)
+        self._stream_state()
+        self.log.info("{ext}: WebSocket channel {channel} ({media_format}, {control})", ext=self.extension,
+                      channel=start.channel, media_format=start.format, control=start.control.value)
+        self.on_start(self)
+
+    def _stream_state(self) -> None:
+        fmt = self.format
+        assert fmt is not None
+        self._in = StreamResampler(fmt.rate, SAMPLE_RATE)
+        self._out = StreamResampler(SAMPLE_RATE, fmt.rate)
+        self._carry = b""
+        self._marks.clear()
+        self._mark_callbacks.clear()
+
+    def _xon(self, now: float) -> None:
+        was = self.queue.xoff
+        self.queue.set_xon(now)
+        self._sync_xoff(now)
+        if was:
+            self._send_command("GET_STATUS")  # learn the real queue
+
+    def _sync_xoff(self, now: float) -> None:
+        # counters.xoff_ms grows by what this queue's XOFF time grew since
+        # the last sync (the queue is replaced per connection and stream).
+        total = int(self.queue.xoff_total(now) * 1000)
+        self.counters.xoff_ms += total - self._xoff_counted
+        self._xoff_counted = total
+
+    def _new_queue(self, ptime_ms: int) -> None:
+        self._sync_xoff(self.clock.seconds())
+        self.queue = PeerQueue(ptime_ms, self.lookahead_ms, self.filler_lookahead_ms)
+        self._xoff_counted = 0
+
+    def ws_close(self, proto: Any, was_clean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if proto is self._closing:
+            # The end of our own hangup: no drop needed any more.
+            self._closing = None
+            if self._close_timer is not None and self._close_timer.active():
+                self._close_timer.cancel()
+            self._close_timer = None
+            return
+        if proto is not self.connection:
+            return
+        try:
+            had_call = self.start is not None
+            self._forget()
+            if had_call:
+                self.log.info("{ext}: WebSocket peer hung up ({code})", ext=self.extension, code=code)
+                self.on_hangup(self)
+        except Exception:
+            self.counters.drop(DropReason.ERROR)
+            self.log.failure("{ext}: error handling the end of a WebSocket connection", ext=self.extension)
+
+    def _forget(self) -> None:
+        self._new_queue(FRAME_MS)
+        self.connection = None
+        self.start = self.format = None
+        self.control = ControlFormat.PLAIN
+        self._in = self._out = None
+        self._carry = b""
+        self._marks.clear()
+        self._mark_callbacks.clear()
+        self.dtmf.clear()
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        for throttle in (self._error_log, self._pipeline_log, self._send_log, self._control_log):
+            throttle.flush()
+
+    # -- outbound (IPeerPacedTransport) ------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.connection is not None and self.format is not None
+
+    @property
+    def line_open(self) -> bool:
+        """
+        Asterisk is connected and said which channel this is.
+        """
+        return self.ready
+
+    @property
+    def call_id(self) -> Optional[str]:
+        """
+        The channel's unique id (MEDIA_START ``channel_id``), or its name
+        for an Asterisk too old to send one; ``None`` before MEDIA_START.
+        """
+        start = self.start
+        if start is None:
+            return None
+        return start.channel_id or start.channel
+
+    def frames_wanted(self, ahead: bool = True) -> int:
+        conn = self.connection
+        if conn is None or self.format is None:
+            return 0
+        if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
+            return 0
+        now = self.clock.seconds()
+        room = self.queue.room(now, ahead)
+        if room:
+            unsent = self.unsent_bytes(conn.transport)
+            if unsent:
+                self.queue.stall(now, unsent * self.queue.ptime_ms / self._frame_bytes())
+                room = self.queue.room(now, ahead)
+        return room
+
+    def send_frame(self, samples: Optional[Samples], speech: Optional[bool] = None) -> None:
+        if speech is None:
+            speech = samples is not None
+        self.send_frames([samples], speech)
+
+    def send_frames(self, frames: list[Optional[Samples]], speech: bool, ahead: Optional[bool] = None) -> None:
+        conn, out, fmt = self.connection, self._out, self.format
+        if conn is None or out is None or fmt is None or not frames:
+            return
+        counters = self.counters
+        room = self.frames_wanted(speech if ahead is None else ahead)
+        if len(frames) > room:
+            counters.drop(DropReason.WEBSOCKET_FULL, len(frames) - room)
+            frames = frames[:room]
+            if not frames:
+                return
+        data = self._carry + b"".join(
+            encode_audio(fmt, out.process(f if f is not None else self._silence)) for f in frames
+        )
+        size = self._frame_bytes()
+        whole = len(data) // size * size
+        self._carry = data[whole:]
+        step = MAX_MESSAGE // size * size
+        for i in range(0, whole, step):
+            chunk = data[i : i + step]
+            try:
+                conn.sendMessage(chunk, isBinary=True)
+            except Exception as e:
+                counters.drop(DropReason.ERROR)
+                self._send_log.warn("{ext}: WebSocket send failed: {err}", ext=self.extension, err=e)
+                return
+            self.messages_out += 1
+            n = len(chunk) // size
+            self.queue.sent(self.clock.seconds(), n)
+            counters.bytes_out += len(chunk)
+            counters.packets_out += n
+            if not speech:
+                counters.silence_out += n
+
+    def _frame_bytes(self) -> int:
+        start = self.start
+        return start.optimal_frame_size if start is not None else 640
+
+    def skip(self, ticks: int) -> None:
+        # Asterisk keeps time: a missed tick is only a shorter queue, which
+        # the next fill tops up.
+        pass
+
+    def flush(self) -> None:
+        """
+        Drop what is queued in Asterisk and not yet played (FLUSH_MEDIA);
+        the estimated audio dropped is counted in ``flushed_bytes``, and
+        pending marks die with it.
+        """
+        if not self.ready:
+            return
+        dropped_ms = self.queue.flush(self.clock.seconds())
+        self.counters.flushed_bytes += int(dropped_ms / self.queue.ptime_ms * self._frame_bytes())
+        self._carry = b""
+        self._marks.clear()
+        self._mark_callbacks.clear()
+        self._mark_callbacks.clear()
+        self._send_command("FLUSH_MEDIA")
+
+    def mark(
+        self, correlation_id: Optional[str] = None, then: Optional[Callable[[float], None]] = None
+    ) -> Optional[str]:
+        """
+        Send MARK_MEDIA behind everything sent so far; ``then(time)`` (if
+        given) and ``on_mark`` are called when Asterisk has played it.  A
+        flush kills pending marks: their ``then`` is never called.  Returns
+        the id used (``m<n>`` unless given), or ``None`` if not connected.
+        """
+        if not self.ready:
+            return None
+        cid = correlation_id or f"m{next(self._mark_ids)}"
+        if not self._send_command("MARK_MEDIA", cid):
+            return None
+        self._marks[cid] = self.queue.drain_at
+        if then is not None:
+            self._mark_callbacks[cid] = then
+        self.counters.marks_sent += 1
+        return cid
+
+    def _send_command(self, name: str, correlation_id: Optional[str] = None) -> bool:
+        conn = self.connection
+        if conn is None:
+            return False
+        try:
+            conn.sendMessage(command(name, correlation_id, self.control).encode("utf-8"), isBinary=False)
+        except Exception as e:
+            self.counters.drop(DropReason.ERROR)
+            self._send_log.warn("{ext}: WebSocket command {name} failed: {err}", ext=self.extension,
+                                name=name, err=e)
+            return False
+        return True
+
+    def reset(self) -> None:
+        """
+        The call ended: hang up.  A persistent endpoint keeps the
+        connection, flushes what is queued and restarts the stream.
+        """
+        if self.persistent and self.ready:
+            self.flush()
+            self._stream_state()
+            self.dtmf.clear()
+            return
+        self.hangup()
+
+    def hangup(self) -> None:
+        """
+        Send HANGUP and close (1000); TCP is dropped if Asterisk has not
+        closed within :data:`CLOSE_TIMEOUT`.  The stream is forgotten; the
+        close that follows does not call ``on_hangup``.
+        """
+        conn = self.connection
+        if conn is None:
+            return
+        self._send_command("HANGUP")
+        self._forget()
+        try:
+            self._closing = conn
+            self._close_timer = self.clock.callLater(CLOSE_TIMEOUT, self._drop, conn)
+            conn.sendClose(1000)
+        except Exception:
+            self.log.failure("{ext}: WebSocket hangup failed", ext=self.extension)
+
+    def _drop(self, conn: Any) -> None:
+        self._close_timer = None
+        self._closing = None
+        try:
+            conn.dropConnection(abort=True)
+        except Exception:
+            self.log.failure("{ext}: dropping the WebSocket connection failed", ext=self.extension)
+
+    def describe(self) -> dict[str, Any]:
+        peer = None
+        conn = self.connection
+        if conn is not None and conn.transport is not None:
+            p = conn.transport.getPeer()
+            peer = f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"
+        start = self.start
+        now = self.clock.seconds()
+        return {
+            "kind": self.kind,
+            "codec": start.format if start else None,
+            "control": self.control.value if start else None,
+            "local": self.local,
+            "remote": peer,
+            "call_id": self.call_id,
+            "channel": start.channel if start else None,
+            "queued_ms": round(self.queue.queued_ms(now), 1),
+            "lookahead_ms": self.lookahead_ms,
+            "filler_lookahead_ms": self.filler_lookahead_ms,
+            "xoff": self.queue.xoff,
+            "marks_pending": len(self._marks),
+            "messages_out": self.messages_out,
+        }
