@@ -97,8 +97,11 @@ start() {
     rm -f "$ROOT/var/run/asterisk/asterisk.ctl"
     mkdir -p "$ROOT/var/run/asterisk"
     # As root in the chroot: with -U, Asterisk drops the capabilities it
-    # needs to read its own configs there.
-    chroot "$ROOT" asterisk -F
+    # needs to read its own configs there.  Descriptors 3-9 are closed:
+    # the daemon must not inherit, say, the lab's lock from a caller that
+    # holds it (flock lab/lock sh asterisk-lab.sh start), or the lock would
+    # stay held for as long as Asterisk runs.
+    chroot "$ROOT" asterisk -F 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-
     i=0
     while ! chroot "$ROOT" asterisk -rx 'core waitfullybooted' >/dev/null 2>&1; do
         i=$((i + 1))

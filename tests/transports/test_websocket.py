@@ -400,7 +400,7 @@ class ServerModeTests(SynchronousTestCase):
 class LoopbackTests(TestCase):
     """
     The endpoint dials the fake over real TCP on 127.0.0.1 (real socket
-    tuning, producer and TIOCOUTQ), and a leg fills it for half a second.
+    tuning, producer and SIOCOUTQNSD), and a leg fills it for half a second.
     """
 
     @inlineCallbacks

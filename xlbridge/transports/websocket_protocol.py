@@ -27,19 +27,19 @@ Design notes:
   connection registers a push producer (Twisted pauses it while its own
   buffer holds more than :data:`TWISTED_BUFFER` bytes), shrinks the
   kernel's send buffer to :data:`KERNEL_SNDBUF` and sets TCP_NODELAY, and
-  :func:`unsent_bytes` reads how much the kernel still holds (Linux
-  ``TIOCOUTQ``), so the endpoint can count it as queued.
+  :func:`unsent_bytes` reads how much the kernel has not sent yet (Linux
+  ``SIOCOUTQNSD``, :mod:`xlbridge.transports.backlog`), so the endpoint
+  can count it as queued.  Not ``TIOCOUTQ``: that also counts bytes sent
+  and not yet acknowledged, and a peer that sends nothing back (a silent
+  caller) acknowledges late (delayed ACK, up to 40 ms), which would read as
+  a queue that is not there.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hmac
-import socket
-import struct
-import termios
 from typing import Any, Optional, Protocol
 
 from autobahn.twisted.websocket import (
@@ -52,6 +52,8 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, Connecti
 from twisted.internet.interfaces import IAddress, IConnector, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from xlbridge.transports.backlog import kernel_unsent, tune
 
 #: The subprotocol chan_websocket speaks.
 SUBPROTOCOL = "media"
@@ -111,14 +113,7 @@ def tune_transport(transport: Any, backpressure: Backpressure) -> None:
     TCP_NODELAY, a small kernel send buffer and a producer on ``transport``;
     each is skipped where the transport cannot (memory transports in tests).
     """
-    try:
-        transport.setTcpNoDelay(True)
-    except Exception:
-        pass
-    try:
-        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF)
-    except Exception:
-        pass
+    tune(transport, KERNEL_SNDBUF)
     try:
         transport.bufferSize = TWISTED_BUFFER
         transport.registerProducer(backpressure, True)
@@ -128,15 +123,10 @@ def tune_transport(transport: Any, backpressure: Backpressure) -> None:
 
 def unsent_bytes(transport: Any) -> int:
     """
-    Bytes the kernel still holds for ``transport`` (not yet acknowledged by
-    the peer); 0 where that cannot be read.
+    Bytes the kernel holds for ``transport`` and has not sent yet; 0 where
+    that cannot be read.
     """
-    try:
-        fd = transport.getHandle().fileno()
-        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
-        return int(struct.unpack("i", raw)[0])
-    except Exception:
-        return 0
+    return kernel_unsent(transport)
 
 
 class _Forwarding:
