@@ -302,7 +302,10 @@
     st.className = "state state-" + leg.state;
     const t = leg.transport || {};
     text(el.querySelector(".transport"),
-      (t.kind || "?") + " · " + (t.codec || "?") + (t.reply_codec && t.reply_codec !== t.codec ? " → " + t.reply_codec : ""));
+      (t.kind || "?") + " · " + (t.codec || "?") + (t.reply_codec && t.reply_codec !== t.codec ? " → " + t.reply_codec : "") +
+      // WebSocket media: Asterisk keeps time; show what waits there.
+      (typeof t.queued_ms === "number" ? " · " + Math.round(t.queued_ms) + " ms queued in Asterisk" : "") +
+      (t.xoff ? " · XOFF" : ""));
     text(el.querySelector(".remote"), t.remote || "(none yet)");
     const p = leg.pipeline || {};
     const engines = p.engines || {};
