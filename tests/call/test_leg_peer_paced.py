@@ -88,9 +88,10 @@ class PeerPacedEgressTests(SynchronousTestCase):
         """
         queue = SpeechQueue(60.0)
         mix = OutputMix(queue, lambda: 0.0)
-        u = queue.add(Utterance(1))
-        u.add(np.concatenate([const(v) for v in values]))
-        u.finish()
+        if values:
+            u = queue.add(Utterance(1))
+            u.add(np.concatenate([const(v) for v in values]))
+            u.finish()
         self.leg.playout = Playout(mix, lambda: const(1), mix)
 
     def test_live_audio_stays_shallow(self) -> None:
@@ -103,10 +104,26 @@ class PeerPacedEgressTests(SynchronousTestCase):
         for i in range(5):
             self.leg.playout.output.write(const(100 + i))
         self.leg.egress(1, 0)
-        ((frames, speech),) = self.t.batches
-        self.assertEqual(([int(f[0]) for f in frames if f is not None], speech), ([100, 101], True))
-        self.assertEqual(self.t.aheads, [False])
+        sent = [int(f[0]) for frames, _ in self.t.batches for f in frames if f is not None]
+        self.assertEqual(sent, [100, 101])
+        self.assertEqual(set(self.t.aheads), {False})
         self.assertEqual(self.leg.playout.output.depth_ms, 60.0)
+
+    def test_arriving_audio_goes_at_once(self) -> None:
+        """
+        The peer keeps time: what arrives is sent as it arrives, not at
+        the next tick, and without filler.
+        """
+        self.leg.playout = Playout(OutboundBuffer(400), lambda: const(1))
+        self.leg.playout.output.write(const(7))
+        self.assertEqual([[int(f[0]) for f in frames if f is not None] for frames, _ in self.t.batches], [[7]])
+        self.assertEqual(self.heard and [int(f[0]) for f in self.heard if f is not None], [7])
+
+    def test_arriving_speech_goes_at_once(self) -> None:
+        self.speech([])
+        u = self.leg.playout.mix.speech.add(Utterance(2))
+        u.add(np.concatenate([const(9)] * 3))
+        self.assertEqual([[int(f[0]) for f in frames if f is not None] for frames, _ in self.t.batches], [[9, 9, 9]])
 
     def test_speech_fills_to_the_lookahead_in_one_batch(self) -> None:
         self.speech(list(range(100, 115)))
@@ -162,15 +179,16 @@ class HeardTimeTests(SynchronousTestCase):
         self.events: list[tuple[str, float]] = []
 
     def utterance(self, uid: int, frames: int, complete: bool = True) -> Utterance:
-        u = self.queue.add(Utterance(uid))
-        u.add(np.concatenate([const(uid)] * frames))
+        u = Utterance(uid)
         playout = self.leg.playout
         u.on_start = lambda u: playout.when_heard(0.0, lambda t: self.events.append((f"start{u.uid}", t)))
         u.on_end = lambda u: playout.when_heard(
             0.0, lambda t: self.events.append((f"end{u.uid}", t)), current=u.ends_with_frame
         )
         if complete:
-            u.finish()
+            u.finish()  # complete before its audio: one batch when it comes
+        self.queue.add(u)
+        u.add(np.concatenate([const(uid)] * frames))
         return u
 
     def test_marks_frame_the_utterance(self) -> None:

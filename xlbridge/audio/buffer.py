@@ -31,6 +31,8 @@ O(frame), not O(buffer).
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 
 from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples
@@ -68,6 +70,9 @@ class OutboundBuffer:
         self.idle_samples = 0
         self._reads = 0
         self._least = -1
+        #: Called after each write (a transport that sends ahead sends the
+        #: audio at once, not at the next tick); set by the leg.
+        self.on_write: Optional[Callable[[], None]] = None
 
     def __len__(self) -> int:
         """
@@ -123,12 +128,16 @@ class OutboundBuffer:
         data = self._data
         data += samples.tobytes()
         excess = (len(data) >> 1) - self.max_samples
+        dropped = 0
         if excess > 0:
             del data[: excess << 1]
             self.dropped_samples += excess
             self.overflows += 1
-            return excess
-        return 0
+            dropped = excess
+        hook = self.on_write
+        if hook is not None:
+            hook()
+        return dropped
 
     def read_frame(self, n: int = FRAME_SAMPLES) -> Samples | None:
         """

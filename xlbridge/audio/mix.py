@@ -71,6 +71,8 @@ class Utterance:
         self.not_before: Optional[float] = None
         self.on_start: Optional[Callable[["Utterance"], None]] = None
         self.on_end: Optional[Callable[["Utterance"], None]] = None
+        #: Called after audio was added (its queue's ``on_audio``).
+        self.notify: Optional[Callable[[], None]] = None
         #: When ``on_end`` is called: true if the frame being read right
         #: then is its last (the end is heard after that frame), false if
         #: it ended after its last frame had already gone.
@@ -86,6 +88,9 @@ class Utterance:
         if not self.dropped:
             self._data += samples.tobytes()
             self.received_samples += len(samples)
+            notify = self.notify
+            if notify is not None:
+                notify()
 
     def finish(self) -> None:
         """
@@ -108,6 +113,10 @@ class SpeechQueue:
     def __init__(self, backlog_s: float = 10.0, on_drop: Callable[[Utterance], None] = lambda u: None) -> None:
         self.max_samples = int(backlog_s * SAMPLE_RATE)
         self.on_drop = on_drop
+        #: Called whenever audio is added to a queued utterance: a transport
+        #: that sends ahead sends it at once, not at the next tick.  Set by
+        #: the leg.
+        self.on_audio: Optional[Callable[[], None]] = None
         #: Called when an utterance that had started playing is dropped:
         #: what was already sent of it must not play on (a transport that
         #: sent it ahead flushes).  Set by the leg.
@@ -140,7 +149,13 @@ class SpeechQueue:
         Reserve the next place in line for ``utterance``.
         """
         self._queue.append(utterance)
+        utterance.notify = self._audio_added
         return utterance
+
+    def _audio_added(self) -> None:
+        hook = self.on_audio
+        if hook is not None:
+            hook()
 
     def enforce_bound(self) -> None:
         """

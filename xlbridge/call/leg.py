@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from twisted.logger import Logger
+
 from xlbridge.audio.frame import Samples
 from xlbridge.call.playout import Playout
 from xlbridge.events import LegCounters
@@ -34,6 +36,8 @@ class Leg:
         (marks), and cutting what was sent ahead of a dropped utterance
         (flush).
     """
+
+    log = Logger()
 
     def __init__(
         self, extension: str, language: str, transport: ILegTransport, buffer_ms: int = 200
@@ -65,8 +69,21 @@ class Leg:
         transport = self.transport
         if IPeerPacedTransport.providedBy(transport):
             playout.after_queued = self._after_queued
+            playout.on_audio(self._arrived)
             if playout.mix is not None:
                 playout.mix.speech.on_cut = transport.flush
+
+    def _arrived(self) -> None:
+        # Audio for this caller just arrived: the peer keeps time, so send
+        # it now rather than at the next tick (no filler: that is the
+        # tick's).  Never raises into the pipeline that wrote it.
+        transport = self.transport
+        if self._marks is not None or not transport.ready:
+            return  # inside a fill already, or nobody to send to
+        try:
+            self._fill(transport, with_filler=False)  # type: ignore[arg-type]
+        except Exception:
+            self.log.failure("{ext}: sending arrived audio failed", ext=self.extension)
 
     def _after_queued(self, now: float, callback: Callable[[float], None], current: bool) -> None:
         # Called while _fill reads (an utterance starts or ends): a mark
@@ -133,7 +150,7 @@ class Leg:
         if skipped:
             transport.skip(skipped)
 
-    def _fill(self, transport: IPeerPacedTransport) -> None:
+    def _fill(self, transport: IPeerPacedTransport, with_filler: bool = True) -> None:
         """
         Top up a transport whose peer plays out on its own clock.  While
         translated speech waits in this caller's queue (made ahead of
@@ -171,7 +188,7 @@ class Leg:
         if len(frames) > sent:
             transport.send_frames(frames[sent:], True, ahead)
         fill: list[Optional[Samples]] = []
-        if dry:
+        if dry and with_filler:
             n = transport.frames_wanted(False)
             if n > 0:
                 filler = playout.filler

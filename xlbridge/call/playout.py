@@ -107,6 +107,19 @@ class Playout:
         caller's transcripts to it.
     """
 
+    def on_audio(self, callback: Optional[Callable[[], None]]) -> None:
+        """
+        Have ``callback`` called whenever audio for this caller arrives
+        (the partner's voice, translated speech), so a transport that sends
+        ahead can send it at once; ``None`` stops it.
+        """
+        mix = self.mix
+        if mix is not None:
+            mix.speech.on_audio = callback
+            mix.live.on_write = callback
+        elif isinstance(self.output, OutboundBuffer):
+            self.output.on_write = callback
+
     def when_heard(self, now: float, callback: Callable[[float], None], current: bool = False) -> None:
         """
         Call ``callback(time)`` with when the caller hears what was read so
