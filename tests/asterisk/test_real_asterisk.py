@@ -568,3 +568,31 @@ class WebSocketTests(RealAsteriskTestCase):
         started = [e for e in bridge.events() if e["event"] == "CallStarted"]
         self.assertEqual(len(started), 1)
         self.assertNotIn("Traceback", bridge.log())
+
+    @inlineCallbacks
+    def test_translated_over_websocket(self) -> Any:
+        """
+        Local engines over WebSocket media: the English caller is heard in
+        Spanish, and the playback events are dated by Asterisk's marks
+        (heard, not read): the utterance plays as long as its audio.
+        """
+        self.timeout = 240
+        bridge = yield self.start(
+            "--websocket", "7002=8702,7003=8703", "--engines", "local",
+            ready="MediaServerFactory starting on 8703",
+        )
+        yield lab.caller("a", PROMPT_A, delay=2, hold=8, context="xlbridge-websocket", extension="7002")
+        yield lab.caller("b", "", hold=10, context="xlbridge-websocket", extension="7003")
+        yield lab.wait_idle(60)
+        events = bridge.events()
+        text = " ".join(e.get("text", "") for e in events if e["event"] == "TranslationEvent").lower()
+        self.assertIn("persona", text, events)
+        heard = lab.recording("b")
+        self.assertGreater(lab.loudest_dbfs(heard), -30)
+        self.assertLess(max(c for c, _ in lab.segment_matches(heard, lab.sound(PROMPT_A))), 0.5)
+        started = [e for e in events if e["event"] == "PlaybackStarted"]
+        ended = [e for e in events if e["event"] == "PlaybackEnded"]
+        self.assertTrue(started and ended, events)
+        # Marked when heard: the Spanish sentence lasts seconds, not the
+        # instant it took to read 200 ms ahead.
+        self.assertGreater(max(e["duration_ms"] for e in ended), 1000, ended)
