@@ -40,6 +40,7 @@ class Script:
     """
 
     dropped_samples = 0
+    trimmed_samples = 0
 
     def __init__(self, frames: list[Samples]) -> None:
         self.frames = list(frames)

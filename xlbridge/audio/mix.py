@@ -290,6 +290,10 @@ class OutputMix:
         return self.live.dropped_samples
 
     @property
+    def trimmed_samples(self) -> int:
+        return self.live.trimmed_samples
+
+    @property
     def depth_ms(self) -> float:
         return (self.speech.pending_samples() + len(self.live)) * 1000 / SAMPLE_RATE
 

@@ -219,5 +219,6 @@ class Leg:
             "transport": self.transport.describe(),
             "buffer_ms": output.depth_ms,
             "buffer_dropped_samples": output.dropped_samples,
+            "buffer_trimmed_samples": output.trimmed_samples,
             "counters": self.counters.snapshot(),
         }

@@ -46,6 +46,12 @@ class OutputSource(Protocol):
     @property
     def depth_ms(self) -> float: ...
 
+    @property
+    def trimmed_samples(self) -> int:
+        """
+        Of the dropped samples, those cut because they stood as delay.
+        """
+
     def write(self, samples: Samples) -> int: ...
 
     def read_frame(self) -> Optional[Samples]: ...

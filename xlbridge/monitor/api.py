@@ -24,9 +24,12 @@ otherwise)::
       legs[]                in pair order:
         extension, language (extension: the leg's name, as in endpoints)
         transport           kind, codec, reply_codec, local, remote
-        buffer_ms, buffer_dropped_samples
+        buffer_ms, buffer_dropped_samples, buffer_trimmed_samples (of the
+                            dropped, those cut because they stood as delay)
         counters            packets_in/out, bytes_in/out, silence_out, late_ticks,
-                            skipped_ticks, lost, drops {reason: n}
+                            skipped_ticks, lost, drops {reason: n}; WebSocket
+                            legs also xoff_ms, flushed_bytes, marks_sent,
+                            marks_processed
         state               "waiting" (no peer yet) | "active" | "fallback" (engine down)
         pipeline            what this caller's speech goes through: kind
                             ("relay" | "translate"); for translate also engines
