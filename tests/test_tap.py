@@ -166,6 +166,25 @@ class ARIOptionsTests(SynchronousTestCase):
         self.assertEqual((listener.portNumber, listener.interface), (9200, "127.0.0.1"))  # type: ignore[attr-defined]
         self.assertEqual((ari.settings.dial_timeout, ari.settings.on_partner_hangup), (20, "prompt"))
 
+    def test_websocket_media(self) -> None:
+        from xlbridge import tap
+        from xlbridge.testing import MemoryUDPReactor
+
+        base = ["--ari", "http://127.0.0.1:8088", "--ari-user", "u", "--ari-password-file", password_file(self),
+                "--ari-media", "websocket", "--engines", "relay", "--monitor", "none"]
+        for more, listens in [([], False), (["--ari-websocket-connection", "client", "--ari-websocket-client",
+                                             "xlbridge-ari", "--ari-websocket-port", "9201"], True)]:
+            o = tap.Options()
+            o.parseOptions(base + more)
+            svc = tap.makeService(o, MemoryUDPReactor())
+            assert isinstance(svc, BridgeService)
+            ari = svc.getServiceNamed("ari")
+            assert isinstance(ari, ARIController) and ari.websocket is not None
+            self.assertEqual(ari.websocket.listener is not None, listens)
+            if listens:
+                listener = ari.getServiceNamed("ari-websocket")
+                self.assertEqual((listener.portNumber, listener.interface), (9201, "127.0.0.1"))  # type: ignore[attr-defined]
+
     def test_sample_config_documents_ari(self) -> None:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "etc", "xlbridge.toml")) as f:
@@ -241,6 +260,16 @@ class StartupFailureTests(SynchronousTestCase):
         )
         e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
         self.assertEqual(str(e), "xlbridge: --ari-audiosocket-port: TCP port 9200 is already in use on 127.0.0.1")
+
+    def test_ari_websocket_port_in_use(self) -> None:
+        svc = self.service(
+            TakenPortsReactor(tcp=(9201,)), "--ari", "http://127.0.0.1:8088", "--ari-user", "u",
+            "--ari-password-file", password_file(self), "--ari-media", "websocket",
+            "--ari-websocket-connection", "client", "--ari-websocket-client", "xlbridge-ari",
+            "--ari-websocket-port", "9201", "--monitor", "none",
+        )
+        e = self.assertRaises(tap.StartupFailed, svc.privilegedStartService)
+        self.assertEqual(str(e), "xlbridge: --ari-websocket-port: TCP port 9201 is already in use on 127.0.0.1")
 
     def test_monitor_port_in_use_stops_what_started(self) -> None:
         reactor = TakenPortsReactor(tcp=(3001,))
@@ -340,6 +369,16 @@ class StartupLogTests(SynchronousTestCase):
         [ari] = [line for line in lines if line.startswith("ARI ")]
         self.assertIn("AudioSocket (slin16, little-endian, both ways) on TCP port 9092", ari)
 
+    def test_ari_websocket_media(self) -> None:
+        base = ["--ari", "http://127.0.0.1:8088", "--ari-user", "u", "--ari-password-file", password_file(self),
+                "--ari-media", "websocket"]
+        [ari] = [line for line in self.lines(*base) if line.startswith("ARI ")]
+        self.assertIn("WebSocket media (chan_websocket, slin16 little-endian both ways): xlbridge connects to "
+                      "ws://127.0.0.1:8088/media/<id> for each caller", ari)
+        [ari] = [line for line in self.lines(*base, "--ari-websocket-connection", "client",
+                                             "--ari-websocket-client", "xlbridge-ari") if line.startswith("ARI ")]
+        self.assertIn("Asterisk dials TCP port 9093 through its websocket_client.conf entry xlbridge-ari", ari)
+
 
 def twistd_command() -> list[str]:
     """The ``twistd`` script of this Python (``python -m twisted`` is ``twist``)."""
@@ -394,7 +433,7 @@ class EndToEndTests(SynchronousTestCase):
             (["--events", "/nonexistent/dir/x"],
              "--events: cannot write /nonexistent/dir/x: directory /nonexistent/dir does not exist"),
             (["--ports", "none"], "--ports: none leaves no source of calls: give extensions here, or --audiosocket, "
-             "or --ari"),
+             "--websocket or --ari"),
             (["--rtp-ports", "20000-20009", "--ari-user", "u"],
              "--ari-user: needs --ari (Asterisk's ARI URL), which is not set; so do --rtp-ports"),
         ]

@@ -43,13 +43,26 @@ class ConfigTests(SynchronousTestCase):
             ("audiosocket", 9100, 45, "prompt", "sound:bye,tone:busy"),
         )
 
+    def test_websocket_media_options(self) -> None:
+        base = {"ari": "http://h:8088", "ari-user": "u", "ari-password-file": password_file(self)}
+        cfg = load_config({**base, "ari-media": "websocket"})
+        assert cfg.ari is not None
+        self.assertEqual((cfg.ari.media, cfg.ari.websocket_connection, cfg.ari.websocket_client,
+                          cfg.ari.websocket_port), ("websocket", "server", None, 9093))
+        cfg = load_config({**base, "ari-media": "websocket", "ari-websocket-connection": "Client",
+                           "ari-websocket-client": "xlbridge-ari", "ari-websocket-port": "9100"})
+        assert cfg.ari is not None
+        self.assertEqual((cfg.ari.websocket_connection, cfg.ari.websocket_client, cfg.ari.websocket_port),
+                         ("client", "xlbridge-ari", 9100))
+
     def test_toml_section(self) -> None:
         fd, path = tempfile.mkstemp(suffix=".toml")
         pw = password_file(self)
         os.write(fd, f'[ari]\nurl = "http://h:8088"\nuser = "u"\npassword_file = "{pw}"\n'
                      f'app = "xl"\nrtp_ports = "20000-20099"\non_partner_hangup = "keep"\n'
                      f'media = "audiosocket"\naudiosocket_port = 9093\ndial_timeout = 20\n'
-                     f'partner_hangup_sound = "sound:goodbye"\n'.encode())
+                     f'partner_hangup_sound = "sound:goodbye"\nwebsocket_connection = "client"\n'
+                     f'websocket_client = "xl-ari"\nwebsocket_port = 9094\n'.encode())
         os.close(fd)
         self.addCleanup(os.unlink, path)
         cfg = load_config({}, path)
@@ -57,6 +70,8 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual((cfg.ari.app, cfg.ari.on_partner_hangup), ("xl", "keep"))
         self.assertEqual((cfg.ari.media, cfg.ari.audiosocket_port, cfg.ari.dial_timeout,
                           cfg.ari.partner_hangup_sound), ("audiosocket", 9093, 20, "sound:goodbye"))
+        self.assertEqual((cfg.ari.websocket_connection, cfg.ari.websocket_client, cfg.ari.websocket_port),
+                         ("client", "xl-ari", 9094))
 
     def test_errors(self) -> None:
         base = {"ari": "http://h:8088", "ari-user": "u", "ari-password-file": password_file(self)}
@@ -75,6 +90,13 @@ class ConfigTests(SynchronousTestCase):
             ({"partner-hangup-sound": "sound:"}, "partner-hangup-sound"),
             ({"ari-media": "audiosocket", "ari-audiosocket-port": "5050", "audiosocket": "7000=5050,7001=5052"},
              "ari-audiosocket-port"),
+            ({"ari-websocket-connection": "both"}, "ari-websocket-connection"),
+            ({"ari-websocket-port": "65536"}, "ari-websocket-port"),
+            ({"ari-media": "websocket", "ari-websocket-connection": "client"}, "ari-websocket-client"),
+            ({"ari-websocket-client": "xl ari"}, "ari-websocket-client"),
+            ({"ari-websocket-client": "WebSocket/xl"}, "ari-websocket-client"),
+            ({"ari-media": "websocket", "ari-websocket-connection": "client", "ari-websocket-client": "x",
+              "websocket": "7002=9093,7003=8703"}, "ari-websocket-port"),
         ]:
             e = self.assertRaises(ConfigError, load_config, {**base, **bad})
             self.assertIn(word, str(e))

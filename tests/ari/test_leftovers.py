@@ -21,7 +21,9 @@ from xlbridge.ari.leftovers import (
     partnerless,
     stale_bridges,
     stale_media,
+    stale_websocket,
     unicast_rtp_port,
+    websocket_peer,
 )
 
 
@@ -49,6 +51,30 @@ class MediaNameTests(SynchronousTestCase):
         ]
         stale = stale_media(chans, {"2", mine}, (20000, 20009), "127.0.0.1:9092", {20007})
         self.assertEqual([c["id"] for c in stale], ["1", "5"])
+
+    def test_websocket_names(self) -> None:
+        self.assertEqual(websocket_peer("WebSocket/INCOMING/0x7fb79c00f280"), "INCOMING")
+        self.assertEqual(websocket_peer("WebSocket/xlbridge-ari/0x7f01"), "xlbridge-ari")
+        self.assertIsNone(websocket_peer("WebSocket/INCOMING"))
+        self.assertIsNone(websocket_peer("PJSIP/7777-00000001"))
+
+    def test_stale_websocket(self) -> None:
+        def ch(cid: str, name: str, app: str = "AppDial2", data: str = "(Outgoing Line)") -> dict[str, Any]:
+            return {"id": cid, "name": name, "dialplan": {"app_name": app, "app_data": data}}
+
+        chans = [
+            ch("xlbridge-ws-1", "WebSocket/INCOMING/0x1"),                        # ours, never connected
+            ch("xlbridge-ws-2", "WebSocket/INCOMING/0x2"),                        # a live leg's
+            ch("1796.3", "WebSocket/xlbridge-ari/0x3", "Stasis", "xlbridge"),     # in our app, no args
+            ch("1796.4", "WebSocket/INCOMING/0x4"),                               # another app's, connecting
+            ch("1796.5", "WebSocket/INCOMING/0x5", "Stasis", "otherapp"),         # another app's
+            ch("1796.6", "WebSocket/media1/0x6", "Stasis", "xlbridge,room=r1"),   # a caller, over WebSocket
+            ch("xlbridge-ws-7", "PJSIP/7777-00000007", "Stasis", "xlbridge"),      # not a WebSocket channel
+            ch("otherapp-ws-8", "WebSocket/INCOMING/0x8"),                        # another xlbridge's
+        ]
+        stale = stale_websocket(chans, {"xlbridge-ws-2"}, "xlbridge")
+        self.assertEqual([c["id"] for c in stale], ["xlbridge-ws-1", "1796.3"])
+
 
 class RestartCleanupTests(ARIHarness):
     def test_leftovers_removed_on_connect(self) -> Any:

@@ -24,8 +24,10 @@ the chan_websocket fake of :mod:`tests.fakes.chan_websocket`.
   ``external_host`` must be an entry of :attr:`FakeARI.websocket_clients`
   (id -> ``ws://`` URI; 400 "external_host must be a valid
   websocket_client connection id." otherwise).  The channel is
-  ``WebSocket/<id>/0x...``; ARI answers 200 first, then the fake dials the
-  URI offering ``media``; MEDIA_START's ``connection_id`` is the entry's id.
+  ``WebSocket/<id>/0x...``; ARI answers 200 first (``channelvars``
+  ``MEDIA_WEBSOCKET_CONNECTION_ID`` = the entry's id), then the fake dials
+  the URI offering ``media``; MEDIA_START's ``connection_id`` is the
+  entry's id too.
   A refused dial (or a connection closed before it opens) destroys the
   channel (cause 3, "No route to destination").
 - Either way: the app closing (CLOSE or TCP) hangs the channel up;
@@ -113,10 +115,10 @@ def external_websocket(fake: "FakeARI", params: dict[str, str]) -> tuple[int, An
     def closed(channel: ARIChannel) -> None:
         fake.later(0, fake.hangup, cid)
 
+    # Client mode: the "connection id" is the websocket_client.conf entry's.
+    connection_id = str(uuid.uuid4()) if mode == "server" else peer
+    ch["channelvars"] = {"MEDIA_WEBSOCKET_CONNECTION_ID": connection_id, "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "640"}
     if mode == "server":
-        connection_id = str(uuid.uuid4())
-        ch["channelvars"] = {"MEDIA_WEBSOCKET_CONNECTION_ID": connection_id,
-                             "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "640"}
         channel = ARIChannel(fake.chan_websocket, connection_id, cid, ch["name"], opened, closed)
         fake.chan_websocket.channels[connection_id] = channel
         fake.later(fake.websocket_connect_timeout, _unanswered, fake, cid, channel)

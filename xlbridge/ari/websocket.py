@@ -141,8 +141,8 @@ class MediaDial:
         waiting on :attr:`done` go on (it will find its caller gone).
         """
         if not self.done.called:
+            self.done.callback(None)  # first: closing may report back at once
             self._close()
-            self.done.callback(None)
 
     # -- what the protocol forwards ------------------------------------------
 
@@ -183,8 +183,8 @@ class MediaDial:
     def _fail(self, why: str) -> None:
         if self.done.called:
             return
-        self._close()
         self.done.errback(MediaConnectError(f"cannot connect to Asterisk's media WebSocket {self.url}: {why}"))
+        self._close()
 
     def _settle(self) -> None:
         if self._timer is not None and self._timer.active():

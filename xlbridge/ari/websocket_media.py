@@ -89,7 +89,7 @@ class WebSocketMedia:
         if self.client_id is None:
             return (
                 "WebSocket media (chan_websocket, slin16 little-endian both ways): xlbridge connects to "
-                f"{media_url(self.settings.url, '<id>')} for each caller"
+                f"{media_url(self.settings.url, '')}<id> for each caller"
             )
         return (
             "WebSocket media (chan_websocket, slin16 little-endian both ways): Asterisk dials TCP port "
