@@ -291,3 +291,62 @@ class ClientModeTests(Rooms):
             self.assertEqual(ari.websocket.legs, {})
 
         return ensureDeferred(run())
+
+
+class MixedMediaTests(Rooms):
+    """
+    One room, two media: the default (RTP) for one caller, ``media=websocket``
+    in the other's Stasis arguments; each hears the other.  A media the
+    controller cannot give falls back to the default, with a warning.
+    """
+
+    settings = {"reply-codec": "slin16"}  # bit-exact back to the RTP caller
+
+    def test_rtp_and_websocket_callers_in_one_room(self) -> Any:
+        async def run() -> None:
+            from xlbridge.rtp.packet import build, parse
+            from xlbridge.transports.rtp import RTPEndpoint
+
+            ari = self.start()
+            await wait_until(lambda: ari.events.connected)
+            a = self.fake.new_channel("PJSIP/7777-00000001", "7777")
+            b = self.fake.new_channel("PJSIP/8888-00000002", "8888")
+            self.fake.enter(a, ["room=r1,lang=en,media=websocket"])
+            self.fake.enter(b, ["room=r1,lang=es"])
+            await wait_until(lambda: a["id"] in self.calls())
+            ca, cb = ari.rooms["r1"].callers
+            self.assertEqual((ca.media, cb.media), ("websocket", "rtp"))
+            self.assertIsInstance(ca.endpoint, WebSocketEndpoint)
+            self.assertIsInstance(cb.endpoint, RTPEndpoint)
+            assert ca.media_id and cb.media_id
+            wa = self.fake.websocket[ca.media_id]
+            for seq in range(25):
+                wa.send_audio(TONE_A)
+                self.fake.send_rtp(cb.media_id, build(118, 1000 + seq, 320 * seq, 7, struct.pack(">h", -2222) * 320))
+                await deferLater(reactor, 0.02, lambda: None)
+
+            def rtp_heard() -> list[int]:
+                got = [parse(d) for d, _ in self.fake.rtp[cb.media_id].received]
+                return np.frombuffer(b"".join(p.payload for p in got), dtype=">i2").tolist()
+
+            await wait_until(lambda: rtp_heard().count(1111) >= 320 * 10 and heard(wa).tolist().count(-2222) >= 320 * 10)
+            self.assertEqual(set(rtp_heard()) - {0}, {1111})
+            self.assertEqual(set(np.unique(heard(wa))) - {0}, {-2222})
+            self.fake.hangup(b["id"])
+            await self.all_gone(ari, wa)
+
+        return ensureDeferred(run())
+
+    def test_unavailable_media_falls_back_with_a_warning(self) -> Any:
+        async def run() -> None:
+            ari = self.start()
+            await wait_until(lambda: ari.events.connected)
+            a = self.fake.new_channel("PJSIP/7777-00000001", "7777")
+            self.fake.enter(a, ["room=r1,lang=en,media=audiosocket"])
+            await wait_until(lambda: a["id"] in ari.callers)
+            self.assertEqual(ari.callers[a["id"]].media, "rtp")
+            self.assertIn("media=audiosocket is not one of rtp, websocket; using rtp", "\n".join(self.logged))
+            self.fake.hangup(a["id"])
+            await wait_until(lambda: self.fake.empty)
+
+        return ensureDeferred(run())

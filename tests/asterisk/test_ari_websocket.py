@@ -69,6 +69,22 @@ class WebSocketMediaTests(RealAsteriskTestCase):
         self.assertEqual(log.count("WebSocket channel WebSocket/xlbridge-ari/0x"), 2)
 
     @inlineCallbacks
+    def test_room_mixing_rtp_and_websocket(self) -> Any:
+        """
+        ``--ari-media rtp`` (the default) and one caller asking for
+        ``media=websocket``: an RTP leg and a WebSocket leg in one room,
+        each caller hearing the other's prompt whole.
+        """
+        bridge = yield self.start(*self.ari_args("--engines", "relay"), ready="ARI events connected")
+        yield self.exchange(
+            {"app": "xlbridge", "app_args": "room=w5,lang=en,media=websocket"},
+            {"app": "xlbridge", "app_args": "room=w5,lang=es"},
+        )
+        log = bridge.log()
+        self.assertNotIn("setup failed", log)
+        self.assertEqual(log.count("WebSocket channel WebSocket/INCOMING/0x"), 1)
+
+    @inlineCallbacks
     def test_hangup_from_either_side(self) -> Any:
         """
         The first caller of a room hangs up: the other is hung up at once;

@@ -205,6 +205,9 @@ class Caller:
     name: str
     room: str
     lang: str
+    #: how its audio reaches us: ``"rtp"``, ``"audiosocket"`` or
+    #: ``"websocket"`` (``--ari-media``, or its Stasis ``media=``)
+    media: str = "rtp"
     bridge_id: Optional[str] = None
     media_id: Optional[str] = None
     port: Optional[int] = None
@@ -356,10 +359,12 @@ def _build() -> Callable[[_Core], CallerInputs]:
 _machine = _build()
 
 
-def new_caller(channel_id: str, name: str, room: str, lang: str, owner: CallerOwner) -> Caller:
+def new_caller(
+    channel_id: str, name: str, room: str, lang: str, owner: CallerOwner, media: str = "rtp"
+) -> Caller:
     """
     A caller in state ``setting-up``; feed it :meth:`CallerInputs.start`.
     """
-    caller = Caller(channel_id, name, room, lang)
+    caller = Caller(channel_id, name, room, lang, media)
     caller.lifecycle = _machine(_Core(caller, owner))
     return caller

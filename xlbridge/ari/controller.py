@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Generator, Optional
 
+import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.error import CannotListenError
@@ -128,15 +129,17 @@ class ARIController(MultiService):
             )
             self.audiosocket_listener.setName("ari-audiosocket")
             self.audiosocket_listener.setServiceParent(self)
-        #: With ``media = "websocket"``: the legs, their dials (server
-        #: mode) or the router and its listener (client mode).
-        self.websocket: Optional[WebSocketMedia] = None
-        if settings.media == "websocket":
-            self.websocket = WebSocketMedia(
-                settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms
-            )
-            if self.websocket.listener is not None:
-                self.websocket.listener.setServiceParent(self)
+        #: WebSocket legs: their dials (server mode) or the router and its
+        #: listener (client mode, with ``media = "websocket"`` only).  Always
+        #: there: a caller may ask for ``media=websocket`` in its Stasis
+        #: arguments whatever ``--ari-media`` says, and server mode needs
+        #: nothing of ours but ARI's own HTTP server.
+        ws_settings = settings if settings.media == "websocket" else attrs.evolve(settings, websocket_connection="server")
+        self.websocket: WebSocketMedia = WebSocketMedia(
+            ws_settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms
+        )
+        if self.websocket.listener is not None:
+            self.websocket.listener.setServiceParent(self)
         self.callers: dict[str, Caller] = {}
         self.rooms: dict[str, StasisRoom] = {}
         self._pending: set[Deferred[Any]] = set()
@@ -215,7 +218,7 @@ class ARIController(MultiService):
         port = unicast_rtp_port(name)
         if port is not None:
             return port in self.pool.in_use
-        if self.websocket is not None and self.websocket.owns(channel):
+        if self.websocket.owns(channel):
             return True
         target = audiosocket_target(name)
         return target is not None and self.audiosocket is not None and target[1] in self.audiosocket.routes
@@ -229,6 +232,7 @@ class ARIController(MultiService):
             return
         opts = parse_args(args)
         lang = opts.get("lang", "en").lower()
+        media = self._media_of(name, opts.get("media"))
         if "dial" in opts:
             room_name = f"dial-{cid}"
         elif "room" in opts:
@@ -242,12 +246,14 @@ class ARIController(MultiService):
             self.log.warn("{name}: room {room} is full; hanging up", name=name, room=room_name)
             self._quietly(self.client.hangup(cid))
             return
-        caller = new_caller(cid, name, room_name, lang, self)
+        caller = new_caller(cid, name, room_name, lang, self, media)
         room.callers.append(caller)
         self.callers[cid] = caller
         self.log.info("{name} ({lang}) entered room {room}", name=name, lang=lang, room=room_name)
         if "dial" in opts:
             peer_args = f"room={room_name},lang={opts.get('peer_lang', 'es').lower()}"
+            if "peer_media" in opts:
+                peer_args += f",media={opts['peer_media']}"
             self.dialer.dial(cid, opts["dial"], peer_args)
         caller.lifecycle.start()
 
@@ -266,7 +272,7 @@ class ARIController(MultiService):
 
     def create_media(self, caller: Caller) -> "Deferred[Any]":
         self._bind(caller)
-        if caller.media_ws is not None and self.websocket is not None:
+        if caller.media_ws is not None:
             return self.websocket.create(self.client, caller.media_ws)  # slin16 both ways
         if caller.media_uuid is not None:
             # AudioSocket: slin16 both ways (0x12), whatever --codec says.
@@ -290,7 +296,7 @@ class ARIController(MultiService):
         # Stasis; adding it to the bridge earlier fails with 422 "Channel
         # not in Stasis application" (seen on Asterisk 22).
         assert caller.media_id is not None
-        if caller.media_ws is not None and self.websocket is not None:
+        if caller.media_ws is not None:
             # A WebSocket channel only enters Stasis once connected: connect
             # first (PROTOCOLS.md 10.6).
             d = self.websocket.connect(caller.media_ws, channel)
@@ -321,12 +327,31 @@ class ARIController(MultiService):
             return int(getattr(listener.port.getHost(), "port"))
         return self.settings.audiosocket_port
 
+    def _media_of(self, name: str, asked: Optional[str]) -> str:
+        """
+        The media a caller gets: ``--ari-media``, unless its Stasis
+        arguments say ``media=rtp`` or ``media=websocket`` (or
+        ``audiosocket`` when that listener runs): one room may mix them.
+        """
+        default = self.settings.media
+        if asked is None:
+            return default
+        asked = asked.strip().lower()
+        usable = {"rtp", "websocket"} | ({"audiosocket"} if self.audiosocket is not None else set())
+        if asked not in usable:
+            self.log.warn(
+                "{name}: media={asked} is not one of {usable}; using {default}",
+                name=name, asked=asked, usable=", ".join(sorted(usable)), default=default,
+            )
+            return default
+        return asked
+
     def _bind(self, caller: Caller) -> None:
-        if self.websocket is not None:
+        if caller.media == "websocket":
             caller.media_ws, caller.endpoint = self.websocket.bind(caller.name, lambda ep, s: self._audio(caller, s))
             self.bridge.attach_endpoint(caller.name, caller.endpoint, origin="ari")
             return
-        if self.audiosocket is not None:
+        if caller.media == "audiosocket" and self.audiosocket is not None:
             # One TCP port for all: the router hands Asterisk's connection
             # announcing this UUID to this endpoint.
             caller.media_uuid, caller.endpoint = self.audiosocket.add(
@@ -436,7 +461,7 @@ class ARIController(MultiService):
             # which ends the channel too.
             self.audiosocket.remove(caller.media_uuid)
             caller.media_uuid = None
-        if caller.media_ws is not None and self.websocket is not None:
+        if caller.media_ws is not None:
             # Also after the hangup request (our close ends the channel too).
             self.websocket.remove(caller.media_ws)
             caller.media_ws = None
@@ -478,8 +503,7 @@ class ARIController(MultiService):
         self.dialer.cancel_all()
         if self.audiosocket is not None:
             self.audiosocket.close_pending()
-        if self.websocket is not None:
-            self.websocket.close_pending()
+        self.websocket.close_pending()
         pending = list(self._pending)
         d = gatherResults([maybeDeferred(super().stopService), *pending], consumeErrors=True)
         d.addBoth(lambda _: self.client.close())
@@ -527,7 +551,7 @@ class ARIController(MultiService):
         ours = self._media_ids() | (set(self.audiosocket.routes) if self.audiosocket is not None else set())
         dest = f"{self.settings.external_host}:{self.audiosocket_port()}"
         stale = stale_media(channels or [], ours, self.settings.rtp_ports, dest, self.pool.in_use)
-        ours_ws = self._media_ids() | (self.websocket.ids() if self.websocket is not None else set())
+        ours_ws = self._media_ids() | self.websocket.ids()
         stale += stale_websocket(channels or [], ours_ws, self.settings.app)
         for ch in stale:
             self.log.info("removing stale channel {name}", name=ch.get("name"))
