@@ -20,22 +20,17 @@ Design notes:
   ``websocket_format``, unparsable TEXT as ``websocket_malformed``.
 - Outbound, **Asterisk keeps time**: it queues what we send and plays one
   frame per ptime.  So this transport is not paced by the egress clock
-  (:class:`~xlbridge.interfaces.IPeerPacedTransport`): a
-  :class:`~xlbridge.transports.websocket_flow.PeerQueue` models Asterisk's
-  queue, and each tick the leg sends what :meth:`frames_wanted` allows:
-  up to ``lookahead_ms`` of speech, ``filler_lookahead_ms`` of filler.
-  The frames of one call go out as one message (whole multiples of
-  ``optimal_frame_size``, at most :data:`MAX_MESSAGE` bytes each).  Bytes
-  still on our side of the socket count as queued, and nothing is sent
-  while Twisted's buffer is over its bound (see the protocol module), so
-  the lookahead bounds the whole path.
+  (:class:`~xlbridge.interfaces.IPeerPacedTransport`): the leg sends what
+  :meth:`frames_wanted` allows, and a
+  :class:`~xlbridge.transports.websocket_send.MediaSender` (one per
+  stream) encodes it, keeps the lookahead against its model of Asterisk's
+  queue, and owns FLUSH_MEDIA and the marks.  Nothing is sent while
+  Twisted's buffer is over its bound, and bytes still on our side of the
+  socket count as queued (see the protocol module), so the lookahead
+  bounds the whole path.
 - MEDIA_XOFF stops sending until MEDIA_XON (time counted in ``xoff_ms``);
   at XON a GET_STATUS resyncs the model with Asterisk's real queue.
-- :meth:`flush` (an utterance dropped or cut) sends FLUSH_MEDIA and counts
-  the audio it dropped; :meth:`mark` sends MARK_MEDIA and ``on_mark`` is
-  called when Asterisk played every frame before it, so callers can learn
-  when audio really reached the caller.  A flush kills pending marks, as
-  Asterisk does.
+  MEDIA_MARK_PROCESSED goes to the sender, then to ``on_mark``.
 - Hangup: Asterisk's CLOSE (or a dropped connection) calls ``on_hangup``;
   :meth:`hangup` sends HANGUP then CLOSE, and drops TCP if Asterisk has not
   closed within :data:`CLOSE_TIMEOUT`.  :meth:`reset` hangs up, or for a
@@ -47,7 +42,6 @@ Design notes:
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -57,14 +51,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from xlbridge.audio.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
+from xlbridge.audio.frame import SAMPLE_RATE, Samples
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import IPeerPacedTransport
 from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports import websocket_protocol as wsp
 from xlbridge.transports.websocket_codec import (
-    MAX_MESSAGE,
     XOFF_LEVEL,
     ControlFormat,
     DtmfEnd,
@@ -78,11 +71,11 @@ from xlbridge.transports.websocket_codec import (
     XOn,
     command,
     decode_audio,
-    encode_audio,
     media_format,
     parse_event,
 )
 from xlbridge.transports.websocket_flow import PeerQueue
+from xlbridge.transports.websocket_send import MediaSender, idle_queue
 
 #: Seconds Asterisk gets to answer our CLOSE before TCP is dropped.
 CLOSE_TIMEOUT = 2.0
@@ -145,24 +138,19 @@ class WebSocketEndpoint:
         self.start: Optional[MediaStart] = None
         self.format: Optional[MediaFormat] = None
         self.control = ControlFormat.PLAIN
-        self.queue = PeerQueue(FRAME_MS, lookahead_ms, filler_lookahead_ms)
+        #: what goes out, for the live stream (from its MEDIA_START)
+        self.sender: Optional[MediaSender] = None
+        self._idle = idle_queue(lookahead_ms, filler_lookahead_ms)
         self._xoff_counted = 0  # ms of self.queue's XOFF time already counted
+        self._messages_before = 0  # messages sent by earlier streams
         self.dtmf: deque[str] = deque(maxlen=DTMF_HISTORY)
         #: ``host:port`` we listen on (set by the listener), for status pages
         self.local: Optional[str] = None
         #: how to read bytes still waiting in the kernel (tests replace it)
         self.unsent_bytes: Callable[[Any], int] = wsp.unsent_bytes
-        self.messages_out = 0
         self._in: Optional[StreamResampler] = None
-        self._out: Optional[StreamResampler] = None
-        self._carry = b""  # bytes short of a whole optimal frame
-        self._marks: dict[str, float] = {}  # id -> modelled drain time when sent
-        #: what to call when each pending mark is played (see :meth:`mark`)
-        self._mark_callbacks: dict[str, Callable[[float], None]] = {}
-        self._mark_ids = itertools.count(1)
         self._close_timer: Optional[IDelayedCall] = None
         self._closing: Optional[Any] = None  # the connection we hung up, until it closes
-        self._silence = silence(FRAME_SAMPLES)
         self._error_log = LogThrottle(self.log, clock)
         self._pipeline_log = LogThrottle(self.log, clock)
         self._send_log = LogThrottle(self.log, clock)
@@ -269,13 +257,8 @@ class WebSocketEndpoint:
         elif isinstance(event, MediaStart):
             self._media_start(event)
         elif isinstance(event, MarkProcessed):
-            modelled = self._marks.pop(event.correlation_id, None)
-            if modelled is not None:
-                self.counters.marks_processed += 1
-                self.queue.mark_processed(now, modelled)
-                then = self._mark_callbacks.pop(event.correlation_id, None)
-                if then is not None:
-                    then(now)
+            sender = self.sender
+            if sender is not None and sender.mark_processed(event.correlation_id, now):
                 self.on_mark(self, event.correlation_id, now)
         elif isinstance(event, XOff):
             self.queue.set_xoff(now, XOFF_LEVEL)
@@ -303,20 +286,47 @@ class WebSocketEndpoint:
             self.hangup()
             return
         self.start, self.format, self.control = start, fmt, start.control
-        self._new_queue(start.ptime)
         self._stream_state()
         self.log.info("{ext}: WebSocket channel {channel} ({media_format}, {control})", ext=self.extension,
                       channel=start.channel, media_format=start.format, control=start.control.value)
         self.on_start(self)
 
     def _stream_state(self) -> None:
-        fmt = self.format
-        assert fmt is not None
+        # A new stream: fresh resamplers, a fresh queue model (what was
+        # queued went with the old stream: reset flushes it), no marks.
+        fmt, start = self.format, self.start
+        assert fmt is not None and start is not None
         self._in = StreamResampler(fmt.rate, SAMPLE_RATE)
-        self._out = StreamResampler(SAMPLE_RATE, fmt.rate)
-        self._carry = b""
-        self._marks.clear()
-        self._mark_callbacks.clear()
+        self._retire_sender()
+        self.sender = MediaSender(
+            self.extension, fmt, start.optimal_frame_size, start.ptime, self.counters, self.clock.seconds,
+            self._send_binary, self._send_command, self._send_log, self.lookahead_ms, self.filler_lookahead_ms,
+        )
+
+    def _retire_sender(self) -> None:
+        sender = self.sender
+        if sender is not None:
+            self._sync_xoff(self.clock.seconds())
+            self._messages_before += sender.messages_out
+            self.sender = None
+        self._xoff_counted = 0
+
+    @property
+    def queue(self) -> PeerQueue:
+        """
+        The model of Asterisk's queue for the live stream (an empty one
+        before MEDIA_START).
+        """
+        sender = self.sender
+        return sender.queue if sender is not None else self._idle
+
+    @property
+    def messages_out(self) -> int:
+        """
+        BINARY messages sent, over every stream of this endpoint.
+        """
+        sender = self.sender
+        return self._messages_before + (sender.messages_out if sender is not None else 0)
 
     def _xon(self, now: float) -> None:
         was = self.queue.xoff
@@ -331,11 +341,6 @@ class WebSocketEndpoint:
         total = int(self.queue.xoff_total(now) * 1000)
         self.counters.xoff_ms += total - self._xoff_counted
         self._xoff_counted = total
-
-    def _new_queue(self, ptime_ms: int) -> None:
-        self._sync_xoff(self.clock.seconds())
-        self.queue = PeerQueue(ptime_ms, self.lookahead_ms, self.filler_lookahead_ms)
-        self._xoff_counted = 0
 
     def ws_close(self, proto: Any, was_clean: bool, code: Optional[int], reason: Optional[str]) -> None:
         if proto is self._closing:
@@ -358,14 +363,11 @@ class WebSocketEndpoint:
             self.log.failure("{ext}: error handling the end of a WebSocket connection", ext=self.extension)
 
     def _forget(self) -> None:
-        self._new_queue(FRAME_MS)
+        self._retire_sender()
         self.connection = None
         self.start = self.format = None
         self.control = ControlFormat.PLAIN
-        self._in = self._out = None
-        self._carry = b""
-        self._marks.clear()
-        self._mark_callbacks.clear()
+        self._in = None
         self.dtmf.clear()
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
@@ -398,19 +400,12 @@ class WebSocketEndpoint:
         return start.channel_id or start.channel
 
     def frames_wanted(self, ahead: bool = True) -> int:
-        conn = self.connection
-        if conn is None or self.format is None:
+        conn, sender = self.connection, self.sender
+        if conn is None or sender is None:
             return 0
         if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
             return 0
-        now = self.clock.seconds()
-        room = self.queue.room(now, ahead)
-        if room:
-            unsent = self.unsent_bytes(conn.transport)
-            if unsent:
-                self.queue.stall(now, unsent * self.queue.ptime_ms / self._frame_bytes())
-                room = self.queue.room(now, ahead)
-        return room
+        return sender.frames_wanted(ahead, self.unsent_bytes(conn.transport))
 
     def send_frame(self, samples: Optional[Samples], speech: Optional[bool] = None) -> None:
         if speech is None:
@@ -418,42 +413,16 @@ class WebSocketEndpoint:
         self.send_frames([samples], speech)
 
     def send_frames(self, frames: list[Optional[Samples]], speech: bool, ahead: Optional[bool] = None) -> None:
-        conn, out, fmt = self.connection, self._out, self.format
-        if conn is None or out is None or fmt is None or not frames:
+        sender = self.sender
+        if sender is None or self.connection is None or not frames:
             return
-        counters = self.counters
-        room = self.frames_wanted(speech if ahead is None else ahead)
-        if len(frames) > room:
-            counters.drop(DropReason.WEBSOCKET_FULL, len(frames) - room)
-            frames = frames[:room]
-            if not frames:
-                return
-        data = self._carry + b"".join(
-            encode_audio(fmt, out.process(f if f is not None else self._silence)) for f in frames
-        )
-        size = self._frame_bytes()
-        whole = len(data) // size * size
-        self._carry = data[whole:]
-        step = MAX_MESSAGE // size * size
-        for i in range(0, whole, step):
-            chunk = data[i : i + step]
-            try:
-                conn.sendMessage(chunk, isBinary=True)
-            except Exception as e:
-                counters.drop(DropReason.ERROR)
-                self._send_log.warn("{ext}: WebSocket send failed: {err}", ext=self.extension, err=e)
-                return
-            self.messages_out += 1
-            n = len(chunk) // size
-            self.queue.sent(self.clock.seconds(), n)
-            counters.bytes_out += len(chunk)
-            counters.packets_out += n
-            if not speech:
-                counters.silence_out += n
+        sender.send_frames(frames, speech, self.frames_wanted(speech if ahead is None else ahead))
 
-    def _frame_bytes(self) -> int:
-        start = self.start
-        return start.optimal_frame_size if start is not None else 640
+    def _send_binary(self, data: bytes) -> None:
+        conn = self.connection
+        if conn is None:
+            raise ConnectionError("not connected")
+        conn.sendMessage(data, isBinary=True)
 
     def skip(self, ticks: int) -> None:
         # Asterisk keeps time: a missed tick is only a shorter queue, which
@@ -466,15 +435,8 @@ class WebSocketEndpoint:
         the estimated audio dropped is counted in ``flushed_bytes``, and
         pending marks die with it.
         """
-        if not self.ready:
-            return
-        dropped_ms = self.queue.flush(self.clock.seconds())
-        self.counters.flushed_bytes += int(dropped_ms / self.queue.ptime_ms * self._frame_bytes())
-        self._carry = b""
-        self._marks.clear()
-        self._mark_callbacks.clear()
-        self._mark_callbacks.clear()
-        self._send_command("FLUSH_MEDIA")
+        if self.ready and self.sender is not None:
+            self.sender.flush()
 
     def mark(
         self, correlation_id: Optional[str] = None, then: Optional[Callable[[float], None]] = None
@@ -485,16 +447,9 @@ class WebSocketEndpoint:
         flush kills pending marks: their ``then`` is never called.  Returns
         the id used (``m<n>`` unless given), or ``None`` if not connected.
         """
-        if not self.ready:
+        if not self.ready or self.sender is None:
             return None
-        cid = correlation_id or f"m{next(self._mark_ids)}"
-        if not self._send_command("MARK_MEDIA", cid):
-            return None
-        self._marks[cid] = self.queue.drain_at
-        if then is not None:
-            self._mark_callbacks[cid] = then
-        self.counters.marks_sent += 1
-        return cid
+        return self.sender.mark(correlation_id, then)
 
     def _send_command(self, name: str, correlation_id: Optional[str] = None) -> bool:
         conn = self.connection
@@ -567,6 +522,6 @@ class WebSocketEndpoint:
             "lookahead_ms": self.lookahead_ms,
             "filler_lookahead_ms": self.filler_lookahead_ms,
             "xoff": self.queue.xoff,
-            "marks_pending": len(self._marks),
+            "marks_pending": self.sender.marks_pending if self.sender is not None else 0,
             "messages_out": self.messages_out,
         }
