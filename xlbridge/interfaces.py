@@ -79,9 +79,9 @@ class IPeerPacedTransport(ILegTransport):
     Such a transport is not paced by the egress clock.  On each tick the
     leg fills it instead: it asks :meth:`frames_wanted`, reads up to that
     many frames from the caller's output and sends them with
-    :meth:`send_frames`; only when the output ran dry does it ask again for
-    filler (comfort noise, or digital silence) and send that many filler
-    frames.
+    :meth:`send_frames`; only when the output ran dry does it ask
+    :meth:`filler_wanted` and send that many filler frames (comfort noise,
+    or digital silence).
 
     Only audio made ahead of time may go far ahead: translated speech
     waiting in the listener's queue (``ahead``) is sent up to the full
@@ -103,6 +103,14 @@ class IPeerPacedTransport(ILegTransport):
         (``ahead``), or live audio and filler.  0 while the peer cannot
         take more (full, XOFF, our own send buffers backed up) or the
         transport is not ready.
+        """
+
+    def filler_wanted() -> int:
+        """
+        Filler frames (comfort noise, digital silence) to send now, when
+        the output has nothing: only to keep the peer from running dry
+        while no audio comes, never so much that audio would queue behind
+        it.
         """
 
     def send_frames(frames: list[Optional[Samples]], speech: bool, ahead: Optional[bool] = None) -> None:

@@ -60,6 +60,9 @@ class PacedTransport(RecordingTransport):
         self.queued += len(frames)
         self.wire.append(("frames", len(frames)))
 
+    def filler_wanted(self) -> int:
+        return max(0, self.filler_room - self.queued)
+
     def mark(self, correlation_id: Optional[str] = None, then: Any = None) -> Optional[str]:
         cid = correlation_id or f"m{len(self.marks) + 1}"
         self.marks[cid] = then

@@ -22,6 +22,7 @@ from tests.transports.contract import LegContract, WebSocketDriver
 from tests.transports.wsmemory import Link, connect
 from xlbridge.audio import g711
 from xlbridge.audio.frame import Samples
+from xlbridge.audio.buffer import OutboundBuffer
 from xlbridge.audio.mix import ComfortNoise
 from xlbridge.call.leg import Leg
 from xlbridge.call.playout import Playout
@@ -156,6 +157,64 @@ class EndpointTests(Harness):
         times = [t for t, _ in self.ch.heard]
         self.assertEqual({round(b - a, 3) for a, b in zip(times, times[1:])}, {0.02})
         self.assertEqual(self.ep.counters.packets_out - self.ep.counters.silence_out, 100)
+
+    def test_live_audio_is_not_interleaved_with_filler(self) -> None:
+        """
+        The partner's voice arrives every 20 ms, between the ticks: each
+        frame goes at once, no filler slips in between (it would stand as
+        delay), and each is heard at Asterisk's next tick.
+        """
+        self.leg.playout = Playout(OutboundBuffer(200), ComfortNoise(-60.0, seed=1))
+        self.tick(5)  # filler while nothing comes
+        silence_before = self.ep.counters.silence_out
+        self.clock.advance(0.007)  # arrivals 7 ms after the ticks
+        self.link.flush()
+        written = {}
+        for i in range(50):
+            f = frame(i)
+            written[f.astype("<i2").tobytes()] = self.clock.seconds()
+            self.leg.playout.output.write(f)
+            self.link.flush()
+            self.tick()
+        # At most the one filler frame that was queued when audio began.
+        self.assertLessEqual(self.ep.counters.silence_out - silence_before, 1)
+        self.tick(3)
+        delays = [t - written[f] for t, f in self.ch.heard if f in written]
+        self.assertEqual(len(delays), 50)
+        self.assertLessEqual(max(delays), 0.02 + 1e-9)
+
+    def test_audio_never_queues_behind_filler(self) -> None:
+        """
+        Comfort noise queued when audio comes is flushed, so the audio
+        plays at Asterisk's next tick; the flush is not counted as audio
+        dropped.
+        """
+        self.leg.playout = Playout(OutboundBuffer(200), ComfortNoise(-60.0, seed=1))
+        self.tick(10)
+        self.leg.egress(1, 0)  # a tick: filler goes ahead...
+        self.link.flush()
+        self.assertGreater(self.queued_ms(), 0)  # ...and waits in Asterisk
+        f = frame(3)
+        self.leg.playout.output.write(f)
+        self.link.flush()
+        self.assertIn("FLUSH_MEDIA", self.ch.commands)
+        self.assertEqual(self.ep.sender.filler_flushes, 1)
+        self.assertEqual(self.ep.counters.flushed_bytes, 0)
+        self.tick()
+        self.assertEqual(self.ch.heard[-1][1], f.astype("<i2").tobytes())
+
+    def test_no_filler_flush_while_a_mark_is_pending(self) -> None:
+        self.leg.playout = Playout(OutboundBuffer(200), ComfortNoise(-60.0, seed=1))
+        self.tick(10)
+        self.leg.egress(1, 0)
+        self.link.flush()
+        self.ep.mark()
+        self.link.flush()
+        self.leg.playout.output.write(frame(4))
+        self.link.flush()
+        self.assertNotIn("FLUSH_MEDIA", self.ch.commands)
+        self.tick(5)
+        self.assertEqual(len(self.marks), 1)  # the mark survived
 
     def test_filler_stays_shallow_and_never_delays_speech_much(self) -> None:
         self.leg.playout = speech([], ComfortNoise(-60.0, seed=1))

@@ -189,7 +189,7 @@ class Leg:
             transport.send_frames(frames[sent:], True, ahead)
         fill: list[Optional[Samples]] = []
         if dry and with_filler:
-            n = transport.frames_wanted(False)
+            n = transport.filler_wanted()
             if n > 0:
                 filler = playout.filler
                 fill = [filler() if filler is not None else None for _ in range(n)]

@@ -407,6 +407,14 @@ class WebSocketEndpoint:
             return 0
         return sender.frames_wanted(ahead, self.unsent_bytes(conn.transport))
 
+    def filler_wanted(self) -> int:
+        conn, sender = self.connection, self.sender
+        if conn is None or sender is None:
+            return 0
+        if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
+            return 0
+        return sender.filler_wanted()
+
     def send_frame(self, samples: Optional[Samples], speech: Optional[bool] = None) -> None:
         if speech is None:
             speech = samples is not None

@@ -24,6 +24,14 @@ connection of its own and a test can drive it with lists.
   it; a mark that comes back later than modelled moves the model later.
 - :meth:`MediaSender.flush`: FLUSH_MEDIA; what the model still held is
   counted in ``flushed_bytes``, pending marks die (as in Asterisk).
+- Filler (comfort noise, digital silence) only keeps Asterisk's queue from
+  running dry while no audio comes (:meth:`MediaSender.filler_wanted`):
+  none while audio flows (the partner's voice arrives every 20 ms and is
+  sent as it arrives: a filler frame between two would stand as 20 ms of
+  delay for the rest of the talkspurt), at most one frame ahead otherwise.
+  When audio comes while only filler waits in Asterisk, that filler is
+  flushed first, so speech never queues behind noise (not while a mark is
+  pending: a flush would lose it).
 """
 
 from __future__ import annotations
@@ -92,6 +100,13 @@ class MediaSender:
         self._then: dict[str, Callable[[float], None]] = {}
         self._ids = itertools.count(1)
         self._silence = silence(FRAME_SAMPLES)
+        #: when the last audio (not filler) was sent; -inf before any
+        self._last_audio = float("-inf")
+        #: when the filler queued behind the last audio starts to play, or
+        #: ``None`` when no filler is queued
+        self._filler_from: Optional[float] = None
+        #: filler flushes (audio came while only filler was queued)
+        self.filler_flushes = 0
 
     @property
     def marks_pending(self) -> int:
@@ -109,12 +124,39 @@ class MediaSender:
             room = self.queue.room(now, ahead)
         return room
 
+    def filler_wanted(self) -> int:
+        """
+        Filler frames to send now: 0 while audio flows (some was sent less
+        than a ptime ago) or at least a ptime is still queued; else 1.
+        """
+        now = self.clock()
+        ptime = self.queue.ptime_ms / 1000.0
+        if self.queue.xoff or now - self._last_audio < ptime:
+            return 0
+        return 1 if self.queue.queued_ms(now) < self.queue.ptime_ms else 0
+
     def send_frames(self, frames: list[Optional[Samples]], speech: bool, room: int) -> None:
         """
         Send up to ``room`` of ``frames`` (internal 20 ms frames, ``None`` =
         digital silence); the rest is dropped and counted
-        (``websocket_full``).  ``speech`` false counts them as silence.
+        (``websocket_full``).  ``speech`` false: they are filler (counted as
+        silence, flushed when audio comes).
         """
+        now = self.clock()
+        if speech:
+            start = self._filler_from
+            if start is not None and start <= now and not self._marks and self.queue.queued_ms(now) > 0:
+                # Only filler waits (the audio before it has played): drop
+                # it, so this audio plays at Asterisk's next tick.
+                self.queue.flush(now)
+                self._carry = b""
+                self.filler_flushes += 1
+                self.send_command("FLUSH_MEDIA", None)
+                room = max(room, self.queue.room(now, False))
+            self._filler_from = None
+            self._last_audio = now
+        elif self._filler_from is None:
+            self._filler_from = max(now, self.queue.drain_at)
         counters = self.counters
         if len(frames) > room:
             counters.drop(DropReason.WEBSOCKET_FULL, len(frames) - room)
@@ -154,6 +196,7 @@ class MediaSender:
         self._carry = b""
         self._marks.clear()
         self._then.clear()
+        self._filler_from = None
         self.send_command("FLUSH_MEDIA", None)
 
     def mark(self, correlation_id: Optional[str] = None, then: Optional[Callable[[float], None]] = None) -> Optional[str]:
