@@ -93,7 +93,7 @@ from xlbridge.transports.audiosocket_codec import (
     encode,
     format_uuid,
 )
-from xlbridge.transports.backlog import SendBacklog, tune
+from xlbridge.transports.backlog import SendBacklog, peer_address, tune
 
 #: DTMF digits kept per connection in :attr:`AudioSocketEndpoint.dtmf`.
 DTMF_HISTORY = 32
@@ -407,11 +407,7 @@ class AudioSocketEndpoint(Factory):
                 self.log.failure("{ext}: AudioSocket hangup failed", ext=self.extension)
 
     def describe(self) -> dict[str, Any]:
-        peer = None
-        conn = self.connection
-        if conn is not None and conn.transport is not None:
-            p = conn.transport.getPeer()
-            peer = f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"
+        peer = peer_address(self.connection)
         return {
             "kind": self.kind,
             "codec": f"slin@{self.rate}" if self.rate else None,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import fcntl
 import socket
 import struct
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -61,6 +61,18 @@ def tune(transport: Any, send_buffer: int = SEND_BUFFER) -> None:
         handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     except Exception:
         pass
+
+
+def peer_address(connection: Any) -> Optional[str]:
+    """
+    ``host:port`` of ``connection``'s peer (a protocol with a TCP
+    transport), for status pages; ``None`` when not connected.
+    """
+    transport = getattr(connection, "transport", None) if connection is not None else None
+    if transport is None:
+        return None
+    p = transport.getPeer()
+    return f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"
 
 
 def kernel_unsent(transport: Any) -> int:

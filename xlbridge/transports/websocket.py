@@ -57,6 +57,7 @@ from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import IPeerPacedTransport
 from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports import websocket_protocol as wsp
+from xlbridge.transports.backlog import peer_address
 from xlbridge.transports.websocket_codec import (
     XOFF_LEVEL,
     ControlFormat,
@@ -511,11 +512,7 @@ class WebSocketEndpoint:
             self.log.failure("{ext}: dropping the WebSocket connection failed", ext=self.extension)
 
     def describe(self) -> dict[str, Any]:
-        peer = None
-        conn = self.connection
-        if conn is not None and conn.transport is not None:
-            p = conn.transport.getPeer()
-            peer = f"{getattr(p, 'host', '?')}:{getattr(p, 'port', '?')}"
+        peer = peer_address(self.connection)
         start = self.start
         now = self.clock.seconds()
         return {

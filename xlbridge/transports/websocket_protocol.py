@@ -49,11 +49,10 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest, ConnectionResponse
-from twisted.internet.interfaces import IAddress, IConnector, IPushProducer
+from twisted.internet.interfaces import IAddress, IConnector
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from xlbridge.transports.backlog import kernel_unsent, tune
+from xlbridge.transports.backlog import SendBacklog, kernel_unsent, tune
 
 #: The subprotocol chan_websocket speaks.
 SUBPROTOCOL = "media"
@@ -87,40 +86,6 @@ class MediaEndpoint(Protocol):
     def ws_close(self, proto: Any, was_clean: bool, code: Optional[int], reason: Optional[str]) -> None: ...
 
 
-@implementer(IPushProducer)
-class Backpressure:
-    """
-    Registered with a connection's transport: Twisted pauses it when the
-    transport's buffer is over its ``bufferSize``, and resumes it when it
-    has drained.
-    """
-
-    def __init__(self) -> None:
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-
-    def stopProducing(self) -> None:
-        self.paused = True
-
-
-def tune_transport(transport: Any, backpressure: Backpressure) -> None:
-    """
-    TCP_NODELAY, a small kernel send buffer and a producer on ``transport``;
-    each is skipped where the transport cannot (memory transports in tests).
-    """
-    tune(transport, KERNEL_SNDBUF)
-    try:
-        transport.bufferSize = TWISTED_BUFFER
-        transport.registerProducer(backpressure, True)
-    except Exception:
-        pass
-
-
 def unsent_bytes(transport: Any) -> int:
     """
     Bytes the kernel holds for ``transport`` and has not sent yet; 0 where
@@ -133,11 +98,14 @@ class _Forwarding:
     """What both directions share: Autobahn callbacks -> the endpoint."""
 
     endpoint: MediaEndpoint
-    backpressure: Backpressure
+    backpressure: SendBacklog
 
     def onOpen(self) -> None:
-        self.backpressure = Backpressure()
-        tune_transport(self.transport, self.backpressure)  # type: ignore[attr-defined]
+        # TCP_NODELAY, a small kernel send buffer, and Twisted's buffer
+        # bounded (it pauses us past TWISTED_BUFFER); skipped where the
+        # transport cannot (memory transports in tests).
+        tune(self.transport, KERNEL_SNDBUF)  # type: ignore[attr-defined]
+        self.backpressure = SendBacklog(self.transport, TWISTED_BUFFER)  # type: ignore[attr-defined]
         self.endpoint.ws_open(self)  # type: ignore[arg-type]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
