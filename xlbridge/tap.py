@@ -262,7 +262,7 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
 
         ari = config.ari
         controller = ARIController(bridge, ari, reactor)
-        if controller.websocket is not None:
+        if ari.media == "websocket":
             media = controller.websocket.describe()
         elif ari.media == "audiosocket":
             media = f"AudioSocket (slin16, little-endian, both ways) on TCP port {ari.audiosocket_port}"
