@@ -53,6 +53,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, str(HERE))
+from codestate import code_state  # noqa: E402
 
 import numpy as np  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
@@ -72,23 +74,6 @@ U1_LEVEL, U2_LEVEL = 1000, -1000
 SCENARIOS = ("ws_flush", "ws_noflush", "rtp")
 
 
-def code_state(root: str) -> dict[str, str]:
-    """Which xlbridge was measured: the tree's HEAD (read-only) and a digest of its xlbridge/*.py."""
-    import hashlib
-    import subprocess as sp
-
-    h = hashlib.sha1()
-    for dirpath, _dirs, files in sorted(os.walk(os.path.join(root, "xlbridge"))):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    h.update(name.encode() + f.read())
-    try:
-        head = sp.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                      timeout=10).stdout.strip()
-    except OSError:
-        head = ""
-    return {"root": root, "git_head": head or os.path.basename(root), "xlbridge_py_sha1": h.hexdigest()[:12]}
 
 
 class FakeAsteriskRTP(DatagramProtocol):

@@ -86,6 +86,8 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+from codestate import code_state  # noqa: E402
 os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")  # xlbridge under twistd too
 
 import G722  # noqa: E402
@@ -128,23 +130,6 @@ APP_LEGS = {
 }
 
 
-def code_state(root: str) -> dict[str, str]:
-    """Which xlbridge was measured: the tree's HEAD (read-only) and a digest of its xlbridge/*.py."""
-    import hashlib
-    import subprocess as sp
-
-    h = hashlib.sha1()
-    for dirpath, _dirs, files in sorted(os.walk(os.path.join(root, "xlbridge"))):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    h.update(name.encode() + f.read())
-    try:
-        head = sp.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                      timeout=10).stdout.strip()
-    except OSError:
-        head = ""
-    return {"root": root, "git_head": head or os.path.basename(root), "xlbridge_py_sha1": h.hexdigest()[:12]}
 
 
 # --------------------------------------------------------------------------

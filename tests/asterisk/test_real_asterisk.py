@@ -111,6 +111,33 @@ class RealAsteriskTestCase(TestCase):
         bridges = yield lab.ari("GET", "/bridges")
         self.assertEqual([b.get("name") for b in bridges], [])
 
+    @inlineCallbacks
+    def both_directions(self, *more: str) -> Any:
+        """
+        A room (``more``: further options, e.g. the media) where the English
+        and the Spanish caller take turns; checks that each heard the other
+        translated, and returns the bridge's events.
+        """
+        bridge = yield self.start(*self.ari_args("--engines", "local", *more), ready="ARI events connected")
+        # The lab links sounds/es to the es_MX prompts: "Por el momento, usted es la única persona en la conferencia."
+        yield lab.caller("a", PROMPT_A, delay=2, hold=14, app="xlbridge", app_args="room=r9,lang=en")
+        yield lab.caller("b", "es/conf-onlyperson", delay=8, hold=8, app="xlbridge", app_args="room=r9,lang=es")
+        yield lab.wait_idle(60)
+        events = bridge.events()
+        translations = [e for e in events if e["event"] == "TranslationEvent"]
+        to_es = " ".join(e["text"] for e in translations if e["language"] == "es").lower()
+        to_en = " ".join(e["text"] for e in translations if e["language"] == "en").lower()
+        self.assertIn("persona", to_es, events)
+        self.assertIn("only person", to_en, events)
+        finals = [e for e in events if e["event"] == "TranscriptEvent" and e["is_final"] and e["text"]]
+        self.assertTrue(any("única persona" in e["text"].lower() for e in finals if e["language"] == "es"), finals)
+        for who in ("a", "b"):
+            self.assertGreater(lab.loudest_dbfs(lab.recording(who)), -30, who)
+        played = {e["extension"] for e in events if e["event"] == "PlaybackStarted"}
+        self.assertEqual(len(played), 2, played)
+        self.assertNotIn("setup failed", bridge.log())
+        return events
+
 
 class ARIControllerTests(RealAsteriskTestCase):
     """
@@ -426,23 +453,8 @@ class TranslationTests(RealAsteriskTestCase):
     @inlineCallbacks
     def test_both_directions_translated(self) -> Any:
         """English caller and Spanish caller take turns: each hears the other's words translated (Whisper)."""
-        bridge = yield self.start(*self.ari_args("--engines", "local"), ready="ARI events connected")
-        # The lab links sounds/es to the es_MX prompts: "Por el momento, usted es la única persona en la conferencia."
-        yield lab.caller("a", PROMPT_A, delay=2, hold=14, app="xlbridge", app_args="room=r9,lang=en")
-        yield lab.caller("b", "es/conf-onlyperson", delay=8, hold=8, app="xlbridge", app_args="room=r9,lang=es")
-        yield lab.wait_idle(60)
-        events = bridge.events()
-        translations = [e for e in events if e["event"] == "TranslationEvent"]
-        to_es = " ".join(e["text"] for e in translations if e["language"] == "es").lower()
-        to_en = " ".join(e["text"] for e in translations if e["language"] == "en").lower()
-        self.assertIn("persona", to_es, events)
-        self.assertIn("only person", to_en, events)
-        finals = [e for e in events if e["event"] == "TranscriptEvent" and e["is_final"] and e["text"]]
-        self.assertTrue(any("única persona" in e["text"].lower() for e in finals if e["language"] == "es"), finals)
-        for who in ("a", "b"):
-            self.assertGreater(lab.loudest_dbfs(lab.recording(who)), -30, who)
-        played = {e["extension"] for e in events if e["event"] == "PlaybackStarted"}
-        self.assertEqual(len(played), 2, played)
+        yield self.both_directions()
+
 
 
 class ExternalMediaAppTests(RealAsteriskTestCase):
