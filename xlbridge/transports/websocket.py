@@ -406,7 +406,7 @@ class WebSocketEndpoint:
             return 0
         if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
             return 0
-        return sender.frames_wanted(ahead, self.unsent_bytes(conn.transport))
+        return sender.frames_wanted(ahead, lambda: self.unsent_bytes(conn.transport))
 
     def filler_wanted(self) -> int:
         conn, sender = self.connection, self.sender

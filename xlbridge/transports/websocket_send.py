@@ -112,16 +112,20 @@ class MediaSender:
     def marks_pending(self) -> int:
         return len(self._marks)
 
-    def frames_wanted(self, ahead: bool, unsent_bytes: int = 0) -> int:
+    def frames_wanted(self, ahead: bool, unsent_bytes: Callable[[], int] = lambda: 0) -> int:
         """
-        Frames that may be sent now (see the module notes); ``unsent_bytes``
-        still wait on our side of the connection.
+        Frames that may be sent now (see the module notes);
+        ``unsent_bytes()`` says how many still wait on our side of the
+        connection.  It is a system call, so it is asked only when the
+        model has room (not on every tick of a full queue).
         """
         now = self.clock()
         room = self.queue.room(now, ahead)
-        if room and unsent_bytes:
-            self.queue.stall(now, unsent_bytes * self.queue.ptime_ms / self.frame_bytes)
-            room = self.queue.room(now, ahead)
+        if room:
+            unsent = unsent_bytes()
+            if unsent:
+                self.queue.stall(now, unsent * self.queue.ptime_ms / self.frame_bytes)
+                room = self.queue.room(now, ahead)
         return room
 
     def filler_wanted(self) -> int:
@@ -229,6 +233,8 @@ class MediaSender:
         return True
 
 
-#: The model's queue before any MEDIA_START (nothing sent, nothing wanted).
 def idle_queue(lookahead_ms: int, filler_lookahead_ms: int) -> PeerQueue:
+    """
+    The model's queue before any MEDIA_START: nothing sent, nothing wanted.
+    """
     return PeerQueue(FRAME_MS, lookahead_ms, filler_lookahead_ms)
