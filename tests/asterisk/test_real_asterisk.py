@@ -39,6 +39,14 @@ PROMPT_A = "conf-onlyperson"  # "You are currently the only person in this confe
 PROMPT_B = "vm-goodbye"  # "Goodbye."
 
 
+#: Pieces of a prompt that may hold a splice on a WebSocket leg (one more
+#: than RTP's): Asterisk plays what we send from its own queue, one frame
+#: per 20 ms tick, and live audio is sent as it arrives (no cushion, for the
+#: least delay), so a frame late by more than the tick's phase margin on
+#: this shared machine leaves one tick empty.  The queue then holds one
+#: frame of slack, so this happens at most about once per talkspurt.
+WS_SPLICED = 2
+
 class RealAsteriskTestCase(TestCase):
     timeout = 120
 
@@ -93,17 +101,18 @@ class RealAsteriskTestCase(TestCase):
         self.assertLess(level, below_dbfs, f"{name} heard something at {level:.1f} dBFS")
 
     @inlineCallbacks
-    def exchange(self, a: dict[str, Any], b: dict[str, Any], threshold: float = 0.9) -> Any:
+    def exchange(self, a: dict[str, Any], b: dict[str, Any], threshold: float = 0.9, spliced: int = 1) -> Any:
         """
         Caller a says PROMPT_A, then caller b says PROMPT_B; each hears the
         other's prompt whole, and Asterisk is left with nothing.  ``a`` and
-        ``b`` are where each goes (:func:`lab.caller` keywords).
+        ``b`` are where each goes (:func:`lab.caller` keywords); ``spliced``
+        as for :meth:`assert_heard`.
         """
         yield lab.caller("a", PROMPT_A, **a)
         yield lab.caller("b", PROMPT_B, **{"delay": 1.5, **b})
         yield self.assert_nothing_left()
-        self.assert_heard("b", PROMPT_A, threshold)
-        self.assert_heard("a", PROMPT_B, threshold)
+        self.assert_heard("b", PROMPT_A, threshold, spliced)
+        self.assert_heard("a", PROMPT_B, threshold, spliced)
 
     @inlineCallbacks
     def assert_nothing_left(self) -> Any:
@@ -575,7 +584,7 @@ class WebSocketTests(RealAsteriskTestCase):
         )
         yield self.exchange(
             {"context": "xlbridge-websocket", "extension": "7002"},
-            {"context": "xlbridge-websocket", "extension": "7003"},
+            {"context": "xlbridge-websocket", "extension": "7003"}, spliced=WS_SPLICED,
         )
         started = [e for e in bridge.events() if e["event"] == "CallStarted"]
         self.assertEqual(len(started), 1)
