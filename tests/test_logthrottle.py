@@ -99,3 +99,22 @@ class LogThrottleTests(SynchronousTestCase):
 
     def test_negative_interval_refused(self) -> None:
         self.assertRaises(ValueError, LogThrottle, Logger(), self.clock, -1.0)
+
+
+class OncePerKeyTests(SynchronousTestCase):
+    def test_once_per_key_then_summaries(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import Logger, formatEvent, globalLogPublisher
+
+        from xlbridge.logthrottle import OncePerKey
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        once = OncePerKey(Logger(), clock, max_keys=2, summary_s=60)
+        said = [once.warn(k, "refused {who}", "{count} more", who=k) for k in ["a", "a", "b", "c", "d", "a"]]
+        self.assertEqual(said, [True, False, True, False, False, False])
+        self.assertEqual([formatEvent(e) for e in logged], ["refused a", "refused b", "1 more"])
+        clock.advance(60)
+        once.warn("e", "refused {who}", "{count} more", who="e")
+        self.assertEqual(formatEvent(logged[-1]), "2 more")

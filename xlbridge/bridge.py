@@ -64,6 +64,7 @@ from xlbridge.egress import EgressClock
 from xlbridge.events import DropReason, Event, LegCounters
 from xlbridge.pipeline.relay import relay_factory
 from xlbridge.room import Endpoint, Room
+from xlbridge.transports.admission import AdmittingFactory, MediaAdmission, PeerFilter
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.websocket import WebSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
@@ -153,14 +154,21 @@ class TCPListenerService(ListenerService):
     ``protocol`` is the factory.
     """
 
-    def __init__(self, reactor: IReactorTCP, port: int, protocol: AnnouncedFactory, interface: str) -> None:
+    def __init__(
+        self, reactor: IReactorTCP, port: int, protocol: AnnouncedFactory, interface: str,
+        peers: Optional[PeerFilter] = None, what: str = "",
+    ) -> None:
         super().__init__(port, interface)
         self.reactor = reactor
         self.protocol = protocol
+        #: what listens: ``protocol`` behind the allow-list when ``peers``
+        self.factory: AnnouncedFactory = protocol
+        if peers is not None:
+            self.factory = AdmittingFactory(protocol, peers, what or f"port {port}")  # type: ignore[arg-type]
 
     def _listen(self) -> IListeningPort:
         port = self.reactor.listenTCP(
-            self.portNumber, self.protocol, interface=self.interface  # type: ignore[arg-type]
+            self.portNumber, self.factory, interface=self.interface  # type: ignore[arg-type]
         )
         host = port.getHost()
         self.protocol.local = f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
@@ -256,6 +264,9 @@ class BridgeService(MultiService):
         self.codec_in: Codec = config.codec_in()
         self.codec_out: Codec = config.codec_out()
         self._rtp_settings = RTPSettings(config.latch_timeout, config.reorder_depth)
+        #: who may connect to the TCP media listeners (AudioSocket,
+        #: WebSocket) and how fast calls may start on each transport
+        self.admission = MediaAdmission(reactor, config.media_allow, config.max_new_calls)
         #: every listed endpoint by name: configured ones first, then those
         #: attached at run time
         self._listed: dict[str, Listing] = {}
@@ -294,17 +305,20 @@ class BridgeService(MultiService):
         if self.config.transport_of(extension) == "audiosocket":
             audiosocket = AudioSocketEndpoint(
                 extension, on_audio, on_hangup, on_uuid=on_line, clock=self.reactor,
-                first_reply_rate=self.config.rate_of(extension) or 8000,
+                first_reply_rate=self.config.rate_of(extension) or 8000, admission=self.admission,
             )
-            listener = TCPListenerService(self.reactor, port, audiosocket, self.config.interface)
+            listener = TCPListenerService(
+                self.reactor, port, audiosocket, self.config.interface, self.admission.peers, f"AudioSocket {extension}"
+            )
             endpoint = audiosocket
         elif self.config.transport_of(extension) == "websocket":
             websocket = WebSocketEndpoint(
                 extension, on_audio, self.reactor, on_hangup, on_start=on_line,
-                lookahead_ms=self.config.websocket_lookahead_ms,
+                lookahead_ms=self.config.websocket_lookahead_ms, admission=self.admission,
             )
             listener = TCPListenerService(
-                self.reactor, port, websocket.server_factory(self.reactor), self.config.interface
+                self.reactor, port, websocket.server_factory(self.reactor), self.config.interface,
+                self.admission.peers, f"WebSocket {extension}",
             )
             endpoint = websocket
         else:

@@ -23,6 +23,7 @@ from xlbridge.config import BridgeConfig
 from xlbridge.egress import EgressClock
 from xlbridge.events import Event, LegCounters
 from xlbridge.room import Endpoint, Room
+from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.rtp import RTPEndpoint
 
 
@@ -37,6 +38,13 @@ class MonitorView(Protocol):
         """
         The egress clock: tick counters, legs paced, and its ``on_tick``
         hook (set by the monitor while it runs).
+        """
+
+    @property
+    def admission(self) -> MediaAdmission:
+        """
+        Connections refused by the media allow-list, calls by the new-call
+        bound.
         """
 
     @property
@@ -78,6 +86,12 @@ class ControllerView(Protocol):
         """
         The bridge's settings (``interface`` to bind on, ``codec`` to ask
         Asterisk for).
+        """
+
+    @property
+    def admission(self) -> MediaAdmission:
+        """
+        Who may connect to the controller's media listeners.
         """
 
     def rtp_endpoint(self, name: str, on_audio: Callable[[RTPEndpoint, Samples], None]) -> RTPEndpoint:

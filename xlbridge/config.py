@@ -52,6 +52,7 @@ from xlbridge.errors import ConfigError
 from xlbridge.monitor.auth import ENV_VAR as MONITOR_TOKEN_ENV
 from xlbridge.monitor.auth import LISTEN_ENV_VAR as MONITOR_LISTEN_TOKEN_ENV
 from xlbridge.pipeline.settings import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
+from xlbridge.transports.admission import LOOPBACK, Network, default_allow, parse_allow
 
 ENGINES = ("auto", "cloud", "local", "relay")
 
@@ -158,6 +159,11 @@ class BridgeConfig:
     #: Most translated speech or relayed voice queued ahead in Asterisk on
     #: a WebSocket leg, in ms (Asterisk plays it out at its own pace).
     websocket_lookahead_ms: int = 200
+    #: networks that may connect to AudioSocket and WebSocket listeners
+    #: (``None``: any address)
+    media_allow: Optional[tuple[Network, ...]] = LOOPBACK
+    #: new calls a second per TCP media transport (0: no bound)
+    max_new_calls: float = 20.0
     max_burst: int = 3
     events: str | None = None
     #: ``False``: the ``--events`` file gets text lengths, not the text.
@@ -262,6 +268,8 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "audiosocket": ("bridge", "audiosocket", lambda o, v: v),
     "websocket": ("bridge", "websocket", lambda o, v: v),
     "websocket-lookahead-ms": ("media", "websocket_lookahead_ms", number_parser(int, 20, 10000)),
+    "media-allow": ("media", "allow", lambda o, v: _allow_list(o, v)),
+    "max-new-calls": ("calls", "max_new_per_s", number_parser(float, 0, 10000)),
     "langs": ("bridge", "langs", lambda o, v: v),
     "engines": ("bridge", "engines", choice_parser(ENGINES)),
     "interface": ("bridge", "interface", parse_ip_address),
@@ -317,6 +325,19 @@ ARI_ONLY: tuple[str, ...] = tuple(opt for opt, (sec, _, _) in SETTINGS.items() i
 
 #: ``--ports`` when neither ``--audiosocket`` nor ``--ari`` is given.
 DEFAULT_PORTS = "7777,8888"
+
+
+def _allow_list(option: str, value: Any) -> Optional[tuple[Network, ...]]:
+    """
+    ``--media-allow``: addresses and networks (a comma list, or a TOML
+    list), or ``any``.
+    """
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(option, f"expected addresses like 10.0.0.5,10.0.0.0/24 or 'any', got {value!r}")
+    try:
+        return parse_allow(value if isinstance(value, str) else [str(v) for v in value])
+    except ValueError as e:
+        raise ConfigError(option, str(e)) from None
 
 
 def _media_uri(option: str, value: Any) -> str:
@@ -469,6 +490,8 @@ def load_config(
         call_timeout=values.get("call-timeout", 10.0),
         relay_buffer_ms=values.get("relay-buffer-ms", 200),
         websocket_lookahead_ms=values.get("websocket-lookahead-ms", 200),
+        media_allow=values["media-allow"] if "media-allow" in values else default_allow(ari.url if ari else None),
+        max_new_calls=values.get("max-new-calls", 20.0),
         max_burst=values.get("max-burst", 3),
         events=values.get("events") or None,
         events_text=values.get("events-text", True),

@@ -87,6 +87,11 @@ class DropReason(enum.Enum):
     #: A WebSocket connection to the ARI controller's port whose
     #: MEDIA_START named a channel that is no leg of ours (closed).
     WEBSOCKET_UNKNOWN_CHANNEL = "websocket_unknown_channel"
+    #: A new call refused because calls started faster than
+    #: ``--max-new-calls`` a second on its transport (AudioSocket UUID or
+    #: WebSocket MEDIA_START; the connection is closed).  Counted once per
+    #: refused call, on the leg it asked for.
+    CALL_RATE = "call_rate"
 
 
 @attrs.define(slots=True)

@@ -129,3 +129,44 @@ class LogThrottle:
         self.held = 0
         self._since = None
         self._format, self._fields = "", {}
+
+
+class OncePerKey:
+    """
+    A warning logged once per key (a peer's address and a reason), for
+    refusals a hostile or broken peer can repeat at any rate: the first
+    refusal of each key says who and why, the rest are only counted by the
+    owner.  At most ``max_keys`` keys are remembered; past them, one
+    summary line per ``summary_s`` says how many were not logged.
+
+    :ivar unlogged: occurrences since the last summary that were not logged.
+    """
+
+    def __init__(self, log: Logger, clock: IReactorTime, max_keys: int = 256, summary_s: float = 60.0) -> None:
+        self.log = log
+        self.clock = clock
+        self.max_keys = max_keys
+        self.summary_s = summary_s
+        self.unlogged = 0
+        self._keys: set[object] = set()
+        self._summary_at: Optional[float] = None
+
+    def warn(self, key: object, format: str, summary: str, **fields: object) -> bool:
+        """
+        Log ``format`` if ``key`` is new (true then); else hold it back.
+        ``summary`` (with ``{count}``) is the line logged for keys past
+        ``max_keys``, at most once per ``summary_s``.
+        """
+        if key in self._keys:
+            return False
+        if len(self._keys) < self.max_keys:
+            self._keys.add(key)
+            self.log.warn(format, **fields)
+            return True
+        self.unlogged += 1
+        now = self.clock.seconds()
+        if self._summary_at is None or now - self._summary_at >= self.summary_s:
+            self._summary_at = now
+            self.log.warn(summary, count=self.unlogged)
+            self.unlogged = 0
+        return False

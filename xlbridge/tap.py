@@ -84,6 +84,12 @@ class Options(usage.Options):
         ["relay-buffer-ms", None, None, "Bound of each leg's outbound buffer in relay mode, ms. [default: 200]"],
         ["max-burst", None, None, "Most packets per leg sent in one tick to catch up after a stall. [default: 3]"],
         ["call-timeout", None, None, "Seconds without audio on either leg before a call ends. [default: 10]"],
+        ["max-new-calls", None, None,
+         "New calls a second per TCP media transport (AudioSocket, WebSocket); past it a new call is refused "
+         "and counted. 0: no bound. [default: 20]"],
+        ["media-allow", None, None,
+         "Addresses or networks (comma list) that may connect to AudioSocket and WebSocket media ports, or "
+         "'any'. [default: loopback and the --ari host]"],
         ["events", None, None, "Write every transcript, translation and playback event to PATH as JSON lines."],
         ["events-text", None, None, "yes|no: write what callers said in --events; no writes each text's "
          "length instead (privacy). [default: yes]"],
@@ -256,6 +262,11 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
             "(slin16: little-endian), and plays out what we send ahead, up to {ms} ms; on {iface}",
             ms=config.websocket_lookahead_ms, iface=config.interface,
         )
+    if transports & {"audiosocket", "websocket"} or (config.ari is not None and config.ari.media != "rtp"):
+        allow = "any address" if config.media_allow is None else ", ".join(str(n) for n in config.media_allow)
+        bound = f"at most {config.max_new_calls:g} new calls a second per transport" if config.max_new_calls else (
+            "no bound on new calls")
+        log.info("media connections (AudioSocket, WebSocket) accepted from {allow}; {bound}", allow=allow, bound=bound)
     bridge = TwistdBridge(config, reactor, pipeline_factory=factory, observers=observers, services=services)
     if config.ari is not None:
         from xlbridge.ari.controller import ARIController

@@ -265,16 +265,17 @@ class MemoryStreamPort:
     def startListening(self) -> None:
         self.factory.doStart()
 
-    def connect(self) -> MemoryStream:
+    def connect(self, host: str = "127.0.0.1") -> MemoryStream:
         """
-        Open a connection as a client on the loopback would.
+        Open a connection as a client at ``host`` would (the loopback by
+        default).
         """
         if not self.listening:
             from twisted.internet.error import ConnectionRefusedError
 
             raise ConnectionRefusedError()
         self._client_port += 1
-        peer = IPv4Address("TCP", "127.0.0.1", self._client_port)
+        peer = IPv4Address("TCP", host, self._client_port)
         protocol = self.factory.buildProtocol(peer)
         if protocol is None:
             from twisted.internet.error import ConnectionRefusedError
@@ -323,11 +324,11 @@ class MemoryNetReactor(MemoryUDPReactor):
         p.startListening()
         return p
 
-    def connect(self, port: int) -> MemoryStream:
+    def connect(self, port: int, host: str = "127.0.0.1") -> MemoryStream:
         """
-        Connect to the TCP port ``port`` (as Asterisk does).
+        Connect to the TCP port ``port`` (as Asterisk does) from ``host``.
         """
-        return self.tcp[port].connect()
+        return self.tcp[port].connect(host)
 
 
 def pump_ticks(clock: Clock, n: int, interval: float = 0.02) -> None:

@@ -300,6 +300,31 @@ class WebSocketAuthTests(MonitoredBridge, SynchronousTestCase):
         self.assertEqual((type(denied), denied.code), (ConnectionDeny, 403))
         self.assertEqual(self.monitor.guard.refused[Verdict.WRONG], 1)
 
+    def test_refusals_logged_once_per_address_and_reason_without_the_token(self) -> None:
+        """
+        One line per address and reason (then only counted); neither it nor
+        anything Autobahn logs carries the token offered.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.build()
+        for peer, token in [("tcp4:10.0.0.7:5000", "guess-1"), ("tcp4:10.0.0.7:5001", "guess-2"),
+                            ("tcp4:10.0.0.8:5000", "guess-3"), ("tcp4:10.0.0.7:5002", None)]:
+            proto = self.monitor.hub.factory.buildProtocol(None)
+            params = {"token": [token]} if token else {}
+            request = ConnectionRequest(peer, {}, "localhost", "/ws", params, 13, None, [], [])
+            with self.assertRaises(ConnectionDeny):
+                proto.onConnect(request)
+        lines = [formatEvent(e) for e in logged if "refused" in formatEvent(e)]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn("10.0.0.7: invalid token", lines[0])
+        self.assertIn("10.0.0.8: invalid token", lines[1])
+        self.assertIn("10.0.0.7: no token", lines[2])
+        self.assertFalse([e for e in logged if "guess" in formatEvent(e)])
+        self.assertEqual(self.monitor.guard.refused[Verdict.WRONG], 3)
+
     def test_query_or_bearer_accepted(self) -> None:
         self.assertIsNone(self.connect({}, {"token": [TOKEN]}))
         self.assertIsNone(self.connect({"authorization": f"Bearer {TOKEN}"}, {}))

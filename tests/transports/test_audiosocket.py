@@ -184,6 +184,17 @@ class AudioSocketTests(AudioSocketDriver, SynchronousTestCase):
         self.assertEqual([c.call_id for c in self.bridge.active_calls()], [UUIDS["7777"]])
         self.assertFalse(self.streams["7777"].closed)
 
+    def test_busy_refusals_logged_once_then_counted(self) -> None:
+        """A peer that keeps connecting to a busy extension: one log line, every refusal counted."""
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.start_leg("7777")
+        for _ in range(100):
+            self.reactor.connect(7777).send(uuid_frame(UUIDS["8888"]))
+            self.reactor.advance(0.001)
+        self.assertEqual(self.drops("7777"), {"audiosocket_busy": 100})
+        lines = [formatEvent(e) for e in logged if "refused a second" in formatEvent(e)]
+        self.assertEqual(lines, ["7777: refused a second AudioSocket connection"])
+
     def test_error_in_callback_is_contained(self) -> None:
         self.start_leg("7777")
         ep = self.bridge.endpoints["7777"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.transports.backlog import SendBacklog, kernel_unsent, tune
+from xlbridge.transports.backlog import DEAD_PEER_S, SendBacklog, kernel_unsent, tune
 
 
 class SocketTransport:
@@ -60,6 +60,20 @@ class KernelUnsentTests(SynchronousTestCase):
         self.assertEqual(peer.recv(1000), b"x" * 643)
         self.assertEqual(kernel_unsent(transport), 0)
         self.assertFalse(SendBacklog(transport).full(2 * 643))
+
+    def test_a_dead_peer_is_found(self) -> None:
+        """
+        Keepalive probes while idle and a user timeout on unacknowledged
+        data: a peer gone without a FIN ends its connection (and call).
+        """
+        client, _ = connected_pair(self)
+        tune(SocketTransport(client))
+        self.assertTrue(client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+        self.assertEqual(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), DEAD_PEER_S * 1000)
+        idle = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        interval = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+        count = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+        self.assertLessEqual(idle + interval * count, DEAD_PEER_S)
 
     def test_a_peer_that_stops_reading_fills_it(self) -> None:
         """

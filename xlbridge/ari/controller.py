@@ -125,7 +125,8 @@ class ARIController(MultiService):
         if settings.media == "audiosocket":
             self.audiosocket = AudioSocketRouter(reactor)
             self.audiosocket_listener = TCPListenerService(
-                reactor, settings.audiosocket_port, self.audiosocket, bridge.config.interface
+                reactor, settings.audiosocket_port, self.audiosocket, bridge.config.interface,
+                bridge.admission.peers, "the ARI AudioSocket port",
             )
             self.audiosocket_listener.setName("ari-audiosocket")
             self.audiosocket_listener.setServiceParent(self)
@@ -136,7 +137,8 @@ class ARIController(MultiService):
         #: nothing of ours but ARI's own HTTP server.
         ws_settings = settings if settings.media == "websocket" else attrs.evolve(settings, websocket_connection="server")
         self.websocket: WebSocketMedia = WebSocketMedia(
-            ws_settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms
+            ws_settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms,
+            bridge.admission.peers,
         )
         if self.websocket.listener is not None:
             self.websocket.listener.setServiceParent(self)

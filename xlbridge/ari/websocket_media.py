@@ -41,6 +41,7 @@ from xlbridge.ari.leftovers import websocket_id_prefix
 from xlbridge.ari.websocket import MediaConnectError, MediaDial, WebSocketRouter, media_url
 from xlbridge.audio.frame import Samples
 from xlbridge.bridge import TCPListenerService
+from xlbridge.transports.admission import PeerFilter
 from xlbridge.config import ARISettings
 from xlbridge.transports.websocket import WebSocketEndpoint
 
@@ -65,6 +66,7 @@ class WebSocketMedia:
     def __init__(
         self, settings: ARISettings, reactor: IReactorTCP, clock: IReactorTime, interface: str,
         lookahead_ms: int = 200,
+        peers: Optional[PeerFilter] = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -78,7 +80,8 @@ class WebSocketMedia:
         if self.client_id is not None:
             self.router = WebSocketRouter(clock)
             self.listener = TCPListenerService(
-                reactor, settings.websocket_port, self.router.factory(reactor), interface
+                reactor, settings.websocket_port, self.router.factory(reactor), interface,
+                peers, "the ARI WebSocket port",
             )
             self.listener.setName("ari-websocket")
 

@@ -277,6 +277,7 @@ class BridgeCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._packets()
         yield from self._egress()
+        yield from self._admission()
         yield from self._calls()
         yield from self._usage()
         yield from self._monitor()
@@ -323,6 +324,22 @@ class BridgeCollector:
             "Outbound audio samples discarded because a leg's buffer was full.",
             value=drops.get(DropReason.BUFFER_FULL, 0),
         )
+
+    def _admission(self) -> Iterator[Metric]:
+        admission = self.bridge.admission
+        yield CounterMetricFamily(
+            "xlbridge_media_connections_refused_total",
+            "AudioSocket and WebSocket media connections refused: the peer's address is not in --media-allow.",
+            value=admission.peers.refused,
+        )
+        refused = CounterMetricFamily(
+            "xlbridge_calls_refused_total",
+            "New calls refused because they started faster than --max-new-calls a second on their transport.",
+            labels=["transport"],
+        )
+        for kind in ("audiosocket", "websocket"):
+            refused.add_metric([kind], admission.refused_calls.get(kind, 0))
+        yield refused
 
     def _egress(self) -> Iterator[Metric]:
         eg = self.bridge.egress

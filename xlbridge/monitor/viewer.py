@@ -23,6 +23,12 @@ Design notes:
   full.  A transport that cannot take a producer is refused (close 1011):
   without flow control a stuck browser would grow the send buffer without
   bound.
+- **Log.**  Autobahn's own lines (six debug lines per connection, the
+  raw upgrade request with its ``?token=`` among them, and one info and
+  one warning per refused handshake) stay out of the log: its logger
+  here is txaio's at "error".  A refused handshake is logged once per
+  address and reason (:class:`~xlbridge.logthrottle.OncePerKey`); the
+  guard counts every one (``xlbridge_monitor_auth_refused_total``).
 - **Kernel buffer.**  The socket's send buffer is cut to
   :data:`VIEWER_SNDBUF`, so the outbox's bound, not the kernel's, decides
   how late a slow viewer's audio can get.
@@ -35,10 +41,13 @@ from typing import Any, Optional, Protocol
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+import txaio
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from xlbridge.logthrottle import OncePerKey
 
 from xlbridge.monitor.auth import Role, TokenGuard, Verdict
 from xlbridge.monitor.outbox import Outbox
@@ -114,7 +123,10 @@ class LiveProtocol(WebSocketServerProtocol):
     One viewer; forwards everything to the hub.
     """
 
-    log = Logger()
+    #: Autobahn's logger: only its errors (see the module notes).
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
+    #: ours
+    own_log = Logger()
     factory: "LiveFactory"
 
     def __init__(self) -> None:
@@ -129,9 +141,11 @@ class LiveProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> None:
         verdict, role = self.hub.guard.authorize_handshake(request.headers, request.params)
-        if verdict is Verdict.MISSING:
-            raise ConnectionDeny(401, "token required")
         if verdict is not Verdict.OK:
+            reason = "no token" if verdict is Verdict.MISSING else "invalid token"
+            self.factory.refused(str(request.peer), reason)
+            if verdict is Verdict.MISSING:
+                raise ConnectionDeny(401, "token required")
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "invalid token")
         self.may_listen = role is Role.LISTEN
 
@@ -140,7 +154,7 @@ class LiveProtocol(WebSocketServerProtocol):
             handle = transport.getHandle()
             handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, VIEWER_SNDBUF)
         except Exception as e:  # not a socket (memory transports in tests)
-            self.log.debug("cannot limit the viewer's send buffer: {error}", error=e)
+            self.own_log.debug("cannot limit the viewer's send buffer: {error}", error=e)
 
     def onOpen(self) -> None:
         self.outbox = Outbox(self.hub.max_client_bytes)
@@ -154,7 +168,7 @@ class LiveProtocol(WebSocketServerProtocol):
         except Exception:
             # Without flow control a stuck browser would grow the send
             # buffer without bound: refuse to serve it.
-            self.log.failure("cannot watch the viewer's send buffer; closing")
+            self.own_log.failure("cannot watch the viewer's send buffer; closing")
             self.sendClose(1011, "flow control unavailable")
             return
         self.hub.join(self)
@@ -163,7 +177,7 @@ class LiveProtocol(WebSocketServerProtocol):
         try:
             self.hub.message(self, payload, isBinary)
         except Exception:
-            self.log.failure("bad monitor request")
+            self.own_log.failure("bad monitor request")
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.hub.leave(self)
@@ -185,10 +199,27 @@ class LiveFactory(WebSocketServerFactory):
     """
 
     protocol = LiveProtocol  # type: ignore[assignment]
+    #: Autobahn's logger (its options dump is a debug line): errors only.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
+    own_log = Logger()
 
     def __init__(self, hub: ViewerHub, reactor: IReactorTime) -> None:
         super().__init__(reactor=reactor)
         self.hub = hub
+        self._refusals = OncePerKey(self.own_log, reactor)
         self.setProtocolOptions(
             maxFramePayloadSize=65536, maxMessagePayloadSize=65536, openHandshakeTimeout=0
+        )
+
+    def refused(self, peer: str, reason: str) -> None:
+        """
+        A viewer's handshake was refused: logged once per address and
+        reason (``peer`` is Autobahn's ``tcp4:HOST:PORT``).
+        """
+        host = peer.rsplit(":", 1)[0].partition(":")[2] or peer
+        self._refusals.warn(
+            (host, reason),
+            "monitor: refused a live connection from {peer}: {reason} (further ones only counted)",
+            "monitor: refused {count} more live connections (not logged one by one)",
+            peer=host, reason=reason,
         )

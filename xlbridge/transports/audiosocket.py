@@ -53,6 +53,12 @@ Design notes:
   :class:`~xlbridge.logthrottle.LogThrottle`: the first at once, then at
   most one line per 10 s (with the endpoint's ``clock``; without one, the
   rest are summarised when the connection or the call ends).
+- Who may connect and how fast calls may start: a listener's factory is
+  wrapped by :class:`~xlbridge.transports.admission.AdmittingFactory`
+  (the peer allow-list), and a UUID that would start a call past the
+  transport's new-call bound (:class:`~xlbridge.transports.admission.MediaAdmission`)
+  is refused: counted as ``call_rate``, the connection closed, no call
+  started, nothing else touched.
 - DTMF (0x03) is not acted on: an interpreter has no use for key presses,
   and digits are often PINs or card numbers, so they are neither logged nor
   sent to the monitor or the event log.  :attr:`AudioSocketEndpoint.dtmf`
@@ -79,6 +85,7 @@ from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
 from xlbridge.logthrottle import LogThrottle
+from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.audiosocket_codec import (
     HANGUP,
     KIND_DTMF,
@@ -140,6 +147,8 @@ class AudioSocketEndpoint(Factory):
     :param persistent: the connection outlives calls: :meth:`reset` keeps it
         and :meth:`hangup` closes it (ARI legs).
     :param clock: time source of the log throttles (see the module notes).
+    :param admission: the bridge's new-call bound (``None``: no bound, as
+        for ARI legs, whose calls the controller starts).
 
     :ivar dtmf: the latest DTMF digits of the current connection (at most
         :data:`DTMF_HISTORY`), oldest first.
@@ -159,6 +168,7 @@ class AudioSocketEndpoint(Factory):
         on_uuid: Callable[["AudioSocketEndpoint"], None] = lambda e: None,
         first_reply_rate: int = 8000,
         clock: Optional[IReactorTime] = None,
+        admission: Optional[MediaAdmission] = None,
     ) -> None:
         if first_reply_rate not in KIND_OF_RATE:
             raise ValueError(f"no AudioSocket kind for {first_reply_rate} Hz")
@@ -185,10 +195,12 @@ class AudioSocketEndpoint(Factory):
         #: ``host:port`` we listen on (set by the listener), for status pages
         self.local: Optional[str] = None
         self.clock = clock
+        self.admission = admission
         log = self.log
         self._error_log = LogThrottle(log, clock)
         self._pipeline_log = LogThrottle(log, clock)
         self._send_log = LogThrottle(log, clock)
+        self._busy_log = LogThrottle(log, clock)
 
     def buildProtocol(self, addr: Optional[IAddress]) -> AudioSocketProtocol:
         return AudioSocketProtocol(self)
@@ -198,7 +210,7 @@ class AudioSocketEndpoint(Factory):
     def connection_made(self, proto: AudioSocketProtocol) -> None:
         if self.connection is not None:
             self.counters.drop(DropReason.AUDIOSOCKET_BUSY)
-            self.log.warn("{ext}: refused a second AudioSocket connection", ext=self.extension)
+            self._busy_log.warn("{ext}: refused a second AudioSocket connection", ext=self.extension)
             proto.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.connection = proto
@@ -248,6 +260,11 @@ class AudioSocketEndpoint(Factory):
         elif frame.kind == KIND_UUID:
             call_id = format_uuid(frame.payload)
             if self.call_id is None:
+                admission = self.admission
+                if admission is not None and not admission.new_call("audiosocket", self.extension):
+                    self.counters.drop(DropReason.CALL_RATE)
+                    self._refuse(proto)
+                    return
                 self.call_id = call_id
                 self.log.info("{ext}: AudioSocket call {call_id}", ext=self.extension, call_id=call_id)
                 if self.reply_rate is None:
@@ -309,6 +326,15 @@ class AudioSocketEndpoint(Factory):
         if had_call:
             self.log.info("{ext}: AudioSocket peer hung up", ext=self.extension)
             self.on_hangup(self)
+
+    def _refuse(self, proto: AudioSocketProtocol) -> None:
+        """Close ``proto`` before it became a call (0x00 first, so Asterisk hangs up at once)."""
+        self.connection = None
+        self._end_of_call()
+        transport = proto.transport
+        if transport is not None:
+            transport.write(HANGUP)
+            transport.loseConnection()
 
     def _reply_at(self, rate: int) -> None:
         self.reply_rate = rate

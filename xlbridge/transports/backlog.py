@@ -27,7 +27,13 @@ Two measurements, because either buffer can hold the backlog:
   bounds it.
 
 :func:`tune` also sets ``TCP_NODELAY``: 20 ms messages must not wait for
-Nagle's algorithm to coalesce them with the next one.
+Nagle's algorithm to coalesce them with the next one.  And it makes a dead
+peer (a machine gone without a FIN: power loss, a cut link) end its call
+instead of holding it open for ever: ``TCP_USER_TIMEOUT`` aborts the
+connection when what we sent stays unacknowledged for
+:data:`DEAD_PEER_S` (we send every 20 ms during a call), and keepalive
+probes find it while nothing is being sent (Linux; elsewhere the options
+are skipped).
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ SIOCOUTQNSD = 0x894B
 #: room for a long round trip of 16 kHz audio in flight; unsent bytes are
 #: bounded separately and much lower.
 SEND_BUFFER = 32 * 1024
+#: Seconds after which a peer that acknowledges nothing is taken for dead:
+#: TCP_USER_TIMEOUT, and keepalive (idle + interval x count) while idle.
+DEAD_PEER_S = 15
+_KEEPALIVE = (
+    ("TCP_USER_TIMEOUT", DEAD_PEER_S * 1000),
+    ("TCP_KEEPIDLE", 5),
+    ("TCP_KEEPINTVL", 2),
+    ("TCP_KEEPCNT", 5),
+)
 
 
 def tune(transport: Any, send_buffer: int = SEND_BUFFER) -> None:
@@ -60,6 +75,14 @@ def tune(transport: Any, send_buffer: int = SEND_BUFFER) -> None:
         handle = transport.getHandle()
         handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     except Exception:
+        return
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                handle.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
         pass
 
 

@@ -57,6 +57,7 @@ from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import IPeerPacedTransport
 from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports import websocket_protocol as wsp
+from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.backlog import peer_address
 from xlbridge.transports.websocket_codec import (
     XOFF_LEVEL,
@@ -104,6 +105,9 @@ class WebSocketEndpoint:
     :param persistent: the connection outlives calls (ARI legs).
     :param credentials: ``(user, password)`` Asterisk must send (HTTP Basic)
         when it dials us; ``None`` accepts any.
+    :param admission: the bridge's new-call bound, asked at MEDIA_START
+        (``None``: no bound, as for ARI legs, whose calls the controller
+        starts); a refused stream is counted as ``call_rate`` and closed.
     """
 
     kind = "websocket"
@@ -121,8 +125,10 @@ class WebSocketEndpoint:
         filler_lookahead_ms: int = 40,
         persistent: bool = False,
         credentials: Optional[tuple[str, str]] = None,
+        admission: Optional[MediaAdmission] = None,
     ) -> None:
         self.extension = name
+        self.admission = admission
         self.on_audio = on_audio
         self.on_hangup = on_hangup
         self.on_start = on_start
@@ -156,6 +162,7 @@ class WebSocketEndpoint:
         self._pipeline_log = LogThrottle(self.log, clock)
         self._send_log = LogThrottle(self.log, clock)
         self._control_log = LogThrottle(self.log, clock)
+        self._busy_log = LogThrottle(self.log, clock)
 
     # -- connecting ----------------------------------------------------------
 
@@ -179,7 +186,7 @@ class WebSocketEndpoint:
         """
         if self.connection is not None:
             self.counters.drop(DropReason.WEBSOCKET_BUSY)
-            self.log.warn("{ext}: refused a second WebSocket connection", ext=self.extension)
+            self._busy_log.warn("{ext}: refused a second WebSocket connection", ext=self.extension)
             raise ConnectionDeny(409, "Conflict")
         return wsp.check_request(request, self.credentials)
 
@@ -284,6 +291,11 @@ class WebSocketEndpoint:
         except ValueError as e:
             self.counters.drop(DropReason.WEBSOCKET_FORMAT)
             self.log.error("{ext}: cannot carry this WebSocket channel: {error}", ext=self.extension, error=e)
+            self.hangup()
+            return
+        admission = self.admission
+        if admission is not None and not admission.new_call("websocket", self.extension):
+            self.counters.drop(DropReason.CALL_RATE)
             self.hangup()
             return
         self.start, self.format, self.control = start, fmt, start.control

@@ -42,6 +42,7 @@ import binascii
 import hmac
 from typing import Any, Optional, Protocol
 
+import txaio
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
@@ -95,8 +96,14 @@ def unsent_bytes(transport: Any) -> int:
 
 
 class _Forwarding:
-    """What both directions share: Autobahn callbacks -> the endpoint."""
+    """
+    What both directions share: Autobahn callbacks -> the endpoint.
+    Autobahn's own logger is txaio's at "error": its per-connection debug
+    and info lines (and a warning for each dropped connection) would
+    flood the log when a peer misbehaves; the endpoint logs what matters.
+    """
 
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
     endpoint: MediaEndpoint
     backpressure: SendBacklog
 
@@ -132,6 +139,7 @@ class MediaServerProtocol(_Forwarding, WebSocketServerProtocol):  # type: ignore
 class MediaClientFactory(WebSocketClientFactory):  # type: ignore[misc]
     protocol = MediaClientProtocol
     noisy = False
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
     def __init__(self, endpoint: MediaEndpoint, url: str, reactor: Any) -> None:
         super().__init__(url, protocols=[SUBPROTOCOL], useragent="xlbridge", reactor=reactor)
@@ -154,6 +162,7 @@ class MediaClientFactory(WebSocketClientFactory):  # type: ignore[misc]
 class MediaServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     protocol = MediaServerProtocol
     noisy = False
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
     def __init__(self, endpoint: MediaEndpoint, reactor: Any) -> None:
         super().__init__(reactor=reactor)
