@@ -10,11 +10,20 @@ import typing
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from xlbridge.config import load_config
 from xlbridge.errors import ConfigError
-from xlbridge.eventlog import TEXT_FIELDS, EventLogService, without_text
+from xlbridge.eventlog import (
+    TEXT_FIELDS,
+    EventFileError,
+    EventLogService,
+    end_partial_line,
+    read_events,
+    without_text,
+)
 from xlbridge.events import (
     CallEnded,
     CallStarted,
@@ -131,3 +140,119 @@ class WithoutTextTests(TestCase):
         threads = [t for t in threading.enumerate() if t.name.startswith("xlbridge-events")]
         self.assertTrue(all(t.daemon for t in threads), threads)
         return d  # type: ignore[return-value]
+
+
+class ReadEventsTests(TestCase):
+    """
+    Reading a ``--events`` file back: a final line cut short by a killed
+    writer is skipped; damage anywhere else is an error naming the line.
+    """
+
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def lines(self, *records: dict[str, typing.Any]) -> bytes:
+        return b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records)
+
+    def test_reads_what_the_writer_wrote(self) -> None:
+        path = self.mktemp()
+        svc = EventLogService(path, reactor)
+        svc.startService()
+        svc(CallStarted("c1", ("7777", "8888"), ("en", "es"), 1.0))
+        svc(TranscriptEvent("c1", "7777", "en", "año", True, 2.0))
+        svc(CallEnded("c1", ("7777", "8888"), "shutdown", 1.5, 2.5))
+        d = svc.stopService()
+
+        def check(_: object) -> None:
+            events = list(read_events(path))
+            self.assertEqual([e["event"] for e in events], ["CallStarted", "TranscriptEvent", "CallEnded"])
+            self.assertEqual(events[1]["text"], "año")
+
+        return d.addCallback(check)  # type: ignore[return-value]
+
+    def test_final_partial_line_is_skipped(self) -> None:
+        whole = self.lines({"event": "CallStarted", "call_id": "a"}, {"event": "CallEnded", "call_id": "a"})
+        cut = json.dumps({"event": "TranscriptEvent", "call_id": "b", "text": "señor"}, ensure_ascii=False).encode()
+        # Cut everywhere, including inside a multi-byte character.
+        for n in range(1, len(cut)):
+            path = self.write(whole + cut[:n])
+            self.assertEqual([e["call_id"] for e in read_events(path)], ["a", "a"], cut[:n])
+
+    def test_complete_last_line_without_newline_is_read(self) -> None:
+        path = self.write(self.lines({"event": "CallStarted"}) + b'{"event": "CallEnded"}')
+        self.assertEqual([e["event"] for e in read_events(path)], ["CallStarted", "CallEnded"])
+
+    def test_blank_and_empty(self) -> None:
+        self.assertEqual(list(read_events(self.write(b""))), [])
+        self.assertEqual(len(list(read_events(self.write(b"\n" + self.lines({"event": "x"}) + b"  \n")))), 1)
+
+    def test_damage_before_the_last_line_is_an_error(self) -> None:
+        path = self.write(self.lines({"event": "CallStarted"}) + b'{"event": "Cal\n' + self.lines({"event": "x"}))
+        e = self.assertRaises(EventFileError, list, read_events(path))
+        self.assertEqual(e.line, 2)
+        self.assertTrue(str(e).startswith(f"{path}:2: not an event"), str(e))
+        not_object = self.write(b"[1, 2]\n")
+        self.assertRaises(EventFileError, list, read_events(not_object))
+
+
+class PartialLineAtStartTests(TestCase):
+    """
+    A restart after a kill mid-write: the fragment the killed run left is
+    removed, so the new run's first event gets a line of its own.
+    """
+
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_partial_line_removed_and_warned_at_start(self) -> None:
+        whole = b'{"event": "CallStarted", "call_id": "a"}\n'
+        path = self.write(whole + b'{"event": "CallEnded", "call_id": "a", "ti')
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        svc = EventLogService(path, reactor)
+        svc.startService()
+        svc(CallStarted("b", ("7777", "8888"), ("en", "es"), 1.0))
+        d = svc.stopService()
+
+        def check(_: object) -> None:
+            self.assertEqual([e["call_id"] for e in read_events(path)], ["a", "b"])
+            self.assertTrue(self.read(path).startswith(whole + b'{"event": "CallStarted", "call_id": "b"'))
+            (warning,) = [e for e in logged if "partial line" in e.get("log_format", "")]
+            self.assertEqual(warning["cut"], len(b'{"event": "CallEnded", "call_id": "a", "ti'))
+
+        return d.addCallback(check)  # type: ignore[return-value]
+
+    def test_whole_last_line_gets_its_newline(self) -> None:
+        path = self.write(b'{"event": "x"}\n{"event": "y"}')
+        self.assertEqual(end_partial_line(path), 0)
+        self.assertEqual(self.read(path), b'{"event": "x"}\n{"event": "y"}\n')
+
+    def test_nothing_to_do(self) -> None:
+        for data in (b"", b'{"event": "x"}\n'):
+            path = self.write(data)
+            self.assertEqual(end_partial_line(path), 0)
+            self.assertEqual(self.read(path), data)
+        self.assertEqual(end_partial_line(self.mktemp()), 0)  # missing: created by the service
+        self.assertEqual(end_partial_line("/dev/null"), 0)  # not a regular file
+
+    def test_long_tail_is_not_ours_to_cut(self) -> None:
+        import xlbridge.eventlog as eventlog
+
+        self.patch(eventlog, "MAX_PARTIAL", 10)
+        path = self.write(b'{"event": "x"}\n' + b"y" * 50)
+        self.assertEqual(end_partial_line(path), 0)
+        self.assertEqual(self.read(path), b'{"event": "x"}\n' + b"y" * 50 + b"\n")
+
+    def test_file_that_is_one_partial_line(self) -> None:
+        path = self.write(b'{"event": "Call')
+        self.assertEqual(end_partial_line(path), 15)
+        self.assertEqual(self.read(path), b"")

@@ -344,6 +344,29 @@ class StartupLogTests(SynchronousTestCase):
         tap.makeService(o, MemoryNetReactor())
         return [formatEvent(e) for e in events]
 
+    def test_a_settings_file_others_can_read_with_a_key_is_warned_about(self) -> None:
+        import os
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[monitor]\ntoken = "a-view-token-of-ours"\n')
+        os.chmod(path, 0o644)
+        warned = [line for line in self.lines("--config", path) if "chmod 600" in line]
+        self.assertEqual(len(warned), 1, warned)
+        self.assertIn(path, warned[0])
+        self.assertNotIn("a-view-token-of-ours", warned[0])
+        os.chmod(path, 0o640)
+        self.assertFalse([line for line in self.lines("--config", path) if "chmod" in line])
+
+    def test_media_admission_is_stated(self) -> None:
+        lines = self.lines("--audiosocket", "7000=5050,7001=5052", "--max-new-calls", "5")
+        self.assertIn(
+            "media connections (AudioSocket, WebSocket) accepted from 127.0.0.0/8, ::1/128; "
+            "at most 5 new calls a second per transport",
+            lines,
+        )
+        self.assertFalse([line for line in self.lines("--ports", "7777,8888") if "media connections" in line])
+
     def test_rtp_legs_log_their_codecs(self) -> None:
         lines = self.lines("--ports", "7777,8888")
         self.assertIn("codec slin16 in, g722 back, on 127.0.0.1", lines)

@@ -13,14 +13,25 @@ the file: every text field (:data:`TEXT_FIELDS`: transcripts, translations,
 their sources, what was played or dropped) is replaced by its length in
 characters (``text`` becomes ``text_chars``), and the events keep their
 timing, latencies, reasons and counts.
+
+:func:`read_events` reads such a file back.  A process killed outright
+(SIGKILL, a power cut) may leave its last line cut short, since the writer
+appends each line with one ``write`` the kernel may not have finished; the
+reader skips that one final partial line, and refuses any other line that is
+not JSON (that is damage, not an interrupted append).  So that a restart
+after such a kill does not glue its first event to that fragment (making a
+damaged line in the middle of the file), the service removes a final
+partial line when it starts (:func:`end_partial_line`), with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
+import stat
 import threading
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -48,6 +59,107 @@ def without_text(record: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class EventFileError(ValueError):
+    """
+    A line of an events file, other than a final partial one, is not a
+    JSON object.
+
+    :ivar path: the file.
+    :ivar line: its 1-based line number.
+    """
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: not an event ({reason})")
+        self.path = path
+        self.line = line
+
+
+def read_events(path: str) -> Iterator[dict[str, Any]]:
+    """
+    The events of a ``--events`` file, one dict per line, in order.
+
+    A last line with no newline that does not parse is what a process
+    killed mid-append leaves (SIGKILL, a crash, a full disk): it is skipped,
+    since every complete event before it is intact and one lost event is
+    the best a killed writer can do.  A complete last line without its
+    newline (the kill fell between the two) is still read.  Blank lines are
+    skipped.  Any other line that is not a JSON object raises
+    :class:`EventFileError` naming the line: that is damage to report, not
+    to read past.
+    """
+    with open(path, "rb") as f:
+        number = 0
+        for raw in f:
+            number += 1
+            final_partial = not raw.endswith(b"\n")
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except ValueError as e:  # includes UnicodeDecodeError and JSONDecodeError
+                if final_partial:
+                    return
+                raise EventFileError(path, number, str(e)) from None
+            if not isinstance(record, dict):
+                if final_partial:
+                    return
+                raise EventFileError(path, number, f"a JSON {type(record).__name__}, not an object")
+            yield record
+
+
+#: A final partial line longer than this is left alone (with a newline
+#: after it): no event line is this long, so it is not ours to cut.
+MAX_PARTIAL = 1024 * 1024
+
+
+def end_partial_line(path: str) -> int:
+    """
+    Make ``path`` end at a line end before appending to it: a last line
+    without its newline that is a whole JSON object (the writer died
+    between the two) gets its newline; a partial one (it died mid-write)
+    is cut off.  Other files (not regular, unreadable, a tail longer than
+    :data:`MAX_PARTIAL`) only get the newline, or nothing.
+
+    :return: the bytes cut off (0: nothing was).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return 0
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0
+            start, pos = 0, size
+            while pos > 0 and size - pos <= MAX_PARTIAL:
+                step = min(65536, pos)
+                pos -= step
+                f.seek(pos)
+                newline = f.read(step).rfind(b"\n")
+                if newline >= 0:
+                    start = pos + newline + 1
+                    break
+            if size - start > MAX_PARTIAL:
+                f.seek(size)
+                f.write(b"\n")
+                return 0
+            f.seek(start)
+            try:
+                whole = isinstance(json.loads(f.read()), dict)
+            except ValueError:
+                whole = False
+            if whole:
+                f.seek(size)
+                f.write(b"\n")
+                return 0
+            f.truncate(start)
+            return size - start
+    except OSError:
+        return 0
 
 
 class EventLogService(Service):
@@ -99,6 +211,13 @@ class EventLogService(Service):
             self.dropped += 1
 
     def startService(self) -> None:
+        cut = end_partial_line(self.path)
+        if cut:
+            self.log.warn(
+                "events file {path} ended with a partial line ({cut} bytes: the previous run was killed while "
+                "writing it); removed it",
+                path=self.path, cut=cut,
+            )
         # Fail at start-up, not at the first event, if the file can't be opened.
         with open(self.path, "a", encoding="utf-8"):
             pass

@@ -25,6 +25,7 @@ from xlbridge.errors import ConfigError
 from xlbridge.eventlog import EventLogService
 from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, TranscriptEvent, UtteranceDropped
 from xlbridge.pipeline.factory import translate_factory
+from xlbridge.secretfile import config_file_warning
 
 log = Logger()
 
@@ -215,6 +216,10 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
         raise usage.UsageError(str(e)) from None
     for warning in choice.warnings:
         log.warn("{problem}", problem=warning)  # not "warning=": trial reads that key as a Python warning
+    if options["config"]:
+        exposed = config_file_warning(options["config"])
+        if exposed is not None:
+            log.warn("{problem}", problem=exposed)
     services: list[IService] = list(choice.services)
     observers: list[Callable[[Event], None]] = [
         log_event if config.events_text else functools.partial(log_event, text=False)
