@@ -154,6 +154,8 @@ class FactoryTests(SynchronousTestCase):
         self.assertEqual([a.host for a in built], ["127.0.0.1"])
         wrapped.local = "0.0.0.0:1"
         self.assertEqual(getattr(inner, "local"), "0.0.0.0:1")
+        # The port's "... starting on N" line names the wrapped factory, as before.
+        self.assertEqual(wrapped.logPrefix(), "Factory")
 
 
 # -- in a bridge ---------------------------------------------------------------------

@@ -280,6 +280,11 @@ class AdmittingFactory(Factory):
     def local(self, value: Optional[str]) -> None:
         self.wrapped.local = value  # type: ignore[attr-defined]
 
+    def logPrefix(self) -> str:
+        """The wrapped factory's, so "MediaServerFactory starting on 8703" reads as before."""
+        prefix = getattr(self.wrapped, "logPrefix", None)
+        return str(prefix()) if prefix is not None else self.wrapped.__class__.__name__
+
     def doStart(self) -> None:
         self.wrapped.doStart()
 
