@@ -83,6 +83,7 @@ sys.path.insert(0, HERE)
 
 import analyse
 import run as egress_run
+from xlbridge.eventlog import read_events
 
 SOUNDS_EN = "/usr/share/asterisk/sounds/en_US_f_Allison"
 #: Allison prompts pocketsphinx's bundled English model gets (mostly) right.
@@ -465,11 +466,7 @@ def run_point(kind: str, backend: str, n: int, ns: argparse.Namespace, tmp: str,
     })
     with open(phones_out) as f:
         phones = json.load(f)
-    events = []
-    with open(events_path) as f:
-        for line in f:
-            if line.strip():
-                events.append(json.loads(line))
+    events = list(read_events(str(events_path)))  # a killed bridge's partial last line is skipped
     res["utterances"] = match_events(phones, events, ns.refs, warmup=ns.warmup_utterances if kind == "latency" else 0)
     res["phones"] = [{k: v for k, v in p.items() if k != "prompts"} for p in phones["pairs"]]
     res["event_counts"] = {}

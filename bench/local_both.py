@@ -93,6 +93,7 @@ sys.path.insert(0, HERE)
 import analyse  # noqa: E402
 import local_bench as lb  # noqa: E402
 import run as egress_run  # noqa: E402
+from xlbridge.eventlog import read_events  # noqa: E402
 
 SOUNDS = {"en": "/usr/share/asterisk/sounds/en_US_f_Allison", "es": "/usr/share/asterisk/sounds/es_MX_f_Allison"}
 #: English: local_bench's set (the bundled pocketsphinx model gets them mostly right).
@@ -761,11 +762,7 @@ def run_point(kind: str, cfg_name: str, n: int, ns: argparse.Namespace, tmp: str
     res["rss_mb_workers"] = [m.get("rss_mb") for m in res["mem"]["workers"]]
     with open(spec["out"]) as f:
         phones = json.load(f)
-    events = []
-    with open(events_path) as f:
-        for line in f:
-            if line.strip():
-                events.append(json.loads(line))
+    events = list(read_events(str(events_path)))  # a killed bridge's partial last line is skipped
     probe = read_probe(probe_prefix) if probe_prefix else []
     res["probe_records"] = len(probe)
     res["utterances"] = utterance_rows(phones, events, probe, refs[engine], ns.warmup_utterances if kind == "latency" else 0,
