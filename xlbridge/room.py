@@ -155,7 +155,7 @@ class Room:
             Leg(self.names[1], self.languages[1], self.endpoints[1], buf),
         )
         call = CallService(
-            self.call_id or self._transport_call_id(first),
+            self._unique(self.call_id or self._transport_call_id(first)),
             legs,
             host.pipeline_factory,
             host.egress,
@@ -169,6 +169,19 @@ class Room:
         self.calls_started += 1
         call.setServiceParent(host.calls)
         return call
+
+    def _unique(self, call_id: str) -> str:
+        """
+        ``call_id``, or ``call_id-2``, ``-3``... if a live call has it: two
+        AudioSocket connections may announce one UUID (a peer's bug or a
+        hostile one), and a call is a named service of the bridge.
+        """
+        live = getattr(self.host.calls, "namedServices", {})
+        n, unique = 1, call_id
+        while unique in live:
+            n += 1
+            unique = f"{call_id}-{n}"
+        return unique
 
     def end_call(self, reason: str) -> None:
         """

@@ -247,6 +247,34 @@ class MixedPairTests(SynchronousTestCase):
         self.assertEqual(bridge.active_calls()[0].call_id, UUIDS["7777"])
 
 
+class SharedUUIDTests(SynchronousTestCase):
+    def test_one_uuid_on_two_pairs_makes_two_calls(self) -> None:
+        """
+        Two AudioSocket pairs whose callers announce the same UUID (a
+        peer's bug, or a hostile one): two calls, the second id suffixed,
+        each relaying its own audio; nothing raises.
+        """
+        cfg = load_config({"audiosocket": "7000=7000:slin16,7001=7001:slin16,7002=7002:slin16,7003=7003:slin16"})
+        reactor = MemoryNetReactor()
+        bridge = BridgeService(cfg, reactor)
+        bridge.startService()
+        self.addCleanup(bridge.stopService)
+        streams = {ext: reactor.connect(int(ext)) for ext in ("7000", "7001", "7002", "7003")}
+        for s in streams.values():
+            s.send(uuid_frame(UUIDS["7777"]))
+        ids = sorted(c.call_id for c in bridge.active_calls())
+        self.assertEqual(ids, [UUIDS["7777"], UUIDS["7777"] + "-2"])
+        for i in range(3):
+            streams["7000"].send(encode(0x12, frame(i).astype("<i2").tobytes()))
+            streams["7002"].send(encode(0x12, frame(10 + i).astype("<i2").tobytes()))
+            pump_ticks(reactor, 1)
+        pump_ticks(reactor, 2)
+        for ext, first in (("7001", 0), ("7003", 10)):
+            heard = [f.payload for f in FrameDecoder().feed(streams[ext].take()) if f.kind == 0x12]
+            self.assertEqual([p for p in heard if any(p)], [frame(first + i).astype("<i2").tobytes() for i in range(3)])
+        self.assertEqual(sum(sum(bridge.endpoints[e].counters.drops.values()) for e in streams), 0)
+
+
 # -- one endpoint, on its own ------------------------------------------------------
 
 
