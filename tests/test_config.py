@@ -179,6 +179,12 @@ class BadValueTests(SynchronousTestCase):
     are now refused up front, naming the option.
     """
 
+    def test_wrong_types_found_by_the_fuzzer_are_config_errors(self) -> None:
+        for cli in ({"ports": "7777,8888", "langs": 1e-9}, {"ports": "7777,8888", "langs": 3},
+                    {"ari": "http://127.0.0.1:8088", "ari-user": "u", "ari-password-file": "\x00"}):
+            with self.assertRaises(ConfigError):
+                load_config(cli)
+
     def assertRefused(self, option: str, value: Any, words: str) -> ConfigError:
         e = self.assertRaises(ConfigError, load_config, {option: value})
         self.assertEqual(e.option, option)

@@ -100,6 +100,8 @@ def parse_langs(spec: str | list[str], option: str = "langs") -> list[str]:
     Parse ``en,es``: one language per extension in pair order, repeated per
     pair when shorter than the extension list.
     """
+    if not isinstance(spec, (str, list)):
+        raise ConfigError(option, f"expected language codes like en,es, got {spec!r}")
     items = spec if isinstance(spec, list) else spec.split(",")
     langs = [str(i).strip().lower() for i in items if str(i).strip()]
     if not langs:
@@ -326,6 +328,8 @@ def read_secret_file(option: str, path: str) -> str:
         raise ConfigError(option, f"cannot read {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise ConfigError(option, f"{path} is not UTF-8 text") from None
+    except (ValueError, TypeError) as e:  # a NUL in the path, a path that is no string
+        raise ConfigError(option, f"{path!r} is not a file name: {e}") from None
     if mode & 0o044:
         who = " and ".join(w for bit, w in ((0o040, "its group"), (0o004, "other users")) if mode & bit)
         raise ConfigError(

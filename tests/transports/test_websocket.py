@@ -496,6 +496,58 @@ class LoopbackTests(TestCase):
         self.assertEqual(ch.violations, [])
 
 
+class InboundBoundTests(TestCase):
+    """A peer that sends one huge message is cut off before it is buffered."""
+
+    @inlineCallbacks
+    def test_a_message_over_the_bound_closes_the_connection(self) -> Any:
+        import base64
+        import os
+        import socket as _socket
+
+        from twisted.internet import reactor, threads
+
+        from xlbridge.transports.websocket_protocol import MAX_INBOUND
+
+        heard: list[Any] = []
+        ep = WebSocketEndpoint("7002", lambda e, s: heard.append(s), reactor)
+        port = reactor.listenTCP(0, ep.server_factory(reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+
+        def peer() -> str:
+            """Whether the bridge hung up on us before the message ended: "closed" or "open"."""
+            s = _socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+            key = base64.b64encode(os.urandom(16)).decode()
+            s.sendall((f"GET /media HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                       f"Sec-WebSocket-Protocol: media\r\n\r\n").encode())
+            s.recv(4096)
+            # A masked BINARY frame announcing 16 MiB, then 1 MiB of it.
+            s.sendall(bytes([0x82, 0xFF]) + (16 << 20).to_bytes(8, "big") + b"\0\0\0\0")
+            try:
+                for _ in range(16):
+                    s.sendall(bytes(64 * 1024))
+                s.settimeout(3)
+                s.recv(4096)  # a close frame, or the end of the stream
+                return "closed"
+            except _socket.timeout:
+                return "open"  # still waiting for the other 15 MiB
+            except OSError:
+                return "closed"  # reset while we were sending
+            finally:
+                s.close()
+
+        verdict = yield threads.deferToThread(peer)
+        self.assertEqual(verdict, "closed")
+        for _ in range(100):
+            if ep.connection is None:
+                break
+            yield deferLater(reactor, 0.01)
+        self.assertIsNone(ep.connection)
+        self.assertEqual(heard, [])
+        self.assertLess(MAX_INBOUND, 16 << 20)
+
+
 class WebSocketLegTests(WebSocketDriver, LegContract, SynchronousTestCase):
     """
     The leg contract over WebSocket media (fixed extensions, Asterisk

@@ -63,7 +63,16 @@ TWISTED_BUFFER = 1280
 #: Kernel send buffer asked for (Linux doubles it): ~0.25 s of slin16.
 KERNEL_SNDBUF = 4096
 
-_OPTIONS: dict[str, Any] = dict(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0)
+#: Largest message (and frame) we take, in bytes: Asterisk sends one
+#: optimal_frame_size frame (640 B of slin16) per message, and control
+#: messages of a few hundred bytes.  Without a bound Autobahn would buffer
+#: whatever a peer sends (a 64 MB message grew the process by 70 MB).
+MAX_INBOUND = 256 * 1024
+
+_OPTIONS: dict[str, Any] = dict(
+    openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0,
+    maxFramePayloadSize=MAX_INBOUND, maxMessagePayloadSize=MAX_INBOUND,
+)
 
 
 class MediaEndpoint(Protocol):
