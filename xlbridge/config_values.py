@@ -119,8 +119,10 @@ def parse_payload_types(spec: str | Mapping[str, Any], option: str = "payload-ty
     if isinstance(spec, str):
         pairs = [i.partition("=") for i in spec.split(",") if i.strip()]
         items = {k.strip(): v.strip() for k, _, v in pairs}
-    else:
+    elif isinstance(spec, Mapping):
         items = dict(spec)
+    else:
+        raise ConfigError(option, f"expected codec=PT pairs like slin16=118 or a table, got {spec!r}")
     out: dict[str, int] = {}
     for name, value in items.items():
         if name not in CODEC_NAMES:

@@ -90,13 +90,11 @@ from xlbridge.ari.retry import (
     upgrade_failure,
     upgrade_refusal,
 )
+from xlbridge.logthrottle import LogThrottle
 
-__all__ = ["ARIEvents", "State", "events_url"]
+__all__ = ["ARIEvents", "State", "check_event", "decode_event", "events_url"]
 
 EventHandler = Callable[[dict[str, Any]], None]
-
-
-_log = Logger()
 
 
 class State(enum.StrEnum):
@@ -125,16 +123,87 @@ class _EventsProtocol(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
             return
-        try:
-            event = json.loads(payload.decode("utf-8"))
-        except ValueError:
-            _log.warn("ARI sent a non-JSON event: {p!r}", p=payload[:200])
-            return
-        if isinstance(event, dict):
+        event = decode_event(payload)
+        if isinstance(event, str):
+            self.factory.owner._malformed(event, payload)
+        else:
             self.factory.owner._event(event)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.factory.owner._closed(self, code, reason)
+
+
+#: Event fields the controller reads, and the JSON type each must have when
+#: present (ARI's models: ``Channel``, ``Playback``; ``args`` is a list of
+#: strings).  Checked here so a malformed event is one counted drop, not an
+#: exception in whichever handler touches the field first.
+_FIELD_TYPES: dict[str, type] = {"channel": dict, "args": list, "playback": dict}
+#: Fields ARI's event models require, per event type we act on.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "StasisStart": ("channel",),
+    "StasisEnd": ("channel",),
+    "ChannelDestroyed": ("channel",),
+    "PlaybackFinished": ("playback",),
+}
+#: String fields of a ``Channel`` the controller reads.
+_CHANNEL_TEXT = ("id", "name")
+
+
+def check_event(event: dict[str, Any]) -> Optional[str]:
+    """
+    Why ``event`` (a decoded JSON object) is not an ARI event the
+    controller can act on, or ``None`` if it is.
+
+    Checks only what the controller reads: ``type`` is a non-empty string;
+    ``channel``, ``args`` and ``playback`` have their model's type when
+    present (``args`` a list of strings; a channel's ``id`` and ``name``
+    strings, its ``channelvars`` an object), and the types we act on carry
+    the fields ARI always sends with them.  Unknown types and fields pass.
+    """
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        return "no event type"
+    for field, want in _FIELD_TYPES.items():
+        if field in event and not isinstance(event[field], want):
+            return f"{kind}: {field} is not a{'n object' if want is dict else ' list'}"
+    for field in _REQUIRED.get(kind, ()):
+        if field not in event:
+            return f"{kind} without {field}"
+    args = event.get("args")
+    if args is not None and not all(isinstance(a, str) for a in args):
+        return f"{kind}: args are not all strings"
+    channel = event.get("channel")
+    if channel is not None:
+        if not isinstance(channel.get("id"), str) or not channel["id"]:
+            return f"{kind}: channel without a string id"
+        for field in _CHANNEL_TEXT[1:]:
+            if field in channel and not isinstance(channel[field], str):
+                return f"{kind}: channel {field} is not a string"
+        if "channelvars" in channel and not isinstance(channel["channelvars"], dict):
+            return f"{kind}: channel channelvars is not an object"
+    return None
+
+
+def decode_event(payload: bytes) -> Union[dict[str, Any], str]:
+    """
+    One TEXT message of the events socket: the event, or why it is
+    malformed (a short reason for the log).  Never raises: not UTF-8, not
+    JSON, JSON nested deeper than the parser's recursion limit (a
+    ``RecursionError``, not a ``ValueError``), a number too long to
+    convert, or an event :func:`check_event` rejects are all reasons.
+    """
+    try:
+        event = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except ValueError:
+        return "not JSON"
+    except RecursionError:
+        return "JSON nested too deep"
+    if not isinstance(event, dict):
+        return "not a JSON object"
+    why = check_event(event)
+    return event if why is None else why
 
 
 def events_url(base: str, app: str) -> str:
@@ -169,6 +238,8 @@ class ARIEvents(Service):
     :ivar failures: failed attempts in a row (the backoff exponent).
     :ivar last_error: why the last attempt failed, or ``None``.
     :ivar next_attempt: clock time of the next attempt, or ``None``.
+    :ivar malformed: events dropped as malformed (:func:`decode_event`),
+        by reason.
     """
 
     log = Logger()
@@ -237,6 +308,11 @@ class ARIEvents(Service):
         #: (status, answer) of the refusal last logged in full
         self._refusal: Optional[tuple[int, str]] = None
         self._stopping: list[Deferred[None]] = []
+        self.malformed: dict[str, int] = {}
+        # A peer that sends one bad event usually sends many: one line per
+        # 10 s each for drops and for handler failures, the counts exact.
+        self._malformed_log = LogThrottle(self.log, self.clock)
+        self._handler_log = LogThrottle(self.log, self.clock)
 
     @property
     def connected(self) -> bool:
@@ -249,12 +325,12 @@ class ARIEvents(Service):
         """
         JSON-ready state, for an operator: ``state``, ``connections``,
         ``failures``, ``last_error``, ``next_attempt_in`` (seconds or
-        ``None``).
+        ``None``), ``malformed`` (events dropped, by reason).
         """
         due = None if self.next_attempt is None else max(0.0, self.next_attempt - self.clock.seconds())
         return {
             "state": str(self.state), "connections": self.connections, "failures": self.failures,
-            "last_error": self.last_error, "next_attempt_in": due,
+            "last_error": self.last_error, "next_attempt_in": due, "malformed": dict(self.malformed),
         }
 
     # -- service -------------------------------------------------------------
@@ -269,6 +345,8 @@ class ARIEvents(Service):
         super().stopService()
         self.state = State.STOPPED
         self.next_attempt = None
+        self._malformed_log.flush()
+        self._handler_log.flush()
         for call in (self._timeout_call, self._retry_call, self._prepare_call):
             _cancel(call)
         if self._connecting is not None:
@@ -346,7 +424,12 @@ class ARIEvents(Service):
         try:
             self.on_event(event)
         except Exception:
-            self.log.failure("ARI event handler failed for {type}", type=event.get("type"))
+            self._handler_log.failure("ARI event handler failed for {type}", type=event.get("type"))
+
+    def _malformed(self, why: str, payload: bytes) -> None:
+        """Count and (throttled) log an event :func:`decode_event` rejected."""
+        self.malformed[why] = self.malformed.get(why, 0) + 1
+        self._malformed_log.warn("ARI sent a malformed event ({why}): {p!r}", why=why, p=payload[:120])
 
     # -- start-up requests -------------------------------------------------------
 

@@ -181,7 +181,9 @@ class LiveHub:
         """
         try:
             request = json.loads(payload.decode("utf-8")) if not is_binary else None
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser recurses
+            # ("[" * 60000 fits the 64 KiB frame limit); not a ValueError.
             request = None
         if not isinstance(request, dict):
             return self._reply(client, {"type": "error", "error": "expected a JSON object"})

@@ -40,6 +40,9 @@ from xlbridge.events import DropReason
 MAX_MESSAGE = 65527
 #: Longest command Asterisk acts on, in bytes; longer ones are ignored.
 MAX_COMMAND = 128
+#: Largest ``ptime`` (ms per frame) a MEDIA_START may state; Asterisk's
+#: formats use 10-150 ms.
+MAX_PTIME = 1000
 #: Asterisk's frame queue: MEDIA_XOFF at this many queued frames...
 XOFF_LEVEL = 900
 #: ...MEDIA_XON once below this many...
@@ -319,12 +322,21 @@ def _event(name: str, f: dict[str, Any], control: ControlFormat) -> Token:
         variables = f.get("channel_variables", {})
         if not isinstance(variables, dict):
             raise _Bad("MEDIA_START: channel_variables is not an object")
+        frame_size, ptime = _int(f, "optimal_frame_size"), _int(f, "ptime")
+        # A frame must fit one message (we send whole frames, at most
+        # MAX_MESSAGE bytes each: a bigger frame left no whole frame to
+        # send, and the sender divided by zero); 0 is passthrough, refused
+        # by the leg with its own reason.
+        if not 0 <= frame_size <= MAX_MESSAGE:
+            raise _Bad(f"MEDIA_START: optimal_frame_size {frame_size} is outside 0..{MAX_MESSAGE}")
+        if not 0 <= ptime <= MAX_PTIME:
+            raise _Bad(f"MEDIA_START: ptime {ptime} is outside 0..{MAX_PTIME} ms")
         return MediaStart(
             connection_id=_text(f, "connection_id"),
             channel=_text(f, "channel"),
             format=_text(f, "format"),
-            optimal_frame_size=_int(f, "optimal_frame_size"),
-            ptime=_int(f, "ptime"),
+            optimal_frame_size=frame_size,
+            ptime=ptime,
             channel_id=_text(f, "channel_id") if "channel_id" in f else None,
             channel_variables={str(k): str(v) for k, v in variables.items()},
             control=control,
