@@ -27,8 +27,10 @@ Faithful to PROTOCOLS.md section 2 where it matters to a client:
   last final, a ``Metadata`` summary, then closes with 1000.
 
 Failure injection: :attr:`FakeDeepgram.latency`, :meth:`FakeDeepgram.reject_next`,
-:meth:`FakeDeepgram.drop_next` (after N bytes or seconds) and
-:meth:`FakeDeepgram.drop_all`.  Every connection is recorded in a
+:meth:`FakeDeepgram.drop_next` (after N bytes or seconds),
+:meth:`FakeDeepgram.drop_all`, :meth:`FakeDeepgram.close_live` (close 1011
+``NET-0000`` mid-stream) and :attr:`FakeDeepgram.metadata_at_end` (false:
+``CloseStream`` ends with close 1000 but no ``Metadata``).  Every connection is recorded in a
 :class:`ConnectionRecord`.
 """
 
@@ -56,6 +58,8 @@ FRAME = RATE // 50  # 20 ms of samples
 MAX_AUDIO_BYTES = 64 * 1024 * 1024
 NET_0001 = ("NET-0001 Deepgram did not receive audio data or a text message within the "
             "timeout window. See https://dpgr.am/net0001")
+
+NET_0000 = "NET-0000 The service has not transmitted a Text frame to the client within the timeout window."
 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
             404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -411,7 +415,8 @@ class _FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         for m in self.rec.finalize():
             m["from_finalize"] = False
             self._send(m)
-        self._send(self.rec.metadata(bytes(self.record.audio)))
+        if self.factory.fake.metadata_at_end:
+            self._send(self.rec.metadata(bytes(self.record.audio)))
         if self.factory.fake.abort_at_end:
             self._later(self._hang_up)
         else:
@@ -489,6 +494,9 @@ class FakeDeepgram:
     :ivar idle_timeout: seconds without audio or text before close 1011 NET-0001.
     :ivar abort_at_end: after ``CloseStream``'s ``Metadata``, close TCP
         with no close frame instead of closing with 1000.
+    :ivar metadata_at_end: send the ``Metadata`` summary after
+        ``CloseStream`` (the real service does); false = close 1000 after the
+        last results without it (failure injection).
     """
 
     def __init__(self, reactor: Any, api_key: str = "test-key", latency: float = 0.0,
@@ -498,6 +506,7 @@ class FakeDeepgram:
         self.latency = latency
         self.idle_timeout = idle_timeout
         self.abort_at_end = False
+        self.metadata_at_end = True
         self.connections: list[ConnectionRecord] = []
         self.port = 0
         self.url = ""
@@ -514,6 +523,17 @@ class FakeDeepgram:
                   after_seconds: Optional[float] = None) -> None:
         """Abort the next ``count`` accepted connections after ``after_bytes`` audio or ``after_seconds``."""
         self._drops.append([count, after_bytes, after_seconds])
+
+    def close_live(self, code: int = 1011, reason: Optional[str] = NET_0000) -> int:
+        """
+        Close every live connection now with a close frame ``code`` /
+        ``reason`` (default 1011 ``NET-0000``: a server-side error mid-stream,
+        PROTOCOLS.md 2.5), after the messages already queued.  Returns how many.
+        """
+        live = list(self._live)
+        for p in live:
+            p._enqueue_close(code, reason)
+        return len(live)
 
     def drop_all(self) -> None:
         """Abort every live connection now (no close frame)."""
@@ -572,6 +592,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject-status", type=int, default=429, help="HTTP status for --reject-first")
     parser.add_argument("--drop-after-seconds", type=float, default=None,
                         help="abort the first accepted connection after this many seconds")
+    parser.add_argument("--no-metadata", action="store_true",
+                        help="after CloseStream, close 1000 without sending the Metadata summary")
 
 
 def run_from_args(reactor: Any, args: argparse.Namespace) -> FakeDeepgram:
@@ -582,5 +604,7 @@ def run_from_args(reactor: Any, args: argparse.Namespace) -> FakeDeepgram:
         fake.reject_next(args.reject_first, args.reject_status)
     if args.drop_after_seconds is not None:
         fake.drop_next(after_seconds=args.drop_after_seconds)
+    if getattr(args, "no_metadata", False):
+        fake.metadata_at_end = False
     Logger().info("fake Deepgram listening on {url} (api key {key!r})", url=fake.url, key=fake.api_key)
     return fake

@@ -148,6 +148,10 @@ class Faults:
     :ivar character_limit: 456 once this many characters were translated
         (0 = unlimited).
     :ivar allow_missing_user_agent: accept requests without ``User-Agent``.
+    :ivar retry_after: seconds sent as ``Retry-After`` with each injected
+        429 (``None``: no header).  DeepL's API reference does not list the
+        header (PROTOCOLS.md 3); HTTP allows it on 429 (RFC 6585), and a
+        client must cope with it either way.
     """
 
     fail_429: int = 0
@@ -160,6 +164,7 @@ class Faults:
     character_limit: int = 0
     characters_used: int = 0
     allow_missing_user_agent: bool = False
+    retry_after: Optional[float] = None
 
     @classmethod
     def from_headers(cls, headers: dict[str, str]) -> "Faults":
@@ -209,10 +214,11 @@ class RecordedRequest:
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: Optional[dict[str, str]] = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 class _Connections(WrappingFactory):
@@ -343,6 +349,8 @@ class FakeDeepL:
             status, payload = self._respond(request, headers, raw, content_type)
         except _Reject as e:
             status, payload = e.status, {"message": e.message}
+            for name, value in e.headers.items():
+                request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         self.requests.append(
             RecordedRequest(
                 method=request.method.decode("ascii"),
@@ -424,7 +432,8 @@ class FakeDeepL:
             return None, None
         if faults.fail_429 > 0:
             faults.fail_429 -= 1
-            raise _Reject(429, "Too many requests")
+            extra = {"Retry-After": f"{faults.retry_after:g}"} if faults.retry_after is not None else None
+            raise _Reject(429, "Too many requests", extra)
         if faults.fail_5xx > 0:
             faults.fail_5xx -= 1
             raise _Reject(faults.status_5xx, "Internal server error")
@@ -564,6 +573,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status-5xx", type=int, default=503, help="status for --fail-5xx")
     parser.add_argument("--no-response", type=int, default=0, help="never answer the first N requests")
     parser.add_argument("--quota-exceeded", action="store_true", help="answer 456 to everything")
+    parser.add_argument("--retry-after", type=float, default=None,
+                        help="send Retry-After: N (seconds) with each injected 429")
     parser.add_argument("--character-limit", type=int, default=0, help="456 after N characters (0 = none)")
 
 
@@ -583,6 +594,7 @@ def run_from_args(reactor: Any, args: argparse.Namespace) -> FakeDeepL:
         no_response=args.no_response,
         quota_exceeded=args.quota_exceeded,
         character_limit=args.character_limit,
+        retry_after=getattr(args, "retry_after", None),
     )
     print(f"fake DeepL on {fake.url} (XLBRIDGE_DEEPL_URL={fake.url}, DEEPL_AUTH_KEY={fake.auth_key})", flush=True)
     return fake

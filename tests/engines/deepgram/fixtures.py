@@ -51,6 +51,9 @@ class RecordingProto:
     def dropConnection(self, abort: bool = False) -> None:
         self.dropped = True
 
+    def sendPing(self, payload: Optional[bytes] = None) -> None:
+        self.pings = getattr(self, "pings", 0) + 1
+
     def texts(self) -> list[str]:
         return [json.loads(p)["type"] for p, b in self.sent if not b]
 

@@ -104,9 +104,10 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(self.conn.state, State.OPEN)
         self.assertTrue(self.conn.is_open)
         self.assertFalse(self.conn.close_sent)
-        # The connect timeout is gone; the keepalive is armed.
-        [keepalive] = self.clock.getDelayedCalls()
+        # The connect timeout is gone; the keepalive and the liveness check are armed.
+        keepalive, liveness = sorted(self.clock.getDelayedCalls(), key=lambda c: -c.getTime())
         self.assertEqual(keepalive.getTime(), self.clock.seconds() + 4.0)
+        self.assertEqual(liveness.func, self.conn._liveness_tick)
 
     def test_each_failure_reported_and_retried_with_backoff(self) -> None:
         self.conn.connect()
@@ -187,6 +188,100 @@ class ConnectionTests(SynchronousTestCase):
         self.clock.advance(4.0)
         self.assertEqual(p.texts(), ["KeepAlive", "KeepAlive"])
         self.assertEqual((self.conn.keepalives, self.conn.messages_out, self.conn.sent_bytes), (2, 4, 1280))
+
+    def test_silent_server_is_pinged_and_a_dead_one_dropped(self) -> None:
+        """
+        A half-open connection (the server or the path gone, no FIN, no
+        RST) sends nothing back; without a liveness check the client would
+        write audio into it forever and never fall back.  After
+        ``LIVENESS_IDLE_S`` without any message a WebSocket ping goes out;
+        no answer within ``LIVENESS_TIMEOUT_S`` drops the socket, and its
+        close is a retryable outage (reconnect and replay).
+        """
+        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+
+        self.conn.connect()
+        p = self.open()
+        for _ in range(int(LIVENESS_IDLE_S / 0.02) - 1):  # audio keeps going out
+            self.clock.advance(0.02)
+            self.conn.send_audio(b"\x00" * 640)
+        self.assertEqual(getattr(p, "pings", 0), 0)
+        self.clock.advance(0.05)
+        self.assertEqual(getattr(p, "pings", 0), 1)
+        self.assertFalse(p.dropped)
+        self.clock.advance(LIVENESS_TIMEOUT_S)
+        self.assertTrue(p.dropped)
+        self.conn.ws_close(p, False, 1006, "connection was closed uncleanly")  # type: ignore[arg-type]
+        [_, (kind, error, retrying)] = self.owner.reports
+        self.assertEqual((kind, retrying), ("down", True))
+        self.assertIsInstance(error, EngineUnavailable)
+        self.assertIn("no answer", error.message)
+        self.assertEqual(self.conn.state, State.BACKOFF)
+
+    def test_pong_just_in_time_saves_the_connection(self) -> None:
+        """A pong just before the ping times out keeps the connection."""
+        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+
+        self.conn.connect()
+        p = self.open()
+        self.clock.advance(LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S - 0.01)
+        self.assertEqual(getattr(p, "pings", 0), 1)
+        self.conn.ws_pong(p)  # type: ignore[arg-type]
+        self.clock.advance(0.02)
+        self.assertFalse(p.dropped)
+        self.assertEqual(self.conn.state, State.OPEN)
+
+    def test_answering_server_is_not_dropped(self) -> None:
+        """Messages or pongs keep a quiet connection alive: no drop, at most one ping per idle spell."""
+        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+
+        self.conn.connect()
+        p = self.open()
+        for i in range(10):
+            self.clock.advance(LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S / 2)
+            if i % 2:
+                self.conn.ws_message(p, b'{"type": "Results"}', False)  # type: ignore[arg-type]
+            else:
+                self.conn.ws_pong(p)  # type: ignore[arg-type]
+        self.assertFalse(p.dropped)
+        self.assertEqual(self.conn.state, State.OPEN)
+        self.assertLessEqual(getattr(p, "pings", 0), 10)
+        self.conn.end_stream()
+        self.conn.ws_close(p, True, 1000, None)  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_send_on_a_closing_socket(self) -> None:
+        """
+        Between a close frame from the server (or our own drop) and the
+        close report, Autobahn refuses to send (``Disconnected``); audio fed
+        then must not raise into the RTP path or the gap filler's timer, and
+        must stay unsent (for the replay).  Seen under the fault runner as
+        ``pipeline error on RTP audio`` and ``while handling timed call``.
+        """
+        from autobahn.exception import Disconnected
+        from autobahn.websocket.protocol import WebSocketProtocol
+
+        class AutobahnLike(RecordingProto):
+            state = WebSocketProtocol.STATE_OPEN
+
+            def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:
+                if self.state != WebSocketProtocol.STATE_OPEN:
+                    raise Disconnected("Attempt to send on a closed protocol")
+                super().sendMessage(payload, isBinary)
+
+        self.conn.connect()
+        p = AutobahnLike()
+        self.conn.ws_built(self.conn.connect_attempts, p)  # type: ignore[arg-type]
+        self.conn.ws_connect(p, response())  # type: ignore[arg-type]
+        self.conn.ws_open(p)  # type: ignore[arg-type]
+        self.assertTrue(self.conn.send_audio(b"\x00" * 640))
+        p.state = WebSocketProtocol.STATE_CLOSING  # the server's close frame is in
+        self.assertFalse(self.conn.send_audio(b"\x00" * 640))
+        self.clock.advance(self.settings.keepalive_s)  # the keepalive must not raise either
+        self.conn.end_stream()
+        self.assertEqual(len(p.sent), 1)
+        self.conn.ws_close(p, True, 1011, "NET-0000")  # type: ignore[arg-type]
+        self.assertEqual(self.owner.kinds(), ["opened", "down"])
 
     def test_end_stream_then_1000_is_closed(self) -> None:
         self.conn.connect()

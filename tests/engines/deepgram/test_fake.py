@@ -66,3 +66,56 @@ class FakeServerTests(TestCase):
         self.assertIn("200 ms is outside", v)
         self.assertIn("empty binary frame", v)
         self.assertEqual(fake.connections[0].close_code, 1000)
+
+
+class SilentClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    """Opens, sends its payloads, records close code and messages."""
+
+    def onOpen(self) -> None:
+        self.factory.opened.append(self)
+        for payload, binary in self.factory.payloads:
+            self.sendMessage(payload, isBinary=binary)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.messages.append(payload)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.factory.closes.append((code, reason))
+
+
+class FakeServerFaultTests(TestCase):
+    """The failure injection the fault runner uses (reliability/faults.py)."""
+
+    def connect(self, fake: Any, payloads: list[tuple[bytes, bool]]) -> Any:
+        url = f"{fake.url}/v1/listen?encoding=linear16&sample_rate=16000&channels=1"
+        factory = WebSocketClientFactory(url, headers={"Authorization": f"Token {KEY}"}, reactor=reactor)
+        factory.protocol = SilentClientProtocol
+        factory.payloads, factory.opened, factory.messages, factory.closes = payloads, [], [], []
+        conn = reactor.connectTCP("127.0.0.1", fake.port, factory)
+        self.addCleanup(conn.disconnect)
+        return factory
+
+    @inlineCallbacks
+    def test_close_live_1011(self) -> Any:
+        """close_live closes every open stream with 1011 NET-0000 mid-stream."""
+        fake = start_fake_deepgram(reactor, api_key=KEY)
+        self.addCleanup(fake.stop)
+        f = self.connect(fake, [(b"\x00" * 640, True)])
+        yield eventually(lambda: fake.live == 1)
+        self.assertEqual(fake.close_live(), 1)
+        yield eventually(lambda: bool(f.closes))
+        self.assertEqual(f.closes[0][0], 1011)
+        self.assertTrue(f.closes[0][1].startswith("NET-0000"))
+        self.assertEqual(fake.connections[0].close_code, 1011)
+
+    @inlineCallbacks
+    def test_close_stream_without_metadata(self) -> Any:
+        """metadata_at_end = False: CloseStream ends with 1000 but no Metadata message."""
+        fake = start_fake_deepgram(reactor, api_key=KEY)
+        self.addCleanup(fake.stop)
+        fake.metadata_at_end = False
+        f = self.connect(fake, [(b"\x00" * 640, True), (b'{"type": "CloseStream"}', False)])
+        yield eventually(lambda: bool(f.closes))
+        self.assertEqual(f.closes[0][0], 1000)
+        self.assertFalse([m for m in f.messages if b'"Metadata"' in m])
+        self.assertEqual([m for m in fake.connections[0].sent if m.get("type") == "Metadata"], [])

@@ -128,3 +128,17 @@ class FakeServerTests(Loopback):
         statuses.append(r.status_code)
         self.assertEqual(statuses, [429, 504, 200, 200])
         self.assertEqual([q.status for q in fake.requests], statuses)
+
+    @inlineCallbacks
+    def test_429_with_retry_after(self) -> Any:
+        """An injected 429 carries ``Retry-After`` when the fake is told to send one."""
+        fake = self.start_fake()
+        fake.faults.fail_429 = 2
+        fake.faults.retry_after = 1.5
+        r = yield self.post(fake, json={"text": ["hello"], "target_lang": "ES"}, headers=self.auth(fake))
+        self.assertEqual((r.status_code, r.headers.get("retry-after")), (429, "1.5"))
+        fake.faults.retry_after = None
+        r = yield self.post(fake, json={"text": ["hello"], "target_lang": "ES"}, headers=self.auth(fake))
+        self.assertEqual((r.status_code, r.headers.get("retry-after")), (429, None))
+        r = yield self.post(fake, json={"text": ["hello"], "target_lang": "ES"}, headers=self.auth(fake))
+        self.assertEqual(r.status_code, 200)

@@ -44,6 +44,18 @@ Lifecycle (``state``)::
 * **Secrets.**  The key only travels in the ``Authorization`` header, and
   the protocol's logger scrubs it (see
   :mod:`~xlbridge.engines.deepgram.protocol`).
+* **Liveness.**  A half-open connection (the server or the path gone with
+  no FIN or RST: a crashed host, a NAT that forgot us, a blackholing
+  middlebox) never closes by itself: TCP keeps buffering the audio we
+  write, nothing comes back, and without a check the leg would neither
+  fall back nor reconnect (measured with ``reliability/faults.py``,
+  ``dg-blackhole``).  So after ``LIVENESS_IDLE_S`` without any message from
+  the server a WebSocket ping goes out (Deepgram answers pings, as any
+  RFC 6455 server must), and if neither a pong nor a message arrives
+  within ``LIVENESS_TIMEOUT_S`` the socket is dropped and the outage is
+  handled as any drop: ``EngineDown``, backoff, reconnect, replay.  A
+  quiet but healthy server costs one ping per ``LIVENESS_IDLE_S``.  Not
+  after ``CloseStream``: ``finish_timeout_s`` bounds that wait.
 """
 
 from __future__ import annotations
@@ -53,6 +65,7 @@ import random as _random
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.logger import Logger
@@ -77,8 +90,21 @@ from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
 __all__ = [
     "DeepgramConnection",
     "DeepgramConnectionOwner",
+    "LIVENESS_IDLE_S",
+    "LIVENESS_TIMEOUT_S",
     "State",
 ]
+
+_WS_OPEN = WebSocketProtocol.STATE_OPEN
+
+#: Seconds without any message from the server before a ping goes out.
+LIVENESS_IDLE_S = 2.0
+#: Seconds a ping may go unanswered (no pong, no message) before the
+#: connection is judged dead and dropped.  Generous on purpose: a false
+#: alarm costs a reconnect and a replay.  (On a 2-core machine loaded to 8
+#: runnable processes a CPU-starved local fake missed 2 s often and 4 s
+#: now and then; a real service is not starved by our machine.)
+LIVENESS_TIMEOUT_S = 4.0
 
 
 class State(enum.StrEnum):
@@ -197,6 +223,10 @@ class DeepgramConnection:
         self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
         self._keepalive_call: Optional[IDelayedCall] = None
+        self._liveness_call: Optional[IDelayedCall] = None
+        self._last_received = 0.0
+        self._ping_sent_at: Optional[float] = None
+        self._dead = False
 
     def __repr__(self) -> str:
         return (f"<DeepgramConnection call={self.call_id!r} ext={self.extension!r} "
@@ -262,8 +292,9 @@ class DeepgramConnection:
 
         :return: whether it went out (not if empty or not open).
         """
-        if not data or not self._open or self.protocol is None:
+        if not data or not self._open or not self._writable():
             return False
+        assert self.protocol is not None
         self.protocol.sendMessage(data, isBinary=True)
         self.sent_bytes += len(data)
         self.messages_out += 1
@@ -281,6 +312,8 @@ class DeepgramConnection:
         self._close_sent = True
         _cancel(self._keepalive_call)
         self._keepalive_call = None
+        _cancel(self._liveness_call)
+        self._liveness_call = None
 
     def metadata_received(self) -> None:
         """
@@ -346,13 +379,23 @@ class DeepgramConnection:
         self._server_error = None
         self._failures = 0
         self._last_send = self.reactor.seconds()
+        self._last_received = self.reactor.seconds()
+        self._ping_sent_at = None
+        self._dead = False
         self._owner.connection_opened(self._request_id)
         self._arm_keepalive()
+        self._arm_liveness()
 
     def ws_message(self, proto: DeepgramClientProtocol, payload: bytes, is_binary: bool) -> None:
         """One server message: to the owner, if it is from the current socket."""
         if proto is self.protocol:
+            self._alive()
             self._owner.message_received(payload, is_binary)
+
+    def ws_pong(self, proto: DeepgramClientProtocol) -> None:
+        """A pong (the answer to our liveness ping) from the current socket."""
+        if proto is self.protocol:
+            self._alive()
 
     def ws_close(self, proto: DeepgramClientProtocol, was_clean: bool, code: Optional[int],
                  reason: Optional[str]) -> None:
@@ -366,6 +409,8 @@ class DeepgramConnection:
         self._timeout_call = None
         _cancel(self._keepalive_call)
         self._keepalive_call = None
+        _cancel(self._liveness_call)
+        self._liveness_call = None
         if self.state in (State.CLOSED, State.FAILED):
             return
         if was_open and self._close_sent and (code == 1000 or self._metadata_seen):
@@ -384,8 +429,12 @@ class DeepgramConnection:
                 err = EngineUnavailable(ENGINE, f"upgrade timed out after {self.settings.connect_timeout_s} s")
             else:
                 err = EngineUnavailable(ENGINE, f"connection failed: {reason}")
+        elif self._dead:
+            err = EngineUnavailable(ENGINE, f"no answer from the server for {LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S:g} s "
+                                            f"(ping unanswered): connection dropped")
         else:
             err = classify_close(code, reason, self._server_error or "")
+        self._dead = False
         self._failed(err)
 
     # -- internals ---------------------------------------------------------
@@ -437,13 +486,68 @@ class DeepgramConnection:
         self._owner.connection_closed()
 
     def _cancel_timers(self) -> None:
-        for call in (self._timeout_call, self._retry_call, self._keepalive_call):
+        for call in (self._timeout_call, self._retry_call, self._keepalive_call, self._liveness_call):
             _cancel(call)
-        self._timeout_call = self._retry_call = self._keepalive_call = None
+        self._timeout_call = self._retry_call = self._keepalive_call = self._liveness_call = None
+
+    def _alive(self) -> None:
+        self._last_received = self.reactor.seconds()
+        self._ping_sent_at = None
+
+    def _arm_liveness(self) -> None:
+        if self._liveness_call is not None or not self._open or self._close_sent:
+            return
+        now = self.reactor.seconds()
+        if self._ping_sent_at is not None:
+            due = self._ping_sent_at + LIVENESS_TIMEOUT_S
+        else:
+            due = self._last_received + LIVENESS_IDLE_S
+        self._liveness_call = self.reactor.callLater(max(0.0, due - now), self._liveness_tick)
+
+    def _liveness_tick(self, confirm: bool = False) -> None:
+        """
+        Ping a server that has been quiet; drop one that did not answer the
+        ping (``confirm``: on the second look, after the sockets were read).
+        """
+        self._liveness_call = None
+        if not self._open or self._close_sent or self.protocol is None:
+            return
+        now = self.reactor.seconds()
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at >= LIVENESS_TIMEOUT_S * 0.999:
+                if not confirm:
+                    # A starved reactor runs late timers before reading the
+                    # sockets: give it one pass over them (the pong may be
+                    # waiting there) before judging the server.
+                    self._liveness_call = self.reactor.callLater(0, self._liveness_tick, True)
+                    return
+                self.log.warn("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
+                              "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
+                              call_id=self.call_id, ext=self.extension)
+                self._dead = True
+                self.protocol.dropConnection(abort=True)
+                return
+        elif now - self._last_received >= LIVENESS_IDLE_S * 0.999:
+            self._ping_sent_at = now
+            self.protocol.sendPing()
+        self._arm_liveness()
+
+    def _writable(self) -> bool:
+        """
+        The socket can take a message now.  Autobahn leaves its OPEN state
+        (a close frame came in, or we dropped the socket) before it reports
+        the close: until ``ws_close`` arrives ``sendMessage`` would raise
+        ``Disconnected`` into whoever fed the audio (the RTP receive path,
+        the gap filler's timer).  Audio not sent stays in the spool and is
+        replayed on the next connection.
+        """
+        proto = self.protocol
+        return proto is not None and getattr(proto, "state", _WS_OPEN) == _WS_OPEN
 
     def _send_text(self, text: str) -> None:
-        if self.protocol is None:
+        if not self._writable():
             return
+        assert self.protocol is not None
         self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         self.messages_out += 1
         self._last_send = self.reactor.seconds()
@@ -461,6 +565,8 @@ class DeepgramConnection:
         # Re-armed from the last send, so a steady audio stream costs one
         # timer per keepalive_s, not one reset per chunk.
         if self.reactor.seconds() - self._last_send >= self.settings.keepalive_s * 0.999:
+            if not self._writable():
+                return  # closing: ws_close follows, and a new socket arms its own
             self._send_text(KEEPALIVE)
             self.keepalives += 1
         self._arm_keepalive()

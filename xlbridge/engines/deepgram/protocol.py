@@ -89,6 +89,9 @@ class SocketOwner(Protocol):
                  reason: Optional[str]) -> None:
         """The connection ended: a normal end, a refused upgrade, or a drop."""
 
+    def ws_pong(self, proto: DeepgramClientProtocol) -> None:
+        """A pong: the server answered our liveness ping."""
+
 
 class _ScrubbingLog:
     """
@@ -145,6 +148,9 @@ class DeepgramClientProtocol(WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.connection.ws_message(self, payload, isBinary)
+
+    def onPong(self, payload: bytes) -> None:
+        self.connection.ws_pong(self)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.connection.ws_close(self, wasClean, code, reason)
