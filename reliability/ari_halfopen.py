@@ -13,8 +13,8 @@ will ever arrive.
 Run: ``.venv/bin/python -m reliability.ari_halfopen`` (about 2 minutes);
 writes ``reliability/results/ari_halfopen.json``.
 """
-import json, os, subprocess, sys, tempfile, time
-from reliability.faults import Proxy, http_json, ctl, stop, tcp_connections
+import json, os, subprocess, tempfile, time
+from reliability.faults import Proxy, http_json, stop, tcp_connections
 from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 os.chdir(ROOT)

@@ -85,7 +85,7 @@ from typing import Any, Callable, Deque, Iterable, Optional
 
 import attrs
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer

@@ -122,11 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                              "metrics_total": {k: v for k, v in m_end.items()
                                                if "dropped" in k or "refused" in k or "rejected" in k}}
             healthy.send_signal(signal.SIGTERM)
-            line = healthy.stdout.readline()
+            healthy.stdout.readline()  # its last line: it has written its report
             healthy.wait(timeout=30)
             with open(healthy_out) as f:
                 report["healthy"] = json.load(f)
-            del line
             counts, examples, offset = scan_log(target.log_path, offset)
             report["end"]["escaped_in_log"] = counts
             report["end"]["escaped_examples"] = examples

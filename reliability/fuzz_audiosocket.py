@@ -259,13 +259,7 @@ def run(
             local = Tally("tmp")
             scenario(local, rng, port, rng.randint(messages_per_conn // 2, messages_per_conn))
             with lock:
-                tally.connections += local.connections
-                for k, v in local.by_case.items():
-                    tally.add(k, v)
-                for k, v in local.errors.items():
-                    tally.errors[k] = tally.errors.get(k, 0) + v
-                for k, v in local.notes.items():
-                    tally.note(k, v)
+                tally.merge(local)
             time.sleep(0.02)
 
     del stream_lock, rng0

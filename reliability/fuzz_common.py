@@ -58,6 +58,16 @@ class Tally:
         """Count one observation worth a line in the report."""
         self.notes[key] = self.notes.get(key, 0) + n
 
+    def merge(self, other: "Tally") -> None:
+        """Add ``other``'s counts (one connection's, kept apart while it ran) to these."""
+        self.connections += other.connections
+        for k, v in other.by_case.items():
+            self.add(k, v)
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+        for k, v in other.notes.items():
+            self.note(k, v)
+
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 

@@ -188,13 +188,7 @@ def http(tally: Tally, count: int, port: int, token: str, seed: int, workers: in
         if s is not None:
             s.close()
         with lock:
-            tally.connections += local.connections
-            for k, v in local.by_case.items():
-                tally.add(k, v)
-            for k, v in local.errors.items():
-                tally.errors[k] = tally.errors.get(k, 0) + v
-            for k, v in local.notes.items():
-                tally.note(k, v)
+            tally.merge(local)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
     for t in threads:

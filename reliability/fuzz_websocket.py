@@ -217,13 +217,7 @@ def run(tally: Tally, count: int, ports: list[int], seed: int, messages_per_conn
             local = Tally("tmp")
             connection(local, rng, port, rng.randint(1, messages_per_conn))
             with lock:
-                tally.connections += local.connections
-                for k, v in local.by_case.items():
-                    tally.add(k, v)
-                for k, v in local.errors.items():
-                    tally.errors[k] = tally.errors.get(k, 0) + v
-                for k, v in local.notes.items():
-                    tally.note(k, v)
+                tally.merge(local)
             time.sleep(0.005)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(len(ports))]
