@@ -311,12 +311,15 @@ def position(x: np.ndarray, ref: np.ndarray, threshold: float = 0.6) -> Optional
     """
     Where ``ref`` starts in ``x``, in seconds, by the median of its voiced
     pieces' matches; ``None`` if fewer than three pieces match above
-    ``threshold``.  0.6, not 0.9: a prompt that crossed an 8 kHz leg
+    ``threshold`` (two, for a prompt of three pieces such as vm-goodbye:
+    one piece spliced by a busy recorder must not lose the whole
+    measurement).  0.6, not 0.9: a prompt that crossed an 8 kHz leg
     (``AudioSocket()``) lost its upper band and correlates at 0.7-0.85 with
     the 16 kHz original, yet its best match is still where it was heard.
     """
-    pieces = [d for c, d in segment_matches(x, ref) if c > threshold]
-    if len(pieces) < 3:
+    matches = segment_matches(x, ref)
+    pieces = [d for c, d in matches if c > threshold]
+    if len(pieces) < min(3, len(matches) - 1) or len(pieces) < 2:
         return None
     return float(np.median(pieces))
 
