@@ -93,6 +93,11 @@ class SocketOwner(Protocol):
         """A pong: the server answered our liveness ping."""
 
 
+def _disabled(f: Any) -> bool:
+    """Whether ``f`` is txaio's no-op, put in place of a disabled level."""
+    return getattr(f, "__name__", None) == "_no_op" and getattr(f, "__module__", None) == "txaio.tx"
+
+
 class _ScrubbingLog:
     """
     Wraps an Autobahn/txaio logger and replaces the secret in every string
@@ -113,7 +118,10 @@ class _ScrubbingLog:
 
     def __getattr__(self, name: str) -> Any:
         f = getattr(self._inner, name)
-        if not callable(f) or not self._secret:
+        if not callable(f) or not self._secret or _disabled(f):
+            # A level txaio has switched off is its shared no-op: wrapping
+            # it would cost a closure and a scrub of every argument on each
+            # audio frame Autobahn sends (it logs at debug per sendData).
             return f
 
         def call(*args: object, **kwargs: object) -> Any:
