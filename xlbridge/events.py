@@ -36,6 +36,9 @@ class DropReason(enum.Enum):
     PAYLOAD_TYPE = "payload_type"
     #: Payload could not be decoded (odd length for L16, empty).
     PAYLOAD = "payload"
+    #: Datagram longer than any RTP frame a phone or Asterisk sends (over
+    #: :data:`xlbridge.transports.rtp.MAX_DATAGRAM` bytes); dropped whole.
+    OVERSIZE = "oversize"
     #: Sent from an address other than the latched source.
     FOREIGN_SOURCE = "foreign_source"
     #: Sequence number already received.

@@ -83,6 +83,9 @@ class MemoryDatagramPort:
         test error handling).
     :ivar socket: what a real port's ``socket`` offers for sending
         (``sendto``), or ``None`` for a port without one.
+    :ivar maxPacketSize: bytes :meth:`deliver` hands over per datagram (the
+        rest is cut, as a real port's ``recvfrom`` cuts it); a protocol may
+        change it, as it may on a real port.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class MemoryDatagramPort:
         self.sent: list[Sent] = []
         self.listening = True
         self.fail_with: Optional[Exception] = None
+        self.maxPacketSize = 8192
         self.socket: Optional[MemoryDatagramSocket] = MemoryDatagramSocket(self) if with_socket else None
 
     def startListening(self) -> None:
@@ -122,9 +126,10 @@ class MemoryDatagramPort:
 
     def deliver(self, data: bytes, addr: Address) -> None:
         """
-        Hand ``data`` to the protocol as if it came from ``addr``.
+        Hand ``data`` to the protocol as if it came from ``addr``, cut to
+        :attr:`maxPacketSize` bytes as ``recvfrom`` on a real port would.
         """
-        self.protocol.datagramReceived(data, addr)
+        self.protocol.datagramReceived(data[: self.maxPacketSize], addr)
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
@@ -185,6 +190,7 @@ class MemoryUDPReactor(MemoryReactorClock):
 
             raise CannotListenError(interface, port, OSError("address in use"))
         p = MemoryDatagramPort(self, port, protocol, interface, self.datagram_sockets)
+        p.maxPacketSize = maxPacketSize
         self.udp[port] = p
         p.startListening()
         return p

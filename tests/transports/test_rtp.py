@@ -9,13 +9,15 @@ throttled logging.  The same send branch over a real loopback socket is in
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import numpy as np
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from tests.transports.contract import LegContract, RTPDriver, frame
@@ -24,7 +26,7 @@ from xlbridge.audio.frame import Samples
 from xlbridge.interfaces import ILegTransport
 from xlbridge.rtp.packet import build, parse
 from xlbridge.testing import MemoryDatagramPort, MemoryUDPReactor
-from xlbridge.transports.rtp import RTPEndpoint
+from xlbridge.transports.rtp import MAX_DATAGRAM, RECV_SIZE, RTPEndpoint
 
 ASTERISK = ("127.0.0.1", 10000)
 STRANGER = ("127.0.0.1", 10004)
@@ -267,3 +269,63 @@ class FlakyClock(Clock):
             self.fail = False
             raise ZeroDivisionError("broken clock")
         return super().seconds()
+
+
+class OversizeTests(Harness):
+    """
+    A datagram longer than any RTP frame is dropped whole, never cut to the
+    read size and taken as audio.
+    """
+
+    def test_port_reads_whole_datagrams(self) -> None:
+        self.assertEqual(self.port.maxPacketSize, RECV_SIZE)
+
+    def test_oversize_dropped_whole(self) -> None:
+        # 9,000 bytes of valid-looking slin16: cut to Twisted's default
+        # 8,192 it would still parse and be heard as 256 ms of audio.
+        big = build(118, 1, 320, 42, slin16(np.full(4494, 7, np.int16)))
+        self.assertGreater(len(big), MAX_DATAGRAM)
+        self.port.deliver(big, ASTERISK)
+        self.assertEqual(self.heard, [])
+        self.assertEqual(self.drops(), {"oversize": 1})
+        self.deliver(2, 8)
+        self.assertEqual([int(s[0]) for s in self.heard], [8])
+
+    def test_largest_accepted(self) -> None:
+        payload = slin16(np.full((MAX_DATAGRAM - 12) // 2, 5, np.int16))
+        self.port.deliver(build(118, 1, 320, 42, payload), ASTERISK)
+        self.assertEqual(self.drops(), {})
+        self.assertEqual(len(self.heard), 1)
+
+
+class RealPortOversizeTests(TestCase):
+    """The same over a real loopback UDP port: the kernel's datagram, whole."""
+
+    def test_oversize_over_loopback(self) -> None:
+        from twisted.internet import reactor as real
+
+        heard: list[Samples] = []
+        codec = get_codec("slin16")
+        ep = RTPEndpoint("7777", codec, codec, real, lambda e, s: heard.append(s))
+        port = real.listenUDP(0, ep, "127.0.0.1")  # Twisted's default maxPacketSize
+        self.addCleanup(port.stopListening)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        dest = ("127.0.0.1", port.getHost().port)
+        sock.sendto(build(118, 1, 320, 42, bytes(9000)), dest)
+        sock.sendto(build(118, 2, 640, 42, bytes(640)), dest)
+        done: Deferred[None] = Deferred()
+
+        def check() -> None:
+            if ep.counters.packets_in + sum(ep.counters.snapshot()["drops"].values()) >= 2:
+                done.callback(None)
+            else:
+                real.callLater(0.01, check)
+
+        check()
+
+        def verify(_: object) -> None:
+            self.assertEqual(ep.counters.snapshot()["drops"], {"oversize": 1})
+            self.assertEqual(len(heard), 1)
+
+        return done.addCallback(verify)

@@ -46,6 +46,17 @@ from xlbridge.rtp.seq import ReorderBuffer
 
 Address = tuple[str, int]
 
+#: Bytes read per datagram.  Twisted's default (8,192) truncates a longer
+#: datagram silently, and the part that is left can still parse as RTP and
+#: be taken as a quarter second of audio.  Reading up to the largest UDP
+#: payload (65,507) lets :data:`MAX_DATAGRAM` see the true size.
+RECV_SIZE = 65536
+
+#: The longest datagram accepted, in bytes: 256 ms of slin16 plus headers,
+#: far above Asterisk's 20 ms frames (652 bytes of slin16 RTP).  Longer ones
+#: are dropped whole as ``oversize``.
+MAX_DATAGRAM = 8192
+
 
 @attrs.frozen
 class RTPSettings:
@@ -111,6 +122,10 @@ class RTPEndpoint(DatagramProtocol):
         self._send_log = LogThrottle(log, clock)
 
     def startProtocol(self) -> None:
+        # Whole datagrams: see RECV_SIZE.  (A Twisted UDP port reads
+        # ``maxPacketSize`` bytes per recvfrom, looked up on every read.)
+        if hasattr(self.transport, "maxPacketSize"):
+            self.transport.maxPacketSize = RECV_SIZE
         # The hot path sends with the socket's own sendto: the latched
         # address came from the kernel, so Twisted's per-write address
         # checks (about 1.5 us a packet, 20,000 packets/s at 200 calls) are
@@ -134,6 +149,9 @@ class RTPEndpoint(DatagramProtocol):
 
     def _receive(self, data: bytes, addr: Address) -> None:
         counters = self.counters
+        if len(data) > MAX_DATAGRAM:
+            counters.drop(DropReason.OVERSIZE)
+            return
         try:
             pkt = parse(data)
         except RTPParseError as e:
