@@ -86,6 +86,7 @@ from xlbridge.engines.deepgram.settings import (
     classify_upgrade_failure,
 )
 from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
+from xlbridge.engines.wsframe import send_binary
 
 __all__ = [
     "DeepgramConnection",
@@ -295,7 +296,7 @@ class DeepgramConnection:
         if not data or not self._open or not self._writable():
             return False
         assert self.protocol is not None
-        self.protocol.sendMessage(data, isBinary=True)
+        send_binary(self.protocol, data)
         self.sent_bytes += len(data)
         self.messages_out += 1
         self._last_send = self.reactor.seconds()
