@@ -79,6 +79,7 @@ class AutobahnParsesTests(SynchronousTestCase):
         factory = WebSocketServerFactory("ws://127.0.0.1:9")
         factory.protocol = _Server
         server = factory.buildProtocol(None)
+        assert isinstance(server, _Server)
         transport = StringTransport()
         server.makeConnection(transport)
         key = "dGhlIHNhbXBsZSBub25jZQ=="
