@@ -124,8 +124,9 @@ class RTPEndpoint(DatagramProtocol):
     def startProtocol(self) -> None:
         # Whole datagrams: see RECV_SIZE.  (A Twisted UDP port reads
         # ``maxPacketSize`` bytes per recvfrom, looked up on every read.)
-        if hasattr(self.transport, "maxPacketSize"):
-            self.transport.maxPacketSize = RECV_SIZE
+        transport: Any = self.transport
+        if hasattr(transport, "maxPacketSize"):
+            transport.maxPacketSize = RECV_SIZE
         # The hot path sends with the socket's own sendto: the latched
         # address came from the kernel, so Twisted's per-write address
         # checks (about 1.5 us a packet, 20,000 packets/s at 200 calls) are
