@@ -53,16 +53,27 @@ Lifecycle (``state``)::
   user or password fixed in ``ari.conf`` (``module reload res_ari.so``) is
   picked up without restarting xlbridge; calls on the fixed ports never
   depend on ARI.
+* **Liveness.**  A half-open socket (Asterisk's host gone with no FIN)
+  looked connected for as long as TCP cared to wait.  Once open, the socket
+  is watched by a :class:`~xlbridge.ari.liveness.Liveness`: after
+  ``liveness_idle`` (10 s) with nothing received a PING goes out (never an
+  unsolicited PONG: it crashes some Asterisk builds), and if nothing arrives
+  within ``liveness_timeout`` (10 s) the socket is aborted, one warning
+  (:data:`UNANSWERED`) says so, and it is handled as any drop: backoff,
+  reconnect, start-up requests.
+* **Malformed events.**  Checked by :mod:`xlbridge.ari.event_checks`
+  (re-exported here: :func:`check_event`, :func:`decode_event`): a
+  malformed message is one counted drop and a throttled warning, never an
+  exception.  Counters for an exporter: :attr:`ARIEvents.counts`.
 * **Clock.**  Every timer is on the injected clock; Autobahn's own timers
-  (opening and closing handshake, server drop) are off, since they would run
-  on txaio's global reactor.
+  (opening and closing handshake, server drop, auto-ping) are off, since
+  they would run on txaio's global reactor.
 """
 
 from __future__ import annotations
 
 import base64
 import enum
-import json
 import random as _random
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlencode, urlsplit
@@ -77,6 +88,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xlbridge.ari.client import RETRYABLE, ARIAuthError, describe_failure, refusal_advice
+from xlbridge.ari.event_checks import EventCounts, Rejected, check_event, decode_event, parse_event
+from xlbridge.ari.liveness import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, Liveness
 from xlbridge.ari.reactor import IHTTPReactor
 from xlbridge.ari.retry import (
     CLOSED,
@@ -92,9 +105,26 @@ from xlbridge.ari.retry import (
 )
 from xlbridge.logthrottle import LogThrottle
 
-__all__ = ["ARIEvents", "State", "check_event", "decode_event", "events_url"]
+__all__ = [
+    "LIVENESS_IDLE_S",
+    "LIVENESS_TIMEOUT_S",
+    "UNANSWERED",
+    "ARIEvents",
+    "State",
+    "check_event",
+    "decode_event",
+    "events_url",
+]
 
 EventHandler = Callable[[dict[str, Any]], None]
+
+#: The socket was dropped because a ping went unanswered (fields
+#: ``silent``: seconds with nothing received, ``timeout``, ``up``: seconds
+#: it was open, ``delay``).  The one line logged for that drop.
+UNANSWERED = (
+    "ARI events: no answer from Asterisk to a ping within {timeout:g} s (nothing received for "
+    "{silent:.1f} s): connection dropped after {up:.1f} s; next attempt in {delay:.1f} s"
+)
 
 
 class State(enum.StrEnum):
@@ -117,93 +147,24 @@ class _EventsProtocol(WebSocketClientProtocol):
     # every failed attempt: ARIEvents says why, once, with the same reason.
     log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
+    def dataReceived(self, data: bytes) -> None:
+        # Any byte from the peer (a pong, an event, part of one) proves it
+        # alive: see ARIEvents' liveness.
+        self.factory.owner._received(self)
+        super().dataReceived(data)
+
     def onOpen(self) -> None:
         self.factory.owner._opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
-            return
-        event = decode_event(payload)
-        if isinstance(event, str):
+        event = Rejected("binary", "a binary message") if isBinary else parse_event(payload)
+        if isinstance(event, Rejected):
             self.factory.owner._malformed(event, payload)
         else:
             self.factory.owner._event(event)
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         self.factory.owner._closed(self, code, reason)
-
-
-#: Event fields the controller reads, and the JSON type each must have when
-#: present (ARI's models: ``Channel``, ``Playback``; ``args`` is a list of
-#: strings).  Checked here so a malformed event is one counted drop, not an
-#: exception in whichever handler touches the field first.
-_FIELD_TYPES: dict[str, type] = {"channel": dict, "args": list, "playback": dict}
-#: Fields ARI's event models require, per event type we act on.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "StasisStart": ("channel",),
-    "StasisEnd": ("channel",),
-    "ChannelDestroyed": ("channel",),
-    "PlaybackFinished": ("playback",),
-}
-#: String fields of a ``Channel`` the controller reads.
-_CHANNEL_TEXT = ("id", "name")
-
-
-def check_event(event: dict[str, Any]) -> Optional[str]:
-    """
-    Why ``event`` (a decoded JSON object) is not an ARI event the
-    controller can act on, or ``None`` if it is.
-
-    Checks only what the controller reads: ``type`` is a non-empty string;
-    ``channel``, ``args`` and ``playback`` have their model's type when
-    present (``args`` a list of strings; a channel's ``id`` and ``name``
-    strings, its ``channelvars`` an object), and the types we act on carry
-    the fields ARI always sends with them.  Unknown types and fields pass.
-    """
-    kind = event.get("type")
-    if not isinstance(kind, str) or not kind:
-        return "no event type"
-    for field, want in _FIELD_TYPES.items():
-        if field in event and not isinstance(event[field], want):
-            return f"{kind}: {field} is not a{'n object' if want is dict else ' list'}"
-    for field in _REQUIRED.get(kind, ()):
-        if field not in event:
-            return f"{kind} without {field}"
-    args = event.get("args")
-    if args is not None and not all(isinstance(a, str) for a in args):
-        return f"{kind}: args are not all strings"
-    channel = event.get("channel")
-    if channel is not None:
-        if not isinstance(channel.get("id"), str) or not channel["id"]:
-            return f"{kind}: channel without a string id"
-        for field in _CHANNEL_TEXT[1:]:
-            if field in channel and not isinstance(channel[field], str):
-                return f"{kind}: channel {field} is not a string"
-        if "channelvars" in channel and not isinstance(channel["channelvars"], dict):
-            return f"{kind}: channel channelvars is not an object"
-    return None
-
-
-def decode_event(payload: bytes) -> Union[dict[str, Any], str]:
-    """
-    One TEXT message of the events socket: the event, or why it is
-    malformed (a short reason for the log).  Never raises: not UTF-8, not
-    JSON, JSON nested deeper than the parser's recursion limit (a
-    ``RecursionError``, not a ``ValueError``), a number too long to
-    convert, or an event :func:`check_event` rejects are all reasons.
-    """
-    try:
-        event = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        return "not UTF-8"
-    except ValueError:
-        return "not JSON"
-    except RecursionError:
-        return "JSON nested too deep"
-    if not isinstance(event, dict):
-        return "not a JSON object"
-    why = check_event(event)
-    return event if why is None else why
 
 
 def events_url(base: str, app: str) -> str:
@@ -232,6 +193,9 @@ class ARIEvents(Service):
     :param endpoint: where to connect (default: ``HostnameEndpoint`` to the
         host and port of ``base``; tests pass their own).
     :param random: jitter source returning ``[0, 1)``.
+    :param liveness_idle: seconds with nothing received before a ping.
+    :param liveness_timeout: seconds a ping may go unanswered before the
+        socket is dropped (see the module's notes).
 
     :ivar state: a :class:`State`.
     :ivar connections: connections opened so far.
@@ -239,7 +203,14 @@ class ARIEvents(Service):
     :ivar last_error: why the last attempt failed, or ``None``.
     :ivar next_attempt: clock time of the next attempt, or ``None``.
     :ivar malformed: events dropped as malformed (:func:`decode_event`),
-        by reason.
+        by reason text (``counts.malformed``).
+    :ivar counts: an :class:`~xlbridge.ari.event_checks.EventCounts`:
+        ``counts.received`` (events handed on, by type, ``"other"`` for
+        types the controller ignores) and ``counts.dropped`` (malformed, by
+        reason code), bounded key sets for ``/metrics``.
+    :ivar liveness: the socket's :class:`~xlbridge.ari.liveness.Liveness`
+        (``liveness.pings``: pings sent; ``liveness.dead_count``: sockets
+        dropped for an unanswered ping).
     """
 
     log = Logger()
@@ -262,6 +233,8 @@ class ARIEvents(Service):
         clock: Optional[IReactorTime] = None,
         endpoint: Optional[IStreamClientEndpoint] = None,
         random: Callable[[], float] = _random.random,
+        liveness_idle: float = LIVENESS_IDLE_S,
+        liveness_timeout: float = LIVENESS_TIMEOUT_S,
     ) -> None:
         parts = urlsplit(base)
         self.url = events_url(base, app)
@@ -308,7 +281,11 @@ class ARIEvents(Service):
         #: (status, answer) of the refusal last logged in full
         self._refusal: Optional[tuple[int, str]] = None
         self._stopping: list[Deferred[None]] = []
-        self.malformed: dict[str, int] = {}
+        self.counts = EventCounts()
+        self.malformed: dict[str, int] = self.counts.malformed
+        self.liveness = Liveness(self.clock, self._ping, self._unanswered, liveness_idle, liveness_timeout)
+        #: seconds of silence when the liveness check dropped the socket
+        self._dead: Optional[float] = None
         # A peer that sends one bad event usually sends many: one line per
         # 10 s each for drops and for handler failures, the counts exact.
         self._malformed_log = LogThrottle(self.log, self.clock)
@@ -325,12 +302,15 @@ class ARIEvents(Service):
         """
         JSON-ready state, for an operator: ``state``, ``connections``,
         ``failures``, ``last_error``, ``next_attempt_in`` (seconds or
-        ``None``), ``malformed`` (events dropped, by reason).
+        ``None``), ``malformed`` (events dropped, by reason), ``pings``
+        (liveness pings sent), ``silent_for`` (seconds since anything was
+        received on the open socket, 0 when closed).
         """
         due = None if self.next_attempt is None else max(0.0, self.next_attempt - self.clock.seconds())
         return {
             "state": str(self.state), "connections": self.connections, "failures": self.failures,
             "last_error": self.last_error, "next_attempt_in": due, "malformed": dict(self.malformed),
+            "pings": self.liveness.pings, "silent_for": self.liveness.silent_for(),
         }
 
     # -- service -------------------------------------------------------------
@@ -347,6 +327,7 @@ class ARIEvents(Service):
         self.next_attempt = None
         self._malformed_log.flush()
         self._handler_log.flush()
+        self.liveness.stop()
         for call in (self._timeout_call, self._retry_call, self._prepare_call):
             _cancel(call)
         if self._connecting is not None:
@@ -418,18 +399,37 @@ class ARIEvents(Service):
         self.last_error = None
         self.state = State.PREPARING
         self.log.info("ARI events connected ({n})", n=self.connections)
+        self.liveness.start()
         self._prepare()
 
     def _event(self, event: dict[str, Any]) -> None:
+        self.counts.accepted(event)
         try:
             self.on_event(event)
         except Exception:
             self._handler_log.failure("ARI event handler failed for {type}", type=event.get("type"))
 
-    def _malformed(self, why: str, payload: bytes) -> None:
-        """Count and (throttled) log an event :func:`decode_event` rejected."""
-        self.malformed[why] = self.malformed.get(why, 0) + 1
-        self._malformed_log.warn("ARI sent a malformed event ({why}): {p!r}", why=why, p=payload[:120])
+    def _malformed(self, rejected: Rejected, payload: bytes) -> None:
+        """Count and (throttled) log a message :func:`parse_event` rejected."""
+        self.counts.rejected(rejected)
+        self._malformed_log.warn("ARI sent a malformed event ({why}): {p!r}", why=rejected.why, p=payload[:120])
+
+    # -- liveness ------------------------------------------------------------------
+
+    def _received(self, proto: _EventsProtocol) -> None:
+        if proto is self.protocol:
+            self.liveness.received()
+
+    def _ping(self) -> None:
+        if self.protocol is not None and self._open:
+            self.protocol.sendPing()  # a PING, never a PONG (module notes)
+
+    def _unanswered(self, silent: float) -> None:
+        """The liveness check judged the socket dead: abort it (logged in :meth:`_closed`)."""
+        if self.protocol is None or not self._open:
+            return
+        self._dead = silent
+        self.protocol.dropConnection(abort=True)
 
     # -- start-up requests -------------------------------------------------------
 
@@ -497,8 +497,10 @@ class ARIEvents(Service):
         if proto is not self.protocol:
             return
         was_open = self._open
+        dead, self._dead = self._dead, None
         self.protocol = None
         self._open = False
+        self.liveness.stop()
         for call in (self._timeout_call, self._prepare_call):
             _cancel(call)
         self._timeout_call = self._prepare_call = None
@@ -517,9 +519,13 @@ class ARIEvents(Service):
             self.failures += 1
             delay = self._delay(self.failures)
             self.state = State.BACKOFF
-            self.last_error = f"closed ({code} {reason})"
             self._schedule(delay)
-            self.log.warn(CLOSED, code=code, reason=reason, up=up, delay=delay)
+            if dead is not None:
+                self.last_error = f"no answer to a ping within {self.liveness.timeout:g} s"
+                self.log.warn(UNANSWERED, timeout=self.liveness.timeout, silent=dead, up=up, delay=delay)
+            else:
+                self.last_error = f"closed ({code} {reason})"
+                self.log.warn(CLOSED, code=code, reason=reason, up=up, delay=delay)
             return
         refusal = upgrade_refusal(proto)
         if refusal is not None and refusal[0] in (401, 403):
@@ -562,6 +568,7 @@ class ARIEvents(Service):
             self.log.warn(STILL_REFUSED, user=self.user, answer=answer, where=where, delay=delay)
 
     def _close(self, proto: _EventsProtocol, why: str) -> None:
+        self.liveness.stop()  # closing: no ping, and no judging the close handshake
         if self._open:
             proto.sendClose(1000, why)
             if proto.transport is not None:
