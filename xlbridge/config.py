@@ -20,6 +20,11 @@ Every bad value raises :class:`ConfigError` naming the option, which the
 twistd plugin turns into a usage error; unknown TOML keys are errors too,
 so typos do not pass silently.  Options that only mean something with
 another (the ARI options without ``--ari``) are errors rather than ignored.
+
+The ``[ari]`` section's table entries, checks and :class:`ARISettings`
+live in :mod:`xlbridge.ari.settings`, the parsers of single values in
+:mod:`xlbridge.config_values`; their public names are importable from
+here too.
 """
 
 from __future__ import annotations
@@ -30,11 +35,22 @@ from typing import Any, Callable, Mapping, Optional
 
 import attrs
 
+from xlbridge.ari.settings import (
+    ARI_MEDIA,
+    ARI_ONLY,
+    ARI_SETTINGS,
+    ARI_WEBSOCKET_CONNECTIONS,
+    MEDIA_SCHEMES,
+    ON_PARTNER_HANGUP,
+    ARISettings,
+    ari_settings,
+)
 from xlbridge.audio.codecs import CODEC_NAMES, Codec, get_codec
 from xlbridge.config_values import (
-    NONE,
+    AUDIOSOCKET_FORMATS,
     choice_parser,
     duplicates,
+    is_none,
     level_or_off_parser,
     number_parser,
     parse_bool,
@@ -43,16 +59,21 @@ from xlbridge.config_values import (
     parse_listen_endpoint,
     parse_output_file,
     parse_payload_types,
-    parse_port_range,
     parse_ports,
     parse_text,
-    read_secret_file,
+    split_audiosocket_formats,
 )
 from xlbridge.errors import ConfigError
 from xlbridge.monitor.auth import ENV_VAR as MONITOR_TOKEN_ENV
 from xlbridge.monitor.auth import LISTEN_ENV_VAR as MONITOR_LISTEN_TOKEN_ENV
 from xlbridge.pipeline.settings import ECHO_GUARDS, FALLBACKS, GRANULARITIES, TranslateSettings
 from xlbridge.transports.admission import LOOPBACK, Network, default_allow, parse_allow
+
+__all__ = [
+    "ARI_MEDIA", "ARI_ONLY", "ARI_WEBSOCKET_CONNECTIONS", "AUDIOSOCKET_FORMATS", "DEFAULT_PORTS", "ENGINES",
+    "ENGINE_SECTIONS", "FILE_ONLY", "MEDIA_SCHEMES", "ON_PARTNER_HANGUP", "SECTIONS", "SETTINGS", "ARISettings",
+    "BridgeConfig", "PairConfig", "load_config", "read_toml", "split_audiosocket_formats",
+]
 
 ENGINES = ("auto", "cloud", "local", "relay")
 
@@ -80,64 +101,6 @@ class PairConfig:
     languages: tuple[str, str]
     transports: tuple[str, str] = ("rtp", "rtp")
     rates: tuple[Optional[int], Optional[int]] = (None, None)
-
-
-ON_PARTNER_HANGUP = ("hangup", "keep", "prompt")
-ARI_MEDIA = ("rtp", "audiosocket", "websocket")
-#: Who opens an ARI WebSocket media connection (``--ari-websocket-connection``).
-ARI_WEBSOCKET_CONNECTIONS = ("server", "client")
-#: Media URI schemes Asterisk's ``/channels/{id}/play`` understands.
-MEDIA_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "tone:")
-
-
-@attrs.frozen
-class ARISettings:
-    """
-    How to reach Asterisk's ARI (``--ari``).
-
-    :ivar password: read from ``--ari-password-file``; never in ``repr``.
-    :ivar rtp_ports: inclusive UDP range for ExternalMedia RTP legs.
-    :ivar external_host: address Asterisk sends RTP to (our bind address,
-        or 127.0.0.1 when binding all interfaces).
-    :ivar languages: languages callers may ask for (engines preload them).
-    :ivar media: how ExternalMedia reaches us: ``"rtp"`` (UDP, a port of
-        ``rtp_ports`` per caller), ``"audiosocket"`` (TCP, every caller on
-        ``audiosocket_port``; slin16 both ways) or ``"websocket"``
-        (chan_websocket, slin16 both ways: see ``websocket_connection``).
-    :ivar audiosocket_port: TCP port of the AudioSocket listener (0: any
-        free port, for tests).
-    :ivar websocket_connection: with ``media = "websocket"``, who connects:
-        ``"server"`` (Asterisk serves ``/media/<id>`` on its HTTP server,
-        the one of ``url``, and xlbridge connects) or ``"client"``
-        (Asterisk dials ``websocket_port`` through the websocket_client.conf
-        entry ``websocket_client``).
-    :ivar websocket_client: the websocket_client.conf entry (client mode).
-    :ivar websocket_port: TCP port of the WebSocket listener in client mode
-        (0: any free port, for tests).
-    :ivar on_partner_hangup: ``"hangup"``, ``"keep"``, or ``"prompt"``: play
-        ``partner_hangup_sound`` to the remaining caller, then hang up (at
-        the latest ``prompt_timeout`` seconds later).
-    :ivar dial_timeout: seconds a ``dial=`` callee may ring unanswered
-        (passed to Asterisk; we give up ourselves 5 s after that).
-    """
-
-    url: str
-    user: str
-    password: str = attrs.field(repr=lambda v: "<redacted>")
-    app: str = "xlbridge"
-    rtp_ports: tuple[int, int] = (20000, 29999)
-    external_host: str = "127.0.0.1"
-    on_partner_hangup: str = "hangup"
-    port_quarantine: float = 10.0
-    languages: tuple[str, ...] = ("en", "es")
-    media: str = "rtp"
-    audiosocket_port: int = 9092
-    websocket_connection: str = "server"
-    websocket_client: Optional[str] = None
-    websocket_port: int = 9093
-    partner_hangup_sound: str = "sound:vm-goodbye"
-    prompt_timeout: float = 15.0
-    dial_timeout: int = 30
 
 
 @attrs.frozen
@@ -228,41 +191,8 @@ class BridgeConfig:
         raise KeyError(extension)
 
 
-
-#: AudioSocket format names (as in Asterisk's ``c(...)`` and ExternalMedia
-#: ``format``) and their sample rates in Hz: each is one audio kind
-#: (0x10-0x18, PROTOCOLS.md 6).
-AUDIOSOCKET_FORMATS: dict[str, int] = {
-    "slin": 8000, "slin12": 12000, "slin16": 16000, "slin24": 24000, "slin32": 32000,
-    "slin44": 44100, "slin48": 48000, "slin96": 96000, "slin192": 192000,
-}
-
-
-def split_audiosocket_formats(spec: str) -> tuple[str, dict[str, int]]:
-    """
-    Take the ``:FORMAT`` suffixes off an ``--audiosocket`` list
-    (``7000=5050:slin16,7001=5052``): the list without them, and the
-    sample rate each suffixed extension was given.
-    """
-    items, rates = [], {}
-    for raw in spec.split(","):
-        item, colon, fmt = raw.strip().partition(":")
-        if colon:
-            fmt = fmt.strip()
-            if fmt not in AUDIOSOCKET_FORMATS:
-                raise ConfigError(
-                    "audiosocket",
-                    f"unknown format {fmt!r} in {raw.strip()!r}: one of {', '.join(AUDIOSOCKET_FORMATS)}",
-                )
-            ext = item.partition("=")[0].strip()
-            if "-" in ext:
-                raise ConfigError("audiosocket", f"a format applies to one extension, not the range in {raw.strip()!r}")
-            rates[ext] = AUDIOSOCKET_FORMATS[fmt]
-        items.append(item)
-    return ",".join(items), rates
-
-
-#: option name -> (TOML section, TOML key, parser)
+#: option name -> (TOML section, TOML key, parser); the ``[ari]`` ones are
+#: :data:`xlbridge.ari.settings.ARI_SETTINGS`.
 SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "ports": ("bridge", "ports", lambda o, v: v),
     "audiosocket": ("bridge", "audiosocket", lambda o, v: v),
@@ -296,20 +226,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "monitor-listen-token": ("monitor", "listen_token", parse_text),
     "sync-directions": ("translation", "sync_directions", parse_bool),
     "sync-max-ms": ("translation", "sync_max_ms", number_parser(float, 0, 10000)),
-    "ari": ("ari", "url", parse_text),
-    "ari-user": ("ari", "user", parse_text),
-    "ari-password-file": ("ari", "password_file", parse_text),
-    "ari-app": ("ari", "app", parse_text),
-    "rtp-ports": ("ari", "rtp_ports", parse_text),
-    "ari-external-host": ("ari", "external_host", parse_text),
-    "on-partner-hangup": ("ari", "on_partner_hangup", choice_parser(ON_PARTNER_HANGUP)),
-    "partner-hangup-sound": ("ari", "partner_hangup_sound", lambda o, v: _media_uri(o, v)),
-    "ari-media": ("ari", "media", choice_parser(ARI_MEDIA)),
-    "ari-audiosocket-port": ("ari", "audiosocket_port", number_parser(int, 0, 65535)),
-    "ari-websocket-connection": ("ari", "websocket_connection", choice_parser(ARI_WEBSOCKET_CONNECTIONS)),
-    "ari-websocket-client": ("ari", "websocket_client", parse_text),
-    "ari-websocket-port": ("ari", "websocket_port", number_parser(int, 0, 65535)),
-    "ari-dial-timeout": ("ari", "dial_timeout", number_parser(int, 1, 3600)),
+    **ARI_SETTINGS,
 }
 
 #: Settings of the file only (no command-line flag), and why.
@@ -319,9 +236,6 @@ FILE_ONLY: dict[str, str] = {
     "monitor-listen-token": "a secret: a flag would show it to every local user in ps "
                             "(use XLBRIDGE_MONITOR_LISTEN_TOKEN, which wins over the file)",
 }
-
-#: Options that only mean something with ``--ari``.
-ARI_ONLY: tuple[str, ...] = tuple(opt for opt, (sec, _, _) in SETTINGS.items() if sec == "ari" and opt != "ari")
 
 #: ``--ports`` when neither ``--audiosocket`` nor ``--ari`` is given.
 DEFAULT_PORTS = "7777,8888"
@@ -339,19 +253,6 @@ def _allow_list(option: str, value: Any) -> Optional[tuple[Network, ...]]:
     except ValueError as e:
         raise ConfigError(option, str(e)) from None
 
-
-def _media_uri(option: str, value: Any) -> str:
-    """
-    ``sound:vm-goodbye`` (or a comma list of media URIs) for ARI ``play``.
-    """
-    text = str(value).strip()
-    items = [i.strip() for i in text.split(",")]
-    for item in items:
-        if not item.startswith(MEDIA_SCHEMES) or len(item) <= item.index(":") + 1:
-            raise ConfigError(
-                option, f"{item!r} is not a media URI like sound:vm-goodbye (schemes: {', '.join(MEDIA_SCHEMES)})"
-            )
-    return ",".join(items)
 
 #: Engine sections: passed whole to the engine's settings class.
 ENGINE_SECTIONS = ("deepgram", "deepl", "elevenlabs", "local_asr", "apertium", "espeak")
@@ -420,9 +321,9 @@ def load_config(
     # ports.
     as_spec = values.get("audiosocket")
     ws_spec = values.get("websocket")
-    ari = _ari_settings(values)
+    ari = ari_settings(values)
     ports_spec = values.get("ports", None if as_spec or ws_spec or ari else DEFAULT_PORTS)
-    if ports_spec is not None and _is_none(ports_spec):
+    if ports_spec is not None and is_none(ports_spec):
         ports_spec = None
         if as_spec is None and ws_spec is None and ari is None:
             raise ConfigError(
@@ -503,96 +404,3 @@ def load_config(
         engine_options=engine_options,
         ari=ari,
     )
-
-
-def _is_none(spec: Any) -> bool:
-    """Whether an extension list says "none" (``none``, ``""`` or ``[]``)."""
-    if isinstance(spec, list):
-        return not spec
-    return str(spec).strip().lower() in ("", NONE)
-
-
-def _ari_settings(values: Mapping[str, Any]) -> ARISettings | None:
-    url = values.get("ari")
-    if not url:
-        stray = [opt for opt in ARI_ONLY if opt in values]
-        if stray:
-            message = "needs --ari (Asterisk's ARI URL), which is not set"
-            if len(stray) > 1:
-                message += f"; so do {', '.join('--' + o for o in stray[1:])}"
-            raise ConfigError(stray[0], message)
-        return None
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError("ari", f"{url!r} is not an http:// or https:// URL like http://127.0.0.1:8088")
-    user = values.get("ari-user")
-    if not user:
-        raise ConfigError("ari-user", "--ari needs --ari-user")
-    path = values.get("ari-password-file")
-    if not path:
-        raise ConfigError("ari-password-file", "--ari needs --ari-password-file")
-    password = read_secret_file("ari-password-file", path)
-    interface = values.get("interface", "127.0.0.1")
-    default_host = "127.0.0.1" if interface in ("0.0.0.0", "", "::") else interface
-    media = values.get("ari-media", "rtp")
-    as_port = values.get("ari-audiosocket-port", 9092)
-    if media == "audiosocket" and as_port:
-        static = values.get("audiosocket")
-        if static is not None:
-            spec = ",".join(str(p) for p in static) if isinstance(static, list) else str(static)
-            if as_port in {p for _, p in parse_ports(spec, "audiosocket")}:
-                raise ConfigError(
-                    "ari-audiosocket-port", f"TCP port {as_port} is also an --audiosocket extension's port"
-                )
-    ws_connection, ws_client, ws_port = _ari_websocket(values, media)
-    return ARISettings(
-        url=url.rstrip("/"),
-        user=user,
-        password=password,
-        app=values.get("ari-app") or "xlbridge",
-        rtp_ports=parse_port_range("rtp-ports", values.get("rtp-ports", "20000-29999")),
-        external_host=values.get("ari-external-host") or default_host,
-        on_partner_hangup=values.get("on-partner-hangup", "hangup"),
-        languages=tuple(parse_langs(values.get("langs", "en,es"))),
-        media=media,
-        audiosocket_port=as_port,
-        websocket_connection=ws_connection,
-        websocket_client=ws_client,
-        websocket_port=ws_port,
-        partner_hangup_sound=values.get("partner-hangup-sound", "sound:vm-goodbye"),
-        dial_timeout=values.get("ari-dial-timeout", 30),
-    )
-
-
-def _ari_websocket(values: Mapping[str, Any], media: str) -> tuple[str, Optional[str], int]:
-    """
-    ``(connection, client id, port)`` of ``--ari-media websocket``.  Client
-    mode needs the websocket_client.conf entry Asterisk dials us with (a
-    section name: no spaces, slashes or commas, which Asterisk would read as
-    dial-string syntax), and its port must not be a fixed extension's.
-    """
-    connection = values.get("ari-websocket-connection", "server")
-    client = values.get("ari-websocket-client") or None
-    port = values.get("ari-websocket-port", 9093)
-    if client is not None and (any(c.isspace() for c in client) or set(client) & set("/,()[]")):
-        raise ConfigError(
-            "ari-websocket-client", f"{client!r} is not a websocket_client.conf entry name (like xlbridge-ari)"
-        )
-    if media != "websocket" or connection != "client":
-        return connection, client, port
-    if client is None:
-        raise ConfigError(
-            "ari-websocket-client",
-            "--ari-websocket-connection client needs the websocket_client.conf entry Asterisk dials "
-            "xlbridge with (e.g. --ari-websocket-client xlbridge-ari)",
-        )
-    if port:
-        for option in ("websocket", "audiosocket"):
-            static = values.get(option)
-            if static is None or _is_none(static):
-                continue
-            spec = ",".join(str(p) for p in static) if isinstance(static, list) else str(static)
-            if option == "audiosocket":
-                spec = split_audiosocket_formats(spec)[0]
-            if port in {p for _, p in parse_ports(spec, option)}:
-                raise ConfigError("ari-websocket-port", f"TCP port {port} is also a --{option} extension's port")
-    return connection, client, port

@@ -1,6 +1,7 @@
 """
-Parsers of single setting values: extension lists, languages, payload
-types, numbers, choices, booleans, addresses, endpoints, files.
+Parsers of single setting values: extension lists (and the AudioSocket
+formats they may name), languages, payload types, numbers, choices,
+booleans, addresses, endpoints, files.
 
 Each takes the option's command-line name (for the error message) and the
 raw value (a command-line string or a TOML value) and returns the parsed
@@ -340,3 +341,43 @@ def read_secret_file(option: str, path: str) -> str:
     if not text:
         raise ConfigError(option, f"{path} is empty")
     return text
+
+
+def is_none(spec: Any) -> bool:
+    """Whether an extension list says "none" (``none``, ``""`` or ``[]``)."""
+    if isinstance(spec, list):
+        return not spec
+    return str(spec).strip().lower() in ("", NONE)
+
+
+#: AudioSocket format names (as in Asterisk's ``c(...)`` and ExternalMedia
+#: ``format``) and their sample rates in Hz: each is one audio kind
+#: (0x10-0x18, PROTOCOLS.md 6).
+AUDIOSOCKET_FORMATS: dict[str, int] = {
+    "slin": 8000, "slin12": 12000, "slin16": 16000, "slin24": 24000, "slin32": 32000,
+    "slin44": 44100, "slin48": 48000, "slin96": 96000, "slin192": 192000,
+}
+
+
+def split_audiosocket_formats(spec: str) -> tuple[str, dict[str, int]]:
+    """
+    Take the ``:FORMAT`` suffixes off an ``--audiosocket`` list
+    (``7000=5050:slin16,7001=5052``): the list without them, and the
+    sample rate in Hz each suffixed extension was given.
+    """
+    items, rates = [], {}
+    for raw in spec.split(","):
+        item, colon, fmt = raw.strip().partition(":")
+        if colon:
+            fmt = fmt.strip()
+            if fmt not in AUDIOSOCKET_FORMATS:
+                raise ConfigError(
+                    "audiosocket",
+                    f"unknown format {fmt!r} in {raw.strip()!r}: one of {', '.join(AUDIOSOCKET_FORMATS)}",
+                )
+            ext = item.partition("=")[0].strip()
+            if "-" in ext:
+                raise ConfigError("audiosocket", f"a format applies to one extension, not the range in {raw.strip()!r}")
+            rates[ext] = AUDIOSOCKET_FORMATS[fmt]
+        items.append(item)
+    return ",".join(items), rates

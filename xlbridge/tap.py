@@ -3,23 +3,23 @@ The twistd plugin's options and service maker: the composition root.
 
 ``twistd -n xlbridge --ports 7777,8888`` lands here.  This module (and the
 tools) may fall back to the global reactor; everything else takes one.
+Start-up failures reported as one line (:class:`StartupFailed`,
+:class:`TwistdBridge`, :func:`start_failure`) are in
+:mod:`xlbridge.tap_failures`, and importable from here.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import gc
 import os
-from typing import Any, Callable, Iterator, Optional, cast
+from typing import Any, Callable, Optional, cast
 
-from twisted.application.service import IService, MultiService
-from twisted.internet.error import CannotListenError
+from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
 from xlbridge.audio.codecs import CODEC_NAMES
-from xlbridge.bridge import BridgeService, ListenerService, UDPListenerService
 from xlbridge.config import ENGINES, BridgeConfig, load_config
 from xlbridge.engines.select import choose_engines, language_table, missing_keys
 from xlbridge.errors import ConfigError
@@ -27,6 +27,12 @@ from xlbridge.eventlog import EventLogService
 from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, TranscriptEvent, UtteranceDropped
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.secretfile import config_file_warning
+from xlbridge.tap_failures import ServiceUsageError, StartupFailed, TwistdBridge, start_failure
+
+__all__ = [
+    "Options", "ServiceUsageError", "StartupFailed", "TwistdBridge", "build_service", "freeze_startup_heap",
+    "log_event", "makeService", "start_failure",
+]
 
 log = Logger()
 
@@ -322,131 +328,6 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
             raise usage.UsageError(f"--monitor: {e}") from None
         monitor.setServiceParent(bridge)  # starts after the calls container, stops before it
     return bridge
-
-
-class StartupFailed(SystemExit, Exception):
-    """
-    A start-up failure that twistd should report as one line, exiting 1.
-
-    twistd catches an ``Exception`` raised while starting the application
-    to remove its pid file and tell a daemon's parent, then raises it again,
-    and Python prints an uncaught exception as a traceback, but a
-    ``SystemExit`` as its message alone, with exit status 1.  This is both.
-    """
-
-
-class ServiceUsageError(StartupFailed, usage.UsageError):
-    """
-    A usage error found while building the service: ``str()`` is the
-    message, as for any ``UsageError``; twistd prints ``xlbridge: message``.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.code = f"xlbridge: {message}"
-
-
-class TwistdBridge(BridgeService):
-    """
-    The bridge as ``twistd xlbridge`` runs it: a port that cannot be bound
-    (taken, not an address of this machine, privileged) or a transcript
-    file that cannot be opened stops start-up with :class:`StartupFailed`,
-    one line naming the option (:func:`start_failure`), not a traceback.
-
-    Ports are bound in :meth:`privilegedStartService`, before anything runs.
-    The monitor and the transcript are opened in :meth:`startService`, after
-    the engines have started: on a failure there, whatever started is
-    stopped before the error goes up.
-    """
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            message = start_failure(self, e)
-            if message is None:
-                raise
-            raise StartupFailed(message) from None
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except (CannotListenError, OSError) as e:
-            message = start_failure(self, e)
-            if message is None:
-                raise
-            self._stop_started()
-            raise StartupFailed(message) from None
-
-    def _stop_started(self) -> None:
-        """
-        Stop every child that started (their Deferreds are not waited for:
-        the reactor never runs), so no worker thread or process outlives a
-        refused start.
-        """
-        for service in reversed(list(self)):
-            if service.running:
-                try:
-                    service.stopService()
-                except Exception:
-                    log.failure("stopping {name} after a failed start", name=service.name)
-        self.running = False
-
-
-def _listeners(service: IService) -> Iterator[ListenerService]:
-    """Listener services under ``service``, in start order."""
-    if isinstance(service, ListenerService):
-        yield service
-    if isinstance(service, MultiService):
-        for child in service:
-            yield from _listeners(child)
-
-
-def start_failure(bridge: BridgeService, error: Exception) -> Optional[str]:
-    """
-    The one-line message (``xlbridge: --ports: UDP port 7777 is already in
-    use on 0.0.0.0``) for ``error`` raised while starting ``bridge``, naming
-    the option responsible, or ``None`` for an error this does not know.
-
-    Services start in order and stop at the first failure, so the listener
-    that failed is the first one still without a port; when every listener
-    has its port, a listening failure is the monitor's (it listens last).
-    """
-    config = bridge.config
-    if isinstance(error, CannotListenError):
-        failed = next((ls for ls in _listeners(bridge) if ls.port is None), None)
-        if failed is None:
-            if config.monitor.strip().lower() == "none":
-                return None
-            option, proto = "monitor", "TCP"
-        elif isinstance(failed, UDPListenerService):
-            option, proto = "ports", "UDP"
-        elif failed.parent is bridge:
-            # Listeners are named "<kind>-<extension>".
-            kind = (failed.name or "").partition("-")[0]
-            option, proto = ("websocket" if kind == "websocket" else "audiosocket"), "TCP"
-        elif failed.name == "ari-websocket":
-            option, proto = "ari-websocket-port", "TCP"
-        else:
-            option, proto = "ari-audiosocket-port", "TCP"
-        return f"xlbridge: {_listen_failure(option, proto, error)}"
-    if isinstance(error, OSError) and config.events and error.filename == config.events:
-        return f"xlbridge: --events: cannot open {config.events}: {error.strerror or error}"
-    return None
-
-
-def _listen_failure(option: str, proto: str, error: CannotListenError) -> str:
-    iface = error.interface or "0.0.0.0"
-    code = getattr(error.socketError, "errno", None)
-    where = f"{proto} port {error.port} on {iface}"
-    if code == errno.EADDRINUSE:
-        return f"--{option}: {proto} port {error.port} is already in use on {iface}"
-    if code == errno.EADDRNOTAVAIL and option != "monitor":
-        return f"--interface: {iface} is not an address of this machine (cannot listen on {proto} port {error.port})"
-    reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-    if code == errno.EACCES and isinstance(error.port, int) and 0 < error.port < 1024:
-        reason += " (ports below 1024 need root)"
-    return f"--{option}: cannot listen on {where}: {reason}"
 
 
 def log_event(event: Event, text: bool = True) -> None:

@@ -35,47 +35,37 @@ user (401/403) are the events socket's business (:mod:`xlbridge.ari.events`).
 
 The controller keeps one registry of callers (:attr:`ARIController.callers`,
 by channel id, until they leave) and one of rooms (by name); an
-ExternalMedia channel is found through the caller that owns it.
+ExternalMedia channel is found through the caller that owns it.  The
+callers' media legs (RTP ports, the AudioSocket and WebSocket listeners,
+the ExternalMedia requests) are :class:`~xlbridge.ari.legs.MediaLegs`'
+business, and the restart cleanup's requests are in
+:mod:`xlbridge.ari.cleanup`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Generator, Optional
 
-import attrs
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.ari.audiosocket import AudioSocketRouter
+from xlbridge.ari import cleanup
 from xlbridge.ari.caller import Caller, new_caller
 from xlbridge.ari.client import ARIAuthError, ARIClient, ARIError
 from xlbridge.ari.dial import Dialer
 from xlbridge.ari.events import ARIEvents
-from xlbridge.ari.leftovers import (
-    BRIDGE_PREFIX,
-    audiosocket_target,
-    orphans,
-    partnerless,
-    stale_bridges,
-    stale_media,
-    stale_websocket,
-    unicast_rtp_port,
-)
+from xlbridge.ari.leftovers import BRIDGE_PREFIX
+from xlbridge.ari.legs import MediaLegs
 from xlbridge.ari.ports import PortPool
 from xlbridge.ari.prompt import PartnerPrompt
 from xlbridge.ari.reactor import IARIReactor
 from xlbridge.ari.rooms import StasisRoom, parse_args
-from xlbridge.ari.stasis import StasisWaiter
-from xlbridge.ari.websocket_media import WebSocketMedia
+from xlbridge.ari.settings import ARISettings
 from xlbridge.audio.frame import Samples
-from xlbridge.bridge import TCPListenerService
 from xlbridge.bridge_view import ControllerView
-from xlbridge.config import ARISettings
-from xlbridge.transports.rtp import RTPEndpoint
 
 __all__ = ["BRIDGE_PREFIX", "MAX_ENDED", "ARIController", "parse_args"]
 
@@ -113,47 +103,27 @@ class ARIController(MultiService):
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor
         self.client = client or ARIClient(settings.url, settings.user, settings.password, reactor)
-        self.pool = pool or PortPool(*settings.rtp_ports, reactor, settings.port_quarantine)
         self.prompt = PartnerPrompt(
             self.client, self.clock, settings.partner_hangup_sound, settings.prompt_timeout,
-            lambda cid: self._quietly(self.client.hangup(cid)), self._quietly,
+            lambda cid: self.quietly(self.client.hangup(cid)), self.quietly,
         )
-        #: With ``media = "audiosocket"``: routes connections by UUID, and
-        #: the service listening for them (bound before the events connect).
-        self.audiosocket: Optional[AudioSocketRouter] = None
-        self.audiosocket_listener: Optional[TCPListenerService] = None
-        if settings.media == "audiosocket":
-            self.audiosocket = AudioSocketRouter(reactor)
-            self.audiosocket_listener = TCPListenerService(
-                reactor, settings.audiosocket_port, self.audiosocket, bridge.config.interface,
-                bridge.admission.peers, "the ARI AudioSocket port",
-            )
-            self.audiosocket_listener.setName("ari-audiosocket")
-            self.audiosocket_listener.setServiceParent(self)
-        #: WebSocket legs: their dials (server mode) or the router and its
-        #: listener (client mode, with ``media = "websocket"`` only).  Always
-        #: there: a caller may ask for ``media=websocket`` in its Stasis
-        #: arguments whatever ``--ari-media`` says, and server mode needs
-        #: nothing of ours but ARI's own HTTP server.
-        ws_settings = settings if settings.media == "websocket" else attrs.evolve(settings, websocket_connection="server")
-        self.websocket: WebSocketMedia = WebSocketMedia(
-            ws_settings, reactor, reactor, bridge.config.interface, bridge.config.websocket_lookahead_ms,
-            bridge.admission.peers,
-        )
-        if self.websocket.listener is not None:
-            self.websocket.listener.setServiceParent(self)
+        #: RTP ports, the AudioSocket router and listener, WebSocket media,
+        #: and our ExternalMedia channels entering Stasis; its listeners are
+        #: children of ours, bound before the events connect.
+        self.legs = MediaLegs(self, bridge, settings, reactor, self.client, self.clock, pool)
+        # Shorter names for the legs' parts (the same objects).
+        self.pool, self.websocket, self.media_stasis = self.legs.pool, self.legs.websocket, self.legs.stasis
+        self.audiosocket, self.audiosocket_listener = self.legs.audiosocket, self.legs.audiosocket_listener
         self.callers: dict[str, Caller] = {}
         self.rooms: dict[str, StasisRoom] = {}
         self._pending: set[Deferred[Any]] = set()
-        #: our ExternalMedia channels entering Stasis, and setups waiting
-        self.media_stasis = StasisWaiter(self.clock)
         #: Channels seen ending (StasisEnd, ChannelDestroyed, our teardown),
         #: newest last, bounded: a restart cleanup working from an older
         #: channel list must not take them back.
         self.ended: dict[str, None] = {}
         self.dialer = Dialer(
             self.client, self.clock, settings.app, settings.dial_timeout, self._end_caller,
-            lambda cid: cid in self.callers, lambda cid: self._quietly(self.client.hangup(cid)),
+            lambda cid: cid in self.callers, lambda cid: self.quietly(self.client.hangup(cid)),
         )
         self.events = ARIEvents(
             reactor, settings.url, settings.app, settings.user, settings.password,
@@ -178,7 +148,7 @@ class ARIController(MultiService):
         channel = event.get("channel") or {}
         cid = str(channel.get("id", ""))
         if kind == "StasisStart":
-            if self._media_owner(cid) is not None or self._is_our_media(channel):
+            if self._media_owner(cid) is not None or self.legs.is_ours(channel):
                 self.media_stasis.entered(cid)  # our ExternalMedia channel
                 return
             self.dialer.answered(cid)
@@ -211,19 +181,11 @@ class ARIController(MultiService):
                 return caller
         return None
 
-    def _media_ids(self) -> set[str]:
+    def media_ids(self) -> set[str]:
+        """
+        The ids of the live callers' ExternalMedia channels.
+        """
         return {c.media_id for c in self.callers.values() if c.media_id is not None}
-
-    def _is_our_media(self, channel: dict[str, Any]) -> bool:
-        # Its StasisStart may come before the REST answer naming its id.
-        name = str(channel.get("name", ""))
-        port = unicast_rtp_port(name)
-        if port is not None:
-            return port in self.pool.in_use
-        if self.websocket.owns(channel):
-            return True
-        target = audiosocket_target(name)
-        return target is not None and self.audiosocket is not None and target[1] in self.audiosocket.routes
 
     def start_caller(self, channel: dict[str, Any], args: list[str]) -> None:
         cid = str(channel["id"])
@@ -234,19 +196,19 @@ class ARIController(MultiService):
             return
         opts = parse_args(args)
         lang = opts.get("lang", "en").lower()
-        media = self._media_of(name, opts.get("media"))
+        media = self.legs.media_of(name, opts.get("media"))
         if "dial" in opts:
             room_name = f"dial-{cid}"
         elif "room" in opts:
             room_name = opts["room"]
         else:
             self.log.warn("{name}: Stasis args {args!r} have no room= or dial=; hanging up", name=name, args=args)
-            self._quietly(self.client.hangup(cid))
+            self.quietly(self.client.hangup(cid))
             return
         room = self.rooms.setdefault(room_name, StasisRoom(room_name))
         if len(room.callers) >= 2:
             self.log.warn("{name}: room {room} is full; hanging up", name=name, room=room_name)
-            self._quietly(self.client.hangup(cid))
+            self.quietly(self.client.hangup(cid))
             return
         caller = new_caller(cid, name, room_name, lang, self, media)
         room.callers.append(caller)
@@ -273,42 +235,10 @@ class ARIController(MultiService):
         return self.client.create_bridge(BRIDGE_PREFIX + caller.channel_id)
 
     def create_media(self, caller: Caller) -> "Deferred[Any]":
-        self._bind(caller)
-        if caller.media_ws is not None:
-            return self.websocket.create(self.client, caller.media_ws)  # slin16 both ways
-        if caller.media_uuid is not None:
-            # AudioSocket: slin16 both ways (0x12), whatever --codec says.
-            return self.client.external_media(
-                self.settings.app, self.settings.external_host, self.audiosocket_port(), "slin16",
-                audiosocket_id=caller.media_uuid,
-            )
-        assert caller.port is not None
-        return self.client.external_media(
-            self.settings.app, self.settings.external_host, caller.port, self.bridge.config.codec
-        )
+        return self.legs.create(caller, lambda samples: self._audio(caller, samples))
 
     def wait_media(self, caller: Caller, channel: dict[str, Any]) -> "Deferred[None]":
-        vars_ = channel.get("channelvars") or {}
-        addr, port = vars_.get("UNICASTRTP_LOCAL_ADDRESS"), vars_.get("UNICASTRTP_LOCAL_PORT")
-        if addr and port and isinstance(caller.endpoint, RTPEndpoint):
-            # Asterisk does not learn our address from what we send (T8);
-            # we can talk first, and latching still follows its real source.
-            caller.endpoint.remote = (str(addr), int(port))
-        # Asterisk answers externalMedia before the new channel is in
-        # Stasis; adding it to the bridge earlier fails with 422 "Channel
-        # not in Stasis application" (seen on Asterisk 22).
-        assert caller.media_id is not None
-        if caller.media_ws is not None:
-            # A WebSocket channel only enters Stasis once connected: connect
-            # first (PROTOCOLS.md 10.6).
-            d = self.websocket.connect(caller.media_ws, channel)
-            return d.addCallback(lambda _: self._media_in_stasis(caller))
-        return self.media_stasis.wait(caller.media_id)
-
-    def _media_in_stasis(self, caller: Caller) -> "Deferred[None] | None":
-        if caller.media_id is None:
-            return None  # released meanwhile: its setup goes on, to find its caller gone
-        return self.media_stasis.wait(caller.media_id)
+        return self.legs.wait(caller, channel)
 
     def add_to_bridge(self, caller: Caller) -> "Deferred[Any]":
         assert caller.bridge_id is not None and caller.media_id is not None
@@ -321,61 +251,10 @@ class ARIController(MultiService):
 
     def audiosocket_port(self) -> int:
         """
-        The TCP port ExternalMedia AudioSocket channels connect to: the one
-        we listen on (the configured one, unless 0 asked for any).
+        The TCP port ExternalMedia AudioSocket channels connect to
+        (:meth:`MediaLegs.audiosocket_port`).
         """
-        listener = self.audiosocket_listener
-        if listener is not None and listener.port is not None:
-            return int(getattr(listener.port.getHost(), "port"))
-        return self.settings.audiosocket_port
-
-    def _media_of(self, name: str, asked: Optional[str]) -> str:
-        """
-        The media a caller gets: ``--ari-media``, unless its Stasis
-        arguments say ``media=rtp`` or ``media=websocket`` (or
-        ``audiosocket`` when that listener runs): one room may mix them.
-        """
-        default = self.settings.media
-        if asked is None:
-            return default
-        asked = asked.strip().lower()
-        usable = {"rtp", "websocket"} | ({"audiosocket"} if self.audiosocket is not None else set())
-        if asked not in usable:
-            self.log.warn(
-                "{name}: media={asked} is not one of {usable}; using {default}",
-                name=name, asked=asked, usable=", ".join(sorted(usable)), default=default,
-            )
-            return default
-        return asked
-
-    def _bind(self, caller: Caller) -> None:
-        if caller.media == "websocket":
-            caller.media_ws, caller.endpoint = self.websocket.bind(caller.name, lambda ep, s: self._audio(caller, s))
-            self.bridge.attach_endpoint(caller.name, caller.endpoint, origin="ari")
-            return
-        if caller.media == "audiosocket" and self.audiosocket is not None:
-            # One TCP port for all: the router hands Asterisk's connection
-            # announcing this UUID to this endpoint.
-            caller.media_uuid, caller.endpoint = self.audiosocket.add(
-                caller.name, lambda ep, s: self._audio(caller, s)
-            )
-            self.bridge.attach_endpoint(caller.name, caller.endpoint, origin="ari")
-            return
-        endpoint = self.bridge.rtp_endpoint(caller.name, lambda ep, s: self._audio(caller, s))
-        for _ in range(20):
-            port = self.pool.allocate()
-            try:
-                caller.listening = self.reactor.listenUDP(
-                    port, endpoint, interface=self.bridge.config.interface, maxPacketSize=8192
-                )
-            except CannotListenError:
-                self.pool.skip(port)
-                continue
-            caller.port, caller.endpoint = port, endpoint
-            # Listed for the monitor under its leg's name (status, metrics, Listen).
-            self.bridge.attach_endpoint(caller.name, endpoint, origin="ari")
-            return
-        raise CannotListenError(self.bridge.config.interface, 0, "no bindable port in --rtp-ports")
+        return self.legs.audiosocket_port()
 
     # -- pairing -------------------------------------------------------------
 
@@ -430,7 +309,7 @@ class ARIController(MultiService):
                 del self.rooms[caller.room]
         self.release(caller)
         if partner is not None and self.settings.on_partner_hangup == "hangup":
-            self._quietly(self.client.hangup(partner.channel_id))
+            self.quietly(self.client.hangup(partner.channel_id))
         elif partner is not None and self._prompting(reason):
             self.log.info("{name}: playing {media} before hanging up", name=partner.name,
                           media=self.settings.partner_hangup_sound)
@@ -444,31 +323,9 @@ class ARIController(MultiService):
         Release whatever exists of what was created for ``caller``
         (idempotent).
         """
-        media_id = None
-        if caller.listening is not None:
-            caller.listening.stopListening()
-            caller.listening = None
-        if caller.endpoint is not None:
-            # Its counts stay in the monitor's totals (idempotent).
-            self.bridge.detach_endpoint(caller.name, caller.endpoint)
-        if caller.port is not None:
-            self.pool.release(caller.port)
-            caller.port = None
-        if caller.media_id is not None:
-            media_id = caller.media_id
-            self._quietly(self.client.hangup(caller.media_id))
-            caller.media_id = None
-        if caller.media_uuid is not None and self.audiosocket is not None:
-            # After the hangup request: Asterisk may read our 0x00 first,
-            # which ends the channel too.
-            self.audiosocket.remove(caller.media_uuid)
-            caller.media_uuid = None
-        if caller.media_ws is not None:
-            # Also after the hangup request (our close ends the channel too).
-            self.websocket.remove(caller.media_ws)
-            caller.media_ws = None
+        media_id = self.legs.release(caller, lambda cid: self.quietly(self.client.hangup(cid)))
         if caller.bridge_id is not None:
-            self._quietly(self.client.destroy_bridge(caller.bridge_id))
+            self.quietly(self.client.destroy_bridge(caller.bridge_id))
             caller.bridge_id = None
         if media_id is not None:
             self.media_stasis.forget(media_id)  # its setup goes on, to find its caller gone
@@ -477,10 +334,14 @@ class ARIController(MultiService):
         """
         Hang up ``caller``'s channel.
         """
-        self._quietly(self.client.hangup(caller.channel_id))
+        self.quietly(self.client.hangup(caller.channel_id))
 
-    def _quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
-        # 404: already gone, which is what we wanted.
+    def quietly(self, d: "Deferred[Any]") -> "Deferred[Any]":
+        """
+        ``d``, a cleanup request, with its failure handled: 404 (already
+        gone) is what we wanted, 401/403 the events socket reports, anything
+        else is a log line.  Shutdown waits for it.
+        """
         def check(f: Failure) -> None:
             if f.check(ARIAuthError):
                 return  # the events socket said so, once (ari/events.py)
@@ -503,9 +364,7 @@ class ARIController(MultiService):
             caller.lifecycle.end("shutdown")
         self.prompt.cancel_all()
         self.dialer.cancel_all()
-        if self.audiosocket is not None:
-            self.audiosocket.close_pending()
-        self.websocket.close_pending()
+        self.legs.close_pending()
         pending = list(self._pending)
         d = gatherResults([maybeDeferred(super().stopService), *pending], consumeErrors=True)
         d.addBoth(lambda _: self.client.close())
@@ -524,50 +383,13 @@ class ARIController(MultiService):
         yield self.client.check_access()
         yield self.remove_leftovers()
 
-    @inlineCallbacks
-    def remove_leftovers(self) -> Generator["Deferred[Any]", Any, None]:
+    def remove_leftovers(self) -> "Deferred[None]":
         """
         What happens on each (re)connection of the events socket: delete
         the ``xlbridge-*`` bridges and ExternalMedia channels (RTP to our
         range, AudioSocket to our listener, WebSocket with our ids, whatever
         the media is now) that no live caller owns, end callers who hung up while we were away,
-        and take back callers an earlier run left in our Stasis app.
+        and take back callers an earlier run left in our Stasis app
+        (:func:`xlbridge.ari.cleanup.remove_leftovers`).
         """
-        client = self.client
-        bridges = yield client.bridges()
-        # Ours as of the answer: callers who entered while it was on the
-        # way may already have made theirs.
-        ours_b = {c.bridge_id for c in self.callers.values()} | {BRIDGE_PREFIX + c for c in self.callers}
-        for b in stale_bridges(bridges or [], ours_b):
-            self.log.info("removing stale bridge {name}", name=str(b.get("name", "")))
-            yield self._quietly(client.destroy_bridge(str(b["id"])))
-        # Only callers we knew of before asking can be missing from the
-        # answer because they are gone, not because they are newer.
-        before = set(self.callers)
-        channels = yield client.channels()
-        alive = {ch.get("id") for ch in channels or []}
-        for caller in list(self.callers.values()):
-            if caller.channel_id in before and caller.channel_id not in alive:
-                # Hung up while the events socket was down: no StasisEnd came.
-                caller.lifecycle.hangup("gone while disconnected")
-        ours = self._media_ids() | (set(self.audiosocket.routes) if self.audiosocket is not None else set())
-        dest = f"{self.settings.external_host}:{self.audiosocket_port()}"
-        stale = stale_media(channels or [], ours, self.settings.rtp_ports, dest, self.pool.in_use)
-        ours_ws = self._media_ids() | self.websocket.ids()
-        stale += stale_websocket(channels or [], ours_ws, self.settings.app)
-        for ch in stale:
-            self.log.info("removing stale channel {name}", name=ch.get("name"))
-            yield self._quietly(client.hangup(str(ch["id"])))
-        known = set(self.callers) | self._media_ids() | set(self.dialing)
-        found = orphans(channels or [], self.settings.app, known)
-        lonely = partnerless(found)
-        for ch, args in found:
-            if ch.get("id") in self.callers or ch.get("id") in self.ended:
-                continue  # its StasisStart, or its end, came meanwhile
-            if str(ch.get("id")) in lonely:
-                # A dial caller whose callee is gone (or a callee whose caller is).
-                self.log.info("hanging up {name}: its partner is gone", name=ch.get("name"))
-                yield self._quietly(client.hangup(str(ch["id"])))
-                continue
-            self.log.info("taking back {name}, left in Stasis by an earlier run", name=ch.get("name"))
-            self.start_caller(ch, args)
+        return cleanup.remove_leftovers(self)
