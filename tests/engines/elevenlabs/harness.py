@@ -304,11 +304,22 @@ class MemoryNetwork:
     server listening on their port (the fake, started on :attr:`reactor`),
     through ``iosim`` pumps.  Nothing moves until :meth:`settle` or
     :meth:`advance`, so times are exact.
+
+    :ivar peak_open: the most client connections ever open at once (see
+        :meth:`open_connections`).
     """
 
     def __init__(self) -> None:
         self.reactor = MemoryReactorClock()
         self._pumps: list[iosim.IOPump] = []
+        self.peak_open = 0
+
+    def open_connections(self) -> int:
+        """
+        Client connections neither closed nor closing (an abort or close by
+        the client counts at once; one by the server once it arrives).
+        """
+        return sum(1 for p in self._pumps if not p.clientIO.disconnecting)
 
     def _link(self) -> bool:
         """Connect the connection attempts made since the last call."""
@@ -324,6 +335,8 @@ class MemoryNetwork:
                 greet=False, clock=self.reactor,
             ))
             linked = True
+            # Only a new connection raises the number open.
+            self.peak_open = max(self.peak_open, self.open_connections())
         return linked
 
     def settle(self) -> None:

@@ -7,13 +7,16 @@ has: the request body and the pooled connection).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.defer import CancelledError, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web._newclient import TransportProxyProducer
+from twisted.web.iweb import IResponse
 
 from tests.engines.elevenlabs.harness import KEY, ClientTests, Heard
 from tests.fakes.elevenlabs import RecordedRequest
+from xlbridge.engines.elevenlabs.http import MAX_ERROR_BODY, _abort, _read_limited
 
 
 class HTTPClientTests(ClientTests, TestCase):
@@ -40,3 +43,47 @@ class HTTPClientTests(ClientTests, TestCase):
         vs = {"stability": 0.5, "similarity_boost": 0.75, "speed": 1.1}
         yield self.make(voice_settings=vs).synthesize("bye", "en", Heard())
         self.assertEqual(self.fake.requests[0].body["voice_settings"], vs)
+
+
+class _Connection:
+    """Stands for the TCP connection under a response body."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def abortConnection(self) -> None:
+        self.calls.append("abortConnection")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stopProducing")
+
+
+class _ErrorResponse:
+    """A response whose body never ends (the peer went silent mid-body)."""
+
+    code = 503
+
+    def __init__(self, connection: object) -> None:
+        self.connection = connection
+
+    def deliverBody(self, protocol: Any) -> None:
+        protocol.makeConnection(TransportProxyProducer(self.connection))
+        protocol.dataReceived(b'{"detail": {"status": "system_')
+
+
+class AbortTests(SynchronousTestCase):
+    def test_cancelled_error_body_aborts_its_connection(self) -> None:
+        """The watchdog cancelling a half-read error body aborts the socket."""
+        connection = _Connection()
+        d = _read_limited(cast(IResponse, _ErrorResponse(connection)), MAX_ERROR_BODY)
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(connection.calls, ["abortConnection"])
+
+    def test_without_abort_connection_the_producer_is_stopped(self) -> None:
+        stopped: list[bool] = []
+        proxy = TransportProxyProducer(object())
+        proxy.stopProducing = lambda: stopped.append(True)  # type: ignore[method-assign]
+        _abort(proxy)
+        self.assertEqual(stopped, [True])

@@ -26,10 +26,23 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(s.voice_for("en-GB"), DEFAULT_VOICES["en"])
         self.assertEqual(s.voice_for("xx"), DEFAULT_VOICE)
         self.assertEqual(s.language_code_for("pt-BR"), "pt")
+        self.assertEqual((s.timeout_s, s.first_byte_timeout_s, s.max_connections), (10.0, 3.0, 32))
+
+    def test_first_byte_timeout(self) -> None:
+        """
+        Read from the table like ``timeout_s``; the 3 s default shrinks to a
+        shorter ``timeout_s`` (so an older config stays valid).
+        """
+        self.assertEqual(ElevenLabsSettings.from_env({}, first_byte_timeout_s=0.5).first_byte_timeout_s, 0.5)
+        self.assertEqual(ElevenLabsSettings.from_env({}, timeout_s=2).first_byte_timeout_s, 2.0)
+        self.assertEqual(ElevenLabsSettings.from_env({}, timeout_s=20).first_byte_timeout_s, 3.0)
+        s = ElevenLabsSettings.from_env({}, timeout_s=5, first_byte_timeout_s=5)
+        self.assertEqual((s.timeout_s, s.first_byte_timeout_s), (5, 5))
 
     def test_rejects(self) -> None:
         for bad in (dict(base_url="ftp://x"), dict(output_format="mp3_44100_128"),
-                    dict(transport="grpc"), dict(inactivity_timeout=181), dict(timeout_s=0)):
+                    dict(transport="grpc"), dict(inactivity_timeout=181), dict(timeout_s=0),
+                    dict(first_byte_timeout_s=0), dict(first_byte_timeout_s=10.5)):
             self.assertRaises(ValueError, ElevenLabsSettings, **bad)
 
     def test_repr_hides_key(self) -> None:
@@ -67,6 +80,14 @@ class MessagesTests(SynchronousTestCase):
             ({"inactivity_timeout": 181}, "elevenlabs.inactivity_timeout: must be 1..180 s"),
             ({"inactivity_timeout": "20"}, "elevenlabs.inactivity_timeout: expected a whole number"),
             ({"timeout_s": 0}, "elevenlabs.timeout_s: must be > 0"),
+            ({"timeout_s": "ten"}, "elevenlabs.timeout_s: expected a number, got 'ten'"),
+            ({"first_byte_timeout_s": 0}, "elevenlabs.first_byte_timeout_s: must be > 0, got 0"),
+            ({"first_byte_timeout_s": -1.0}, "elevenlabs.first_byte_timeout_s: must be > 0"),
+            ({"first_byte_timeout_s": "3"}, "elevenlabs.first_byte_timeout_s: expected a number, got '3'"),
+            ({"first_byte_timeout_s": True}, "elevenlabs.first_byte_timeout_s: expected a number"),
+            ({"first_byte_timeout_s": 11}, "elevenlabs.first_byte_timeout_s: must be <= timeout_s (10.0), got 11"),
+            ({"timeout_s": 2, "first_byte_timeout_s": 2.5},
+             "elevenlabs.first_byte_timeout_s: must be <= timeout_s (2), got 2.5"),
             ({"retries": 9}, "elevenlabs.retries: must be 0..3"),
             ({"retry_delay_s": -1}, "elevenlabs.retry_delay_s: must be >= 0"),
             ({"max_connections": 1.5}, "elevenlabs.max_connections: expected a whole number"),

@@ -24,8 +24,8 @@ from typing import Callable, Optional, TypeVar, cast
 
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
@@ -73,9 +73,27 @@ class _AbortableResponse:
         self._response.deliverBody(protocol)
 
     def abort(self) -> None:
-        transport = getattr(self._protocol, "transport", None)
-        if transport is not None:
-            transport.stopProducing()  # TransportProxyProducer: drops the connection
+        _abort(getattr(self._protocol, "transport", None))
+
+
+def _abort(transport: object) -> None:
+    """
+    Drop the connection under a body protocol's ``transport`` at once.
+
+    That transport is a ``TransportProxyProducer``; the TCP (or TLS)
+    connection is its ``_producer``, whose ``abortConnection`` closes the
+    socket now (RST), where ``stopProducing`` would only start a clean close,
+    which a half-open peer never completes.  Either way the connection is
+    not returned to the pool.
+    """
+    if transport is None:
+        return
+    connection = getattr(transport, "_producer", None)
+    abort = getattr(connection, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        cast(IPushProducer, transport).stopProducing()
 
 
 class HTTPStreamTransport:
@@ -143,6 +161,13 @@ class HTTPStreamTransport:
         self._active.add(requested)
         requested.addBoth(_forget, self._active, requested)
         return requested
+
+    def gone(self, stream: "Deferred[None]") -> "Deferred[None]":
+        """
+        At once: when a stream has fired its connection is idle in the pool
+        (body read to the end) or aborted (see :func:`_abort`).
+        """
+        return succeed(None)
 
     def close(self) -> "Deferred[None]":
         """Abort streams in progress, then close pooled connections."""
@@ -244,8 +269,16 @@ class _LimitedReader(Protocol):
 
 
 def _read_limited(response: IResponse, limit: int) -> "Deferred[bytes]":
-    """The first ``limit`` bytes of ``response``'s body."""
-    done: Deferred[bytes] = Deferred()
-    response.deliverBody(_LimitedReader(limit, done))
+    """
+    The first ``limit`` bytes of ``response``'s body.  Cancelling (the
+    watchdog, on a peer that stopped mid-body) aborts the connection.
+    """
+
+    def cancel(_: "Deferred[bytes]") -> None:
+        _abort(reader.transport)
+
+    done: Deferred[bytes] = Deferred(cancel)
+    reader = _LimitedReader(limit, done)
+    response.deliverBody(reader)
     return done
 

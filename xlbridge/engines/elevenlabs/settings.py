@@ -21,6 +21,7 @@ from xlbridge.engines.options import build_with_environment, check_keys, check_k
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_FIRST_BYTE_TIMEOUT_S",
     "DEFAULT_TRANSPORT",
     "DEFAULT_VOICE",
     "DEFAULT_VOICES",
@@ -39,6 +40,11 @@ DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 
 #: Chosen by ``bench/tts_ttfa.py`` (see :mod:`xlbridge.engines.elevenlabs.tts`).
 DEFAULT_TRANSPORT = "http"
+
+#: Seconds to the first audio byte of a request (ElevenLabs answers in
+#: 75-300 ms); the default of ``first_byte_timeout_s`` when ``timeout_s`` is
+#: not shorter.
+DEFAULT_FIRST_BYTE_TIMEOUT_S = 3.0
 
 #: Premade voice "George" (ElevenLabs' own SDK examples); premade voices
 #: speak every language of the multilingual models.
@@ -133,6 +139,24 @@ def _positive(instance: object, attribute: "attrs.Attribute[Any]", value: float)
         raise setting_error(f"{ENGINE}.{attribute.name}", f"must be > 0, got {value!r}")
 
 
+def _first_byte(instance: "ElevenLabsSettings", attribute: "attrs.Attribute[Any]", value: float) -> None:
+    _positive(instance, attribute, value)
+    if value > instance.timeout_s:
+        raise setting_error(
+            f"{ENGINE}.{attribute.name}", f"must be <= timeout_s ({instance.timeout_s!r}), got {value!r}"
+        )
+
+
+def _default_first_byte(instance: "ElevenLabsSettings") -> float:
+    # 3 s, or timeout_s if that is shorter (a config written before this
+    # setting existed, with a short timeout_s, stays valid).  A timeout_s
+    # that is not a number is reported by its own validator.
+    timeout = instance.timeout_s
+    if kind_problem(timeout, float) is None and timeout > 0:
+        return min(DEFAULT_FIRST_BYTE_TIMEOUT_S, float(timeout))
+    return DEFAULT_FIRST_BYTE_TIMEOUT_S
+
+
 def _inactivity(instance: object, attribute: "attrs.Attribute[Any]", value: int) -> None:
     _kind(int)(instance, attribute, value)
     if not 1 <= value <= 180:
@@ -171,12 +195,22 @@ class ElevenLabsSettings:
     :ivar voice_settings: optional ``voice_settings`` object, sent as is.
     :ivar timeout_s: seconds without progress (connect, handshake, audio)
         after which an attempt is abandoned as :class:`EngineUnavailable`.
+    :ivar first_byte_timeout_s: seconds from the start of an attempt
+        (including any wait for a free connection) to its first audio byte;
+        past it the attempt is abandoned like a stall and its connection
+        aborted.  Default 3 s (or ``timeout_s`` if shorter); must be
+        ``<= timeout_s``.
     :ivar inactivity_timeout: WebSocket ``inactivity_timeout``, seconds
         (1..180); a spare socket sends ``" "`` every half of it.
     :ivar retries: extra attempts after an :class:`EngineUnavailable` that
         happened before any audio was delivered.
     :ivar retry_delay_s: pause before such a retry, seconds.
-    :ivar max_connections: HTTP pool bound: persistent connections per host.
+    :ivar max_connections: requests (HTTP) or speaking sockets (WebSocket)
+        in flight at once; more wait for a free one.  Also the HTTP pool's
+        bound on idle persistent connections.  Default 32: about 25 are in
+        flight at 50 translated calls with callers speaking every 6 s; set
+        it to your ElevenLabs plan's concurrency limit (past it ElevenLabs
+        answers 429).
     :ivar ws_standby: keep one initialised spare WebSocket per (voice,
         language) so an utterance does not wait for a handshake.
     """
@@ -194,10 +228,13 @@ class ElevenLabsSettings:
     output_format: str = attrs.field(default=OUTPUT_FORMAT, validator=_one_of(OUTPUT_FORMAT))
     voice_settings: Optional[Mapping[str, Any]] = attrs.field(default=None, hash=False, converter=_voice_settings)
     timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    first_byte_timeout_s: float = attrs.field(
+        default=attrs.Factory(_default_first_byte, takes_self=True), validator=_first_byte
+    )
     inactivity_timeout: int = attrs.field(default=20, validator=_inactivity)
     retries: int = attrs.field(default=1, validator=_retries)
     retry_delay_s: float = attrs.field(default=0.05, validator=_not_negative)
-    max_connections: int = attrs.field(default=8, validator=[_kind(int), _positive])
+    max_connections: int = attrs.field(default=32, validator=[_kind(int), _positive])
     ws_standby: bool = True
 
     def __attrs_post_init__(self) -> None:

@@ -47,6 +47,17 @@ Failures (:mod:`xlbridge.engines.base`): 401 ``invalid_api_key`` ->
 ``on_audio``, so the caller never hears a sentence twice.  The API key never
 appears in a repr, a log line or an exception message.
 
+Deadlines and bounds (RELIABILITY.md section 2, "ElevenLabs blackhole"): an
+attempt whose first audio byte has not arrived ``first_byte_timeout_s``
+(3 s) after it started, or that then goes ``timeout_s`` (10 s) without a
+byte, is abandoned as :class:`EngineUnavailable` (so the caller's fallback
+starts) and its connection is aborted, never pooled again.  At most
+``max_connections`` attempts are in flight at once (a
+``DeferredSemaphore``): HTTP requests, or speaking WebSockets (spares, at
+most :data:`~xlbridge.engines.elevenlabs.ws.MAX_SPARES`, come on top); the
+others wait for a free slot, and the wait counts against their first-byte
+deadline.
+
 Settings are in :mod:`xlbridge.engines.elevenlabs.settings`; what goes on
 the wire (URLs, bodies, messages, error mapping, PCM decoding) is in
 :mod:`xlbridge.engines.elevenlabs.wire`, which both transports share.
@@ -58,7 +69,7 @@ import collections
 from typing import Callable, Optional, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -114,6 +125,10 @@ class ElevenLabsCounters:
         first audio byte of the latest utterance, in milliseconds.
     :ivar first_byte_history: the last 64 such values, oldest first.
     :ivar errors: failed utterances by kind (see :func:`error_kind`).
+    :ivar queued: attempts that had to wait for a free connection slot
+        (``max_connections`` in flight).
+    :ivar queue_abandoned: attempts that gave up while waiting for one
+        (first-byte deadline, or cancelled).
     """
 
     requests: int = 0
@@ -126,6 +141,8 @@ class ElevenLabsCounters:
         factory=lambda: collections.deque(maxlen=64)
     )
     errors: dict[str, int] = attrs.field(factory=dict)
+    queued: int = 0
+    queue_abandoned: int = 0
 
     def first_byte(self, ms: float) -> None:
         self.first_byte_ms = ms
@@ -147,6 +164,13 @@ class StreamTransport(Protocol):
         Start one stream; call ``on_bytes`` with raw S16LE audio as it
         arrives; fire at its clean end; errback with an :class:`EngineError`.
         Cancelling the Deferred aborts the stream at once.
+        """
+
+    def gone(self, stream: "Deferred[None]") -> "Deferred[None]":
+        """
+        Once ``stream`` (from :meth:`open`) has fired: a Deferred that fires
+        when the connection that carried it no longer counts against
+        ``max_connections`` (closed, or idle in a pool).
         """
 
     def close(self) -> "Deferred[None]":
@@ -186,6 +210,8 @@ class ElevenLabsTTS:
             self._transport = HTTPStreamTransport(reactor, settings, pool)
         self._active: "set[Deferred[None]]" = set()
         self._closed = False
+        #: Attempts in flight at once (see the module docstring).
+        self._slots = DeferredSemaphore(settings.max_connections)
 
     def __repr__(self) -> str:
         return f"<ElevenLabsTTS {self.settings!r}>"
@@ -228,10 +254,70 @@ class ElevenLabsTTS:
 
     # -- used by _Utterance ---------------------------------------------------
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts holding a connection slot now (at most ``max_connections``)."""
+        return self.settings.max_connections - self._slots.tokens
+
+    @property
+    def waiting(self) -> int:
+        """Attempts waiting for a connection slot now."""
+        return len(self._slots.waiting)
+
+    def _release_when_gone(self, result: _T, stream: "Deferred[None]") -> _T:
+        """
+        Give the slot back once the stream's connection is gone (a closing
+        WebSocket still counts), or after ``timeout_s`` in any case, so that
+        a connection that never reports its end cannot keep a slot.
+        """
+        released = [False]
+
+        def release(_: object = None) -> None:
+            if not released[0]:
+                released[0] = True
+                if backstop.active():
+                    backstop.cancel()
+                self._slots.release()
+
+        backstop = self.reactor.callLater(self.settings.timeout_s, release)
+        try:
+            gone = self._transport.gone(stream)
+        except Exception:
+            self.log.failure("ElevenLabs transport could not tell when a connection is gone")
+            gone = succeed(None)
+        gone.addBoth(release)
+        return result
+
     def _open(
         self, voice_id: str, text: str, language: str, on_bytes: Callable[[bytes], None]
     ) -> "Deferred[None]":
-        return self._transport.open(voice_id, text, language, on_bytes)
+        """
+        Start one attempt once a connection slot is free; the slot is given
+        back when the stream ends (done, failed, cancelled: its connection
+        is then pooled or already aborted).  Cancelling while waiting leaves
+        the queue.
+        """
+        slots = self._slots
+        if not slots.tokens:
+            self.counters.queued += 1
+        acquired = slots.acquire()
+        opened = [False]
+
+        def start(_: object) -> "Deferred[None]":
+            opened[0] = True
+            try:
+                stream = self._transport.open(voice_id, text, language, on_bytes)
+            except Exception:
+                self.log.failure("ElevenLabs request could not start")
+                stream = _failed(EngineUnavailable(ENGINE, "could not start the request"))
+            return stream.addBoth(self._release_when_gone, stream)
+
+        def abandoned(failure: Failure) -> Failure:
+            if not opened[0]:
+                self.counters.queue_abandoned += 1
+            return failure
+
+        return acquired.addCallback(start).addErrback(abandoned)
 
 
 def _failed(error: Exception) -> "Deferred[None]":
@@ -266,6 +352,7 @@ class _Utterance:
         self.attempts = 0
         self.delivered = False
         self.got_bytes = False
+        self.attempt_bytes = False
         self.finished = False
         self.timed_out = False
         self.attempt: "Optional[Deferred[None]]" = None
@@ -286,20 +373,20 @@ class _Utterance:
             counters.retries += 1
         self.chunker.reset()
         self.timed_out = False
-        self._arm()
-        try:
-            attempt = self.tts._open(self.voice_id, self.text, self.language, self._bytes)
-        except Exception:
-            attempt = _failed(EngineUnavailable(ENGINE, "could not start the request"))
-            self.tts.log.failure("ElevenLabs request could not start")
+        self.attempt_bytes = False
+        # The first-byte deadline runs from here, so a wait for a free
+        # connection slot counts against it; each byte then re-arms the
+        # watchdog with timeout_s.
+        self._arm(self.settings.first_byte_timeout_s)
+        attempt = self.tts._open(self.voice_id, self.text, self.language, self._bytes)
         self.attempt = attempt
         attempt.addCallbacks(self._done, self._failed, errbackArgs=(attempt,))
 
-    def _arm(self) -> None:
+    def _arm(self, seconds: float) -> None:
         if self.watchdog is not None and self.watchdog.active():
-            self.watchdog.reset(self.settings.timeout_s)
+            self.watchdog.reset(seconds)
         else:
-            self.watchdog = self.clock.callLater(self.settings.timeout_s, self._stalled)
+            self.watchdog = self.clock.callLater(seconds, self._stalled)
 
     def _disarm(self) -> None:
         if self.watchdog is not None and self.watchdog.active():
@@ -319,8 +406,9 @@ class _Utterance:
         if not self.got_bytes:
             self.got_bytes = True
             counters.first_byte((self.clock.seconds() - self.started) * 1000.0)
+        self.attempt_bytes = True
         counters.bytes_received += len(data)
-        self._arm()
+        self._arm(self.settings.timeout_s)
         samples = self.chunker.feed(data)
         if samples is None:
             return
@@ -345,10 +433,11 @@ class _Utterance:
         if self.finished or attempt is not self.attempt:
             return
         if self.timed_out:
-            what = "audio" if self.got_bytes else "a response"
-            error: EngineError = EngineUnavailable(
-                ENGINE, f"no {what} for {self.settings.timeout_s:g} s"
-            )
+            if self.attempt_bytes:
+                message = f"no audio for {self.settings.timeout_s:g} s"
+            else:
+                message = f"no first audio byte within {self.settings.first_byte_timeout_s:g} s"
+            error: EngineError = EngineUnavailable(ENGINE, message)
         elif isinstance(failure.value, EngineError):
             error = failure.value
         elif failure.check(CancelledError):

@@ -35,10 +35,10 @@ their timers.
 from __future__ import annotations
 
 import collections
-from typing import Callable, Optional, cast
+from typing import Callable, Optional, TypeVar, cast
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
@@ -64,6 +64,8 @@ from xlbridge.engines.elevenlabs.wire import (
 )
 
 __all__ = ["MAX_MESSAGE", "MAX_SPARES", "WebSocketStreamTransport"]
+
+_T = TypeVar("_T")
 
 #: Spare (pre-opened) sockets kept at most, over all (voice, language) keys.
 MAX_SPARES = 4
@@ -291,6 +293,12 @@ class _Session:
         self.abandon()
 
 
+def _fire(result: _T, done: "Deferred[None]") -> _T:
+    if not done.called:
+        done.callback(None)
+    return result
+
+
 class WebSocketStreamTransport:
     """
     ``stream-input`` sockets, one per utterance, with spares.
@@ -329,6 +337,19 @@ class WebSocketStreamTransport:
             on_bytes(data)
 
         return session.speak(text, first_audio)
+
+    def gone(self, stream: "Deferred[None]") -> "Deferred[None]":
+        """
+        When the socket that carried ``stream`` is closed: after ``isFinal``
+        the close handshake is still under way (Autobahn drops the socket
+        after ``closeHandshakeTimeout`` at the latest).
+        """
+        for session in self._sessions:
+            if session.d is stream:
+                done: Deferred[None] = Deferred()
+                session.closed.addBoth(_fire, done)
+                return done
+        return succeed(None)  # session_gone ran: the socket is closed
 
     def _new_session(self, voice_id: str, language: str) -> _Session:
         session = _Session(self, voice_id, language)
