@@ -3,6 +3,7 @@ Run the fake cloud engines as a process, to try the bridge by hand.
 
     python -m tests.fakes all                   # Deepgram, DeepL, ElevenLabs
     python -m tests.fakes deepgram --port 8801  # one of them, with its options
+    python -m tests.fakes deepgram-flux --port 0  # Deepgram Flux (/v2/listen)
     python -m tests.fakes chan_websocket --dial ws://127.0.0.1:7002/  # Asterisk's
                                                 # WebSocket media channel, dialling a
                                                 # bridge started with --websocket 7002=7002
@@ -22,6 +23,8 @@ import sys
 from typing import Any
 
 FAKES = ("deepgram", "deepl", "elevenlabs")
+EXTRA = ("chan_websocket", "deepgram-flux")  # not started by "all"
+LISTEN_ONLY = ("deepgram-flux",)  # prints its URL; the bridge has no variable for it yet
 PORTS = {"deepgram": 8801, "deepl": 8802, "elevenlabs": 8803}
 ENV = {
     "deepgram": ("XLBRIDGE_DEEPGRAM_URL", "DEEPGRAM_API_KEY"),
@@ -33,7 +36,7 @@ ENV = {
 def _module(name: str) -> Any:
     import importlib
 
-    return importlib.import_module(f"tests.fakes.{name}")
+    return importlib.import_module(f"tests.fakes.{name.replace('-', '_')}")
 
 
 def _key(fake: Any) -> str:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
     sub.add_parser("all", help="all three on ports 8801-8803")
-    for name in FAKES + ("chan_websocket",):
+    for name in FAKES + EXTRA:
         p = sub.add_parser(name, help=f"the fake {name}")
         _module(name).add_arguments(p)
     args = parser.parse_args(argv)
@@ -64,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         started.append((args.which, _module(args.which).run_from_args(reactor, args)))
     exports = []
     for name, fake in started:
+        if name in LISTEN_ONLY:
+            print(f"fake {name} listening on {fake.url}", flush=True)
         if name not in ENV:
-            continue  # not an engine: nothing to export
+            continue  # not an engine, or nothing to export
         url_var, key_var = ENV[name]
         exports.append(f"{url_var}={fake.url}")
         exports.append(f"{key_var}={_key(fake)}")

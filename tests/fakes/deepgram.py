@@ -64,7 +64,7 @@ NET_0000 = "NET-0000 The service has not transmitted a Text frame to the client 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
             404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             503: "Service Unavailable"}
-_DG_ERRORS = {
+DG_ERRORS = {
     401: "Invalid credentials.",
     403: "Insufficient permissions.",
     429: "Too many requests. Please try again later.",
@@ -265,7 +265,7 @@ def _parse_bool(v: Optional[str]) -> Optional[bool]:
     raise ValueError(v)
 
 
-class _FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         # Autobahn logs the request (with the Authorization header) at debug
@@ -306,12 +306,12 @@ class _FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self._deny(404, f"No such path {request.path}")
         if fake._reject:
             status, message = fake._reject.pop(0)
-            self._deny(status, message or _DG_ERRORS.get(status, "Error."))
+            self._deny(status, message or DG_ERRORS.get(status, "Error."))
         auth = rec.headers.get("authorization")
         if auth is None:
             self._deny(401, "Missing authorization header. Expected 'Authorization: Token <key>'.")
         if auth != f"Token {fake.api_key}":
-            self._deny(401, _DG_ERRORS[401])
+            self._deny(401, DG_ERRORS[401])
         p = rec.params
         if "encoding" not in p:
             self._deny(400, "Missing encoding: raw audio needs encoding and sample_rate.")
@@ -511,7 +511,7 @@ class FakeDeepgram:
         self.port = 0
         self.url = ""
         self._port: Any = None
-        self._live: set[_FakeListenProtocol] = set()
+        self._live: set[FakeListenProtocol] = set()
         self._reject: list[tuple[int, Optional[str]]] = []
         self._drops: list[list[Any]] = []
 
@@ -547,7 +547,7 @@ class FakeDeepgram:
 
     def listen(self, port: int = 0, interface: str = "127.0.0.1") -> None:
         factory = WebSocketServerFactory(reactor=self.reactor)
-        factory.protocol = _FakeListenProtocol
+        factory.protocol = FakeListenProtocol
         factory.fake = self
         factory.noisy = False
         # Autobahn's timers round down to a whole second, so its default
