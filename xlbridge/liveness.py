@@ -1,29 +1,29 @@
 """
 Liveness of an open WebSocket: ping a quiet peer, drop one that does not
-answer.
+answer.  Used by the ARI events socket (10 s / 10 s) and by each Deepgram
+connection (2 s / 4 s).
 
-A half-open connection (Asterisk's host gone with no FIN or RST: a crash, a
+A half-open connection (the peer's host gone with no FIN or RST: a crash, a
 NAT or firewall that forgot us, a blackholing middlebox) never closes by
-itself: nothing arrives, nothing fails, and the ARI events socket looked
+itself: nothing arrives, nothing fails.  The ARI events socket looked
 connected (``/readyz`` ready) while Stasis calls went unseen (40 s and more
 in ``reliability/faults.py``'s half-open fault; TCP would take many
-minutes).  So, as :mod:`xlbridge.engines.deepgram.connection` does:
+minutes), and a Deepgram leg kept writing audio into the kernel without
+falling back.  So:
 
-* After :data:`LIVENESS_IDLE_S` with nothing received a WebSocket PING
-  goes out.  Asterisk answers a PING with a PONG (RFC 6455; verified for its
-  server-side sessions).  A quiet but healthy Asterisk costs one ping per
-  :data:`LIVENESS_IDLE_S`.
-* Anything received (a PONG, an event, any byte) proves the peer alive and
+* After ``idle`` seconds with nothing received a WebSocket PING goes out.
+  Asterisk and Deepgram answer a PING with a PONG (RFC 6455).  A quiet but
+  healthy peer costs one ping per ``idle`` seconds.
+* Anything received (a PONG, a message, any byte) proves the peer alive and
   restarts the idle wait.  Receiving only records the time: the timer is
   not re-armed per message, it looks at that time when it fires.
-* If nothing arrives within :data:`LIVENESS_TIMEOUT_S` of the ping the
-  owner's ``dead`` callback runs once (it drops the socket; its reconnect
-  logic does the rest) and the watch stops.  Worst case a dead peer is
-  noticed :data:`LIVENESS_IDLE_S` + :data:`LIVENESS_TIMEOUT_S` after its
-  last message.
+* If nothing arrives within ``timeout`` seconds of the ping the owner's
+  ``dead`` callback runs once (it drops the socket; its reconnect logic does
+  the rest) and the watch stops.  Worst case a dead peer is noticed
+  ``idle + timeout`` seconds after its last message.
 * **PING only, never an unsolicited PONG**: one kills Asterisk 20.21/22.11/
   23.5 release candidates (asterisk/asterisk#2085; PROTOCOLS.md 10.5).
-  (Autobahn answers Asterisk's pings with pongs by itself: those are
+  (Autobahn answers the peer's pings with pongs by itself: those are
   solicited.)
 * **Clock.**  The timer is on the injected ``IReactorTime``, so tests run
   it on ``task.Clock``; :meth:`Liveness.stop` cancels it, and nothing is
@@ -41,7 +41,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["LIVENESS_IDLE_S", "LIVENESS_TIMEOUT_S", "Liveness"]
 
-#: Seconds without anything received from the peer before a ping goes out.
+#: Default seconds without anything received from the peer before a ping
+#: goes out (the ARI events socket's).
 LIVENESS_IDLE_S = 10.0
 #: Seconds a ping may go unanswered (no pong, nothing else received) before
 #: the connection is judged dead.  Generous: a false alarm costs a
