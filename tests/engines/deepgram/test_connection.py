@@ -107,7 +107,8 @@ class ConnectionTests(SynchronousTestCase):
         # The connect timeout is gone; the keepalive and the liveness check are armed.
         keepalive, liveness = sorted(self.clock.getDelayedCalls(), key=lambda c: -c.getTime())
         self.assertEqual(keepalive.getTime(), self.clock.seconds() + 4.0)
-        self.assertEqual(liveness.func, self.conn._liveness_tick)
+        self.assertTrue(self.conn.liveness.running)
+        self.assertEqual(liveness.getTime(), self.clock.seconds() + 2.0)
 
     def test_each_failure_reported_and_retried_with_backoff(self) -> None:
         self.conn.connect()

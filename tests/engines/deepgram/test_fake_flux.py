@@ -74,7 +74,8 @@ class ScriptClient(WebSocketClientProtocol):  # type: ignore[misc]
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self.factory.closes.append((wasClean, code, reason))
-        self.factory.request_id = self.http_headers.get("dg-request-id")
+        # No headers when the connection failed before the response.
+        self.factory.request_id = (getattr(self, "http_headers", None) or {}).get("dg-request-id")
 
 
 class FluxTestCase(TestCase):

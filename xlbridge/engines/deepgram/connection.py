@@ -55,7 +55,8 @@ Lifecycle (``state``)::
   within ``LIVENESS_TIMEOUT_S`` the socket is dropped and the outage is
   handled as any drop: ``EngineDown``, backoff, reconnect, replay.  A
   quiet but healthy server costs one ping per ``LIVENESS_IDLE_S``.  Not
-  after ``CloseStream``: ``finish_timeout_s`` bounds that wait.
+  after ``CloseStream``: ``finish_timeout_s`` bounds that wait.  The timer
+  is :class:`xlbridge.liveness.Liveness`, shared with the ARI events socket.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ from xlbridge.engines.deepgram.settings import (
 )
 from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
 from xlbridge.engines.wsframe import send_binary
+from xlbridge.liveness import Liveness
 
 __all__ = [
     "DeepgramConnection",
@@ -224,9 +226,8 @@ class DeepgramConnection:
         self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
         self._keepalive_call: Optional[IDelayedCall] = None
-        self._liveness_call: Optional[IDelayedCall] = None
-        self._last_received = 0.0
-        self._ping_sent_at: Optional[float] = None
+        self.liveness = Liveness(self.reactor, self._ping, self._peer_dead,
+                                 idle=LIVENESS_IDLE_S, timeout=LIVENESS_TIMEOUT_S)
         self._dead = False
 
     def __repr__(self) -> str:
@@ -313,8 +314,7 @@ class DeepgramConnection:
         self._close_sent = True
         _cancel(self._keepalive_call)
         self._keepalive_call = None
-        _cancel(self._liveness_call)
-        self._liveness_call = None
+        self.liveness.stop()
 
     def metadata_received(self) -> None:
         """
@@ -380,23 +380,22 @@ class DeepgramConnection:
         self._server_error = None
         self._failures = 0
         self._last_send = self.reactor.seconds()
-        self._last_received = self.reactor.seconds()
-        self._ping_sent_at = None
         self._dead = False
         self._owner.connection_opened(self._request_id)
         self._arm_keepalive()
-        self._arm_liveness()
+        if self._open and not self._close_sent:
+            self.liveness.start()
 
     def ws_message(self, proto: DeepgramClientProtocol, payload: bytes, is_binary: bool) -> None:
         """One server message: to the owner, if it is from the current socket."""
         if proto is self.protocol:
-            self._alive()
+            self.liveness.received()
             self._owner.message_received(payload, is_binary)
 
     def ws_pong(self, proto: DeepgramClientProtocol) -> None:
         """A pong (the answer to our liveness ping) from the current socket."""
         if proto is self.protocol:
-            self._alive()
+            self.liveness.received()
 
     def ws_close(self, proto: DeepgramClientProtocol, was_clean: bool, code: Optional[int],
                  reason: Optional[str]) -> None:
@@ -410,8 +409,7 @@ class DeepgramConnection:
         self._timeout_call = None
         _cancel(self._keepalive_call)
         self._keepalive_call = None
-        _cancel(self._liveness_call)
-        self._liveness_call = None
+        self.liveness.stop()
         if self.state in (State.CLOSED, State.FAILED):
             return
         if was_open and self._close_sent and (code == 1000 or self._metadata_seen):
@@ -487,51 +485,24 @@ class DeepgramConnection:
         self._owner.connection_closed()
 
     def _cancel_timers(self) -> None:
-        for call in (self._timeout_call, self._retry_call, self._keepalive_call, self._liveness_call):
+        for call in (self._timeout_call, self._retry_call, self._keepalive_call):
             _cancel(call)
-        self._timeout_call = self._retry_call = self._keepalive_call = self._liveness_call = None
+        self._timeout_call = self._retry_call = self._keepalive_call = None
+        self.liveness.stop()
 
-    def _alive(self) -> None:
-        self._last_received = self.reactor.seconds()
-        self._ping_sent_at = None
-
-    def _arm_liveness(self) -> None:
-        if self._liveness_call is not None or not self._open or self._close_sent:
-            return
-        now = self.reactor.seconds()
-        if self._ping_sent_at is not None:
-            due = self._ping_sent_at + LIVENESS_TIMEOUT_S
-        else:
-            due = self._last_received + LIVENESS_IDLE_S
-        self._liveness_call = self.reactor.callLater(max(0.0, due - now), self._liveness_tick)
-
-    def _liveness_tick(self, confirm: bool = False) -> None:
-        """
-        Ping a server that has been quiet; drop one that did not answer the
-        ping (``confirm``: on the second look, after the sockets were read).
-        """
-        self._liveness_call = None
-        if not self._open or self._close_sent or self.protocol is None:
-            return
-        now = self.reactor.seconds()
-        if self._ping_sent_at is not None:
-            if now - self._ping_sent_at >= LIVENESS_TIMEOUT_S * 0.999:
-                if not confirm:
-                    # A starved reactor runs late timers before reading the
-                    # sockets: give it one pass over them (the pong may be
-                    # waiting there) before judging the server.
-                    self._liveness_call = self.reactor.callLater(0, self._liveness_tick, True)
-                    return
-                self.log.warn("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
-                              "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
-                              call_id=self.call_id, ext=self.extension)
-                self._dead = True
-                self.protocol.dropConnection(abort=True)
-                return
-        elif now - self._last_received >= LIVENESS_IDLE_S * 0.999:
-            self._ping_sent_at = now
+    def _ping(self) -> None:
+        if self.protocol is not None:
             self.protocol.sendPing()
-        self._arm_liveness()
+
+    def _peer_dead(self, silent_s: float) -> None:
+        """The liveness ping went unanswered: drop the socket (``ws_close`` reports it)."""
+        if self.protocol is None or not self._open or self._close_sent:
+            return
+        self.log.warn("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
+                      "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
+                      call_id=self.call_id, ext=self.extension)
+        self._dead = True
+        self.protocol.dropConnection(abort=True)
 
     def _writable(self) -> bool:
         """
