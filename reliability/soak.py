@@ -577,7 +577,8 @@ def run_parent(ns: argparse.Namespace) -> int:
                 run["commands"][f"fake-{name}"] = p.args
             run["fake_env"] = {k: v for k, v in env.items() if k.startswith("XLBRIDGE_")}
         twistd = str(Path(sys.executable).parent / "twistd")
-        cmd = [twistd, "-n", "--pidfile=", "xlbridge", "--ports", f"{ns.base}-{hi}",
+        profile = ["--profile", ns.profile, "--profiler", "cprofile", "--savestats"] if ns.profile else []
+        cmd = [twistd, "-n", "--pidfile=", *profile, "xlbridge", "--ports", f"{ns.base}-{hi}",
                "--engines", "cloud" if translated else "relay",
                "--call-timeout", str(ns.call_timeout), "--latch-timeout", str(ns.latch_timeout),
                "--monitor", f"tcp:{ns.monitor_port}:interface=127.0.0.1",
@@ -737,6 +738,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--gen-cpu", default=None, help="taskset CPU list for the generator")
     ap.add_argument("--fake-cpu", default=None, help="taskset CPU list for the fakes")
     ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--profile", default=None,
+                    help="run xlbridge under cProfile (twistd --profile), stats saved to this file at exit")
     ap.add_argument("--gen", action="store_true", help=argparse.SUPPRESS)
     if argv is None and sys.argv[1:2] == ["--watch"]:
         # python reliability/soak.py --watch OUT.jsonl SECONDS NAME=PID ...
