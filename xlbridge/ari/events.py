@@ -6,8 +6,9 @@ owns the connection: it connects, times out, says why each attempt failed,
 backs off and reconnects, runs the owner's start-up requests after each
 connection, and when Asterisk refuses our user (401/403) closes and tries
 again slowly.  An Asterisk restart only costs the calls it dropped.
-Credentials go in the ``Authorization`` header (Basic), not the URL, so they
-never show in logs of the URL.
+The socket itself (URL, credentials, Autobahn's factory and protocol) is in
+:mod:`xlbridge.ari.events_socket`, the start-up requests in
+:mod:`xlbridge.ari.events_startup`.
 
 Design notes
 ------------
@@ -38,11 +39,9 @@ Lifecycle (``state``)::
   ``stable_after`` seconds (10 s), checked when it closes, so a socket
   Asterisk accepts and drops at once still backs off.
 * **Start-up requests.**  ``on_connect`` may return a Deferred (the
-  controller's access check and leftover cleanup).  If it fails for a
-  reason that may heal (an HTTP error, a timeout, a lost connection) it is
-  run again on the same schedule while the socket stays open and events
-  are handled; any other exception is a bug, logged once with its
-  traceback.
+  controller's access check and leftover cleanup); failures that may heal
+  are retried on the same schedule while the socket stays open
+  (:class:`~xlbridge.ari.events_startup.StartupRequests`).
 * **Refused (401/403).**  On the upgrade, in the start-up requests, or in
   any later REST request (:meth:`refused`, which
   :attr:`~xlbridge.ari.client.ARIClient.on_refused` calls): one error
@@ -55,7 +54,7 @@ Lifecycle (``state``)::
   depend on ARI.
 * **Liveness.**  A half-open socket (Asterisk's host gone with no FIN)
   looked connected for as long as TCP cared to wait.  Once open, the socket
-  is watched by a :class:`~xlbridge.ari.liveness.Liveness`: after
+  is watched by a :class:`~xlbridge.liveness.Liveness`: after
   ``liveness_idle`` (10 s) with nothing received a PING goes out (never an
   unsolicited PONG: it crashes some Asterisk builds), and if nothing arrives
   within ``liveness_timeout`` (10 s) the socket is aborted, one warning
@@ -65,35 +64,30 @@ Lifecycle (``state``)::
   (re-exported here: :func:`check_event`, :func:`decode_event`): a
   malformed message is one counted drop and a throttled warning, never an
   exception.  Counters for an exporter: :attr:`ARIEvents.counts`.
-* **Clock.**  Every timer is on the injected clock; Autobahn's own timers
-  (opening and closing handshake, server drop, auto-ping) are off, since
-  they would run on txaio's global reactor.
+* **Clock.**  Every timer is on the injected clock; Autobahn's own are
+  off (:mod:`xlbridge.ari.events_socket`).
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import random as _random
 from typing import Any, Callable, Optional, Union
-from urllib.parse import urlencode, urlsplit
 
-import txaio
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.ari.client import RETRYABLE, ARIAuthError, describe_failure, refusal_advice
-from xlbridge.ari.event_checks import EventCounts, Rejected, check_event, decode_event, parse_event
-from xlbridge.ari.liveness import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, Liveness
+from xlbridge.ari.client import ARIAuthError, refusal_advice
+from xlbridge.ari.event_checks import EventCounts, Rejected, check_event, decode_event
+from xlbridge.ari.events_socket import EventsProtocol, close_socket, events_endpoint, events_factory, events_url
+from xlbridge.ari.events_startup import StartupRequests
+from xlbridge.liveness import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, Liveness
 from xlbridge.ari.reactor import IHTTPReactor
 from xlbridge.ari.retry import (
     CLOSED,
-    PREPARE_FAILED,
     REFUSED,
     RETRYING,
     STILL_REFUSED,
@@ -140,42 +134,6 @@ class State(enum.StrEnum):
     REFUSED = "refused"
 
 
-class _EventsProtocol(WebSocketClientProtocol):
-    # Autobahn's own ``self.log`` stays txaio's, which drops its per-frame
-    # debug lines.  At "error" it also drops its "failing WebSocket opening
-    # handshake" (info) and "dropping connection ...: REASON" (warn) on
-    # every failed attempt: ARIEvents says why, once, with the same reason.
-    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        # Any byte from the peer (a pong, an event, part of one) proves it
-        # alive: see ARIEvents' liveness.
-        self.factory.owner._received(self)
-        super().dataReceived(data)
-
-    def onOpen(self) -> None:
-        self.factory.owner._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        event = Rejected("binary", "a binary message") if isBinary else parse_event(payload)
-        if isinstance(event, Rejected):
-            self.factory.owner._malformed(event, payload)
-        else:
-            self.factory.owner._event(event)
-
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.factory.owner._closed(self, code, reason)
-
-
-def events_url(base: str, app: str) -> str:
-    """
-    ``ws://host:port/ari/events?app=...`` for an ``http://host:port`` base.
-    """
-    parts = urlsplit(base)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/ari/events?{urlencode({'app': app})}"
-
-
 def _cancel(call: Optional[IDelayedCall]) -> None:
     if call is not None and call.active():
         call.cancel()
@@ -208,9 +166,11 @@ class ARIEvents(Service):
         ``counts.received`` (events handed on, by type, ``"other"`` for
         types the controller ignores) and ``counts.dropped`` (malformed, by
         reason code), bounded key sets for ``/metrics``.
-    :ivar liveness: the socket's :class:`~xlbridge.ari.liveness.Liveness`
+    :ivar liveness: the socket's :class:`~xlbridge.liveness.Liveness`
         (``liveness.pings``: pings sent; ``liveness.dead_count``: sockets
         dropped for an unanswered ping).
+    :ivar startup: the :class:`~xlbridge.ari.events_startup.StartupRequests`
+        running ``on_connect`` after each connection.
     """
 
     log = Logger()
@@ -236,24 +196,10 @@ class ARIEvents(Service):
         liveness_idle: float = LIVENESS_IDLE_S,
         liveness_timeout: float = LIVENESS_TIMEOUT_S,
     ) -> None:
-        parts = urlsplit(base)
         self.url = events_url(base, app)
         self.user = user
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        factory = WebSocketClientFactory(self.url, headers={"Authorization": f"Basic {token}"})
-        factory.protocol = _EventsProtocol
-        factory.owner = self  # type: ignore[attr-defined]
-        factory.noisy = False  # no "Starting factory" per attempt
-        # No Autobahn timers: they would run on txaio's global clock.  Ours
-        # time the opening; at stop we write our close frame and drop TCP.
-        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0)
-        self._factory = factory
-        host = parts.hostname or "127.0.0.1"
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.address = f"{host}:{port}"
-        self.endpoint: IStreamClientEndpoint = endpoint or HostnameEndpoint(
-            reactor, host, port, timeout=connect_timeout
-        )
+        self._factory = events_factory(self.url, user, password, self)
+        self.address, self.endpoint = events_endpoint(reactor, base, connect_timeout, endpoint)
         self.clock: IReactorTime = clock or reactor
         self.on_event = on_event
         self.on_connect = on_connect
@@ -268,16 +214,17 @@ class ARIEvents(Service):
         self.failures = 0
         self.last_error: Optional[str] = None
         self.next_attempt: Optional[float] = None
-        self.protocol: Optional[_EventsProtocol] = None
+        self.protocol: Optional[EventsProtocol] = None
         self._open = False
         self._opened_at = 0.0
         self._timed_out = False
         self._connecting: Optional[Deferred[Any]] = None
         self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
-        self._prepare_call: Optional[IDelayedCall] = None
-        self._prepare_failures = 0
-        self._preparing: Optional[Deferred[Any]] = None
+        self.startup = StartupRequests(
+            lambda: self.on_connect(), self.clock, self._delay, self._started, self._startup_failed,
+            self.refused, self.log,
+        )
         #: (status, answer) of the refusal last logged in full
         self._refusal: Optional[tuple[int, str]] = None
         self._stopping: list[Deferred[None]] = []
@@ -328,14 +275,11 @@ class ARIEvents(Service):
         self._malformed_log.flush()
         self._handler_log.flush()
         self.liveness.stop()
-        for call in (self._timeout_call, self._retry_call, self._prepare_call):
+        self.startup.cancel()
+        for call in (self._timeout_call, self._retry_call):
             _cancel(call)
         if self._connecting is not None:
             self._connecting.cancel()
-        if self._preparing is not None:
-            # Its requests would otherwise come back after the client's
-            # connections are closed, and keep one open.
-            self._preparing.cancel()
         proto = self.protocol
         if proto is None:
             return succeed(None)
@@ -362,7 +306,7 @@ class ARIEvents(Service):
     def _current(self, attempt: int) -> bool:
         return bool(self.running) and attempt == self.attempts and self.state is State.CONNECTING
 
-    def _tcp_connected(self, proto: _EventsProtocol, attempt: int) -> None:
+    def _tcp_connected(self, proto: EventsProtocol, attempt: int) -> None:
         if attempt == self.attempts:
             self._connecting = None
         if not self._current(attempt):
@@ -387,7 +331,7 @@ class ARIEvents(Service):
         elif self.protocol is not None:
             self.protocol.dropConnection(abort=True)
 
-    def _opened(self, proto: _EventsProtocol) -> None:
+    def _opened(self, proto: EventsProtocol) -> None:
         if proto is not self.protocol or self.state is not State.CONNECTING:
             proto.dropConnection(abort=True)
             return
@@ -400,7 +344,7 @@ class ARIEvents(Service):
         self.state = State.PREPARING
         self.log.info("ARI events connected ({n})", n=self.connections)
         self.liveness.start()
-        self._prepare()
+        self.startup.start(proto)
 
     def _event(self, event: dict[str, Any]) -> None:
         self.counts.accepted(event)
@@ -416,7 +360,7 @@ class ARIEvents(Service):
 
     # -- liveness ------------------------------------------------------------------
 
-    def _received(self, proto: _EventsProtocol) -> None:
+    def _received(self, proto: EventsProtocol) -> None:
         if proto is self.protocol:
             self.liveness.received()
 
@@ -433,46 +377,18 @@ class ARIEvents(Service):
 
     # -- start-up requests -------------------------------------------------------
 
-    def _prepare(self) -> None:
-        self._prepare_call = None
-        proto = self.protocol
-        if proto is None or self.state is not State.PREPARING:
-            return
-        d = self._preparing = maybeDeferred(self.on_connect)
-
-        def settled(result: Any) -> Any:
-            if self._preparing is d:
-                self._preparing = None
-            return result
-
-        d.addBoth(settled)
-        d.addCallbacks(self._prepared, self._prepare_failed, callbackArgs=(proto,), errbackArgs=(proto,))
-
-    def _prepared(self, _: Any, proto: _EventsProtocol) -> None:
-        if proto is not self.protocol or self.state is not State.PREPARING:
-            return
+    def _started(self, ok: bool) -> None:
+        """The start-up requests succeeded (``ok``) or failed with a bug."""
         self.state = State.UP
-        self._prepare_failures = 0
+        if not ok:
+            return
         self.last_error = None
         if self._refusal is not None:
             self.log.info("ARI accepts user {user!r} again", user=self.user)
             self._refusal = None
 
-    def _prepare_failed(self, failure: Failure, proto: _EventsProtocol) -> None:
-        if failure.check(ARIAuthError):
-            self.refused(failure)  # unless the client's on_refused already did
-            return
-        if proto is not self.protocol or self.state is not State.PREPARING:
-            return  # closed or refused meanwhile
-        if not failure.check(*RETRYABLE):
-            self.log.failure("ARI start-up requests failed (a bug: not retried)", failure)
-            self.state = State.UP
-            return
-        self._prepare_failures += 1
-        delay = self._delay(self._prepare_failures)
-        self.last_error = describe_failure(failure)
-        self.log.warn(PREPARE_FAILED, why=self.last_error, delay=delay)
-        self._prepare_call = self.clock.callLater(delay, self._prepare)
+    def _startup_failed(self, why: str) -> None:
+        self.last_error = why
 
     # -- failures ----------------------------------------------------------------
 
@@ -493,7 +409,7 @@ class ARIEvents(Service):
         self._schedule(delay)
         self.log.warn(RETRYING, why=why, delay=delay, n=self.failures)
 
-    def _closed(self, proto: _EventsProtocol, code: Optional[int], reason: Optional[str]) -> None:
+    def _closed(self, proto: EventsProtocol, code: Optional[int], reason: Optional[str]) -> None:
         if proto is not self.protocol:
             return
         was_open = self._open
@@ -501,9 +417,9 @@ class ARIEvents(Service):
         self.protocol = None
         self._open = False
         self.liveness.stop()
-        for call in (self._timeout_call, self._prepare_call):
-            _cancel(call)
-        self._timeout_call = self._prepare_call = None
+        self.startup.stop()
+        _cancel(self._timeout_call)
+        self._timeout_call = None
         if not self.running:
             self.log.info("ARI events closed")
             waiting, self._stopping = self._stopping, []
@@ -546,9 +462,10 @@ class ARIEvents(Service):
         self._refuse(err.status, err.answer, f"{err.method} {err.path}")
 
     def _refuse(self, status: int, answer: str, where: str) -> None:
-        for call in (self._timeout_call, self._retry_call, self._prepare_call):
+        self.startup.stop()
+        for call in (self._timeout_call, self._retry_call):
             _cancel(call)
-        self._timeout_call = self._retry_call = self._prepare_call = None
+        self._timeout_call = self._retry_call = None
         self.state = State.REFUSED
         self.failures = 0
         if self._connecting is not None:
@@ -567,11 +484,6 @@ class ARIEvents(Service):
         else:
             self.log.warn(STILL_REFUSED, user=self.user, answer=answer, where=where, delay=delay)
 
-    def _close(self, proto: _EventsProtocol, why: str) -> None:
+    def _close(self, proto: EventsProtocol, why: str) -> None:
         self.liveness.stop()  # closing: no ping, and no judging the close handshake
-        if self._open:
-            proto.sendClose(1000, why)
-            if proto.transport is not None:
-                proto.transport.loseConnection()  # after the close frame is written
-        else:
-            proto.dropConnection(abort=True)
+        close_socket(proto, self._open, why)

@@ -172,6 +172,17 @@ def _name(service: IService) -> str:
     return service.name or type(service).__name__
 
 
+def ari_sockets(bridge: MonitorView) -> list[ARIEvents]:
+    """
+    The ARI events sockets in the bridge's service tree: the ARI
+    controller's (``controller.events``) with ``--ari``, none without.
+    """
+    tree = IServiceCollection(bridge, None)
+    if tree is None:
+        return []
+    return [service for service in _services(tree) if isinstance(service, ARIEvents)]
+
+
 class HealthCheck:
     """
     Judges the bridge's health from its service tree and the egress watch.

@@ -10,8 +10,10 @@ allows:
   endpoints already gone; the :class:`~xlbridge.egress.EgressClock`'s tick
   counts; the live calls; engine usage from
   :class:`~xlbridge.monitor.usage.UsageMeter`; readiness from
-  :class:`~xlbridge.monitor.health.HealthCheck`) when ``/metrics`` is
-  fetched, and sums them over endpoints.
+  :class:`~xlbridge.monitor.health.HealthCheck`; with ``--ari``, the ARI
+  events socket's event, drop and liveness counts from
+  :class:`~xlbridge.ari.events.ARIEvents`) when ``/metrics`` is fetched,
+  and sums them over endpoints.
 - **Events**: :meth:`BridgeMetrics.observe` is a bridge observer; latencies
   come from :class:`~xlbridge.events.TranscriptEvent` (ASR),
   :class:`~xlbridge.events.TranslationEvent` (MT) and
@@ -26,9 +28,10 @@ Naming follows Prometheus conventions: ``xlbridge_`` prefix, counters end in
 ``_total``, durations are ``_seconds``.  There are no per-call or
 per-extension labels (their number is unbounded over time, or at least
 unbounded per deployment); labels only take closed sets of values: drop
-reasons (:class:`~xlbridge.events.DropReason`), stages, transport kinds, and
-engine names, which are capped (:data:`MAX_LABEL_VALUES`) in case an engine
-reports something unexpected.
+reasons (:class:`~xlbridge.events.DropReason`), stages, transport kinds, ARI
+event types and drop reasons (fixed sets:
+:mod:`xlbridge.ari.event_checks`), and engine names, which are capped
+(:data:`MAX_LABEL_VALUES`) in case an engine reports something unexpected.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from xlbridge.ari.event_checks import ACTED_ON, OTHER, REASONS
 from xlbridge.bridge_view import MonitorView
 
 from xlbridge.events import (
@@ -55,7 +59,7 @@ from xlbridge.events import (
     UtteranceDropped,
 )
 from xlbridge.monitor.auth import TokenGuard, Verdict
-from xlbridge.monitor.health import HealthCheck
+from xlbridge.monitor.health import HealthCheck, ari_sockets
 from xlbridge.monitor.usage import UsageMeter
 
 #: Content type of the text exposition format ``generate_latest`` writes.
@@ -281,6 +285,7 @@ class BridgeCollector:
         yield from self._calls()
         yield from self._usage()
         yield from self._monitor()
+        yield from self._ari()
 
     def _packets(self) -> Iterator[Metric]:
         fields = {
@@ -414,6 +419,39 @@ class BridgeCollector:
                 "Messages and audio frames dropped for slow monitor clients.",
                 value=self.hub.dropped,
             )
+
+    def _ari(self) -> Iterator[Metric]:
+        sockets = ari_sockets(self.bridge)
+        if not sockets:
+            return  # no --ari: no ARI metrics
+        received = CounterMetricFamily(
+            "xlbridge_ari_events_total",
+            "Events received on the ARI events WebSocket and handed to the controller, by type "
+            "(other: types it does not act on).",
+            labels=["type"],
+        )
+        dropped = CounterMetricFamily(
+            "xlbridge_ari_events_dropped_total",
+            "Messages on the ARI events WebSocket dropped as malformed, by reason.",
+            labels=["reason"],
+        )
+        # Fixed label sets (never the peer's own event type), every value
+        # from the start.
+        for kind in (*ACTED_ON, OTHER):
+            received.add_metric([kind], sum(events.counts.received.get(kind, 0) for events in sockets))
+        yield received
+        for reason in REASONS:
+            dropped.add_metric([reason], sum(events.counts.dropped.get(reason, 0) for events in sockets))
+        yield dropped
+        yield CounterMetricFamily(
+            "xlbridge_ari_pings_total", "Liveness pings sent on the ARI events WebSocket after a silence.",
+            value=sum(events.liveness.pings for events in sockets),
+        )
+        yield CounterMetricFamily(
+            "xlbridge_ari_liveness_drops_total",
+            "ARI events WebSocket connections dropped because a liveness ping went unanswered.",
+            value=sum(events.liveness.dead_count for events in sockets),
+        )
 
 
 class MetricsResource(Resource):
