@@ -130,7 +130,30 @@ class ConnectionRecord:
                 and (final is None or m.get("is_final") is final)]
 
 
-class Recognizer:
+class FrameFeeder:
+    """
+    Cuts received audio (16-bit little-endian, 16 kHz, any message size)
+    into 20 ms float frames for :meth:`_frame`, keeping an odd rest for the
+    next message.  The base of both fakes' recognisers.
+    """
+
+    _rest = b""
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        buf = self._rest + data
+        n = len(buf) // (2 * FRAME) * (2 * FRAME)
+        self._rest = buf[n:]
+        x = np.frombuffer(buf[:n], dtype="<i2").astype(np.float64) / 32768.0
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(x), FRAME):
+            out += self._frame(x[i:i + FRAME])
+        return out
+
+    def _frame(self, f: np.ndarray) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class Recognizer(FrameFeeder):
     """
     Streaming tone-word "ASR" for one connection, sans-I/O: fed raw bytes
     (read as 16-bit little-endian, 16 kHz), returns Deepgram JSON messages.
@@ -147,7 +170,6 @@ class Recognizer:
         self.utterance_end_ms = utterance_end_ms
         self.vad_events = vad_events
         self.model = model
-        self._rest = b""
         self._frames: list[np.ndarray] = []  # every 20 ms frame, float
         self.frame = 0  # frames processed
         self.seg_start = 0  # first frame of the pending (not final) span
@@ -157,16 +179,6 @@ class Recognizer:
         self.speech_started = False
         self.pending_ue: Optional[float] = None
         self.threshold = 0.05 * tonewords.LEVEL
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        buf = self._rest + data
-        n = len(buf) // (2 * FRAME) * (2 * FRAME)
-        self._rest = buf[n:]
-        x = np.frombuffer(buf[:n], dtype="<i2").astype(np.float64) / 32768.0
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(x), FRAME):
-            out += self._frame(x[i:i + FRAME])
-        return out
 
     def _frame(self, f: np.ndarray) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -389,7 +401,7 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                 self._drop()
                 return
             for m in self.rec.feed(payload):
-                self._send(m)
+                self._send_json(m)
             return
         text = payload.decode("utf-8", "replace")
         rec.text_messages.append(text)
@@ -403,7 +415,7 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             return
         if kind == "Finalize":
             for m in self.rec.finalize():
-                self._send(m)
+                self._send_json(m)
         elif kind == "CloseStream":
             self._end_stream()
         else:
@@ -414,9 +426,9 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._ended = True
         for m in self.rec.finalize():
             m["from_finalize"] = False
-            self._send(m)
+            self._send_json(m)
         if self.factory.fake.metadata_at_end:
-            self._send(self.rec.metadata(bytes(self.record.audio)))
+            self._send_json(self.rec.metadata(bytes(self.record.audio)))
         if self.factory.fake.abort_at_end:
             self._later(self._hang_up)
         else:
@@ -433,7 +445,7 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._due = max(self._due, now + fake.latency)
         self._calls.append(fake.reactor.callLater(self._due - now, f, *args))
 
-    def _send(self, msg: dict[str, Any]) -> None:
+    def _send_json(self, msg: dict[str, Any]) -> None:
         def go() -> None:
             if self.state == WebSocketServerProtocol.STATE_OPEN:
                 self.record.sent.append(msg)

@@ -41,7 +41,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.logger import Logger
 
 from tests.fakes import tonewords
-from tests.fakes.deepgram import DG_ERRORS, FRAME, MAX_AUDIO_BYTES, ConnectionRecord, FakeDeepgram
+from tests.fakes.deepgram import DG_ERRORS, FRAME, MAX_AUDIO_BYTES, ConnectionRecord, FakeDeepgram, FrameFeeder
 from tests.fakes.deepgram import FakeListenProtocol as V1Protocol
 
 MODELS = ("flux-general-en", "flux-general-multi")
@@ -87,7 +87,7 @@ class FluxRecord(ConnectionRecord):
         return [str(m.get("event") if m.get("type") == "TurnInfo" else m.get("type")) for m in self.sent]
 
 
-class FluxRecognizer:
+class FluxRecognizer(FrameFeeder):
     """
     The turn state machine over tone words, sans-I/O: fed raw bytes (16-bit
     little-endian, 16 kHz), returns ``TurnInfo`` dicts without ``sequence_id``.
@@ -103,7 +103,6 @@ class FluxRecognizer:
         self.multi = multi  # flux-general-multi: ``languages`` on every TurnInfo
         self.hints = hints
         self.heard: list[tuple[str, float, float]] = []
-        self._rest = b""
         self._run: list[np.ndarray] = []  # the frames of the loud run in progress
         # Frames received; the turn; its window's first frame; the last TurnInfo's frame (Update pacing).
         self.frame = self.turn_index = self.window_start = self.last_event = 0
@@ -112,16 +111,6 @@ class FluxRecognizer:
         self.run_start: Optional[int] = None
         self.last_loud: Optional[int] = None
         self.threshold = 0.05 * tonewords.LEVEL
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        buf = self._rest + data
-        n = len(buf) // (2 * FRAME) * (2 * FRAME)
-        self._rest = buf[n:]
-        x = np.frombuffer(buf[:n], dtype="<i2").astype(np.float64) / 32768.0
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(x), FRAME):
-            out += self._frame(x[i:i + FRAME])
-        return out
 
     def _frame(self, f: np.ndarray) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -305,7 +294,7 @@ class _FluxProtocol(V1Protocol):
         for msg in msgs:
             msg["sequence_id"] = self._seq  # 0 on Connected, +1 per server message (11.2)
             self._seq += 1
-            self._send(msg)
+            self._send_json(msg)
 
     def sendCloseFrame(self, code: Optional[int] = None, reasonUtf8: Optional[bytes] = None,
                        isReply: bool = False) -> None:
