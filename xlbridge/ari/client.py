@@ -30,9 +30,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 
 from xlbridge.ari.reactor import IHTTPReactor
+from xlbridge.httppool import quiet_pool
 
 #: The bridge id :meth:`ARIClient.check_access` asks Asterisk to delete: no
 #: such bridge exists, so a user allowed to make changes gets 404.
@@ -188,7 +189,7 @@ class ARIClient:
         self.user = user
         self._auth = (user, password)
         # Our own pool, so stopping closes our keep-alive connections.
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = quiet_pool(reactor, persistent=True)
         self.http = http or HTTPClient(Agent(reactor, pool=self._pool))
         self.timeout = timeout
         self.clock: IReactorTime = clock or reactor

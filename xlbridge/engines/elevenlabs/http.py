@@ -45,6 +45,7 @@ from xlbridge.engines.elevenlabs.wire import (
     stream_body,
     stream_url,
 )
+from xlbridge.httppool import quiet_pool
 
 __all__ = ["HTTPStreamTransport", "MAX_ERROR_BODY"]
 
@@ -116,7 +117,7 @@ class HTTPStreamTransport:
         self.settings = settings
         self._own_pool = pool is None
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool = quiet_pool(reactor, persistent=True)
             pool.maxPersistentPerHost = settings.max_connections
             pool.cachedConnectionTimeout = 60
             pool.retryAutomatically = False  # POST: _Utterance retries itself
