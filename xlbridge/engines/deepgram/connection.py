@@ -498,10 +498,14 @@ class DeepgramConnection:
         """The liveness ping went unanswered: drop the socket (``ws_close`` reports it)."""
         if self.protocol is None or not self._open or self._close_sent:
             return
-        self.log.warn("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
-                      "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
-                      call_id=self.call_id, ext=self.extension)
+        # One warning per drop is enough: ws_close -> _failed logs the
+        # outage with its cause and the retry; Autobahn's own line (it
+        # warns on every unclean drop) is told why.
+        self.log.debug("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
+                       "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
+                       call_id=self.call_id, ext=self.extension)
         self._dead = True
+        self.protocol.wasNotCleanReason = f"no answer to a liveness ping in {LIVENESS_TIMEOUT_S:g} s"
         self.protocol.dropConnection(abort=True)
 
     def _writable(self) -> bool:
