@@ -160,6 +160,11 @@ class DeepgramSettings:
     :ivar keepalive_s: seconds without sending anything before a
         ``KeepAlive`` goes out (Deepgram closes after ~10 s, trap T4).
     :ivar replay_s: seconds of audio kept for replay after a reconnect.
+        10 by default: a half-open socket is noticed up to 6 s after the
+        server's last message (liveness: 2 s idle + 4 s for the pong), the
+        reconnect takes about a second more, and everything since the last
+        final must still be there to resend (5 s lost 29 of 321 words in a
+        20-call half-open fault).  Costs 32 KB a second per leg.
     :ivar chunk_ms: audio per binary message, 20..100 ms.  20 (the default)
         forwards every RTP packet at once: larger messages save frames but
         hold the first packet of each message back by up to
@@ -182,7 +187,7 @@ class DeepgramSettings:
     punctuate: bool = True
     extra_params: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_extra_params)
     keepalive_s: float = 4.0
-    replay_s: float = 5.0
+    replay_s: float = 10.0
     chunk_ms: int = 20
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
