@@ -592,16 +592,20 @@ def start_fake_deepgram(reactor: Any, port: int = 0, interface: str = "127.0.0.1
     return fake
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options for ``python -m tests.fakes deepgram``."""
-    parser.add_argument("--port", type=int, default=8801)
+def add_common_arguments(parser: argparse.ArgumentParser, port: int, idle_help: str) -> None:
+    """The options both Deepgram fakes (``/v1`` and Flux) take."""
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--interface", default="127.0.0.1")
     parser.add_argument("--api-key", default="test-key", help="the key clients must send")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added before each result")
-    parser.add_argument("--idle-timeout", type=float, default=10.0,
-                        help="seconds without audio/KeepAlive before close 1011 NET-0001")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added before each message")
+    parser.add_argument("--idle-timeout", type=float, default=10.0, help=idle_help)
     parser.add_argument("--reject-first", type=int, default=0, help="refuse this many upgrades first")
     parser.add_argument("--reject-status", type=int, default=429, help="HTTP status for --reject-first")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for ``python -m tests.fakes deepgram``."""
+    add_common_arguments(parser, 8801, "seconds without audio/KeepAlive before close 1011 NET-0001")
     parser.add_argument("--drop-after-seconds", type=float, default=None,
                         help="abort the first accepted connection after this many seconds")
     parser.add_argument("--no-metadata", action="store_true",

@@ -41,7 +41,15 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from twisted.logger import Logger
 
 from tests.fakes import tonewords
-from tests.fakes.deepgram import DG_ERRORS, FRAME, MAX_AUDIO_BYTES, ConnectionRecord, FakeDeepgram, FrameFeeder
+from tests.fakes.deepgram import (
+    DG_ERRORS,
+    FRAME,
+    MAX_AUDIO_BYTES,
+    ConnectionRecord,
+    FakeDeepgram,
+    FrameFeeder,
+    add_common_arguments,
+)
 from tests.fakes.deepgram import FakeListenProtocol as V1Protocol
 
 MODELS = ("flux-general-en", "flux-general-multi")
@@ -443,16 +451,9 @@ def start_fake_flux(reactor: Any, port: int = 0, interface: str = "127.0.0.1", a
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options for ``python -m tests.fakes deepgram-flux``."""
-    parser.add_argument("--port", type=int, default=8804)
-    parser.add_argument("--interface", default="127.0.0.1")
-    parser.add_argument("--api-key", default="test-key", help="the key clients must send")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added before each message")
-    parser.add_argument("--idle-timeout", type=float, default=10.0,
-                        help="seconds without audio (or ping) before close 1011")
+    add_common_arguments(parser, 8804, "seconds without audio (or ping) before close 1011")
     parser.add_argument("--eager-ms", type=int, default=150, help="silence before EagerEndOfTurn")
     parser.add_argument("--eot-ms", type=int, default=260, help="silence before EndOfTurn")
-    parser.add_argument("--reject-first", type=int, default=0, help="refuse this many upgrades first")
-    parser.add_argument("--reject-status", type=int, default=429, help="HTTP status for --reject-first")
 
 
 def run_from_args(reactor: Any, args: argparse.Namespace) -> FakeFlux:
