@@ -585,6 +585,7 @@ def run_parent(ns: argparse.Namespace) -> int:
                "--events", str(out / "events.jsonl")]
         if not translated:
             cmd += ["--reply-codec", "slin16"]
+        cmd += ns.bridge_arg
         if ns.bridge_cpu is not None:
             cmd = ["taskset", "-c", ns.bridge_cpu, *cmd]
         run["commands"]["xlbridge"] = cmd
@@ -738,6 +739,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--gen-cpu", default=None, help="taskset CPU list for the generator")
     ap.add_argument("--fake-cpu", default=None, help="taskset CPU list for the fakes")
     ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--bridge-arg", action="append", default=[],
+                    help="one more xlbridge argument (repeat), e.g. --bridge-arg=--config=FILE")
     ap.add_argument("--profile", default=None,
                     help="run xlbridge under cProfile (twistd --profile), stats saved to this file at exit")
     ap.add_argument("--gen", action="store_true", help=argparse.SUPPRESS)
