@@ -1,5 +1,6 @@
 #!/bin/sh
 # Translated-call CPU, old tree (session start, f236743) vs new (HEAD), ABAB.
+# First: git worktree add /tmp/wt_old f236743
 set -e
 cd /work/main
 for i in 1 2; do
