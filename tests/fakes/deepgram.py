@@ -306,6 +306,22 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self._deny_headers = [("dg-request-id", self.record.request_id), ("dg-error", dg_error)]
         raise ConnectionDeny(status, _PHRASES.get(status, "Error"))
 
+    def _check_path_and_key(self, path: str, expected: str, fake: "FakeDeepgram") -> None:
+        """
+        Refuse (as Deepgram does) another path (404), an injected rejection,
+        and a missing or wrong ``Authorization: Token <key>`` (401).
+        """
+        if path != expected:
+            self._deny(404, f"No such path {path}")
+        if fake._reject:
+            status, message = fake._reject.pop(0)
+            self._deny(status, message or DG_ERRORS.get(status, "Error."))
+        auth = self.record.headers.get("authorization")
+        if auth is None:
+            self._deny(401, "Missing authorization header. Expected 'Authorization: Token <key>'.")
+        if auth != f"Token {fake.api_key}":
+            self._deny(401, DG_ERRORS[401])
+
     def onConnect(self, request: Any) -> Any:
         fake: FakeDeepgram = self.factory.fake
         rec = self.record
@@ -314,16 +330,7 @@ class FakeListenProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         rec.params = {k: v[0] for k, v in request.params.items()}
         rec.request_id = str(uuid.uuid4())
         fake.connections.append(rec)
-        if request.path != "/v1/listen":
-            self._deny(404, f"No such path {request.path}")
-        if fake._reject:
-            status, message = fake._reject.pop(0)
-            self._deny(status, message or DG_ERRORS.get(status, "Error."))
-        auth = rec.headers.get("authorization")
-        if auth is None:
-            self._deny(401, "Missing authorization header. Expected 'Authorization: Token <key>'.")
-        if auth != f"Token {fake.api_key}":
-            self._deny(401, DG_ERRORS[401])
+        self._check_path_and_key(request.path, "/v1/listen", fake)
         p = rec.params
         if "encoding" not in p:
             self._deny(400, "Missing encoding: raw audio needs encoding and sample_rate.")

@@ -42,7 +42,6 @@ from twisted.logger import Logger
 
 from tests.fakes import tonewords
 from tests.fakes.deepgram import (
-    DG_ERRORS,
     FRAME,
     MAX_AUDIO_BYTES,
     ConnectionRecord,
@@ -244,16 +243,7 @@ class _FluxProtocol(V1Protocol):
         rec.params = {k: v[0] for k, v in every.items()}
         rec.request_id = str(uuid.uuid4())
         fake.connections.append(rec)
-        if request.path != "/v2/listen":
-            self._deny(404, f"No such path {request.path}")
-        if fake._reject:
-            status, message = fake._reject.pop(0)
-            self._deny(status, message or DG_ERRORS.get(status, "Error."))
-        auth = rec.headers.get("authorization")
-        if auth is None:
-            self._deny(401, "Missing authorization header. Expected 'Authorization: Token <key>'.")
-        if auth != f"Token {fake.api_key}":
-            self._deny(401, DG_ERRORS[401])
+        self._check_path_and_key(request.path, "/v2/listen", fake)
         p = rec.params
         model = p.get("model")
         if model not in MODELS:
