@@ -93,11 +93,14 @@ class OptionsTests(SynchronousTestCase):
         """
         Every option taking a value is a setting (``--config`` aside), and
         every setting but the file-only secrets is an option.  (Flags such
-        as ``--list-languages`` are actions, not settings.)
+        as ``--list-languages`` are actions, not settings; the process
+        options, ``--workers`` and its kin, say what the process is.)
         """
+        from xlbridge.workers.options import PROCESS_OPTIONS
+
         parameters = {p[0] for p in tap.Options.optParameters}
         flags = {f[0] for f in getattr(tap.Options, "optFlags", [])}
-        self.assertEqual(parameters - {"config"}, set(SETTINGS) - set(FILE_ONLY))
+        self.assertEqual(parameters - {"config", *PROCESS_OPTIONS}, set(SETTINGS) - set(FILE_ONLY))
         self.assertEqual(set(FILE_ONLY) & (parameters | flags), set())
 
     def test_ports_none_with_audiosocket(self) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import gc
 import os
-from typing import Any, Callable, Optional, cast
+import sys
+from typing import Any, Callable, Optional, Sequence, cast
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -28,6 +29,7 @@ from xlbridge.events import EngineStatusEvent, Event, PlaybackStarted, Transcrip
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.secretfile import config_file_warning
 from xlbridge.tap_failures import ServiceUsageError, StartupFailed, TwistdBridge, start_failure
+from xlbridge.workers.options import PROCESS_OPTIONS, ProcessPlan, pin_worker, process_plan
 
 __all__ = [
     "Options", "ServiceUsageError", "StartupFailed", "TwistdBridge", "build_service", "freeze_startup_heap",
@@ -148,6 +150,16 @@ class Options(usage.Options):
         ["ari-websocket-port", None, None, "TCP port (on --interface) Asterisk dials with "
          "--ari-websocket-connection client. [default: 9093]"],
         ["ari-dial-timeout", None, None, "Seconds a dial= callee may ring unanswered. [default: 30]"],
+        ["workers", None, None,
+         "Worker processes, or auto (one per CPU this process may use). Given (even 1), this process "
+         "supervises them (restarts one that dies), fixed pairs are spread over them, and with --ari each "
+         "registers its own Stasis app <app>-<node>-<k> to which callers are dispatched. "
+         "[default: none: one process, no supervisor]"],
+        ["node", None, None, "This machine's name in the workers' app names. [default: the short host name]"],
+        ["ari-dispatch", None, None,
+         "yes|no, with --workers and --ari: also dispatch the callers of --ari-app to the workers (no: a media "
+         "node whose workers another node dispatches to). [default: yes]"],
+        ["worker", None, None, "Internal: K/N, set by the supervisor for worker K of N."],
     ]
 
     optFlags = [
@@ -155,11 +167,17 @@ class Options(usage.Options):
          "configuration (--config, installed models and Apertium modes), and exit."],
     ]
 
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        # Kept for the supervisor, which starts each worker with them.
+        self.argv: list[str] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
         try:
             self.config: BridgeConfig = load_config(
-                {k: v for k, v in self.items() if k != "config"}, self["config"]
+                {k: v for k, v in self.items() if k not in ("config", *PROCESS_OPTIONS)}, self["config"]
             )
+            self.processes: ProcessPlan = process_plan(self, self.config)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         if self["list-languages"]:
@@ -224,6 +242,7 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
         the ARI controller (:class:`~xlbridge.ari.reactor.IARIReactor`) and the
         monitor (:class:`~xlbridge.monitor.service.IMonitorReactor`) use.
     """
+    under_twistd = reactor is None
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -234,7 +253,16 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
 
         # Typed as a few common interfaces only; the real one has them all.
         reactor = cast(Any, global_reactor)
-    config: BridgeConfig = options.config
+    plan: ProcessPlan = getattr(options, "processes", ProcessPlan())
+    if plan.supervises:
+        from xlbridge.workers.machine import build_machine
+
+        return build_machine(options, plan, reactor)
+    if plan.worker is not None and under_twistd:
+        cores = pin_worker(*plan.worker)
+        log.info("worker {k} of {n}: CPUs {cores}", k=plan.worker[0], n=plan.worker[1],
+                 cores=",".join(map(str, cores)) or "any")
+    config: BridgeConfig = plan.config if plan.config is not None else options.config
     try:
         languages = {lang for pair in config.pairs for lang in pair.languages}
         pairs = [pair.languages for pair in config.pairs]
@@ -302,6 +330,10 @@ def build_service(options: Options, reactor: Optional[Any] = None) -> IService:
         bound = f"at most {config.max_new_calls:g} new calls a second per transport" if config.max_new_calls else (
             "no bound on new calls")
         log.info("media connections (AudioSocket, WebSocket) accepted from {allow}; {bound}", allow=allow, bound=bound)
+    if plan.worker is not None and under_twistd:
+        from xlbridge.workers.parentwatch import ParentWatch
+
+        services.append(ParentWatch(reactor))  # stdin closes when the supervisor is gone
     bridge = TwistdBridge(config, reactor, pipeline_factory=factory, observers=observers, services=services)
     if config.ari is not None:
         from xlbridge.ari.controller import ARIController

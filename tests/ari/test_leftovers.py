@@ -192,3 +192,58 @@ class ChoiceTests(SynchronousTestCase):
             self.orphan("5", "xlbridge,room=r1,lang=es"),           # a plain room: taken back alone
         ], "xlbridge", set())
         self.assertEqual(partnerless(found), {"1", "4"})
+
+
+class WorkerScopeTests(SynchronousTestCase):
+    """
+    A worker of ``--workers`` removes and takes back only what is its own:
+    other workers share the Asterisk, the bridge name family and the
+    callers' ``app_data``.
+    """
+
+    def test_bridge_names(self) -> None:
+        from xlbridge.ari.leftovers import bridge_name, named_ours
+
+        self.assertEqual(bridge_name("17.5", "xlbridge"), "xlbridge-17.5")
+        self.assertEqual(bridge_name("17.5", "xlbridge-pbx1-0", "xlbridge"), "xlbridge-pbx1-0:17.5")
+        self.assertTrue(named_ours("xlbridge-17.5", "xlbridge"))
+        self.assertFalse(named_ours("xlbridge-pbx1-0:17.5", "xlbridge"))  # a worker's: not a single process's
+        self.assertTrue(named_ours("xlbridge-pbx1-0:17.5", "xlbridge-pbx1-0", "xlbridge"))
+        self.assertFalse(named_ours("xlbridge-pbx1-1:17.5", "xlbridge-pbx1-0", "xlbridge"))
+        self.assertFalse(named_ours("xlbridge-pbx1-10:17.5", "xlbridge-pbx1-1", "xlbridge"))
+        self.assertFalse(named_ours("xlbridge-17.5", "xlbridge-pbx1-0", "xlbridge"))
+
+    def test_stale_bridges_of_a_worker(self) -> None:
+        bridges = [{"id": "b1", "name": "xlbridge-pbx1-0:1"}, {"id": "b2", "name": "xlbridge-pbx1-1:2"},
+                   {"id": "b3", "name": "xlbridge-3"}, {"id": "b4", "name": "xlbridge-pbx1-0:4"}]
+        got = stale_bridges(bridges, {"xlbridge-pbx1-0:4"}, "xlbridge-pbx1-0", "xlbridge")
+        self.assertEqual([b["id"] for b in got], ["b1"])
+        self.assertEqual([b["id"] for b in stale_bridges(bridges, set())], ["b3"])
+
+    def test_orphans_of_a_worker(self) -> None:
+        def ch(cid: str, data: str) -> dict[str, Any]:
+            return {"id": cid, "name": f"PJSIP/{cid}", "dialplan": {"app_name": "Stasis", "app_data": data}}
+
+        channels = [ch("1", "xlbridge,room=5,lang=en"), ch("2", "xlbridge,room=5,lang=es"),
+                    ch("3", "xlbridge-pbx1-0,room=dial-9,lang=es"), ch("4", "xlbridge-pbx1-0")]
+        found = orphans(channels, "xlbridge-pbx1-0", set(), "xlbridge", {"1", "3", "4"})
+        self.assertEqual([(c["id"], args) for c, args in found],
+                         [("1", ["room=5,lang=en"]), ("3", ["room=dial-9,lang=es"])])
+        # without the app's channel list a worker takes back nothing
+        self.assertEqual(orphans(channels, "xlbridge-pbx1-0", set(), "xlbridge", None), [])
+
+
+class MediaNodeScopeTests(SynchronousTestCase):
+    """
+    Media nodes on other addresses use the same RTP port range: a node's
+    cleanup leaves the others' ExternalMedia channels alone.
+    """
+
+    def test_other_hosts_left_alone(self) -> None:
+        channels = [{"id": "1", "name": "UnicastRTP/127.0.0.2:20000-0x1"},
+                    {"id": "2", "name": "UnicastRTP/127.0.0.3:20000-0x2"},
+                    {"id": "3", "name": "UnicastRTP/[::1]:20002-0x3"}]
+        got = stale_media(channels, set(), (20000, 20999), None, rtp_host="127.0.0.2")
+        self.assertEqual([c["id"] for c in got], ["1"])
+        self.assertEqual([c["id"] for c in stale_media(channels, set(), (20000, 20999), None, rtp_host="::1")], ["3"])
+        self.assertEqual(len(stale_media(channels, set(), (20000, 20999), None)), 3)

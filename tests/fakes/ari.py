@@ -47,6 +47,9 @@ events WebSocket at ``/ari/events``, on one port.
   like Asterisk, is destroyed (cause 19, no answer) after ``timeout``
   seconds (default 30, -1 never) unless :attr:`FakeARI.originate_times_out`
   is false.
+* Several Stasis apps (:attr:`FakeARI.apps`, tests/fakes/ari_apps.py):
+  each channel's events go to its app's sockets only; ``GET
+  /applications[/{name}]``; ``POST /channels/{id}/move``.
 * :meth:`FakeARI.fail_next` makes the next request matching a method and
   path prefix fail with a status.
 """
@@ -71,6 +74,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tests.fakes.ari_apps import StasisApps
 from tests.fakes.ari_audiosocket import AudioSocketPeer, connect
 from tests.fakes.ari_websocket import ARIChannel, external_websocket, hang_up
 from tests.fakes.chan_websocket import FakeChanWebSocket
@@ -199,6 +203,8 @@ class FakeARI:
         #: seconds a server-mode WebSocket channel waits to be connected
         self.websocket_connect_timeout = 30.0
         self._delayed: list[Any] = []
+        #: the Stasis apps and which channel is in which
+        self.apps = StasisApps(self)
         self._ids = itertools.count(42)
         factory = WebSocketServerFactory()
         factory.protocol = _Events
@@ -290,8 +296,24 @@ class FakeARI:
     def fail_next(self, method: str, path_prefix: str, status: int = 500) -> None:
         self.failures.append((method, path_prefix, status))
 
+    def app_of(self, channel_id: str) -> Optional[str]:
+        """The Stasis app that gets ``channel_id``'s events, if any."""
+        return self.apps.app_of(channel_id)
+
+    def active_apps(self) -> set[str]:
+        """The apps an open events socket is subscribed to."""
+        return self.apps.active()
+
     def emit(self, event: dict[str, Any]) -> None:
-        event = {**event, "application": "xlbridge", "timestamp": _now(), "asterisk_id": ASTERISK_ID}
+        """
+        ``event`` to the sockets of the app owning its channel; if no app
+        does, to every socket as ``xlbridge``.
+        """
+        app = self.apps.route(event)
+        event = {**event, "application": app or "xlbridge", "timestamp": _now(), "asterisk_id": ASTERISK_ID}
+        if app is not None:
+            self.apps.send(app, event)
+            return
         data = json.dumps(event).encode()
         for s in list(self.sockets):
             if s.state == s.STATE_OPEN:  # not once the client said goodbye
@@ -311,17 +333,22 @@ class FakeARI:
             "creationtime": _now(), "language": "en", "protocol_id": "",
         }
         self.channels[cid] = ch
+        if self.apps.creating:
+            self.apps.created(cid, self.apps.creating)
         return ch
 
-    def enter(self, channel: dict[str, Any], args: list[str]) -> None:
+    def enter(self, channel: dict[str, Any], args: list[str], app: Optional[str] = None) -> None:
         """
-        ``channel`` enters ``Stasis(xlbridge, args...)``; like Asterisk's,
-        its ``dialplan.app_data`` then reads ``xlbridge,<args>``.
+        ``channel`` enters ``Stasis(<app>, args...)``; like Asterisk's, its
+        ``dialplan.app_data`` then reads ``<app>,<args>``.  ``app``
+        defaults to the one the request that made the channel named, else
+        ``xlbridge``.
         """
+        app = self.apps.entered(channel["id"], app)
         self.in_stasis.add(channel["id"])
         channel["dialplan"] = {
             **channel.get("dialplan", {}), "app_name": "Stasis",
-            "app_data": ",".join(["xlbridge", *args]),
+            "app_data": ",".join([app, *args]),
         }
         self.emit({"type": "StasisStart", "args": list(args), "channel": channel})
 
@@ -336,6 +363,7 @@ class FakeARI:
             self.in_stasis.discard(channel_id)
             self.emit({"type": "StasisEnd", "channel": ch})
         self.emit({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "Normal Clearing", "channel": ch})
+        self.apps.forget(channel_id)
         port = self._rtp_ports.pop(channel_id, None)
         if port is not None:
             port.stopListening()
@@ -370,13 +398,19 @@ class FakeARI:
             return self._channels(method, parts[1:], params)
         if head == "bridges":
             return self._bridges(method, parts[1:], params)
+        if head == "applications":
+            return self.apps.handle(method, parts[1:], params)
         return 404, {"message": "Resource not found"}
 
     def _channels(self, method: str, rest: list[str], params: dict[str, str]) -> tuple[int, Any]:
         if method == "GET" and not rest:
             return 200, [self.public(c) for c in self.channels.values()]
         if method == "POST" and rest == ["externalMedia"]:
-            return self._external_media(params)
+            self.apps.creating = params.get("app") or None
+            try:
+                return self._external_media(params)
+            finally:
+                self.apps.creating = None
         if method == "POST" and not rest:
             if not params.get("endpoint") or not params.get("app"):
                 return 400, {"message": "Endpoint and app are required"}
@@ -386,6 +420,7 @@ class FakeARI:
                 return 400, {"message": "timeout must be an integer"}
             ch = self.new_channel(f"{params['endpoint']}-{next(self._ids):08x}", state="Down")
             args = params.get("appArgs", "")
+            self.apps.created(ch["id"], params["app"])
             if self.originate_answers:
                 ch["state"] = "Up"
                 self.later(0.01, self.enter, ch, args.split(",") if args else [])
@@ -395,6 +430,8 @@ class FakeARI:
                     self.later(timeout if timeout > 0 else 30, self.hangup, ch["id"], 19)
             self.originated.append(ch["id"])
             return 200, self.public(ch)
+        if method == "POST" and rest[1:] == ["move"]:
+            return self.apps.move(rest[0], params)
         if not rest or rest[0] not in self.channels:
             return 404, {"message": "Channel not found"}
         cid = rest[0]

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from xlbridge.ari.caller import Caller
 from xlbridge.ari.client import ARIClient
-from xlbridge.ari.leftovers import BRIDGE_PREFIX, orphans, partnerless, stale_bridges, stale_media, stale_websocket
+from xlbridge.ari.leftovers import bridge_name, orphans, partnerless, stale_bridges, stale_media, stale_websocket
 from xlbridge.ari.legs import MediaLegs
 from xlbridge.ari.settings import ARISettings
 
@@ -103,8 +103,10 @@ def remove_leftovers(owner: CleanupOwner) -> Generator["Deferred[Any]", Any, Non
     bridges = yield client.bridges()
     # Ours as of the answer: callers who entered while it was on the
     # way may already have made theirs.
-    ours_b = {c.bridge_id for c in owner.callers.values()} | {BRIDGE_PREFIX + c for c in owner.callers}
-    for b in stale_bridges(bridges or [], ours_b):
+    ours_b = {c.bridge_id for c in owner.callers.values()} | {
+        bridge_name(c, settings.app, settings.entry_app) for c in owner.callers
+    }
+    for b in stale_bridges(bridges or [], ours_b, settings.app, settings.entry_app):
         owner.log.info("removing stale bridge {name}", name=str(b.get("name", "")))
         yield owner.quietly(client.destroy_bridge(str(b["id"])))
     # Only callers we knew of before asking can be missing from the
@@ -118,14 +120,19 @@ def remove_leftovers(owner: CleanupOwner) -> Generator["Deferred[Any]", Any, Non
             caller.lifecycle.hangup("gone while disconnected")
     ours = owner.media_ids() | (set(legs.audiosocket.routes) if legs.audiosocket is not None else set())
     dest = f"{settings.external_host}:{legs.audiosocket_port()}"
-    stale = stale_media(channels or [], ours, settings.rtp_ports, dest, legs.pool.in_use)
+    stale = stale_media(channels or [], ours, settings.rtp_ports, dest, legs.pool.in_use, settings.external_host)
     ours_ws = owner.media_ids() | legs.websocket.ids()
     stale += stale_websocket(channels or [], ours_ws, settings.app)
     for ch in stale:
         owner.log.info("removing stale channel {name}", name=ch.get("name"))
         yield owner.quietly(client.hangup(str(ch["id"])))
     known = set(owner.callers) | owner.media_ids() | set(owner.dialing)
-    found = orphans(channels or [], settings.app, known)
+    in_app: set[str] | None = None
+    if settings.entry_app:
+        # A worker: only what Asterisk lists in our own app is ours.
+        info = yield owner.quietly(client.application(settings.app))
+        in_app = {str(i) for i in (info or {}).get("channel_ids") or []}
+    found = orphans(channels or [], settings.app, known, settings.entry_app, in_app)
     lonely = partnerless(found)
     for ch, args in found:
         if ch.get("id") in owner.callers or ch.get("id") in owner.ended:

@@ -338,6 +338,31 @@ class ARIClient:
             params["timeout"] = str(int(timeout))
         return self.request("POST", "/channels", params)
 
+    def applications(self) -> "Deferred[Any]":
+        """
+        ``GET /applications``: every registered Stasis app with the ids of
+        its channels (an app whose WebSocket is gone stays while channels
+        are in it).
+        """
+        return self.request("GET", "/applications")
+
+    def application(self, name: str) -> "Deferred[Any]":
+        """``GET /applications/{name}`` (404: no such app)."""
+        return self.request("GET", f"/applications/{quote(name, safe='')}")
+
+    def move(self, channel_id: str, app: str, app_args: str = "") -> "Deferred[Any]":
+        """
+        ``POST /channels/{id}/move`` (ARI since Asterisk 13.26/16.3): the
+        channel leaves its Stasis app for ``app`` with ``app_args`` (split
+        at commas).  Asterisk answers 204 at once and moves it
+        asynchronously; if ``app`` is not active an
+        ``ApplicationMoveFailed`` event goes to the channel's current app.
+        """
+        params = {"app": app}
+        if app_args:
+            params["appArgs"] = app_args
+        return self.request("POST", f"/channels/{quote(channel_id, safe='')}/move", params)
+
     def play(self, channel_id: str, media: str, lang: Optional[str] = None) -> "Deferred[Any]":
         """
         Play ``media`` (``sound:vm-goodbye``...) to a channel; the answer is

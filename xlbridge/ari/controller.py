@@ -57,7 +57,7 @@ from xlbridge.ari.caller import Caller, new_caller
 from xlbridge.ari.client import ARIAuthError, ARIClient, ARIError
 from xlbridge.ari.dial import Dialer
 from xlbridge.ari.events import ARIEvents
-from xlbridge.ari.leftovers import BRIDGE_PREFIX
+from xlbridge.ari.leftovers import BRIDGE_PREFIX, bridge_name
 from xlbridge.ari.legs import MediaLegs
 from xlbridge.ari.ports import PortPool
 from xlbridge.ari.prompt import PartnerPrompt
@@ -232,7 +232,7 @@ class ARIController(MultiService):
         return self.client.answer(caller.channel_id)
 
     def create_bridge(self, caller: Caller) -> "Deferred[Any]":
-        return self.client.create_bridge(BRIDGE_PREFIX + caller.channel_id)
+        return self.client.create_bridge(bridge_name(caller.channel_id, self.settings.app, self.settings.entry_app))
 
     def create_media(self, caller: Caller) -> "Deferred[Any]":
         return self.legs.create(caller, lambda samples: self._audio(caller, samples))

@@ -17,7 +17,10 @@ after their dial string (PROTOCOLS.md 5.2, 6):
   it is connected such a channel sits in ``AppDial2``, not in Stasis, and
   Asterisk only hangs it up 30 s later.
 
-Our bridges are named :data:`BRIDGE_PREFIX` + the caller's channel id.
+Our bridges are named :data:`BRIDGE_PREFIX` + the caller's channel id; a
+worker of ``--workers`` names them ``<its app>:<channel id>``
+(:func:`bridge_name`), so that its cleanup, and the rescue of a dead
+worker, touch only its own (a channel id has no colon).
 
 After each (re)connection of the events socket, the controller
 (:meth:`~xlbridge.ari.controller.ARIController.remove_leftovers`) deletes
@@ -97,18 +100,46 @@ def audiosocket_target(name: str) -> Optional[tuple[str, str]]:
     return (dest, tail) if sep and dest else None
 
 
-def stale_bridges(bridges: Iterable[dict[str, Any]], ours: set[Optional[str]]) -> list[dict[str, Any]]:
+def bridge_name(channel_id: str, app: str, entry_app: Optional[str] = None) -> str:
+    """
+    The name of caller ``channel_id``'s bridge: ``xlbridge-<id>`` in a
+    single process, ``<app>:<id>`` in a worker (``entry_app`` given).
+    """
+    return f"{app}:{channel_id}" if entry_app else BRIDGE_PREFIX + channel_id
+
+
+def named_ours(name: str, app: str, entry_app: Optional[str] = None) -> bool:
+    """Is ``name`` a bridge name :func:`bridge_name` gives for ``app``?"""
+    if entry_app:
+        return name.startswith(app + ":")
+    return name.startswith(BRIDGE_PREFIX) and ":" not in name
+
+
+def stale_bridges(
+    bridges: Iterable[dict[str, Any]], ours: set[Optional[str]], app: str = "xlbridge",
+    entry_app: Optional[str] = None,
+) -> list[dict[str, Any]]:
     """
     The bridges among ``bridges`` (ARI Bridge objects) named like ours
-    (:data:`BRIDGE_PREFIX`) whose id and name are both not in ``ours``
+    (:func:`named_ours`) whose id and name are both not in ``ours``
     (the ids of our callers' bridges and the names we gave them).
     """
     out = []
     for b in bridges:
         name = str(b.get("name", ""))
-        if name.startswith(BRIDGE_PREFIX) and b.get("id") not in ours and name not in ours:
+        if named_ours(name, app, entry_app) and b.get("id") not in ours and name not in ours:
             out.append(b)
     return out
+
+
+def unicast_rtp_host(name: str) -> Optional[str]:
+    """
+    ``"UnicastRTP/127.0.0.1:20000-0x7f..."`` -> ``"127.0.0.1"`` (``[::1]``
+    for IPv6); ``None`` for any other name.
+    """
+    if unicast_rtp_port(name) is None:
+        return None
+    return name[len(RTP_PREFIX):].rsplit("-", 1)[0].rsplit(":", 1)[0]
 
 
 def stale_media(
@@ -117,14 +148,17 @@ def stale_media(
     rtp_ports: tuple[int, int],
     audiosocket_dest: Optional[str],
     ports_in_use: frozenset[int] | set[int] = frozenset(),
+    rtp_host: Optional[str] = None,
 ) -> list[dict[str, Any]]:
     """
     The ExternalMedia channels among ``channels`` (ARI Channel objects)
-    that send to our RTP ports (inclusive range) or to ``audiosocket_dest``
-    (``host:port`` of our AudioSocket listener) and are not ours: neither
-    their id nor their AudioSocket UUID is in ``ours``, and their RTP port
-    is not in ``ports_in_use`` (a leg being set up, whose channel id we do
-    not know yet).
+    that send to our RTP ports (inclusive range; at ``rtp_host``, our
+    ``--ari-external-host``, when given: media nodes on other addresses
+    use the same port range) or to ``audiosocket_dest`` (``host:port`` of
+    our AudioSocket listener) and are not ours: neither their id nor their
+    AudioSocket UUID is in ``ours``, and their RTP port is not in
+    ``ports_in_use`` (a leg being set up, whose channel id we do not know
+    yet).
     """
     low, high = rtp_ports
     out = []
@@ -134,6 +168,8 @@ def stale_media(
             continue
         port = unicast_rtp_port(name)
         if port is not None:
+            if rtp_host is not None and (unicast_rtp_host(name) or "").strip("[]") != rtp_host.strip("[]"):
+                continue  # another node's
             if low <= port <= high and port not in ports_in_use:
                 out.append(ch)
             continue
@@ -168,7 +204,10 @@ def stale_websocket(channels: Iterable[dict[str, Any]], ours: set[str], app: str
     return out
 
 
-def orphans(channels: Iterable[dict[str, Any]], app: str, known: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
+def orphans(
+    channels: Iterable[dict[str, Any]], app: str, known: set[str], entry_app: Optional[str] = None,
+    in_app: Optional[set[str]] = None,
+) -> list[tuple[dict[str, Any], list[str]]]:
     """
     Callers among ``channels`` sitting in ``Stasis(app, ...)`` with
     arguments (ExternalMedia channels have none) whose id is not in
@@ -176,14 +215,23 @@ def orphans(channels: Iterable[dict[str, Any]], app: str, known: set[str]) -> li
     into its private room (``room=dial-<id>``) instead: its callee, if
     still up, is an orphan of that room too, and dialling again would ring
     a second one.
+
+    A worker (``entry_app`` given) takes back only the channels Asterisk
+    lists in its own app (``in_app``, from ``GET /applications/{app}``):
+    its callers entered ``Stasis(<entry_app>, ...)`` from the dialplan
+    and were moved to it, and other workers hold callers with the same
+    ``app_data``.
     """
+    heads = {app, entry_app} if entry_app else {app}
     out = []
     for ch in channels:
         plan = ch.get("dialplan") or {}
         if plan.get("app_name") != "Stasis" or ch.get("id") in known:
             continue
+        if entry_app and (in_app is None or ch.get("id") not in in_app):
+            continue
         head, _, rest = str(plan.get("app_data", "")).partition(",")
-        if head.strip() != app or not rest.strip():
+        if head.strip() not in heads or not rest.strip():
             continue
         opts = parse_args([rest])
         if "dial" in opts:

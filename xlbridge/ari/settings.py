@@ -65,6 +65,10 @@ class ARISettings:
     :ivar on_partner_hangup: ``"hangup"``, ``"keep"``, or ``"prompt"``: play
         ``partner_hangup_sound`` to the remaining caller, then hang up (at
         the latest ``prompt_timeout`` seconds later).
+    :ivar entry_app: ``None`` in a single process; in a worker of
+        ``--workers`` (whose :attr:`app` is ``<entry>-<node>-<k>``), the app
+        callers enter from the dialplan (``xlbridge``), where the dispatcher
+        moves them from (:mod:`xlbridge.ari.dispatch`).
     :ivar dial_timeout: seconds a ``dial=`` callee may ring unanswered
         (passed to Asterisk; we give up ourselves 5 s after that).
     """
@@ -86,6 +90,7 @@ class ARISettings:
     partner_hangup_sound: str = "sound:vm-goodbye"
     prompt_timeout: float = 15.0
     dial_timeout: int = 30
+    entry_app: Optional[str] = None
 
 
 def _media_uri(option: str, value: Any) -> str:
