@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
 from tests.ari.harness import PASSWORD, ARIHarness, password_file, wait_until
 from xlbridge.ari.controller import ARIController
+from xlbridge.ari.dispatch_metrics import DispatcherCollector
 from xlbridge.ari.dispatcher import ARIDispatcher
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
@@ -71,6 +73,12 @@ class DispatcherTests(ARIHarness):
             self.assertEqual(len(names), 12)
             self.assertTrue(all(n.startswith(("xlbridge-t-0:", "xlbridge-t-1:")) for n in names), names)
             self.assertEqual(self.dispatcher.counts["dispatched"], 12)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(DispatcherCollector(self.dispatcher))
+            text = generate_latest(registry).decode()
+            self.assertIn('xlbridge_dispatch_total{outcome="dispatched"} 12.0', text)
+            self.assertIn("xlbridge_dispatch_waiting 0.0", text)
+            self.assertIn("xlbridge_dispatch_connected 1.0", text)
 
         return ensureDeferred(go())
 

@@ -114,7 +114,8 @@ class MachineMetricsResource(_Deferred):
         monitor = self.monitor
 
         def merge(scrapes: list[WorkerScrape]) -> Answer:
-            body = merge_metrics(monitor.configured, scrapes, monitor.scrape_errors, monitor.counted_errors)
+            body = merge_metrics(monitor.configured, scrapes, monitor.scrape_errors, monitor.counted_errors,
+                                 monitor.collectors)
             return 200, CONTENT_TYPE.encode("ascii"), body
 
         return gather(self.monitor.client, views, "metrics").addCallback(merge)
@@ -281,9 +282,12 @@ class MachineMonitorService(MultiService):
         self, reactor: Any, endpoint: Any, workers: Callable[[], Sequence[WorkerView]], guard: TokenGuard,
         metrics_open: bool = False, scheme: str = "http", *, agent: Optional[IAgent] = None,
         timeout: float = FETCH_TIMEOUT, max_body: int = MAX_BODY, configured: Optional[int] = None,
+        collectors: Sequence[Any] = (),
     ) -> None:
         super().__init__()
         self.setName("machine-monitor")
+        #: the supervisor's own prometheus_client collectors (the dispatcher's counts)
+        self.collectors = tuple(collectors)
         self.reactor: IReactorTime = reactor
         self.workers = workers
         self.guard = guard

@@ -28,7 +28,7 @@ per-call labels (see :mod:`.metrics`), so neither does the merge.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import attrs
 from prometheus_client import CollectorRegistry, exposition
@@ -360,14 +360,18 @@ def _with_worker(labels: dict[str, str], k: int) -> dict[str, str]:
 
 
 def merge_metrics(
-    configured: int, scrapes: Sequence[WorkerScrape], errors: Counter[int], counted: dict[int, int]
+    configured: int, scrapes: Sequence[WorkerScrape], errors: Counter[int], counted: dict[int, int],
+    extra: Sequence[Any] = (),
 ) -> bytes:
     """
     The machine's ``/metrics`` body (text format 0.0.4) for one scrape (see
-    :class:`MachineCollector` for ``errors`` and ``counted``).
+    :class:`MachineCollector` for ``errors`` and ``counted``), with the
+    families of the ``extra`` collectors (the supervisor's own).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MachineCollector(configured, scrapes, errors, counted))  # type: ignore[arg-type]
+    for collector in extra:
+        registry.register(collector)
     body: bytes = exposition.generate_latest(registry)
     return body
 

@@ -173,12 +173,14 @@ def build_machine(options: Any, plan: ProcessPlan, reactor: Any) -> IService:
     port = monitor_port(config.monitor)
     machine.urls = [f"http://127.0.0.1:{port + 1 + k}/" if port is not None else None for k in range(n)]
     if port is not None:
+        from xlbridge.ari.dispatch_metrics import DispatcherCollector
         from xlbridge.monitor.machine import make_machine_monitor
 
         try:
             monitor = make_machine_monitor(
                 reactor, config.monitor, machine.views, token, config.monitor_metrics_open,
                 listen_token=listen_token, token_source=token_source, configured=n,
+                collectors=[DispatcherCollector(machine.dispatcher)] if machine.dispatcher is not None else [],
             )
         except ValueError as e:
             raise usage.UsageError(f"--monitor: {e}") from None
