@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from xlbridge.errors import ConfigError
 from xlbridge.tap import Options
@@ -132,3 +132,25 @@ class OptionsTests(SynchronousTestCase):
     def test_argv_kept(self) -> None:
         options = parse("--ports", "7777,8888", "--engines", "relay")
         self.assertEqual(options.argv, ["--ports", "7777,8888", "--engines", "relay"])
+
+
+class PinTests(SynchronousTestCase):
+    """
+    A worker pins itself to its share of the CPUs, and the local ASR
+    engine's default process count follows that share.
+    """
+
+    def test_pin_worker_sizes_local_asr(self) -> None:
+        import subprocess
+        import sys
+
+        import shutil
+
+        if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+            raise SkipTest("needs CPU affinity and 2 CPUs")
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        code = ("from xlbridge.workers.options import pin_worker; from xlbridge.engines.local_asr.pool import "
+                "default_workers, usable_cpus; print(pin_worker(1, 2), usable_cpus(), default_workers())")
+        out = subprocess.run(["taskset", "-c", ",".join(map(str, cpus)), sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        self.assertEqual(out, [f"[{cpus[1]}]", "1", "1"])
