@@ -116,6 +116,14 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.ari.websocket_port, 9094)
         self.assertEqual(config.monitor, "tcp:3003:interface=127.0.0.1")
         self.assertEqual(config.events, "/tmp/c.w1.jsonl")
+        self.assertIsNone(config.ari.websocket_client)
+
+    def test_websocket_client_entry_per_worker(self) -> None:
+        argv = [*ari(self), "--ari-media", "websocket", "--ari-websocket-connection", "client",
+                "--ari-websocket-client", "xlbridge-ari"]
+        config = parse(*argv, "--worker", "1/3").processes.config
+        assert config.ari is not None
+        self.assertEqual((config.ari.websocket_client, config.ari.websocket_port), ("xlbridge-ari-1", 9094))
 
     def test_bad_process_options(self) -> None:
         for argv, word in [

@@ -14,7 +14,8 @@ xlbridge given a disjoint share of the machine:
   (:mod:`xlbridge.ari.dispatcher`) moves each to a worker's app.  Its
   ExternalMedia RTP ports are the K-th of N equal slices of
   ``--rtp-ports``; its AudioSocket and WebSocket listeners are the
-  configured ports + K.
+  configured ports + K, and with ``--ari-websocket-connection client`` it
+  has Asterisk dial the websocket_client.conf entry ``<entry>-<K>``.
 - **Monitor**: the supervisor serves the machine's monitor on the
   configured ``tcp:PORT``; worker K serves its own on loopback port
   ``PORT + 1 + K`` (:func:`worker_monitor`), which the machine monitor
@@ -222,6 +223,9 @@ def worker_config(config: BridgeConfig, k: int, n: int, node: str) -> BridgeConf
             rtp_ports=split_range(*ari.rtp_ports, k, n),
             audiosocket_port=ari.audiosocket_port + k if ari.audiosocket_port else 0,
             websocket_port=ari.websocket_port + k if ari.websocket_port else 0,
+            # Asterisk dials a websocket_client.conf entry's one URI: each
+            # worker needs its own entry, <entry>-<K>, with its own port.
+            websocket_client=f"{ari.websocket_client}-{k}" if ari.websocket_client else None,
         )
     return attrs.evolve(
         config, pairs=pairs, ari=ari, monitor=worker_monitor(config.monitor, k),
