@@ -22,6 +22,7 @@ from xlbridge.events import (
     PlaybackStarted,
     TranscriptEvent,
     TranslationEvent,
+    SpeculationEvent,
     UtteranceDropped,
     event_to_dict,
 )
@@ -104,6 +105,7 @@ class EventToDictTests(SynchronousTestCase):
             PlaybackEnded("c", "2", "1", "es", "hola", 1, 2.0, 800.0),
             UtteranceDropped("c", "2", "es", "hola", "backlog", 2.1),
             EngineStatusEvent("c", "1", "deepgram", "down", "relay", "refused", True, 2.2),
+            SpeculationEvent("c", "2", "1", "es", "hello", "wasted", "resumed", 2.3),
         ]
         self.assertEqual({type(e) for e in samples}, set(typing.get_args(Event)))
         for e in samples:

@@ -226,6 +226,7 @@ SETTINGS: dict[str, tuple[str, str, Callable[[str, Any], Any]]] = {
     "monitor-listen-token": ("monitor", "listen_token", parse_text),
     "sync-directions": ("translation", "sync_directions", parse_bool),
     "sync-max-ms": ("translation", "sync_max_ms", number_parser(float, 0, 10000)),
+    "early-play-ms": ("translation", "early_play_ms", level_or_off_parser(0, 5000)),
     **ARI_SETTINGS,
 }
 
@@ -311,7 +312,7 @@ def load_config(
     translation_keys = {
         "granularity": "granularity", "backlog": "backlog_s", "echo-guard": "echo_guard",
         "fallback": "fallback", "comfort-noise": "comfort_noise_dbfs", "bed": "bed_db", "gain": "gain_db",
-        "sync-directions": "sync_directions", "sync-max-ms": "sync_max_ms",
+        "sync-directions": "sync_directions", "sync-max-ms": "sync_max_ms", "early-play-ms": "early_play_ms",
     }
     translation = TranslateSettings(**{field: values[opt] for opt, field in translation_keys.items() if opt in values})
 

@@ -355,6 +355,35 @@ class EngineStatusEvent:
     time: float
 
 
+@attrs.frozen
+class SpeculationEvent:
+    """
+    What became of a speculation: a translation and synthesis started on an
+    eager end of turn (Deepgram Flux ``EagerEndOfTurn``) before the turn
+    really ended (:mod:`xlbridge.pipeline.speculate`).
+
+    :ivar extension: the listener; ``source_extension``: the speaker.
+    :ivar outcome: ``"started"``; ``"used"`` (the turn ended with the same
+        words: it is played); ``"wasted"`` (withdrawn: its MT and TTS calls
+        were paid for nothing).
+    :ivar reason: for ``"wasted"``: ``"resumed"`` (the speaker went on),
+        ``"changed"`` (the turn ended with other words), ``"replaced"`` (a
+        newer eager end), ``"echo"``, ``"stopped"``; else ``""``.
+    :ivar early: for ``"used"``: it had started playing before the turn
+        ended (``early_play_ms``).
+    """
+
+    call_id: str
+    extension: str
+    source_extension: str
+    language: str
+    text: str
+    outcome: str
+    reason: str
+    time: float
+    early: bool = False
+
+
 #: Every event type the bridge emits.
 Event = Union[
     CallStarted,
@@ -365,6 +394,7 @@ Event = Union[
     PlaybackEnded,
     UtteranceDropped,
     EngineStatusEvent,
+    SpeculationEvent,
 ]
 
 

@@ -123,6 +123,9 @@ class Options(usage.Options):
         ["sync-directions", None, None, "yes|no: delay the faster direction so both callers hear "
          "translations with the same lag. [default: no]"],
         ["sync-max-ms", None, None, "Most delay direction sync adds, ms. [default: 1500]"],
+        ["early-play-ms", None, None, "With eager end-of-turn ASR (Deepgram Flux): let a translation "
+         "started on an eager end of turn play this many ms after it if the speaker has not resumed, "
+         "before the turn is confirmed over; off: only once it is. [default: off]"],
         ["ari", None, None,
          "Asterisk ARI base URL, e.g. http://127.0.0.1:8088: xlbridge pairs callers sent to "
          "Stasis(APP,room=R,lang=L) itself. [default: off]"],

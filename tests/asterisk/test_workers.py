@@ -109,13 +109,18 @@ class WorkersTests(RealAsteriskTestCase):
         pid = int(re.findall(rf"worker {k} started \(pid (\d+)\)", bridge.log())[-1])
         # A's prompt starts about 9 s after it was originated: kill 2 s before.
         yield deferLater(reactor, max(0.0, t0 + 7.0 - time.monotonic()), lambda: None)
+        killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
-        yield bridge.wait_for(f"moved back to xlbridge", timeout=5)
+        yield bridge.wait_for("moved back to xlbridge", timeout=5)
         yield self.assert_nothing_left()
         self.assert_heard("b", PROMPT_A)
         self.assert_heard("a", PROMPT_B)
-        other = worker_events(self.tmp, 1 - k)
-        self.assertTrue([e for e in other if e["event"] == "CallStarted"], other)
+        # The other worker paired them again: how long after the kill.
+        (started,) = [e for e in worker_events(self.tmp, 1 - k) if e["event"] == "CallStarted"]
+        paired_s = started["time"] - killed_at
+        self.assertLess(paired_s, 2.0, started)
+        with open(self.tmp / "rescue.txt", "w") as f:
+            f.write(f"kill to paired on worker {1 - k}: {paired_s:.3f} s\n")
         # the killed worker was restarted
         yield bridge.wait_for(f"worker {k} started", timeout=10)
 

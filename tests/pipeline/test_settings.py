@@ -70,6 +70,7 @@ class TranslateSettingsTests(SynchronousTestCase):
                 "live_buffer_ms": 200,
                 "sync_directions": False,
                 "sync_max_ms": 1500.0,
+                "early_play_ms": None,
             },
         )
 

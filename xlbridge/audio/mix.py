@@ -69,6 +69,9 @@ class Utterance:
         self.started_at: Optional[float] = None
         #: reactor time before which playback must not start (direction sync)
         self.not_before: Optional[float] = None
+        #: a speculation not yet confirmed: it holds its place but does not
+        #: start playing (:mod:`xlbridge.pipeline.speculate`)
+        self.held = False
         self.on_start: Optional[Callable[["Utterance"], None]] = None
         self.on_end: Optional[Callable[["Utterance"], None]] = None
         #: Called after audio was added (its queue's ``on_audio``).
@@ -173,6 +176,25 @@ class SpeechQueue:
             if started and self.on_cut is not None:
                 self.on_cut()
 
+    def withdraw(self, utterance: Utterance) -> bool:
+        """
+        Take ``utterance`` out of the line without a trace (a withdrawn
+        speculation is not a backlog drop); whether it had started playing
+        (then the listener heard it cut, as for a drop).
+        """
+        utterance.dropped = True
+        utterance._data.clear()
+        try:
+            self._queue.remove(utterance)
+        except ValueError:
+            return False
+        started = utterance.started_at is not None
+        if started:
+            self._waited = False
+            if self.on_cut is not None:
+                self.on_cut()
+        return started
+
     def clear(self) -> None:
         for u in self._queue:
             u.dropped = True
@@ -190,7 +212,7 @@ class SpeechQueue:
         nbytes = n << 1
         while queue:
             head = queue[0]
-            if head.started_at is None and head.not_before is not None and now < head.not_before:
+            if head.started_at is None and (head.held or (head.not_before is not None and now < head.not_before)):
                 return None
             data = head._data
             have = len(data)

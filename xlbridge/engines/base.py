@@ -154,6 +154,32 @@ class SpeechStarted:
 
 
 @attrs.frozen
+class EagerEnd:
+    """
+    The speaker may have ended a turn (Deepgram Flux ``EagerEndOfTurn``, or
+    a local early decode at a short pause): ``transcript`` is what they
+    said if they did (``is_final`` false; ``speech_end`` set when known).
+
+    The pipeline may start translating and synthesising it at once, but
+    nothing of it may be heard until a final :class:`Transcript` with the
+    same text ends the turn, and a :class:`TurnResumed` withdraws it.  At
+    most one is open at a time: a new one replaces the last.
+    """
+
+    transcript: Transcript
+
+
+@attrs.frozen
+class TurnResumed:
+    """
+    The speaker went on after an :class:`EagerEnd` (Flux ``TurnResumed``):
+    the speculation on it is withdrawn; the turn's final comes later.
+    """
+
+    received_at: float
+
+
+@attrs.frozen
 class EngineDown:
     """
     The engine stopped working; ``error`` says why and whether it may heal.
@@ -173,7 +199,7 @@ class EngineUp:
     received_at: float
 
 
-ASREvent = Union[Transcript, UtteranceEnd, SpeechStarted, EngineDown, EngineUp]
+ASREvent = Union[Transcript, UtteranceEnd, SpeechStarted, EagerEnd, TurnResumed, EngineDown, EngineUp]
 
 
 class ASR(Protocol):

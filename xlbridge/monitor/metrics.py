@@ -54,6 +54,7 @@ from xlbridge.events import (
     EngineStatusEvent,
     Event,
     PlaybackStarted,
+    SpeculationEvent,
     TranscriptEvent,
     TranslationEvent,
     UtteranceDropped,
@@ -189,6 +190,11 @@ class BridgeMetrics:
             "Translated utterances not (fully) played, by reason (backlog, echo, failed).",
             ["reason"], registry=r,
         )
+        self.speculations = Counter(
+            "xlbridge_speculations_total",
+            "Translations started on an eager end of turn, by outcome (started, used, wasted: paid for nothing).",
+            ["outcome"], registry=r,
+        )
         self.engine_errors = Counter(
             "xlbridge_engine_errors_total",
             "Engine failures that put a direction into fallback, by engine.",
@@ -232,6 +238,9 @@ class BridgeMetrics:
                 self.engine_reconnects.labels(engine).inc()
         elif isinstance(event, UtteranceDropped):
             self.utterances_dropped.labels(self._reason_label(event.reason)).inc()
+        elif isinstance(event, SpeculationEvent):
+            if event.outcome in ("started", "used", "wasted"):
+                self.speculations.labels(event.outcome).inc()
         elif isinstance(event, CallStarted):
             self.calls_started.inc()
         elif isinstance(event, CallEnded):

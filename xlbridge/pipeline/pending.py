@@ -13,9 +13,10 @@ them (:class:`~xlbridge.events.PlaybackStarted`).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from xlbridge.audio.mix import Utterance
 
@@ -41,6 +42,8 @@ class Pending:
     :ivar heard_at: when the listener heard its first frame, clock seconds
         (later than the utterance's ``started_at`` on a transport that
         sends ahead), or ``None`` before.
+    :ivar work: its MT and TTS requests in flight (a withdrawn speculation
+        cancels them).
     """
 
     utterance: Utterance
@@ -54,3 +57,4 @@ class Pending:
     source_language: str = ""
     target_language: str = ""
     heard_at: Optional[float] = None
+    work: "set[Deferred[Any]]" = attrs.Factory(set)

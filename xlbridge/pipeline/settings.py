@@ -41,6 +41,11 @@ class TranslateSettings:
         callers hear translations with the same lag (measured: the running
         mean of end of speech to first packet per direction).
     :ivar sync_max_ms: most delay direction sync adds to an utterance.
+    :ivar early_play_ms: a speculation (a translation started on an eager
+        end of turn) may start playing this long after its eager event if
+        the speaker has not resumed meanwhile, before the turn is known to
+        have ended; ``None`` (default): only once it has.  A speculation
+        heard and then withdrawn is cut off mid-word.
     """
 
     granularity: str = "segment"
@@ -57,6 +62,7 @@ class TranslateSettings:
     live_buffer_ms: int = 200
     sync_directions: bool = False
     sync_max_ms: float = 1500.0
+    early_play_ms: Optional[float] = None
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -49,19 +49,19 @@ from xlbridge.call.leg import Leg
 from xlbridge.call.playout import Playout
 from xlbridge.engines.base import (
     ASR,
+    EagerEnd,
     EngineDown,
     EngineError,
     Engines,
     EngineUp,
     NamedASR,
     Transcript,
+    TurnResumed,
     UtteranceEnd,
 )
 from xlbridge.events import (
     EngineUsage,
     Event,
-    PlaybackEnded,
-    PlaybackStarted,
     TranscriptEvent,
     TranslationEvent,
     UtteranceDropped,
@@ -79,6 +79,8 @@ from xlbridge.pipeline.settings import (
     TranslateSettings,
     similarity,
 )
+from xlbridge.pipeline.playback import PlaybackReporter
+from xlbridge.pipeline.speculate import Speculator
 from xlbridge.pipeline.timeline import Timeline
 
 #: A leg language that lets the recogniser identify what is spoken.
@@ -151,6 +153,13 @@ class TranslatePipeline:
             mt_engine=engines.names.get("mt") or engines.mt.name,
             tts_engine=engines.names.get("tts") or engines.tts.name,
         )
+        #: reports what the partner hears of each utterance, and when
+        self.playback = PlaybackReporter(self.call_id, source, partner, self.clock, self.emit, partner_hears, sync)
+        #: translations started on an eager end of turn (:mod:`.speculate`)
+        self.speculator = Speculator(
+            self, self.clock, self.emit, self.call_id, partner.extension, source.extension,
+            lambda: self.target_language, settings.early_play_ms,
+        )
 
     # -- IPipeline ---------------------------------------------------------
 
@@ -181,6 +190,7 @@ class TranslatePipeline:
             self.asr.feed(samples)
 
     def stop(self) -> "Deferred[None] | None":
+        self.speculator.drop("stopped")
         self._stopped = True
         self.gaps.stop()
         for d in list(self._inflight):
@@ -204,6 +214,10 @@ class TranslatePipeline:
             self._transcript(event)
         elif isinstance(event, UtteranceEnd):
             self._end_of_utterance()
+        elif isinstance(event, EagerEnd):
+            self._eager(event)
+        elif isinstance(event, TurnResumed):
+            self.speculator.resumed()
         elif isinstance(event, EngineDown):
             self.engine_status.down("asr", event.error)
         elif isinstance(event, EngineUp):
@@ -244,42 +258,72 @@ class TranslatePipeline:
             return
         if text:
             if self.echo.is_echo(text, t.received_at):
+                self.speculator.drop("echo")
                 self.echo_dropped += 1
                 self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.source_language, text, "echo", t.received_at))
             elif self.settings.granularity == "segment":
-                self._speak(text, speech_end, asr_ms, context=list(self._context) + self._segments)
+                if not self.speculator.confirm(text):
+                    self._speak(text, speech_end, asr_ms, context=list(self._context) + self._segments)
                 self._segments.append(text)
             else:
                 self._segments.append(text)
                 self._last_end, self._last_asr_ms = speech_end, asr_ms
+        elif t.speech_final:
+            self.speculator.drop("changed")  # the turn ended with no words
         if t.speech_final:
             self._end_of_utterance()
+
+    def _eager(self, event: EagerEnd) -> None:
+        t = event.transcript
+        speech_end = self.timeline.time_at(t.speech_end if t.speech_end is not None else t.end)
+        asr_ms = (t.received_at - speech_end) * 1000 if speech_end is not None else None
+        self.speculator.eager(event, speech_end, asr_ms)
+
+    def speak_held(self, text: str, speech_end: Optional[float], asr_ms: Optional[float]) -> Optional[Pending]:
+        """
+        Start MT and TTS on an eager transcript into a held utterance (the
+        speculator's :class:`~xlbridge.pipeline.speculate.SpeculationHost`);
+        ``None`` for the listener's own speech coming back (echo).
+        """
+        if self.echo.is_echo(text, self.clock.seconds()):
+            return None
+        return self._speak(text, speech_end, asr_ms, list(self._context) + self._segments, held=True)
+
+    def withdraw(self, p: Pending) -> None:
+        """Cancel a speculation's MT and TTS and take it out of the queue unheard."""
+        for d in list(p.work):
+            d.cancel()
+        self.queue.withdraw(p.utterance)
+        p.utterance.finish()
 
     def _end_of_utterance(self) -> None:
         if not self._segments:
             return
         whole = " ".join(self._segments)
-        if self.settings.granularity == "utterance":
+        if self.settings.granularity == "utterance" and not self.speculator.confirm(whole):
             self._speak(whole, self._last_end, self._last_asr_ms, context=list(self._context))
         self._context.append(whole)
         self._segments = []
 
     # -- MT and TTS ------------------------------------------------------------
 
-    def _speak(self, text: str, speech_end: Optional[float], asr_ms: Optional[float], context: list[str]) -> None:
+    def _speak(
+        self, text: str, speech_end: Optional[float], asr_ms: Optional[float], context: list[str], held: bool = False,
+    ) -> Pending:
         self._uid += 1
         u = self.queue.add(Utterance(self._uid))
+        u.held = held
         p = Pending(u, text, speech_end, asr_ms)
-        u.on_start = lambda u, p=p: self._playback_started(p)  # type: ignore[misc]
-        u.on_end = lambda u, p=p: self._playback_ended(p)  # type: ignore[misc]
+        u.on_start = lambda u, p=p: self.playback.started(p)  # type: ignore[misc]
+        u.on_end = lambda u, p=p: self.playback.ended(p)  # type: ignore[misc]
         source, target = self.source_language, self.target_language
         p.source_language, p.target_language = source, target
         if source.split("-")[0] == target.split("-")[0]:
             self._translated(text, p)
-            return
+            return p
         started = self.clock.seconds()
         self.usage.mt_chars += len(text)
-        d = self._track(self.engines.mt.translate(text, source, target, context))
+        d = self._track(self.engines.mt.translate(text, source, target, context), p)
 
         def translated(result: str) -> None:
             p.mt_ms = (self.clock.seconds() - started) * 1000
@@ -288,6 +332,7 @@ class TranslatePipeline:
 
         d.addCallbacks(translated, lambda f: self._stage_failed("mt", f, p))
         d.addErrback(self._bug)
+        return p
 
     def _translated(self, translation: str, p: Pending) -> None:
         if self._stopped or p.utterance.dropped:
@@ -314,7 +359,7 @@ class TranslatePipeline:
             self.queue.enforce_bound()
 
         self.usage.tts_chars += len(translation)
-        d = self._track(self.engines.tts.synthesize(translation, p.target_language, on_audio))
+        d = self._track(self.engines.tts.synthesize(translation, p.target_language, on_audio), p)
 
         def spoken(_: Any) -> None:
             p.utterance.finish()
@@ -333,11 +378,15 @@ class TranslatePipeline:
             p.utterance.not_before = p.speech_end + target / 1000
             p.sync_target = target
 
-    def _track(self, d: "Deferred[Any]") -> "Deferred[Any]":
+    def _track(self, d: "Deferred[Any]", p: Optional[Pending] = None) -> "Deferred[Any]":
         self._inflight.add(d)
+        if p is not None:
+            p.work.add(d)
 
         def done(r: Any) -> Any:
             self._inflight.discard(d)
+            if p is not None:
+                p.work.discard(d)
             return r
 
         return d.addBoth(done)
@@ -365,49 +414,6 @@ class TranslatePipeline:
     def in_fallback(self) -> bool:
         return self.engine_status.in_fallback
 
-    # -- playback events -----------------------------------------------------------
-
-    def _playback_started(self, p: Pending) -> None:
-        # On a transport that sends ahead (WebSocket media), the first
-        # frame was only read: the caller hears it when Asterisk says so.
-        u = p.utterance
-        self.partner_hears.when_heard(u.started_at or self.clock.seconds(), lambda t: self._heard_start(p, t))
-
-    def _heard_start(self, p: Pending, now: float) -> None:
-        u = p.utterance
-        p.heard_at = now
-        self.partner_hears.played(now, u.text)
-
-        def ms(a: Optional[float], b: Optional[float]) -> Optional[float]:
-            return (b - a) * 1000 if a is not None and b is not None else None
-
-        total = ms(p.speech_end, now)
-        if self.sync is not None and total is not None:
-            held = ms(p.first_audio, u.not_before) if u.not_before is not None else None
-            self.sync.observe(self.source.extension, total, max(0.0, held or 0.0))
-        self.emit(
-            PlaybackStarted(
-                self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid, now,
-                p.asr_ms, p.mt_ms, ms(p.tts_started, p.first_audio), ms(p.first_audio, now), total,
-            )
-        )
-
-    def _playback_ended(self, p: Pending) -> None:
-        u = p.utterance
-        self.partner_hears.when_heard(
-            self.clock.seconds(), lambda t: self._heard_end(p, t), current=u.ends_with_frame
-        )
-
-    def _heard_end(self, p: Pending, now: float) -> None:
-        u = p.utterance
-        self.partner_hears.played(now, u.text)
-        self.emit(
-            PlaybackEnded(
-                self.call_id, self.partner.extension, self.source.extension, self.partner.language, u.text, u.uid,
-                now, (now - (p.heard_at or u.started_at or now)) * 1000,
-            )
-        )
-
     def _dropped_for_backlog(self, u: Utterance) -> None:
         self.emit(UtteranceDropped(self.call_id, self.partner.extension, self.partner.language, u.text, "backlog", self.clock.seconds()))
 
@@ -420,4 +426,5 @@ class TranslatePipeline:
             "utterances": self._uid,
             "dropped_backlog": self.queue.dropped,
             "dropped_echo": self.echo_dropped,
+            "speculations": self.speculator.status(),
         }

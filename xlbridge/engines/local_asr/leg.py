@@ -235,7 +235,7 @@ class LocalASR:
             self._emit(EngineUp(ENGINE, self.reactor.seconds()))
         now = self.reactor.seconds()
         for ev in coalesce(batch.events):
-            self._emit(attrs.evolve(ev, received_at=now))  # type: ignore[misc]
+            self._emit(attrs.evolve(ev, received_at=now))  # type: ignore[misc,arg-type]
         if batch.final:
             self._close()
         else:
