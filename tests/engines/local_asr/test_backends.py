@@ -11,8 +11,8 @@ from typing import Any, Callable, Optional
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
-from xlbridge.engines.local_asr.backends import Batch, ThreadBackend, coalesce
+from xlbridge.engines.base import ASREvent, EagerEnd, SpeechStarted, Transcript, TurnResumed
+from xlbridge.engines.local_asr.backends import Batch, ThreadBackend, coalesce, stamped
 
 
 class CoalesceTests(SynchronousTestCase):
@@ -23,6 +23,24 @@ class CoalesceTests(SynchronousTestCase):
         started = SpeechStarted(0.1, 0.0)
         events: list[ASREvent] = [started, t("a", False), t("a b", False), t("a b c", True), t("d", False), t("d e", False)]
         self.assertEqual(coalesce(events), [started, t("a b c", True), t("d e", False)])
+
+    def test_an_eager_end_settled_in_the_same_batch_is_dropped(self) -> None:
+        def t(text: str, final: bool) -> Transcript:
+            return Transcript(text, final, final, 0.0, 1.0, 0.0)
+
+        eager = EagerEnd(t("a b", False))
+        resumed = TurnResumed(0.0)
+        # confirmed at once: speculating would gain nothing
+        self.assertEqual(coalesce([eager, t("a b", True)]), [t("a b", True)])
+        # withdrawn at once: speculating would waste an MT and a TTS call
+        self.assertEqual(coalesce([eager, resumed]), [resumed])
+        # open at the end of the batch: kept
+        self.assertEqual(coalesce([resumed, eager]), [resumed, eager])
+
+    def test_stamped(self) -> None:
+        eager = EagerEnd(Transcript("a", False, False, 0.0, 1.0, 0.0))
+        self.assertEqual(stamped(eager, 5.0).transcript.received_at, 5.0)  # type: ignore[union-attr]
+        self.assertEqual(stamped(TurnResumed(0.0), 5.0), TurnResumed(5.0))
 
 
 class InlinePool:

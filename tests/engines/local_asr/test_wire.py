@@ -11,7 +11,7 @@ import random
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.base import ASREvent, EngineRequestError, SpeechStarted, Transcript, UtteranceEnd
+from xlbridge.engines.base import ASREvent, EagerEnd, EngineRequestError, SpeechStarted, Transcript, TurnResumed, UtteranceEnd
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
 from xlbridge.engines.local_asr.wire import (
     AUDIO,
@@ -98,10 +98,14 @@ class FramerTests(SynchronousTestCase):
             Transcript("only", False, False, 0.52, 1.0, 0.0),
             SpeechStarted(0.52, 0.0),
             UtteranceEnd(3.0, 0.0),
+            TurnResumed(0.0),
         ]
         for ev in events:
             back = event_from_json(json.loads(dump(event_to_json(ev))), 7.5)
             self.assertEqual(back, attrs.evolve(ev, received_at=7.5))
+        eager = EagerEnd(Transcript("hola", False, False, 0.5, 1.5, 0.0, 0.8, speech_end=1.2, language="es"))
+        back = event_from_json(json.loads(dump(event_to_json(eager))), 7.5)
+        self.assertEqual(back, EagerEnd(attrs.evolve(eager.transcript, received_at=7.5)))
         for spec in (SphinxModel(), SphinxModel("/h", "/l", None, "/d"), SphinxModel("/h", None, "/j", "/d"), VoskModel("/v")):
             self.assertEqual(spec_from_json(json.loads(dump(spec_to_json(spec)))), spec)
         self.assertEqual(StreamParams.from_json(json.loads(dump(StreamParams(0.4, 0.8, 2).to_json()))),

@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
+from xlbridge.engines.base import ASREvent, EagerEnd, SpeechStarted, Transcript
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
@@ -392,10 +392,15 @@ class EarlyDecodeTests(SynchronousTestCase):
         self.assertEqual(decoder.calls[0].frames, list(range(7, 70)))
         events += run(s, "." * 10)
         self.assertEqual(len(decoder.calls), 1, "the end took the early result")
-        self.assertEqual([(i, type(e).__name__) for i, e in events], [(22, "SpeechStarted"), (84, "Transcript")])
-        final = events[1][1]
-        assert isinstance(final, Transcript)
+        # The early result is reported at once (the pipeline may start on
+        # it), then confirmed by the final with the same words.
+        self.assertEqual([(i, type(e).__name__) for i, e in events],
+                         [(22, "SpeechStarted"), (74, "EagerEnd"), (84, "Transcript")])
+        eager, final = events[1][1], events[2][1]
+        assert isinstance(eager, EagerEnd) and isinstance(final, Transcript)
         self.assertEqual((final.speech_end, final.end, final.speech_final), (1.4, 1.7, True))
+        self.assertEqual((eager.transcript.text, eager.transcript.speech_end, eager.transcript.is_final),
+                         (final.text, 1.4, False))
         self.assertEqual((s.early_used, s.early_wasted), (1, 0))
 
     def test_wasted_when_speech_resumes(self) -> None:
@@ -403,6 +408,9 @@ class EarlyDecodeTests(SynchronousTestCase):
         s = self.stream(decoder)
         events = run(s, "." * 20 + "#" * 50 + "." * 8 + "#" * 20 + "." * 15)
         self.assertEqual(len([e for _, e in events if isinstance(e, Transcript)]), 1)
+        # eager at the 5th silent frame, withdrawn at the next voice, eager and final at the end
+        kinds = [type(e).__name__ for _, e in events if not isinstance(e, SpeechStarted)]
+        self.assertEqual(kinds, ["EagerEnd", "TurnResumed", "EagerEnd", "Transcript"])
         self.assertEqual(len(decoder.calls), 2)
         self.assertEqual(decoder.calls[-1].frames, list(range(7, 98)), "the final has all the speech")
         self.assertEqual((s.early_used, s.early_wasted), (1, 1))

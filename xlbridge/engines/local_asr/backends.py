@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from xlbridge.engines.local_asr.worker import Session
-from xlbridge.engines.base import ASREvent, Transcript
+from xlbridge.engines.base import ASREvent, EagerEnd, Transcript, TurnResumed
 from xlbridge.engines.threads import ThreadPoolService
 
 
@@ -31,17 +31,35 @@ class Batch:
 
 
 def coalesce(events: list[ASREvent]) -> list[ASREvent]:
-    """Drop interims that a later transcript in the same batch supersedes."""
+    """
+    Drop what a later event in the same batch supersedes: interims before a
+    transcript, and an eager end before its final or a resumption (the
+    pipeline would start a translation only to withdraw or confirm it at
+    once: a wasted MT and TTS call, or none gained).
+    """
     out: list[ASREvent] = []
     later = False
+    settled = False  # a final or a resumption follows
     for ev in reversed(events):
         if isinstance(ev, Transcript):
             if not ev.is_final and later:
                 continue
             later = True
+            settled = settled or ev.is_final
+        elif isinstance(ev, TurnResumed):
+            settled = True
+        elif isinstance(ev, EagerEnd) and settled:
+            continue
         out.append(ev)
     out.reverse()
     return out
+
+
+def stamped(ev: ASREvent, now: float) -> ASREvent:
+    """``ev`` with ``received_at`` (an eager end: its transcript's) set to ``now``."""
+    if isinstance(ev, EagerEnd):
+        return EagerEnd(attrs.evolve(ev.transcript, received_at=now))
+    return attrs.evolve(ev, received_at=now)  # type: ignore[misc,arg-type]
 
 
 class Backend(Protocol):

@@ -9,7 +9,6 @@ import enum
 from collections import deque
 from typing import Callable, Optional
 
-import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -26,7 +25,7 @@ from xlbridge.engines.base import (
     deliver,
 )
 from xlbridge.engines.local_asr import ENGINE
-from xlbridge.engines.local_asr.backends import Backend, Batch, ThreadBackend, coalesce
+from xlbridge.engines.local_asr.backends import Backend, Batch, ThreadBackend, coalesce, stamped
 from xlbridge.engines.local_asr.pool import ASRWorkerPool
 from xlbridge.engines.local_asr.settings import MAX_RESTARTS, POOL_RETRY_S, LocalASRSettings
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES, FRAME_S
@@ -235,7 +234,7 @@ class LocalASR:
             self._emit(EngineUp(ENGINE, self.reactor.seconds()))
         now = self.reactor.seconds()
         for ev in coalesce(batch.events):
-            self._emit(attrs.evolve(ev, received_at=now))  # type: ignore[misc,arg-type]
+            self._emit(stamped(ev, now))
         if batch.final:
             self._close()
         else:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import attrs
 
-from xlbridge.engines.base import ASREvent, EngineError, SpeechStarted, Transcript, UtteranceEnd
+from xlbridge.engines.base import ASREvent, EagerEnd, EngineError, SpeechStarted, Transcript, TurnResumed, UtteranceEnd
 from xlbridge.engines.local_asr.stream_clock import FRAME_BYTES
 from xlbridge.engines.pocketsphinx.asr import SphinxModel
 from xlbridge.engines.vosk.asr import VoskModel
@@ -147,12 +147,25 @@ class StreamParams:
         return cls(**{f.name: d[f.name] for f in attrs.fields(cls) if f.name in d})
 
 
+def _transcript_json(ev: Transcript) -> dict[str, Any]:
+    return {"text": ev.text, "is_final": ev.is_final, "speech_final": ev.speech_final,
+            "start": ev.start, "end": ev.end, "confidence": ev.confidence, "speech_end": ev.speech_end,
+            "language": ev.language}
+
+
+def _transcript(d: Mapping[str, Any], received_at: float) -> Transcript:
+    return Transcript(d["text"], d["is_final"], d["speech_final"], d["start"], d["end"], received_at,
+                      confidence=d["confidence"], speech_end=d["speech_end"], language=d.get("language"))
+
+
 def event_to_json(ev: ASREvent) -> dict[str, Any]:
     """A recogniser event as JSON (times: seconds since the stream began)."""
     if isinstance(ev, Transcript):
-        return {"type": "transcript", "text": ev.text, "is_final": ev.is_final, "speech_final": ev.speech_final,
-                "start": ev.start, "end": ev.end, "confidence": ev.confidence, "speech_end": ev.speech_end,
-                "language": ev.language}
+        return {"type": "transcript", **_transcript_json(ev)}
+    if isinstance(ev, EagerEnd):
+        return {"type": "eager_end", **_transcript_json(ev.transcript)}
+    if isinstance(ev, TurnResumed):
+        return {"type": "turn_resumed"}
     if isinstance(ev, SpeechStarted):
         return {"type": "speech_started", "timestamp": ev.timestamp}
     if isinstance(ev, UtteranceEnd):
@@ -164,8 +177,11 @@ def event_from_json(d: Mapping[str, Any], received_at: float) -> ASREvent:
     """Inverse of :func:`event_to_json`, stamped ``received_at`` (reactor time)."""
     kind = d["type"]
     if kind == "transcript":
-        return Transcript(d["text"], d["is_final"], d["speech_final"], d["start"], d["end"], received_at,
-                          confidence=d["confidence"], speech_end=d["speech_end"], language=d.get("language"))
+        return _transcript(d, received_at)
+    if kind == "eager_end":
+        return EagerEnd(_transcript(d, received_at))
+    if kind == "turn_resumed":
+        return TurnResumed(received_at)
     if kind == "speech_started":
         return SpeechStarted(d["timestamp"], received_at)
     if kind == "utterance_end":

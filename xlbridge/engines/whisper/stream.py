@@ -19,7 +19,11 @@ an earlier start.
 While the caller is silent for ``early_decode_s`` (0.1 s) the utterance is
 decoded already; if the silence reaches ``end_silence_s`` with no voice in
 between, that result is the final, so the 0.1-0.3 s decode overlaps the
-wait instead of following it.
+wait instead of following it.  The early result is also reported at once
+as an :class:`~xlbridge.engines.base.EagerEnd`, so the pipeline can start
+translating and synthesising it (held until the final confirms it:
+:mod:`xlbridge.pipeline.speculate`); voice before the end withdraws it
+(:class:`~xlbridge.engines.base.TurnResumed`).
 
 Like :class:`~xlbridge.engines.pocketsphinx.asr.SphinxStream`: fed 640-byte frames
 of int16 in native byte order, blocking (the decode is 0.1-0.3 s), one
@@ -35,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from xlbridge.engines.base import ASREvent, SpeechStarted, Transcript
+from xlbridge.engines.base import ASREvent, EagerEnd, SpeechStarted, Transcript, TurnResumed
 from xlbridge.engines.local_asr.stream_clock import FRAME_S, StreamClock
 from xlbridge.engines.whisper.decode import Hypothesis, WhisperDecoder
 from xlbridge.engines.whisper.settings import WhisperModel
@@ -191,11 +195,19 @@ class WhisperStream(StreamClock):
             if voiced and self._early is not None:
                 self._early = None  # the pause was not the end
                 self.early_wasted += 1
+                events.append(TurnResumed(0.0))
             if not voiced and self._early_frames and self.segmenter.silence == self._early_frames < self.segmenter.end_frames:
                 # The tail pad is what has arrived by now (at most the pad): the
                 # result is used if no voice follows, whatever the rest of the pad holds.
                 voiced_frames = len(self._utt) - self.segmenter.silence
-                self._early = (voiced_frames, self._decode(self._utt[:voiced_frames + self._pad]))
+                hyp = self._decode(self._utt[:voiced_frames + self._pad])
+                self._early = (voiced_frames, hyp)
+                if hyp.text:
+                    start, speech_end = self._utt[0][1], self._utt[voiced_frames - 1][1] + FRAME_S
+                    events.append(EagerEnd(Transcript(
+                        hyp.text, False, False, _ms(start), _ms(self.position), 0.0,
+                        confidence=float(np.exp(hyp.avg_logprob)), speech_end=_ms(speech_end), language=hyp.language,
+                    )))
             elif voiced and self.spec.interim_interval_s > 0 and self.position >= self._next_interim:
                 self._next_interim = self.position + self.spec.interim_interval_s
                 events.extend(self._interim())
@@ -204,6 +216,7 @@ class WhisperStream(StreamClock):
         early, self._early = self._early, None
         if early is not None and kind != "end":
             self.early_wasted += 1
+            events.append(TurnResumed(0.0))
         if kind == "start":
             self._utt = list(self._recent)[-(back + 1):]
             self._next_interim = self.position + self.spec.interim_interval_s
