@@ -368,7 +368,8 @@ class SpeculationEvent:
         were paid for nothing).
     :ivar reason: for ``"wasted"``: ``"resumed"`` (the speaker went on),
         ``"changed"`` (the turn ended with other words), ``"replaced"`` (a
-        newer eager end), ``"echo"``, ``"stopped"``; else ``""``.
+        newer eager end), ``"echo"``, ``"stopped"``, ``"timeout"`` (neither
+        confirmed nor withdrawn within 5 s); else ``""``.
     :ivar early: for ``"used"``: it had started playing before the turn
         ended (``early_play_ms``).
     """

@@ -141,6 +141,22 @@ class SpeculationTests(Harness):
         self.assertEqual(len(self.mt.requests), 1)
         self.assertEqual(self.outcomes(), [("started", "")])
 
+    def test_never_settled_speculation_expires(self) -> None:
+        self.heard(8888)
+        self.eager("hello")
+        self.translate(0, "hola")[2](const(6, 320))
+        self.reactor.advance(4.9)
+        self.assertEqual(self.outcomes(), [("started", "")])
+        self.reactor.advance(0.2)
+        self.assertEqual(self.outcomes(), [("started", ""), ("wasted", "timeout")])
+        # the queue is free again
+        self.end_of_turn("later words")
+        _, _, audio, done = self.translate(1, "otras palabras")
+        audio(const(8, 320))
+        done.callback(None)
+        pump_ticks(self.reactor, 3)
+        self.assertEqual(self.voiced(), [8])
+
     def test_call_end_wastes_the_open_speculation(self) -> None:
         self.eager("hello")
         self.bridge.stopService()

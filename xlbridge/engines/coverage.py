@@ -29,6 +29,7 @@ import attrs
 
 from xlbridge.engines.apertium.settings import ApertiumSettings, installed_modes, pair_problem
 from xlbridge.engines.deepgram.settings import DeepgramSettings
+from xlbridge.engines.deepgram.settings import language_problem as deepgram_language_problem
 from xlbridge.engines.deepgram.settings import model_languages as deepgram_languages
 from xlbridge.engines.deepl.settings import LANGUAGES as DEEPL_LANGUAGES
 from xlbridge.engines.deepl.settings import DeepLSettings, deepl_knows
@@ -162,14 +163,10 @@ def _words(codes: Iterable[str]) -> str:
 
 def _asr_problem(settings: EngineSettings, source: str) -> Optional[str]:
     """Why Deepgram cannot recognise ``source``, or ``None``."""
-    model = settings.deepgram.model
     if source.strip().lower() == AUTO:
         return (f"deepgram cannot recognise {AUTO!r}: identifying the caller's language is done by the local "
                 "Whisper recogniser (--engines local, or auto without DEEPGRAM_API_KEY)")
-    langs = deepgram_languages(model)
-    if langs is None or primary(source) in langs:
-        return None
-    return f"deepgram (model {model}) cannot recognise {source!r}; it recognises {_words(langs)}"
+    return deepgram_language_problem(settings.deepgram, source)
 
 
 def _mt_problem(kind: str, settings: EngineSettings, source: str, target: str) -> Optional[str]:
@@ -268,7 +265,7 @@ def language_table(settings: EngineSettings, whisper_model: Optional[str],
     :param whisper_model: the Whisper model folder that resolved, or
         ``None`` (then ``whisper_problem`` says why).
     """
-    dg_model, el_model = settings.deepgram.model, settings.elevenlabs.model_id
+    dg_model, el_model = settings.deepgram.asr_model, settings.elevenlabs.model_id
     dg = deepgram_languages(dg_model)
     el = elevenlabs_languages(el_model)
     known = [langs for langs in (dg, el) if langs is not None]

@@ -40,7 +40,11 @@ from xlbridge.events import Event, SpeculationEvent
 from xlbridge.pipeline.pending import Pending
 from xlbridge.pipeline.settings import similarity
 
-__all__ = ["Speculator", "SpeculationHost", "same_words"]
+__all__ = ["MAX_OPEN_S", "Speculator", "SpeculationHost", "same_words"]
+
+#: Seconds a speculation may stay open: a recogniser that never confirms
+#: nor withdraws it (a lost message) must not hold the listener's queue.
+MAX_OPEN_S = 5.0
 
 
 def same_words(a: str, b: str) -> bool:
@@ -78,6 +82,7 @@ class Speculator:
         self.early_play_ms = early_play_ms
         self.current: Optional[Pending] = None
         self._early: Optional[IDelayedCall] = None
+        self._expiry: Optional[IDelayedCall] = None
         self.started = self.used = self.wasted = 0
 
     def eager(self, event: EagerEnd, speech_end: Optional[float], asr_ms: Optional[float]) -> None:
@@ -97,6 +102,7 @@ class Speculator:
         self._event(p, "started", "")
         if self.early_play_ms is not None:
             self._early = self.clock.callLater(self.early_play_ms / 1000, self._play_early)
+        self._expiry = self.clock.callLater(MAX_OPEN_S, self._waste, "timeout")
 
     def resumed(self) -> None:
         """The speaker went on: withdraw the open speculation."""
@@ -129,14 +135,14 @@ class Speculator:
             self._waste(reason)
 
     def _play_early(self) -> None:
-        self._early = None
         if self.current is not None:
             self.current.utterance.held = False
 
     def _cancel_early(self) -> None:
-        call, self._early = self._early, None
-        if call is not None and call.active():
-            call.cancel()
+        for call in (self._early, self._expiry):
+            if call is not None and call.active():
+                call.cancel()
+        self._early = self._expiry = None
 
     def _waste(self, reason: str) -> None:
         p, self.current = self.current, None

@@ -1,6 +1,8 @@
 """
-Deepgram live ASR over an Autobahn WebSocket: one :class:`DeepgramASR` per
-caller, built by :func:`deepgram_asr_factory`.
+Deepgram live ASR over an Autobahn WebSocket: one :class:`DeepgramASR`
+(``/v1/listen``, Nova) or :class:`~xlbridge.engines.deepgram.flux.FluxASR`
+(``/v2/listen``, Flux: ``[deepgram] api = "flux"``) per caller, built by
+:func:`deepgram_asr_factory`.
 
 The package, by concern:
 
@@ -11,7 +13,9 @@ The package, by concern:
 * :mod:`~xlbridge.engines.deepgram.connection`: the socket and its
   lifecycle (connecting, timeouts, backoff and reconnecting, keepalives,
   shutdown; with the state diagram), as a :class:`DeepgramConnection`;
-* this module: the ASR side.  A :class:`DeepgramASR` owns one
+* :mod:`~xlbridge.engines.deepgram.flux` and ``flux_session``: the same for
+  Flux, on the same connection and spool (:class:`SpooledASR`);
+* this module: the ASR side.  A :class:`SpooledASR` owns one
   :class:`DeepgramConnection` and is its
   :class:`~xlbridge.engines.deepgram.connection.DeepgramConnectionOwner`:
   it feeds and finishes the stream, replays audio when a connection opens,
@@ -27,17 +31,19 @@ Design notes
   on the new connection from the end of the last final result, with the
   session's timestamp offset moved to the first replayed sample.
 * **Audio out** is little-endian linear16 (trap T1), one ``chunk_ms``
-  message at a time, never empty; the connection sends a ``KeepAlive``
-  text frame after ``keepalive_s`` without sending anything (trap T4).
+  message at a time, never empty; on Nova the connection sends a
+  ``KeepAlive`` text frame after ``keepalive_s`` without sending anything
+  (trap T4); Flux gets none (it would kill the stream).
 * **finish()** sends any remainder (padded to 20 ms), then ``Finalize`` and
-  ``CloseStream``; results keep flowing until Deepgram closes with 1000.
-  It fires then, or after ``finish_timeout_s``, and never errbacks.
+  ``CloseStream`` (Flux: ``ForceEndTurn`` and ``CloseStream``); results keep
+  flowing until Deepgram closes (Nova: 1000; Flux: no status code).  It
+  fires then, or after ``finish_timeout_s``, and never errbacks.
 """
 
 from __future__ import annotations
 
 import random as _random
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional, Protocol, Union
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -56,6 +62,7 @@ from xlbridge.engines.base import (
     deliver,
 )
 from xlbridge.engines.deepgram.connection import DeepgramConnection, State
+from xlbridge.engines.deepgram.dialect import NOVA, Dialect
 from xlbridge.engines.deepgram.protocol import IDeepgramReactor
 from xlbridge.engines.deepgram.settings import ENGINE, DeepgramSettings, listen_url
 from xlbridge.engines.deepgram.wire import AudioSpool, Chunk, DeepgramSession
@@ -63,13 +70,41 @@ from xlbridge.engines.options import EnvironmentSettingError
 
 # DeepgramSettings is the type of deepgram_asr_factory's settings, so
 # callers may take both from here.
-__all__ = ["DeepgramASR", "DeepgramSettings", "deepgram_asr_factory"]
+__all__ = ["DeepgramASR", "DeepgramSettings", "SpooledASR", "StreamSession", "deepgram_asr_factory"]
 
 
-class DeepgramASR:
+class StreamSession(Protocol):
+    """
+    What :class:`SpooledASR` needs of its session (the sans-I/O parser of
+    one API's messages, :class:`~xlbridge.engines.deepgram.wire.DeepgramSession`
+    or :class:`~xlbridge.engines.deepgram.flux_session.FluxSession`).
+
+    ``offset``: stream seconds of the current connection's time 0;
+    ``final_end``: stream seconds up to which results are final (the
+    replay starts there).
+    """
+
+    offset: float
+    final_end: float
+    request_id: Optional[str]
+    last_error: Optional[str]
+    malformed: int
+    unknown: int
+
+    def connection_opened(self, offset: float, request_id: Optional[str] = None) -> None:
+        """A new connection is open; its first sample is at stream second ``offset``."""
+
+    def receive(self, text: Union[str, bytes], now: float) -> list[ASREvent]:
+        """One server text frame to events; never raises."""
+
+
+class SpooledASR:
     """
     One Deepgram stream for one caller, implementing
-    :class:`~xlbridge.engines.base.ASR`.
+    :class:`~xlbridge.engines.base.ASR`, whichever API: the spool, the
+    connection, replay after a reconnect, ``finish()`` and the outage
+    events.  Subclasses say which API (:attr:`dialect`, :meth:`_make_url`,
+    :meth:`_make_session`) and what a message means (:meth:`message_received`).
 
     :param reactor: all timers and sockets use it.
     :param settings: shared client settings.
@@ -91,6 +126,9 @@ class DeepgramASR:
     """
 
     log = Logger()
+    #: What the connection must do for this API.
+    dialect: ClassVar[Dialect] = NOVA
+    session: StreamSession
 
     def __init__(
         self,
@@ -108,10 +146,11 @@ class DeepgramASR:
         self.on_event = on_event
         self.call_id = call_id
         self.extension = extension
-        self.session = DeepgramSession()
+        self.session = self._make_session()
         self.spool = AudioSpool(settings.chunk_samples, int(settings.replay_s * SAMPLE_RATE))
-        self.connection = DeepgramConnection(reactor, settings, listen_url(settings, language), self,
-                                             call_id=call_id, extension=extension, random=random)
+        self.connection = DeepgramConnection(reactor, settings, self._make_url(language), self,
+                                             call_id=call_id, extension=extension, random=random,
+                                             dialect=self.dialect)
         self.replayed_ms = 0
         self._ignored_samples = 0
         self._ever_open = False
@@ -120,8 +159,14 @@ class DeepgramASR:
         self._finish_call: Optional[IDelayedCall] = None
         self._waiters: list[Deferred[None]] = []
 
+    def _make_session(self) -> StreamSession:
+        raise NotImplementedError
+
+    def _make_url(self, language: str) -> str:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
-        return (f"<DeepgramASR call={self.call_id!r} ext={self.extension!r} "
+        return (f"<{type(self).__name__} call={self.call_id!r} ext={self.extension!r} "
                 f"language={self.language!r} state={self.state.value}>")
 
     @property
@@ -187,8 +232,8 @@ class DeepgramASR:
 
     def finish(self) -> "Deferred[None]":
         """
-        End the stream: flush, ``Finalize``, ``CloseStream``, deliver the
-        last results.  Fires when Deepgram closed the socket, or after
+        End the stream: flush, the dialect's end messages (``Finalize`` or
+        ``ForceEndTurn``, then ``CloseStream``), deliver the last results.  Fires when Deepgram closed the socket, or after
         ``finish_timeout_s``; never errbacks.
         """
         if self.state is State.IDLE:
@@ -239,23 +284,7 @@ class DeepgramASR:
 
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         """One server message; never raises."""
-        if is_binary:
-            self.session.unknown += 1
-            return
-        try:
-            events = self.session.receive(payload, self.reactor.seconds())
-        except Exception:
-            self.log.failure("deepgram: bug parsing a message call={call_id}", call_id=self.call_id)
-            return
-        # What the connection needs to judge the close that will follow.
-        if self.session.metadata is not None:
-            self.connection.metadata_received()
-        if self.session.last_error is not None:
-            self.connection.error_received(self.session.last_error)
-        for ev in events:
-            if isinstance(ev, Transcript) and ev.is_final:
-                self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
-            self._emit(ev)
+        raise NotImplementedError
 
     def connection_down(self, error: EngineError, retrying: bool) -> None:
         """
@@ -263,6 +292,7 @@ class DeepgramASR:
         always emits one and fires :meth:`finish`'s waiters.
         """
         now = self.reactor.seconds()
+        self._connection_lost()
         if not retrying:
             self._emit(EngineDown(error, now), force=True)
             self._fire_waiters()
@@ -272,7 +302,11 @@ class DeepgramASR:
 
     def connection_closed(self) -> None:
         """The stream ended: :meth:`finish` fires."""
+        self._connection_lost()
         self._fire_waiters()
+
+    def _connection_lost(self) -> None:
+        """The connection ended (dropped, failed or closed); before the events about it."""
 
     # -- internals -----------------------------------------------------------
 
@@ -300,17 +334,60 @@ class DeepgramASR:
         deliver(self.on_event, ev, self.log, "deepgram", self.call_id, self.extension)
 
 
+class DeepgramASR(SpooledASR):
+    """
+    A ``/v1/listen`` (Nova) stream: results, endpointing, ``Metadata`` at
+    the end.  See :class:`SpooledASR` for the parameters and counters.
+    """
+
+    session: DeepgramSession
+
+    def _make_session(self) -> DeepgramSession:
+        return DeepgramSession()
+
+    def _make_url(self, language: str) -> str:
+        return listen_url(self.settings, language)
+
+    def message_received(self, payload: bytes, is_binary: bool) -> None:
+        """One server message; never raises."""
+        if is_binary:
+            self.session.unknown += 1
+            return
+        try:
+            events = self.session.receive(payload, self.reactor.seconds())
+        except Exception:
+            self.log.failure("deepgram: bug parsing a message call={call_id}", call_id=self.call_id)
+            return
+        # What the connection needs to judge the close that will follow.
+        if self.session.metadata is not None:
+            self.connection.metadata_received()
+        if self.session.last_error is not None:
+            self.connection.error_received(self.session.last_error)
+        for ev in events:
+            if isinstance(ev, Transcript) and ev.is_final:
+                self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
+            self._emit(ev)
+
+
 def deepgram_asr_factory(reactor: IDeepgramReactor, settings: DeepgramSettings) -> ASRFactory:
     """
     An :data:`~xlbridge.engines.base.ASRFactory` making one
-    :class:`DeepgramASR` per caller.
+    :class:`DeepgramASR` per caller, or one
+    :class:`~xlbridge.engines.deepgram.flux.FluxASR` with ``api = "flux"``.
 
     :raises ConfigError: if ``settings`` has no API key.
     """
     if not settings.api_key:
         raise EnvironmentSettingError("DEEPGRAM_API_KEY", "no Deepgram API key: set it, or api_key in [deepgram]")
 
+    cls: type[SpooledASR] = DeepgramASR
+    if settings.api == "flux":
+        # Imported here: flux builds on this module's SpooledASR.
+        from xlbridge.engines.deepgram.flux import FluxASR
+
+        cls = FluxASR
+
     def make(language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
-        return DeepgramASR(reactor, settings, language, on_event, call_id=call_id, extension=extension)
+        return cls(reactor, settings, language, on_event, call_id=call_id, extension=extension)
 
     return make

@@ -1,6 +1,8 @@
 """
 Deepgram live ASR, the connection: at most one WebSocket to ``/v1/listen``
-at a time, owned by a :class:`~xlbridge.engines.deepgram.asr.DeepgramASR`.
+(Nova) or ``/v2/listen`` (Flux) at a time, owned by a
+:class:`~xlbridge.engines.deepgram.asr.DeepgramASR` or a
+:class:`~xlbridge.engines.deepgram.flux.FluxASR`.
 
 :class:`DeepgramConnection` connects, times out, turns a refused upgrade or a
 drop into an :class:`~xlbridge.engines.base.EngineError`, backs off and
@@ -9,14 +11,17 @@ nothing of audio positions, results or the pipeline: it reports to its owner
 through :class:`DeepgramConnectionOwner` (opened, message, down, closed) and
 takes bytes to send.  The Autobahn protocol and its factory (one per
 attempt, :mod:`xlbridge.engines.deepgram.protocol`) only forward Autobahn's
-callbacks to it.
+callbacks to it.  What differs between the two APIs (keepalive or none, the
+messages that end a stream, which closes are normal) is a
+:class:`~xlbridge.engines.deepgram.dialect.Dialect` it is built with; the
+URL comes from the owner.
 
 Design notes
 ------------
 
 Lifecycle (``state``)::
 
-    idle --connect()--> connecting --upgrade 101--> open --end_stream(), 1000--> closed
+    idle --connect()--> connecting --upgrade 101--> open --end_stream(), normal close--> closed
                           ^   |                      |
                           |   | 429/5xx/drop         | drop, NET-xxxx
                           |   v                      v
@@ -31,16 +36,19 @@ Lifecycle (``state``)::
   key is wrong" from "try later".  So the loop is ours: a failure counter
   reset only by a successful upgrade, :func:`backoff_delay` with injected
   jitter, and ``reactor.callLater``.
-* **The end of a stream.**  After ``CloseStream`` Deepgram sends its last
-  message, ``Metadata``, and closes with 1000.  Once the owner has seen that
-  message (:meth:`DeepgramConnection.metadata_received`) nothing is left to
+* **The end of a stream.**  After ``CloseStream`` ``/v1`` sends its last
+  message, ``Metadata``, and closes with 1000; Flux sends the ``EndOfTurn``
+  that ``ForceEndTurn`` asked for and closes with no status code (the
+  dialect's ``normal_closes``).  Once the owner has seen that last message
+  (:meth:`DeepgramConnection.last_message_received`) nothing is left to
   lose, so even an unclean end (a peer that drops TCP before the close
   handshake finishes) is the end, not a drop to recover from.  The owner
-  parses messages, so it tells the connection about ``Metadata`` and
+  parses messages, so it tells the connection about them and about
   ``Error`` messages; the latter's text explains the close that follows.
-* **Keepalive.**  A ``KeepAlive`` text frame goes out after ``keepalive_s``
-  without sending anything (trap T4); the timer is re-armed from the last
-  send, so a steady audio stream costs one timer per ``keepalive_s``.
+* **Keepalive** (``/v1`` only): a ``KeepAlive`` text frame after
+  ``keepalive_s`` without sending anything (trap T4),
+  :class:`~xlbridge.engines.deepgram.keepalive.KeepAliveTimer`.  Flux gets
+  none: it would kill the stream; the liveness pings keep it open.
 * **Secrets.**  The key only travels in the ``Authorization`` header, and
   the protocol's logger scrubs it (see
   :mod:`~xlbridge.engines.deepgram.protocol`).
@@ -61,10 +69,8 @@ Lifecycle (``state``)::
 
 from __future__ import annotations
 
-import enum
 import random as _random
-from typing import Callable, Optional, Protocol
-from urllib.parse import urlsplit
+from typing import Callable, Optional
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionResponse
@@ -73,20 +79,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
+from xlbridge.engines.deepgram.dialect import NOVA, Dialect
+from xlbridge.engines.deepgram.failures import ENGINE, backoff_delay, close_error
+from xlbridge.engines.deepgram.keepalive import KeepAliveTimer
+from xlbridge.engines.deepgram.lifecycle import DeepgramConnectionOwner, State
 from xlbridge.engines.deepgram.protocol import (
     DeepgramClientFactory,
     DeepgramClientProtocol,
+    DialError,
     IDeepgramReactor,
+    dial,
     upgrade_status,
 )
-from xlbridge.engines.deepgram.settings import (
-    ENGINE,
-    DeepgramSettings,
-    backoff_delay,
-    classify_close,
-    classify_upgrade_failure,
-)
-from xlbridge.engines.deepgram.wire import CLOSE_STREAM, FINALIZE, KEEPALIVE
+from xlbridge.engines.deepgram.settings import DeepgramSettings
 from xlbridge.engines.wsframe import send_binary
 from xlbridge.liveness import Liveness
 
@@ -110,54 +115,6 @@ LIVENESS_IDLE_S = 2.0
 LIVENESS_TIMEOUT_S = 4.0
 
 
-class State(enum.StrEnum):
-    """State of a :class:`DeepgramConnection` (and so of its client), for the monitor."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    OPEN = "open"
-    BACKOFF = "backoff"
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
-class DeepgramConnectionOwner(Protocol):
-    """
-    What a :class:`DeepgramConnection` reports to the object that owns it.
-
-    Every call comes on the reactor thread, from inside the connection's
-    own handling of a reactor event; the owner may call back into the
-    connection (send, :meth:`~DeepgramConnection.end_stream`,
-    :meth:`~DeepgramConnection.close`) but must not raise.
-    """
-
-    def connection_opened(self, request_id: Optional[str]) -> None:
-        """
-        A connection is open (the upgrade succeeded): the owner may send now.
-
-        :param request_id: the ``dg-request-id`` upgrade header, if any.
-        """
-
-    def message_received(self, payload: bytes, is_binary: bool) -> None:
-        """One message from the server on the open connection, unparsed."""
-
-    def connection_down(self, error: EngineError, retrying: bool) -> None:
-        """
-        A connection attempt failed or the open connection dropped.
-
-        :param retrying: a new attempt is scheduled (``backoff``); if
-            false, ``error`` will not heal by retrying and the connection
-            gave up for good (``failed``).
-        """
-
-    def connection_closed(self) -> None:
-        """
-        The connection ended for good without an error: Deepgram closed the
-        stream after :meth:`~DeepgramConnection.end_stream`, or
-        :meth:`~DeepgramConnection.close` was called.
-        """
-
-
 def _cancel(call: Optional[IDelayedCall]) -> None:
     if call is not None and call.active():
         call.cancel()
@@ -171,9 +128,12 @@ class DeepgramConnection:
 
     :param reactor: all sockets and timers use it.
     :param settings: timeouts, backoff, keepalive and the API key.
-    :param url: the ``/v1/listen`` URL (see
+    :param url: the ``/v1/listen`` or ``/v2/listen`` URL (see
         :func:`~xlbridge.engines.deepgram.settings.listen_url`); read at
         each attempt.
+    :param dialect: what the API wants (keepalive, end of stream, normal
+        closes): :data:`~xlbridge.engines.deepgram.dialect.NOVA` or
+        :data:`~xlbridge.engines.deepgram.dialect.FLUX`.
     :param owner: receives the reports, see :class:`DeepgramConnectionOwner`.
     :param call_id: for log lines.
     :param extension: for log lines.
@@ -199,10 +159,12 @@ class DeepgramConnection:
         call_id: str = "",
         extension: str = "",
         random: Callable[[], float] = _random.random,
+        dialect: Dialect = NOVA,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
         self.url = url
+        self.dialect = dialect
         self.call_id = call_id
         self.extension = extension
         self._owner = owner
@@ -213,19 +175,19 @@ class DeepgramConnection:
         self.reconnects = 0
         self.sent_bytes = 0
         self.messages_out = 0
-        self.keepalives = 0
         self._failures = 0
         self._connector: Optional[IConnector] = None
         self._open = False
         self._timed_out = False
         self._close_sent = False
         self._request_id: Optional[str] = None
-        self._metadata_seen = False
+        self._last_seen = False
         self._server_error: Optional[str] = None
-        self._last_send = 0.0
         self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
-        self._keepalive_call: Optional[IDelayedCall] = None
+        self._keepalive: Optional[KeepAliveTimer] = None
+        if dialect.keepalive is not None:
+            self._keepalive = KeepAliveTimer(reactor, settings.keepalive_s, self._send_keepalive)
         self.liveness = Liveness(self.reactor, self._ping, self._peer_dead,
                                  idle=LIVENESS_IDLE_S, timeout=LIVENESS_TIMEOUT_S)
         self._dead = False
@@ -243,6 +205,11 @@ class DeepgramConnection:
     def close_sent(self) -> bool:
         """``CloseStream`` went out on the open connection: no more audio."""
         return self._close_sent
+
+    @property
+    def keepalives(self) -> int:
+        """``KeepAlive`` messages sent (always 0 on Flux)."""
+        return self._keepalive.sent if self._keepalive is not None else 0
 
     # -- what the owner does -----------------------------------------------
 
@@ -263,27 +230,14 @@ class DeepgramConnection:
         self._request_id = None
         attempt = self.connect_attempts
         factory = DeepgramClientFactory(self, attempt, self.url, self.settings.api_key, self.reactor)
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        secure = parts.scheme == "wss"
-        port = parts.port or (443 if secure else 80)
         timeout = self.settings.connect_timeout_s
         self.log.debug("deepgram: connecting {url} call={call_id} ext={ext} attempt={attempt}",
                        url=self.url, call_id=self.call_id, ext=self.extension, attempt=attempt)
         try:
-            if secure:
-                from twisted.internet.ssl import optionsForClientTLS
-
-                # IReactorSSL still names the legacy ClientContextFactory;
-                # every reactor accepts an IOpenSSLClientConnectionCreator.
-                self._connector = self.reactor.connectSSL(host, port, factory,
-                                                          optionsForClientTLS(host),  # type: ignore[arg-type]
-                                                          timeout=timeout, bindAddress=None)
-            else:
-                self._connector = self.reactor.connectTCP(host, port, factory, timeout=timeout)
-        except Exception as e:
+            self._connector = dial(self.reactor, self.url, factory, timeout)
+        except DialError as e:
             # Missing TLS support or a bad host name: retrying cannot help.
-            self._failed(EngineRequestError(ENGINE, f"cannot connect to {host}:{port}: {e}"))
+            self._failed(EngineRequestError(ENGINE, str(e)))
             return
         if self.state is State.CONNECTING and attempt == self.connect_attempts:
             self._timeout_call = self.reactor.callLater(timeout, self._connect_timed_out, attempt)
@@ -300,29 +254,34 @@ class DeepgramConnection:
         send_binary(self.protocol, data)
         self.sent_bytes += len(data)
         self.messages_out += 1
-        self._last_send = self.reactor.seconds()
+        if self._keepalive is not None:
+            self._keepalive.touched()
         return True
 
     def end_stream(self) -> None:
         """
-        Send ``Finalize`` and ``CloseStream``: Deepgram delivers its last
-        results, then ``Metadata``, then closes (reported as
-        ``connection_closed``).  No keepalives after this.
+        Send the dialect's end messages: ``Finalize`` and ``CloseStream``
+        (``/v1``: the last results, ``Metadata``, close 1000), or
+        ``ForceEndTurn`` and ``CloseStream`` (Flux: the open turn's
+        ``EndOfTurn``, a close without status).  That close is reported as
+        ``connection_closed``.  No keepalives or pings after this.
         """
-        self._send_text(FINALIZE)
-        self._send_text(CLOSE_STREAM)
+        for text in self.dialect.end_messages:
+            self._send_text(text)
         self._close_sent = True
-        _cancel(self._keepalive_call)
-        self._keepalive_call = None
+        self._stop_keepalive()
         self.liveness.stop()
 
-    def metadata_received(self) -> None:
+    def last_message_received(self) -> None:
         """
-        The owner parsed a ``Metadata`` message on the open connection:
-        after ``CloseStream`` that is the last one, so any close now is the
-        end of the stream.
+        The owner parsed the message that comes last after ``CloseStream``
+        (``/v1``: ``Metadata``; Flux: the ``EndOfTurn`` ``ForceEndTurn``
+        asked for): any close now is the end of the stream.
         """
-        self._metadata_seen = True
+        self._last_seen = True
+
+    #: The ``/v1`` name of :meth:`last_message_received`.
+    metadata_received = last_message_received
 
     def error_received(self, text: str) -> None:
         """
@@ -376,13 +335,15 @@ class DeepgramConnection:
         self.state = State.OPEN
         self._open = True
         self._close_sent = False
-        self._metadata_seen = False
+        self._last_seen = False
         self._server_error = None
         self._failures = 0
-        self._last_send = self.reactor.seconds()
         self._dead = False
+        if self._keepalive is not None:
+            self._keepalive.touched()
         self._owner.connection_opened(self._request_id)
-        self._arm_keepalive()
+        if self._keepalive is not None and self._open and not self._close_sent:
+            self._keepalive.start()
         if self._open and not self._close_sent:
             self.liveness.start()
 
@@ -407,32 +368,19 @@ class DeepgramConnection:
         self._open = False
         _cancel(self._timeout_call)
         self._timeout_call = None
-        _cancel(self._keepalive_call)
-        self._keepalive_call = None
+        self._stop_keepalive()
         self.liveness.stop()
         if self.state in (State.CLOSED, State.FAILED):
             return
-        if was_open and self._close_sent and (code == 1000 or self._metadata_seen):
-            self.log.info("deepgram: closed call={call_id} ext={ext} code={code}",
-                          call_id=self.call_id, ext=self.extension, code=code)
+        if was_open and self._close_sent and (code in self.dialect.normal_closes or self._last_seen):
+            self.log.info("deepgram: closed call={call_id} ext={ext} api={api} code={code}",
+                          call_id=self.call_id, ext=self.extension, api=self.dialect.name, code=code)
             self._shutdown()
             return
-        err: EngineError
-        if not was_open:
-            status = upgrade_status(proto)
-            headers = getattr(proto, "http_headers", None) or {}
-            if status is not None:
-                err = classify_upgrade_failure(status, headers.get("dg-error"), headers.get("dg-request-id"),
-                                               self.settings.api_key)
-            elif self._timed_out:
-                err = EngineUnavailable(ENGINE, f"upgrade timed out after {self.settings.connect_timeout_s} s")
-            else:
-                err = EngineUnavailable(ENGINE, f"connection failed: {reason}")
-        elif self._dead:
-            err = EngineUnavailable(ENGINE, f"no answer from the server for {LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S:g} s "
-                                            f"(ping unanswered): connection dropped")
-        else:
-            err = classify_close(code, reason, self._server_error or "")
+        headers = getattr(proto, "http_headers", None) or {}
+        err = close_error(was_open, code, reason, None if was_open else upgrade_status(proto), headers,
+                          self._timed_out, LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S if self._dead else None,
+                          self._server_error or "", self.settings.connect_timeout_s, self.settings.api_key)
         self._dead = False
         self._failed(err)
 
@@ -485,10 +433,15 @@ class DeepgramConnection:
         self._owner.connection_closed()
 
     def _cancel_timers(self) -> None:
-        for call in (self._timeout_call, self._retry_call, self._keepalive_call):
+        for call in (self._timeout_call, self._retry_call):
             _cancel(call)
-        self._timeout_call = self._retry_call = self._keepalive_call = None
+        self._timeout_call = self._retry_call = None
+        self._stop_keepalive()
         self.liveness.stop()
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stop()
 
     def _ping(self) -> None:
         if self.protocol is not None:
@@ -520,29 +473,18 @@ class DeepgramConnection:
         proto = self.protocol
         return proto is not None and getattr(proto, "state", _WS_OPEN) == _WS_OPEN
 
-    def _send_text(self, text: str) -> None:
+    def _send_text(self, text: str) -> bool:
         if not self._writable():
-            return
+            return False
         assert self.protocol is not None
         self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         self.messages_out += 1
-        self._last_send = self.reactor.seconds()
+        if self._keepalive is not None:
+            self._keepalive.touched()
+        return True
 
-    def _arm_keepalive(self) -> None:
-        if self._keepalive_call is not None or not self._open or self._close_sent:
-            return
-        due = self._last_send + self.settings.keepalive_s - self.reactor.seconds()
-        self._keepalive_call = self.reactor.callLater(max(0.0, due), self._keepalive_tick)
-
-    def _keepalive_tick(self) -> None:
-        self._keepalive_call = None
-        if not self._open or self._close_sent:
-            return
-        # Re-armed from the last send, so a steady audio stream costs one
-        # timer per keepalive_s, not one reset per chunk.
-        if self.reactor.seconds() - self._last_send >= self.settings.keepalive_s * 0.999:
-            if not self._writable():
-                return  # closing: ws_close follows, and a new socket arms its own
-            self._send_text(KEEPALIVE)
-            self.keepalives += 1
-        self._arm_keepalive()
+    def _send_keepalive(self) -> bool:
+        """The keepalive timer's send: not after ``CloseStream``, nor on a closing socket."""
+        if not self._open or self._close_sent or self.dialect.keepalive is None:
+            return False
+        return self._send_text(self.dialect.keepalive)

@@ -30,6 +30,7 @@ Design notes
 from __future__ import annotations
 
 from typing import Any, Optional, Protocol
+from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
@@ -42,8 +43,10 @@ from xlbridge.engines.base import redact
 __all__ = [
     "DeepgramClientFactory",
     "DeepgramClientProtocol",
+    "DialError",
     "IDeepgramReactor",
     "SocketOwner",
+    "dial",
     "upgrade_status",
 ]
 
@@ -206,3 +209,31 @@ def upgrade_status(proto: DeepgramClientProtocol) -> Optional[int]:
     except ValueError:
         return None
     return None if status == 101 else status
+
+
+class DialError(Exception):
+    """The connect could not even start (no TLS support, a bad host name): a retry cannot help."""
+
+
+def dial(reactor: IDeepgramReactor, url: str, factory: DeepgramClientFactory, timeout: float) -> IConnector:
+    """
+    Open the TCP connection for ``factory``: plain for ``ws://``, TLS with
+    the host name verified for ``wss://`` (port 443 or 80 unless given).
+
+    :raises DialError: naming ``host:port`` if the reactor refused at once.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    try:
+        if secure:
+            from twisted.internet.ssl import optionsForClientTLS
+
+            # IReactorSSL still names the legacy ClientContextFactory;
+            # every reactor accepts an IOpenSSLClientConnectionCreator.
+            return reactor.connectSSL(host, port, factory, optionsForClientTLS(host),  # type: ignore[arg-type]
+                                      timeout=timeout, bindAddress=None)
+        return reactor.connectTCP(host, port, factory, timeout=timeout)
+    except Exception as e:
+        raise DialError(f"cannot connect to {host}:{port}: {e}") from e

@@ -1,41 +1,33 @@
 """
-Deepgram live ASR, settings and policy: :class:`DeepgramSettings`, the
-``/v1/listen`` URL built from them, the reconnect delay
-(:func:`backoff_delay`) and how a refused upgrade or an unexpected close
-maps to an :class:`~xlbridge.engines.base.EngineError`.
+Deepgram live ASR, settings: :class:`DeepgramSettings` (the ``[deepgram]``
+table), the ``/v1/listen`` URL built from them, and the languages each
+model recognises.  ``api = "flux"`` chooses Deepgram Flux (``/v2/listen``,
+turn-based, with eager end of turn): its settings are checked here, its URL
+is built by :func:`~xlbridge.engines.deepgram.flux.flux_url`.
 
 Nothing here holds a socket, a clock or per-connection state; the message
 and audio bookkeeping is in :mod:`xlbridge.engines.deepgram.wire`.  Wire
-facts are in ``PROTOCOLS.md`` section 2 (Deepgram).
-
-Errors
-------
-
-An upgrade refused with 401/403 is an
-:class:`~xlbridge.engines.base.EngineAuthError`, 400 and other 4xx an
-:class:`~xlbridge.engines.base.EngineRequestError` (neither is retried);
-408, 429, 5xx, drops and ``NET-`` closes are
-:class:`~xlbridge.engines.base.EngineUnavailable` (retried with backoff).
-Close reasons are keyed on their prefix (``NET-``, ``DATA-``), not the
-close code, because the documented codes disagree (PROTOCOLS.md 2.5).
+facts are in ``PROTOCOLS.md`` section 2 (Deepgram) and 11 (Flux).  The
+reconnect delay and error classification moved to
+:mod:`xlbridge.engines.deepgram.failures` and are re-exported from here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlencode, urlsplit
 
 import attrs
 
 from xlbridge.audio.frame import SAMPLE_RATE
-from xlbridge.engines.base import (
-    EngineAuthError,
-    EngineError,
-    EngineQuotaError,
-    EngineRequestError,
-    EngineUnavailable,
-    redact,
+from xlbridge.engines.base import redact
+from xlbridge.engines.deepgram.failures import (  # re-exported: they were defined here
+    ENGINE,
+    backoff_delay,
+    classify_close,
+    classify_upgrade_failure,
 )
+from xlbridge.engines.languages import primary
 from xlbridge.engines.options import build_with_environment, check_keys, check_kinds, setting_error
 
 __all__ = [
@@ -43,16 +35,17 @@ __all__ = [
     "ENGINE",
     "ENV_API_KEY",
     "ENV_URL",
+    "FLUX_MODELS",
+    "FLUX_MULTI_LANGUAGES",
     "MODEL_LANGUAGES",
     "DeepgramSettings",
     "backoff_delay",
     "classify_close",
     "classify_upgrade_failure",
+    "language_problem",
     "listen_url",
     "model_languages",
 ]
-
-ENGINE = "deepgram"
 
 #: Default service root; the client appends ``/v1/listen?...``.
 DEFAULT_BASE_URL = "wss://api.deepgram.com"
@@ -84,11 +77,25 @@ bg ca cs da de el en es et fi fr hi hu id it ja ko lt lv ms nl no pl pt ro ru sk
 #: ``model`` -> the languages it recognises.  Domain variants
 #: (``nova-3-medical``, ``nova-2-phonecall``...) are English only; models
 #: not here are not checked (:func:`model_languages`).
+#: The ten languages of ``flux-general-multi`` (PROTOCOLS.md 11.1, MULTI);
+#: ``flux-general-en`` is English only.
+FLUX_MULTI_LANGUAGES = frozenset("en es fr de hi ru pt ja it nl".split())
+
+#: The Flux models (``/v2/listen``; PROTOCOLS.md 11.1, SPEC ``ListenV2Model``).
+FLUX_MODELS = ("flux-general-en", "flux-general-multi")
+
+#: ``/v1/listen`` query parameters Flux does not take (PROTOCOLS.md 11.1):
+#: refused in ``extra_params`` with ``api = "flux"``.
+V1_ONLY_PARAMS = frozenset({"language", "interim_results", "endpointing", "utterance_end_ms", "vad_events",
+                            "smart_format", "punctuate", "channels"})
+
 MODEL_LANGUAGES: Mapping[str, frozenset[str]] = {
     "nova-3": NOVA3_LANGUAGES,
     "nova-3-general": NOVA3_LANGUAGES,
     "nova-2": NOVA2_LANGUAGES,
     "nova-2-general": NOVA2_LANGUAGES,
+    "flux-general-en": frozenset({"en"}),
+    "flux-general-multi": FLUX_MULTI_LANGUAGES,
 }
 
 
@@ -127,7 +134,8 @@ def _extra_params(value: Any) -> tuple[tuple[str, str], ...]:
 #: ``utterance_end_ms`` are checked by hand (a number or false/None).
 _KINDS: Mapping[str, type] = {
     "api_key": str, "base_url": str, "model": str, "interim_results": bool, "vad_events": bool,
-    "smart_format": bool, "punctuate": bool, "keepalive_s": float, "replay_s": float, "chunk_ms": int,
+    "smart_format": bool, "punctuate": bool, "keepalive_s": float, "api": str, "flux_model": str,
+    "eot_threshold": float, "eot_timeout_ms": int, "replay_s": float, "chunk_ms": int,
     "backoff_initial_s": float, "backoff_max_s": float, "backoff_factor": float,
     "connect_timeout_s": float, "finish_timeout_s": float,
 }
@@ -174,6 +182,22 @@ class DeepgramSettings:
     :ivar backoff_factor: growth of the delay per consecutive failure.
     :ivar connect_timeout_s: seconds for TCP, TLS and the WebSocket upgrade.
     :ivar finish_timeout_s: seconds :meth:`finish` waits for the last results.
+    :ivar api: ``nova`` (``/v1/listen`` with ``model``: results and
+        endpointing) or ``flux`` (``/v2/listen`` with ``flux_model``: turns,
+        optionally eager ends of turn).  ``endpointing``,
+        ``utterance_end_ms``, ``interim_results``, ``vad_events``,
+        ``smart_format``, ``punctuate`` and ``keepalive_s`` are Nova's only.
+    :ivar flux_model: ``flux-general-en`` (English) or ``flux-general-multi``
+        (en es fr de hi ru pt ja it nl; each leg's language is sent as its
+        ``language_hint``).
+    :ivar eot_threshold: Flux's end-of-turn confidence, 0.5..1.0 (1.0: the
+        model never ends a turn; ``eot_timeout_ms`` does).
+    :ivar eager_eot_threshold: 0.3..0.9, at most ``eot_threshold``: Flux
+        sends ``EagerEndOfTurn`` (the ASR emits
+        :class:`~xlbridge.engines.base.EagerEnd`) when its confidence
+        reaches this.  ``None`` (unset): no eager events.
+    :ivar eot_timeout_ms: silence in ms after which Flux ends a turn
+        whatever its confidence, 500..60000.
     """
 
     api_key: str = attrs.field(default="", repr=lambda v: redact(v))
@@ -194,6 +218,11 @@ class DeepgramSettings:
     backoff_factor: float = 2.0
     connect_timeout_s: float = 10.0
     finish_timeout_s: float = 5.0
+    api: str = "nova"
+    flux_model: str = "flux-general-en"
+    eot_threshold: float = 0.7
+    eager_eot_threshold: Optional[float] = None
+    eot_timeout_ms: int = 5000
 
     def __attrs_post_init__(self) -> None:
         check_kinds(ENGINE, self, _KINDS)
@@ -219,6 +248,34 @@ class DeepgramSettings:
                f"must be a positive number of ms, got {ue!r}")
         _check("utterance_end_ms", ue is None or self.interim_results,
                "Deepgram needs interim_results = true for utterance_end_ms")
+        self._check_flux()
+
+    def _check_flux(self) -> None:
+        """The Flux settings (ranges: PROTOCOLS.md 11.1), checked whichever ``api`` is chosen."""
+        _check("api", self.api in ("nova", "flux"),
+               f'must be "nova" (/v1/listen) or "flux" (/v2/listen), got {self.api!r}')
+        _check("flux_model", self.flux_model.startswith("flux-"),
+               f"must be a Flux model ({', '.join(FLUX_MODELS)}), got {self.flux_model!r}")
+        _check("eot_threshold", 0.5 <= self.eot_threshold <= 1.0,
+               f"must be 0.5..1.0, got {self.eot_threshold}")
+        eager = self.eager_eot_threshold
+        _check("eager_eot_threshold", eager is None or (not isinstance(eager, bool) and isinstance(eager, (int, float))),
+               f"expected a number, got {eager!r}")
+        if eager is not None:
+            _check("eager_eot_threshold", 0.3 <= eager <= 0.9, f"must be 0.3..0.9, got {eager}")
+            _check("eager_eot_threshold", eager <= self.eot_threshold,
+                   f"must not be above eot_threshold ({self.eot_threshold}), got {eager}")
+        _check("eot_timeout_ms", 500 <= self.eot_timeout_ms <= 60000,
+               f"must be 500..60000 ms, got {self.eot_timeout_ms}")
+        if self.api == "flux":
+            v1 = sorted({k for k, _ in self.extra_params} & V1_ONLY_PARAMS)
+            _check("extra_params", not v1,
+                   f"{', '.join(v1)}: /v1/listen parameters that Flux (api = \"flux\") does not take")
+
+    @property
+    def asr_model(self) -> str:
+        """The model in use: ``flux_model`` with ``api = "flux"``, else ``model``."""
+        return self.flux_model if self.api == "flux" else self.model
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "DeepgramSettings":
@@ -246,6 +303,29 @@ class DeepgramSettings:
     def chunk_samples(self) -> int:
         """Samples (16 kHz) per binary audio message."""
         return SAMPLE_RATE * self.chunk_ms // 1000
+
+
+def language_problem(settings: DeepgramSettings, language: str) -> Optional[str]:
+    """
+    Why the configured model cannot recognise ``language`` (a caller's
+    code, regional variants allowed), in words, or ``None`` (also for a
+    model this version does not know).  A non-English leg on
+    ``flux-general-en`` is told to use ``flux-general-multi``.
+    """
+    model = settings.asr_model
+    langs = model_languages(model)
+    lang = primary(language)
+    if langs is None or lang in langs:
+        return None
+    known = " ".join(sorted(langs))
+    if settings.api == "flux":
+        text = f"deepgram (flux_model {model}) cannot recognise {language!r}; it recognises {known}"
+        if model != "flux-general-multi" and lang in FLUX_MULTI_LANGUAGES:
+            text += '; set flux_model = "flux-general-multi" in [deepgram] for non-English legs'
+        elif lang not in FLUX_MULTI_LANGUAGES:
+            text += f'; no Flux model does (flux-general-multi: {" ".join(sorted(FLUX_MULTI_LANGUAGES))}): use api = "nova"'
+        return text
+    return f"deepgram (model {model}) cannot recognise {language!r}; it recognises {known}"
 
 
 def listen_url(settings: DeepgramSettings, language: str) -> str:
@@ -277,75 +357,3 @@ def listen_url(settings: DeepgramSettings, language: str) -> str:
     if not base.endswith("/v1/listen"):
         base += "/v1/listen"
     return f"{base}?{urlencode(params)}"
-
-
-def backoff_delay(
-    attempt: int,
-    initial: float,
-    maximum: float,
-    factor: float = 2.0,
-    random: Callable[[], float] = lambda: 1.0,
-) -> float:
-    """
-    Seconds to wait before reconnect attempt number ``attempt``.
-
-    Exponential with "equal jitter": the ceiling ``min(maximum, initial *
-    factor ** (attempt - 1))`` is halved and the other half is random, so
-    legs that dropped together do not reconnect together, the delay never
-    reaches zero, and never exceeds ``maximum``.
-
-    :param attempt: consecutive failures so far, 1 for the first retry.
-    :param random: returns a float in ``[0, 1)`` (injected for tests).
-    """
-    n = max(1, attempt) - 1
-    # Cap the exponent so huge attempt counts cannot overflow a float.
-    ceiling = min(maximum, initial * factor ** min(n, 64))
-    return ceiling / 2 + ceiling / 2 * min(max(random(), 0.0), 1.0)
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, redact(secret)) if secret else text
-
-
-def classify_upgrade_failure(
-    status: int, dg_error: Optional[str], request_id: Optional[str] = None, secret: str = ""
-) -> EngineError:
-    """
-    The error for an HTTP upgrade answered with ``status`` instead of 101.
-
-    :param dg_error: the ``dg-error`` response header, Deepgram's reason.
-    :param request_id: the ``dg-request-id`` header, for support tickets.
-    :param secret: scrubbed from the message should the server echo it.
-    """
-    detail = f"HTTP {status}"
-    if dg_error:
-        detail += f": {dg_error}"
-    if request_id:
-        detail += f" (dg-request-id {request_id})"
-    detail = _scrub(detail, secret)
-    if status in (401, 403):
-        return EngineAuthError(ENGINE, detail)
-    if status == 402:
-        return EngineQuotaError(ENGINE, detail)
-    if status in (408, 429) or status >= 500:
-        return EngineUnavailable(ENGINE, detail)
-    return EngineRequestError(ENGINE, detail)
-
-
-def classify_close(code: Optional[int], reason: Optional[str], detail: str = "") -> EngineError:
-    """
-    The error for a connection that closed while we did not expect it.
-
-    ``DATA-`` reasons mean Deepgram cannot decode our audio: a bug that a
-    retry would repeat.  Everything else (``NET-0001`` idle timeout,
-    ``NET-0000``, 1006 drops, an early 1000) may heal by reconnecting.
-
-    :param detail: extra text, e.g. the last legacy ``Error`` message.
-    """
-    text = f"connection closed (code {code}" + (f", {reason}" if reason else "") + ")"
-    if detail:
-        text += f"; {detail}"
-    if (reason or "").startswith("DATA-"):
-        return EngineRequestError(ENGINE, text)
-    return EngineUnavailable(ENGINE, text)
-
