@@ -22,6 +22,7 @@ from tests.fakes.deepgram_flux import start_fake_flux
 from tests.fakes.deepl import start_fake_deepl
 from tests.fakes.elevenlabs import start_fake_elevenlabs
 from tests.fakes.tonewords import decode_words, encode_words
+from tests.integration.test_cloud_translation import silence
 from xlbridge.audio.codecs import get_codec
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
@@ -32,10 +33,6 @@ from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.tools.phone import Phone, PhoneReport
 
 FLUX = {"api": "flux", "eot_threshold": 0.7, "eager_eot_threshold": 0.5}
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * 16000), dtype=np.int16)
 
 
 class FluxTranslationTests(TestCase):

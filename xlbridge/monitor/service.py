@@ -311,6 +311,22 @@ class SiteListener(Service):
         return None
 
 
+def base_url(address: Any, scheme: str = "http") -> Optional[str]:
+    """
+    ``scheme://host:port/`` a browser on this machine can open for a
+    listening ``address`` (``localhost`` for the any-address, brackets for
+    IPv6), or ``None`` for an address without a host (a UNIX socket).
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{getattr(address, 'port', '')}/"
+
+
 class MonitorService(MultiService):
     """
     The monitor: site, listener, live hub, metrics, health checks and call
@@ -404,15 +420,10 @@ class MonitorService(MultiService):
 
     def _listening(self, port: IListeningPort) -> None:
         address = port.getHost()
-        host = getattr(address, "host", None)
-        if host is None:
+        base = base_url(address, self.scheme)
+        if base is None:
             self.log.info("monitor listening on {address}", address=address)
             return
-        if host in ("0.0.0.0", "::", ""):
-            host = "localhost"
-        elif ":" in host:
-            host = f"[{host}]"
-        base = f"{self.scheme}://{host}:{getattr(address, 'port', '')}/"
         if self.guard.source is TokenSource.GENERATED:
             # Generated at start-up: this line is the only way to learn it.
             self.url = f"{base}?token={self.guard.token}"

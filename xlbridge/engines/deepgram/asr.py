@@ -43,7 +43,7 @@ Design notes
 from __future__ import annotations
 
 import random as _random
-from typing import Callable, ClassVar, Optional, Protocol, Union
+from typing import Callable, ClassVar, Optional, Protocol, Union, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -158,6 +158,29 @@ class SpooledASR:
         self._finishing = False
         self._finish_call: Optional[IDelayedCall] = None
         self._waiters: list[Deferred[None]] = []
+
+    def message_received(self, payload: bytes, is_binary: bool) -> None:
+        """One server message; never raises."""
+        if is_binary:
+            self.session.unknown += 1
+            return
+        try:
+            events = self.session.receive(payload, self.reactor.seconds())
+        except Exception:
+            api = "deepgram" if self.dialect.name == "nova" else f"deepgram {self.dialect.name}"
+            self.log.failure("{api}: bug parsing a message call={call_id}", api=api, call_id=self.call_id)
+            return
+        if self.session.last_error is not None:
+            self.connection.error_received(self.session.last_error)
+        self._judge_close()
+        for ev in events:
+            if isinstance(ev, Transcript) and ev.is_final:
+                self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
+            self._emit(ev)
+
+    def _judge_close(self) -> None:
+        """Tell the connection whether the stream's last message came (after a message)."""
+        raise NotImplementedError
 
     def _make_session(self) -> StreamSession:
         raise NotImplementedError
@@ -282,10 +305,6 @@ class SpooledASR:
             self._down = False
             self._emit(EngineUp(ENGINE, self.reactor.seconds()))
 
-    def message_received(self, payload: bytes, is_binary: bool) -> None:
-        """One server message; never raises."""
-        raise NotImplementedError
-
     def connection_down(self, error: EngineError, retrying: bool) -> None:
         """
         One ``EngineDown`` per outage while retrying; a permanent failure
@@ -348,25 +367,10 @@ class DeepgramASR(SpooledASR):
     def _make_url(self, language: str) -> str:
         return listen_url(self.settings, language)
 
-    def message_received(self, payload: bytes, is_binary: bool) -> None:
-        """One server message; never raises."""
-        if is_binary:
-            self.session.unknown += 1
-            return
-        try:
-            events = self.session.receive(payload, self.reactor.seconds())
-        except Exception:
-            self.log.failure("deepgram: bug parsing a message call={call_id}", call_id=self.call_id)
-            return
+    def _judge_close(self) -> None:
         # What the connection needs to judge the close that will follow.
-        if self.session.metadata is not None:
+        if cast(DeepgramSession, self.session).metadata is not None:
             self.connection.metadata_received()
-        if self.session.last_error is not None:
-            self.connection.error_received(self.session.last_error)
-        for ev in events:
-            if isinstance(ev, Transcript) and ev.is_final:
-                self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
-            self._emit(ev)
 
 
 def deepgram_asr_factory(reactor: IDeepgramReactor, settings: DeepgramSettings) -> ASRFactory:

@@ -40,7 +40,6 @@ from typing import ClassVar
 from urllib.parse import urlencode
 
 from xlbridge.audio.frame import SAMPLE_RATE
-from xlbridge.engines.base import Transcript
 from xlbridge.engines.deepgram.asr import SpooledASR
 from xlbridge.engines.deepgram.dialect import FLUX, Dialect
 from xlbridge.engines.deepgram.flux_session import FluxSession
@@ -123,25 +122,10 @@ class FluxASR(SpooledASR):
         """Speculations withdrawn (``TurnResumed`` emitted)."""
         return self.session.tracker.wasted
 
-    def message_received(self, payload: bytes, is_binary: bool) -> None:
-        """One server message; never raises."""
-        if is_binary:
-            self.session.unknown += 1
-            return
-        try:
-            events = self.session.receive(payload, self.reactor.seconds())
-        except Exception:
-            self.log.failure("deepgram flux: bug parsing a message call={call_id}", call_id=self.call_id)
-            return
-        if self.session.last_error is not None:
-            self.connection.error_received(self.session.last_error)
+    def _judge_close(self) -> None:
         if self.connection.close_sent and self.session.last_trigger == "manual" and not self.session.in_turn:
             # The EndOfTurn ForceEndTurn asked for: nothing after it matters.
             self.connection.last_message_received()
-        for ev in events:
-            if isinstance(ev, Transcript) and ev.is_final:
-                self.spool.release_before(int(round(self.session.final_end * SAMPLE_RATE)))
-            self._emit(ev)
 
     def _connection_lost(self) -> None:
         """A speculation open on the ended connection is withdrawn first."""
