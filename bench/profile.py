@@ -110,7 +110,8 @@ def utime(pid: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target", default="g722", choices=run.TARGETS)
+    ap.add_argument("--target", default="g722", choices=("baseline", "slin16", "g722"),
+                    help="single-process targets; a worker of --workers: bench/worker_profile.py")
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="load duration (py-spy records seconds - 5)")
     ap.add_argument("--rate", type=int, default=400, help="py-spy samples per second")

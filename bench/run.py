@@ -3,14 +3,21 @@ One full benchmark run: xlbridge against a bare Twisted relay, side by side.
 
 For each repeat, each N in ``--ns`` and each target (``baseline`` =
 bench/baseline.py, ``slin16`` = ``twistd xlbridge --engines relay
---reply-codec slin16``, ``g722`` = the same with the default G.722 replies):
+--reply-codec slin16``, ``g722`` = the same with the default G.722 replies,
+``w1`` / ``w2`` = the g722 command with ``--workers 1`` / ``--workers 2``,
+i.e. a supervisor process and 1 or 2 twistd worker processes):
 
-1. start the target pinned to core 1 (``taskset -c 1``) on ``--ports`` and
-   wait until every port is bound;
+1. start the target pinned to core 1 (``taskset -c 1``; ``w2`` gets
+   ``taskset -c 0,1`` so that worker 0 pins itself to core 0, which it then
+   shares with the load generator and tcpdump, and worker 1 to core 1) on
+   ``--ports`` and wait until every port is bound (by any process of the
+   target's process tree);
 2. start ``tcpdump -i lo`` (core 0) on the target's outbound packets;
 3. run bench/loadgen.py (core 0) with N pairs for ``--seconds``;
 4. over the window [start + ``--cpu-skip``, end - 0.3 s] read the target's
-   utime + stime from /proc/PID/stat; VmRSS at the end of the window; the
+   utime + stime from /proc/PID/stat (summed over the process tree: the
+   supervisor and its workers, found through /proc/PID/task/*/children, and
+   also per process); VmRSS (summed, and per process) at the end of the window; the
    kernel's per-socket UDP receive drops before/after;
 5. stop everything (SIGINT / SIGTERM, wait) and analyse the capture with
    bench/analyse.py (kernel timestamps; first second of each stream dropped).
@@ -18,7 +25,7 @@ bench/baseline.py, ``slin16`` = ``twistd xlbridge --engines relay
 Also measures the reply codecs' own encode cost (G.722 and slin16 encoders of
 xlbridge, 20 ms frames, on core 1).  Prints a table (medians over repeats),
 writes ``OUT/results.json`` and ``OUT/bench.png``, and unless ``--no-publish``
-copies both to bench/results/.
+copies both to ``--publish-dir`` (default bench/results/).
 
 Usage: ``python bench/run.py --ns 25,50,100,200 --seconds 20`` (3 repeats, ~13 min)
 Smoke:  ``python bench/run.py --ns 10 --seconds 5 --repeats 1 --no-publish``
@@ -49,7 +56,9 @@ sys.path.insert(0, HERE)
 import analyse  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGETS = ("baseline", "slin16", "g722")
+TARGETS = ("baseline", "slin16", "g722", "w1", "w2")
+# the taskset CPU list of each target (default TARGET_CORE)
+TARGET_CPUS = {"w2": "0,1"}
 TARGET_CORE = "1"
 GEN_CORE = "0"
 
@@ -97,6 +106,8 @@ def target_argv(target: str, ports: str) -> list[str]:
     argv = [twistd(), "-n", "--pidfile=", "xlbridge", "--ports", ports, "--engines", "relay"]
     if target == "slin16":
         argv += ["--reply-codec", "slin16"]
+    elif target in ("w1", "w2"):
+        argv += ["--workers", target[1:]]
     elif target != "g722":
         raise ValueError(f"unknown target {target!r}")
     return argv
@@ -107,6 +118,52 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (through /proc/PID/task/*/children), root first."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                try:
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo.extend(int(c) for c in f.read().split())
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu(pids: list[int]) -> dict[int, float]:
+    """utime + stime per process (seconds); processes gone are left out."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = proc_cpu(pid)
+        except OSError:
+            pass
+    return out
+
+
+def tree_sum(f: Any, pids: list[int]) -> Any:
+    """Sum of ``f(pid)`` over the processes still there (tuples summed element-wise)."""
+    total: Any = None
+    for pid in pids:
+        try:
+            v = f(pid)
+        except OSError:
+            continue
+        if total is None:
+            total = v
+        elif isinstance(v, tuple):
+            total = tuple(a + b for a, b in zip(total, v))
+        else:
+            total = total + v
+    return total
 
 
 def proc_utime(pid: int) -> float:
@@ -253,7 +310,7 @@ def run_point(target: str, n: int, ns: argparse.Namespace, procs: Procs, tmp: st
     pcap = os.path.join(tmp, f"{tag}.pcap")
     res: dict[str, Any] = {"target": target, "pairs": n, "tag": tag}
     noise = kthreads("kdamond")
-    prefix = ["taskset", "-c", TARGET_CORE] + (["chrt", "-f", str(ns.chrt)] if ns.chrt else [])
+    prefix = ["taskset", "-c", TARGET_CPUS.get(target, TARGET_CORE)] + (["chrt", "-f", str(ns.chrt)] if ns.chrt else [])
     try:
         if ns.keep_awake:
             # a SCHED_IDLE spinner keeps the target's vCPU from halting (any
@@ -266,7 +323,9 @@ def run_point(target: str, n: int, ns: argparse.Namespace, procs: Procs, tmp: st
         wait_bound(tgt, lo, hi)
         res["startup_s"] = time.monotonic() - t_launch
         time.sleep(0.3)
-        cpu_idle0, t_idle0 = proc_cpu(tgt.pid), time.monotonic()
+        pids = tree_pids(tgt.pid)
+        res["pids"] = len(pids)
+        cpu_idle0, t_idle0 = tree_sum(proc_cpu, pids), time.monotonic()
         tcpd, tcpd_err = start_tcpdump(procs, pcap, lo, hi)
         socks_before = analyse.udp_socket_stats(lo, hi)
         snmp_before = analyse.udp_snmp()
@@ -278,17 +337,24 @@ def run_point(target: str, n: int, ns: argparse.Namespace, procs: Procs, tmp: st
         if not first.startswith("started "):
             raise RuntimeError(f"loadgen: unexpected output {first!r}")
         t0 = float(first.split()[1])
-        res["idle_cpu_core"] = (proc_cpu(tgt.pid) - cpu_idle0) / max(1e-9, time.monotonic() - t_idle0)
+        res["idle_cpu_core"] = (tree_sum(proc_cpu, pids) - cpu_idle0) / max(1e-9, time.monotonic() - t_idle0)
         skip = ns.cpu_skip if ns.seconds >= ns.cpu_skip + 2 else 1.0
         time.sleep(max(0.0, t0 + skip - time.monotonic()))
-        c0, w0, k0 = proc_cpu(tgt.pid), time.monotonic(), core_times(TARGET_CORE)
+        p0 = tree_cpu(pids)
+        c0, w0, k0 = sum(p0.values()), time.monotonic(), core_times(TARGET_CORE)
         g0 = proc_cpu(lg.pid) + proc_cpu(tcpd.pid)
-        s0, n0, u0 = proc_schedstat(tgt.pid), noise_cpu(noise), proc_utime(tgt.pid)
+        s0, n0, u0 = tree_sum(proc_schedstat, pids), noise_cpu(noise), tree_sum(proc_utime, pids)
         time.sleep(max(0.0, t0 + ns.seconds - 0.3 - time.monotonic()))
-        c1, w1, k1 = proc_cpu(tgt.pid), time.monotonic(), core_times(TARGET_CORE)
+        p1 = tree_cpu(pids)
+        c1, w1, k1 = sum(p1[p] for p in p0 if p in p1), time.monotonic(), core_times(TARGET_CORE)
+        c0 = sum(p0[p] for p in p0 if p in p1)
         g1 = proc_cpu(lg.pid) + proc_cpu(tcpd.pid)
-        s1, n1, u1 = proc_schedstat(tgt.pid), noise_cpu(noise), proc_utime(tgt.pid)
-        st = proc_status(tgt.pid)
+        s1, n1, u1 = tree_sum(proc_schedstat, pids), noise_cpu(noise), tree_sum(proc_utime, pids)
+        sts = [proc_status(p) for p in pids if p in p1]
+        st = {k: sum(x.get(k, 0) for x in sts) for k in ("VmRSS", "VmHWM")}
+        res["procs"] = [{"cpu_core": (p1[p] - p0[p]) / max(1e-9, w1 - w0), "rss_mb": x.get("VmRSS", 0) / 1024}
+                        for p, x in zip([p for p in pids if p in p1], sts)]
+        res["procs_lost"] = len(p0) - len(p1)
         out, _ = lg.communicate(timeout=ns.seconds + 30)
         lg_json = json.loads(out.strip().splitlines()[-1])
         time.sleep(0.05)
@@ -373,7 +439,7 @@ def codec_core(codec: dict[str, Any], target: str, n: int) -> float:
     """Core fraction the reply encoder alone needs: 2N legs x 50 frames/s."""
     if target == "baseline":
         return 0.0
-    return codec[target]["us_per_frame"] * 1e-6 * 2 * n * 50
+    return codec["slin16" if target == "slin16" else "g722"]["us_per_frame"] * 1e-6 * 2 * n * 50
 
 
 # --------------------------------------------------------------------------
@@ -447,7 +513,15 @@ def aggregate(runs: list[dict[str, Any]], codec: dict[str, Any]) -> list[dict[st
             "run_delay_ms_per_s": med([r["run_delay_ms_per_s"] for r in rs]),
             "kdamond_cpu_ms_per_s": med([r["kdamond_cpu_ms_per_s"] for r in rs]),
             "codec_core": codec_core(codec, target, n),
+            "pids": max(r.get("pids", 1) for r in rs),
+            "procs_lost": max(r.get("procs_lost", 0) for r in rs),
+            # per process of the tree (root first: the supervisor for w1/w2), medians over repeats
+            "procs_cpu_core": [med([r["procs"][i]["cpu_core"] for r in rs if len(r.get("procs", [])) > i])
+                               for i in range(max(len(r.get("procs", [])) for r in rs))],
+            "procs_rss_mb": [med([r["procs"][i]["rss_mb"] for r in rs if len(r.get("procs", [])) > i])
+                             for i in range(max(len(r.get("procs", [])) for r in rs))],
         }
+        row["cpu_ms_per_call_s"] = 1000 * row["cpu_core"] / n  # CPU ms per second of one call (2 legs)
         rows.append(row)
     base = {r["pairs"]: r for r in rows if r["target"] == "baseline"}
     for r in rows:
@@ -457,6 +531,9 @@ def aggregate(runs: list[dict[str, Any]], codec: dict[str, Any]) -> list[dict[st
             r["p99_ratio"] = r["p99_ms"] / b["p99_ms"] if b["p99_ms"] else float("nan")
             r["cpu_budget_core"] = 2 * b["cpu_core"] + r["codec_core"]
             r["within_cpu_budget"] = r["cpu_core"] <= r["cpu_budget_core"]
+            # issue 16: per-call CPU at most 1.5x the bare relay plus the codec
+            r["cpu_budget15_core"] = 1.5 * b["cpu_core"] + r["codec_core"]
+            r["within_cpu_budget15"] = r["cpu_core"] <= r["cpu_budget15_core"]
         r["meets_p99"] = r["p99_ms"] <= 1.0
         r["no_loss"] = r["seq_lost"] == 0 and r["missed_intervals"] == 0 and r["rx_drops"] == 0
     return rows
@@ -471,7 +548,8 @@ def fmt(v: Any, spec: str = ".2f") -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| N pairs | target | p50 ms | p99 ms | p99.9 ms | max ms | tick p99 ms | µs/out pkt | "
             "loss (seq/missed/rx drops) | late/burst intervals | silence % | CPU core | CPU s per call-min | RSS MB | "
-            "CPU ×base | p99 ×base | budget core | run-delay ms/s |")
+            "CPU ×base | p99 ×base | budget core | 1.5× budget core | CPU ms per call-s | gen CPU core | "
+            "per-process CPU core | per-process RSS MB | run-delay ms/s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
@@ -482,6 +560,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{fmt(None if r['silence_fraction'] is None else 100 * r['silence_fraction'], '.1f')} | "
             f"{fmt(r['cpu_core'], '.3f')} | {fmt(r['cpu_s_per_call_min'], '.3f')} | {fmt(r['rss_mb'], '.0f')} | "
             f"{fmt(r.get('cpu_ratio'))} | {fmt(r.get('p99_ratio'))} | {fmt(r.get('cpu_budget_core'), '.3f')} | "
+            f"{fmt(r.get('cpu_budget15_core'), '.3f')} | {fmt(r['cpu_ms_per_call_s'], '.3f')} | "
+            f"{fmt(r['gen_cpu_core'], '.2f')} | {' + '.join(fmt(x, '.3f') for x in r['procs_cpu_core'])} | "
+            f"{' + '.join(fmt(x, '.0f') for x in r['procs_rss_mb'])} | "
             f"{fmt(r['run_delay_ms_per_s'], '.1f')} |"
         )
     return "\n".join(lines)
@@ -496,7 +577,9 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     styles = {"baseline": ("k", "o", "bare Twisted relay"),
               "slin16": ("tab:blue", "s", "xlbridge --reply-codec slin16"),
-              "g722": ("tab:red", "^", "xlbridge (G.722 replies)")}
+              "g722": ("tab:red", "^", "xlbridge (G.722 replies)"),
+              "w1": ("tab:orange", "v", "xlbridge --workers 1 (G.722)"),
+              "w2": ("tab:green", "D", "xlbridge --workers 2 (G.722; worker 0 shares the generator's core)")}
     for target in TARGETS:
         rs = [r for r in rows if r["target"] == target]
         if not rs:
@@ -508,17 +591,22 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
             lo = [y - min(r[allkey]) for y, r in zip(ys, rs)]
             hi = [max(r[allkey]) - y for y, r in zip(ys, rs)]
             ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker=marker, label=label, capsize=3)
-        if target != "baseline" and any("cpu_budget_core" in r for r in rs):
+        if target == "w1" and any("cpu_budget15_core" in r for r in rs):
+            ax2.plot(xs, [r.get("cpu_budget15_core", float("nan")) for r in rs], color="grey", ls=":",
+                     label="issue 16 budget: 1.5× baseline + G.722 encode")
+        if target in ("slin16", "g722") and any("cpu_budget_core" in r for r in rs):
             ax2.plot(xs, [r.get("cpu_budget_core", float("nan")) for r in rs], color=color, ls=":",
                      label=f"budget: 2× baseline + {target} encode")
     ax1.axhline(1.0, color="green", ls="--", label="target p99 ≤ 1 ms")
+    if any(r["target"] in ("w1", "w2") for r in rows):
+        ax1.axhline(5.0, color="purple", ls="--", label="capacity rule p99 ≤ 5 ms")
     ax1.set_xlabel("concurrent calls N (2N legs)")
     ax1.set_ylabel("p99 |egress interval − 20 ms| (ms, log scale)")
     ax1.set_title("egress interval error, p99 (kernel timestamps)")
     ax2.axhline(1.0, color="grey", ls="--", label="one core")
     ax2.set_xlabel("concurrent calls N (2N legs)")
     ax2.set_ylabel("CPU (fraction of one core)")
-    ax2.set_title("bridge process CPU (utime+stime)")
+    ax2.set_title("bridge CPU (utime+stime, whole process tree)")
     ax1.set_yscale("log")
     ax1.set_ylim(bottom=0.05)
     ax2.set_ylim(bottom=0)
@@ -540,13 +628,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ns", default="25,50,100,200", help="comma-separated call pair counts")
     ap.add_argument("--seconds", type=float, default=20.0, help="load duration per point")
     ap.add_argument("--repeats", type=int, default=3, help="runs per point (medians are reported)")
-    ap.add_argument("--targets", default=",".join(TARGETS), help="subset of baseline,slin16,g722")
+    ap.add_argument("--targets", default="baseline,slin16,g722", help="subset of " + ",".join(TARGETS))
     ap.add_argument("--ports", default="20000-20399", help="port range every target listens on")
     ap.add_argument("--slots", type=int, default=20, help="loadgen send slots per 20 ms (1 = burst)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds dropped at each stream start")
     ap.add_argument("--cpu-skip", type=float, default=2.0, help="seconds of load before the CPU window")
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
-    ap.add_argument("--no-publish", action="store_true", help="do not copy results to bench/results/")
+    ap.add_argument("--no-publish", action="store_true", help="do not copy results to --publish-dir")
+    ap.add_argument("--publish-dir", default=os.path.join(HERE, "results"),
+                    help="where results.json and bench.png are copied (default bench/results/)")
     ap.add_argument("--keep-pcap", action="store_true")
     ap.add_argument("--keep-awake", action="store_true",
                     help="run a SCHED_IDLE busy loop on the target core so its vCPU never halts (supplementary)")
@@ -620,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncodec cost: {json.dumps(codec)}")
     print(f"wrote {ns.out}/results.json, {png}; wall {info['wall_s']:.0f} s")
     if not ns.no_publish:
-        dest = os.path.join(HERE, "results")
+        dest = ns.publish_dir
         os.makedirs(dest, exist_ok=True)
         shutil.copy(png, os.path.join(dest, "bench.png"))
         shutil.copy(os.path.join(ns.out, "results.json"), os.path.join(dest, "results.json"))
