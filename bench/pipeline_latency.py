@@ -101,6 +101,10 @@ WARMUP_PHRASE = "hello"
 # -- statistics -------------------------------------------------------------------
 
 
+#: Pseudo-granularities that run Deepgram Flux instead of Nova.
+FLUX_MODES = ("flux", "flux-noeager")
+
+
 def stats(values: Sequence[float]) -> dict[str, Any]:
     a = np.asarray([v for v in values if v is not None], dtype=float)
     if len(a) == 0:
@@ -119,7 +123,14 @@ def stats(values: Sequence[float]) -> dict[str, Any]:
 # -- child: one run of the bridge ----------------------------------------------------
 
 
-def build_speech(n: int, warmup: int, gap_s: float, lead_s: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def build_speech(n: int, warmup: int, gap_s: float, lead_s: float, pause_ms: int = 0,
+                 pause_every: int = 0) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """
+    The speaking phone's audio and its phrases.  With ``pause_every`` K,
+    every K-th measured phrase of two words or more has ``pause_ms`` more
+    silence after its first word (a pause inside the sentence: Flux says
+    EagerEndOfTurn there, then TurnResumed).
+    """
     from tests.fakes.deepl import translate_words
     from tests.fakes.tonewords import encode_words
 
@@ -131,6 +142,12 @@ def build_speech(n: int, warmup: int, gap_s: float, lead_s: float) -> tuple[np.n
         text = WARMUP_PHRASE if i < warmup else PHRASES[(i - warmup) % len(PHRASES)]
         audio = encode_words(text)
         words = len(audio) // (SLOT_FRAMES * FRAME)
+        extra = 0
+        split = text.split()
+        if i >= warmup and pause_every and pause_ms and (i - warmup) % pause_every == 0 and len(split) > 1:
+            extra = int(round(pause_ms / 20))
+            audio = np.concatenate([encode_words(split[0]), np.zeros(extra * FRAME, dtype=np.int16),
+                                    encode_words(" ".join(split[1:]))])
         phrases.append({
             "index": i,
             "warmup": i < warmup,
@@ -138,7 +155,8 @@ def build_speech(n: int, warmup: int, gap_s: float, lead_s: float) -> tuple[np.n
             "expected": translate_words(text, "EN", "ES"),
             "first_frame": pos,
             # the packet holding the last loud sample of the phrase
-            "last_loud_frame": pos + SLOT_FRAMES * (words - 1) + TONE_FRAMES - 1,
+            "last_loud_frame": pos + extra + SLOT_FRAMES * (words - 1) + TONE_FRAMES - 1,
+            "inner_pause_ms": extra * 20,
         })
         parts.append(audio)
         pos += len(audio) // FRAME
@@ -165,7 +183,7 @@ def run_one(args: argparse.Namespace) -> None:
     from xlbridge.config import load_config
     from xlbridge.engines.base import Transcript
     from xlbridge.engines.select import choose_engines
-    from xlbridge.events import PlaybackStarted, TranscriptEvent, UtteranceDropped
+    from xlbridge.events import PlaybackStarted, SpeculationEvent, TranscriptEvent, UtteranceDropped
     from xlbridge.pipeline.factory import translate_factory
     from xlbridge.pipeline.translate import TranslateSettings
     from xlbridge.tools.phone import Phone
@@ -175,7 +193,8 @@ def run_one(args: argparse.Namespace) -> None:
 
     probe = Probe(reactor, nodelay=args.nodelay)
     probe.install()
-    speech, phrases = build_speech(args.utterances, args.warmup, args.gap, args.lead)
+    speech, phrases = build_speech(args.utterances, args.warmup, args.gap, args.lead, args.inner_pause_ms,
+                                   args.inner_pause_every)
     environ = {
         "DEEPGRAM_API_KEY": "test-key",
         "DEEPL_AUTH_KEY": "test-key:fx",
@@ -184,7 +203,15 @@ def run_one(args: argparse.Namespace) -> None:
         "XLBRIDGE_DEEPL_URL": args.deepl_url,
         "XLBRIDGE_ELEVENLABS_URL": args.elevenlabs_url,
     }
-    options = {"deepgram": {"endpointing": args.endpointing}}
+    options: dict[str, Any] = {"deepgram": {"endpointing": args.endpointing}}
+    granularity = args.granularity
+    if granularity in FLUX_MODES:
+        # Deepgram Flux (/v2/listen) with the multilingual model; "flux":
+        # eager end of turn, so MT and TTS start at the eager event.
+        options = {"deepgram": {"api": "flux", "flux_model": "flux-general-multi", "eot_threshold": 0.7}}
+        if granularity == "flux":
+            options["deepgram"]["eager_eot_threshold"] = 0.5
+        granularity = "segment"
     events: list[Any] = []
     result: dict[str, Any] = {}
 
@@ -195,7 +222,7 @@ def run_one(args: argparse.Namespace) -> None:
         config = load_config({"ports": "7777=0,8888=0", "langs": "en,es", "reply-codec": args.reply_codec})
         bridge = BridgeService(
             config, reactor,
-            pipeline_factory=translate_factory(choice.engines, TranslateSettings(granularity=args.granularity)),
+            pipeline_factory=translate_factory(choice.engines, TranslateSettings(granularity=granularity)),
             observers=[events.append], services=choice.services,
         )
         bridge.privilegedStartService()
@@ -350,10 +377,12 @@ def run_one(args: argparse.Namespace) -> None:
         finals = [e for e in events if isinstance(e, TranscriptEvent) and e.extension == "7777"
                   and e.is_final and e.text]
         dropped = [e for e in events if isinstance(e, UtteranceDropped)]
-        configured = args.endpointing + args.dg_latency * 1e3 + args.deepl_latency * 1e3 + args.tts_first_byte_ms
+        asr_wait = {"flux": args.flux_eager_ms, "flux-noeager": args.flux_eot_ms}.get(args.granularity, args.endpointing)
+        configured = asr_wait + args.dg_latency * 1e3 + args.deepl_latency * 1e3 + args.tts_first_byte_ms
         utts = []
-        for e in started:
-            j = e.utterance - 1
+        for j, e in enumerate(started):
+            # The j-th utterance played is the j-th phrase (each is played
+            # once, in order); its uid is not: a withdrawn speculation took one.
             ph = phrases[j] if 0 <= j < len(phrases) else None
             row: dict[str, Any] = {
                 "uid": e.utterance, "text": e.text, "phrase": ph["text"] if ph else None,
@@ -407,6 +436,8 @@ def run_one(args: argparse.Namespace) -> None:
             "finals": len(finals),
             "finals_speech_final": sum(1 for f in finals if f.speech_final),
             "dropped": [(d.reason, d.text) for d in dropped],
+            "speculations": {o: sum(1 for e in events if isinstance(e, SpeculationEvent) and e.outcome == o)
+                             for o in ("started", "used", "wasted")},
             "heard_ok": heard == expected_words,
             "heard_words": len(heard),
             "expected_words": len(expected_words),
@@ -566,7 +597,13 @@ def one_run(args: argparse.Namespace, granularity: str, rep: int) -> dict[str, A
     tag = f"pipeline_latency{'-' + args.tag if args.tag else ''}-{granularity}-r{rep}"
     fakes = []
     try:
-        fakes.append(Fake("deepgram", ["--latency", str(args.dg_latency)], args.fake_cpu, OUT / f"{tag}-deepgram.log"))
+        if granularity in FLUX_MODES:
+            fakes.append(Fake("deepgram-flux", ["--latency", str(args.dg_latency), "--eager-ms", str(args.flux_eager_ms),
+                                                "--eot-ms", str(args.flux_eot_ms)], args.fake_cpu,
+                              OUT / f"{tag}-deepgram-flux.log"))
+        else:
+            fakes.append(Fake("deepgram", ["--latency", str(args.dg_latency)], args.fake_cpu,
+                              OUT / f"{tag}-deepgram.log"))
         fakes.append(Fake("deepl", ["--latency", str(args.deepl_latency)], args.fake_cpu, OUT / f"{tag}-deepl.log"))
         fakes.append(Fake("elevenlabs", ["--first-byte-ms", str(args.tts_first_byte_ms),
                                          "--chunk-interval-ms", str(args.tts_chunk_interval_ms)],
@@ -621,7 +658,8 @@ def child_flags(args: argparse.Namespace) -> list[str]:
             "--dg-latency", str(args.dg_latency), "--deepl-latency", str(args.deepl_latency),
             "--tts-first-byte-ms", str(args.tts_first_byte_ms),
             "--tts-chunk-interval-ms", str(args.tts_chunk_interval_ms), "--reply-codec", args.reply_codec,
-            "--nodelay", args.nodelay]
+            "--nodelay", args.nodelay, "--inner-pause-ms", str(args.inner_pause_ms),
+            "--inner-pause-every", str(args.inner_pause_every), "--flux-eager-ms", str(args.flux_eager_ms), "--flux-eot-ms", str(args.flux_eot_ms)]
 
 
 def machine() -> dict[str, Any]:
@@ -762,6 +800,19 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, d
                       f"8888 heard every expected word in order: {r['heard_ok']}, "
                       f"egress late ticks {r['egress']['late_ticks']}, attempt {r.get('attempt', 1)}")
     lines.append("Checks: " + "; ".join(checks) + ".")
+    spec = {}
+    for g in sorted({r["granularity"] for r in runs if "granularity" in r} or set()):
+        counts = {o: sum(r.get("speculations", {}).get(o, 0) for r in runs if r.get("granularity") == g)
+                  for o in ("started", "used", "wasted")}
+        spec[g] = counts
+    if any(c["started"] for c in spec.values()):
+        def share(c: dict[str, int]) -> str:
+            return f" ({100 * c['wasted'] / c['started']:.0f} % wasted)" if c["started"] else ""
+
+        lines.append("\nSpeculations (translations started on an eager end of turn), all runs: " + "; ".join(
+            f"{g}: started {c['started']}, used {c['used']}, wasted {c['wasted']}{share(c)}"
+            for g, c in spec.items()) + ".")
+    pooled["speculations"] = spec
     dirty = sorted({x for r in runs for x in r.get("other_benchmarks_seen", [])})
     oc = [r["cpu"].get("other_on_bridge_core") for r in runs if r.get("cpu", {}).get("other_on_bridge_core") is not None]
     of = [r["cpu"].get("other_on_fakes_core") for r in runs if r.get("cpu", {}).get("other_on_fakes_core") is not None]
@@ -806,7 +857,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--utterances", type=int, default=20, help="measured utterances per run (default 20)")
     p.add_argument("--repeats", type=int, default=2, help="runs per granularity (default 2)")
-    p.add_argument("--granularities", default="segment,utterance")
+    p.add_argument("--granularities", default="segment,utterance",
+                   help="comma list of segment, utterance (Nova, /v1/listen), flux (Flux with eager end of turn: "
+                        "speculative translation) and flux-noeager (Flux, end of turn only)")
+    p.add_argument("--flux-eager-ms", type=int, default=150, help="fake Flux: silence before EagerEndOfTurn, ms")
+    p.add_argument("--inner-pause-ms", type=int, default=0,
+                   help="extra silence after the first word of every --inner-pause-every-th phrase, ms")
+    p.add_argument("--inner-pause-every", type=int, default=0, help="see --inner-pause-ms (0: none)")
+    p.add_argument("--flux-eot-ms", type=int, default=260, help="fake Flux: silence before EndOfTurn, ms")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured utterances first (connection set-up)")
     p.add_argument("--gap", type=float, default=1.2, help="silence after each phrase, s")
     p.add_argument("--lead", type=float, default=1.0, help="silence before the first phrase, s")
@@ -896,7 +954,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "settings": {k: getattr(args, k) for k in ("utterances", "repeats", "warmup", "gap", "lead", "endpointing",
                                                     "dg_latency", "deepl_latency", "tts_first_byte_ms",
                                                     "tts_chunk_interval_ms", "reply_codec", "nodelay",
-                                                    "phone_skew_ppm")},
+                                                    "phone_skew_ppm", "flux_eager_ms", "flux_eot_ms",
+                                                    "inner_pause_ms", "inner_pause_every")},
         "pinning": {"fakes_cpu": args.fake_cpu, "bridge_cpu": args.bridge_cpu},
         "processes": "fakes: one process each (python -m tests.fakes); bridge + both phones + probes: "
                      "one child process per run",
