@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from xlbridge.monitor.service import IDLE_TIMEOUT, REQUEST_DEADLINE, _QuietSite
+from xlbridge.monitor.service import IDLE_TIMEOUT, REQUEST_DEADLINE, QuietSite
 
 
 class SlowClientTests(SynchronousTestCase):
@@ -25,7 +25,7 @@ class SlowClientTests(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         root = Resource()
         root.putChild(b"livez", Data(b"ok\n", "text/plain"))
-        self.site = _QuietSite(root, reactor=self.reactor)
+        self.site = QuietSite(root, reactor=self.reactor)
 
     def connect(self) -> tuple[Any, StringTransport]:
         proto = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))

@@ -136,6 +136,10 @@ class FakeProcessTests(SynchronousTestCase):
         self.assertEqual(self.exited, [(0, "exited normally"), (1, "exited with code 1")])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertFalse(any(s["up"] for s in sup.status()))
+        # An end we asked for reads as a stop; any other end as what it was.
+        logged = texts(self.events)
+        self.assertIn(f"worker 0 (pid {FIRST_PID}) stopped after 0.0 s", logged)
+        self.assertIn(f"worker 1 (pid {FIRST_PID + 1}) exited with code 1 after 0.0 s", logged)
 
     def test_stop_kills_after_timeout(self) -> None:
         sup = self.supervisor(2, stop_timeout=15.0)

@@ -59,7 +59,7 @@ from xlbridge.monitor.machine_metrics import (
 )
 from xlbridge.monitor.machine_page import ASSETS, PAGE
 from xlbridge.monitor.metrics import CONTENT_TYPE
-from xlbridge.monitor.service import SiteListener, _Branch, _QuietSite, _secure_headers, base_url
+from xlbridge.monitor.service import SiteListener, Branch, QuietSite, secure_headers, base_url
 
 #: Answer of a deferred resource: status code, content type, body.
 Answer = tuple[int, bytes, bytes]
@@ -259,7 +259,7 @@ class _Asset(Resource):
         self.body = body
 
     def render_GET(self, request: IRequest) -> bytes:
-        _secure_headers(request, self.content_type)
+        secure_headers(request, self.content_type)
         return self.body
 
 
@@ -303,12 +303,12 @@ class MachineMonitorService(MultiService):
         self.root.putChild(b"healthz", _Alive())
         self.root.putChild(b"livez", _Alive())
         self.root.putChild(b"readyz", MachineReadyResource(self))
-        api = _Branch()
+        api = Branch()
         api.putChild(b"calls", MachineCallsResource(self))
         self.root.putChild(b"api", GuardedResource(api, guard))
         metrics = MachineMetricsResource(self)
         self.root.putChild(b"metrics", metrics if metrics_open else GuardedResource(metrics, guard))
-        self.site = _QuietSite(self.root, reactor=reactor)
+        self.site = QuietSite(self.root, reactor=reactor)
         self.listener = SiteListener(endpoint, self.site, self._listening)
         self.listener.setServiceParent(self)
         self.url: Optional[str] = None

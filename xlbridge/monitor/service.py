@@ -84,7 +84,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def _secure_headers(request: IRequest, content_type: bytes) -> None:
+def secure_headers(request: IRequest, content_type: bytes) -> None:
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"referrer-policy", b"no-referrer")
     request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
@@ -125,9 +125,9 @@ class IndexResource(Resource):
         body = _read_static("index.html")
         if body is None:
             request.setResponseCode(500)
-            _secure_headers(request, b"text/plain; charset=utf-8")
+            secure_headers(request, b"text/plain; charset=utf-8")
             return b"monitor page missing from the installation\n"
-        _secure_headers(request, _CONTENT_TYPES[".html"])
+        secure_headers(request, _CONTENT_TYPES[".html"])
         return body
 
 
@@ -145,9 +145,9 @@ class StaticResource(Resource):
         body = _read_static(name)
         if body is None:
             request.setResponseCode(404)
-            _secure_headers(request, b"text/plain; charset=utf-8")
+            secure_headers(request, b"text/plain; charset=utf-8")
             return b"not found\n"
-        _secure_headers(request, _CONTENT_TYPES[os.path.splitext(name)[1]])
+        secure_headers(request, _CONTENT_TYPES[os.path.splitext(name)[1]])
         return body
 
 
@@ -182,7 +182,7 @@ class _RedactedRequest(ServerRequest):
         return f"<Request at 0x{id(self):x} method={method} uri={path}{query} clientproto={proto}>"
 
 
-class _Branch(Resource):
+class Branch(Resource):
     """
     A resource that only holds children (``/api``).  A plain ``Resource``
     answers GET with 405 but HEAD with a 500 and a traceback: Twisted's
@@ -193,7 +193,7 @@ class _Branch(Resource):
     render_HEAD = None  # type: ignore[assignment]
 
 
-class _QuietSite(Site):
+class QuietSite(Site):
     """
     A site with no access log (see the module docstring), an idle timeout
     of :data:`IDLE_TIMEOUT` and a per-request deadline of
@@ -371,13 +371,13 @@ class MonitorService(MultiService):
         # No token: health answers name no call and no caller (health.py).
         self.root.putChild(b"readyz", HealthResource(self.health))
         self.root.putChild(b"livez", HealthResource(self.health, live=True))
-        api = _Branch()
+        api = Branch()
         api.putChild(b"calls", CallsResource(bridge, self.recorder, reactor))
         self.root.putChild(b"api", GuardedResource(api, guard))
         metrics = MetricsResource(self.metrics)
         self.root.putChild(b"metrics", metrics if metrics_open else GuardedResource(metrics, guard))
         self.root.putChild(b"ws", self.hub.resource())
-        self.site = _QuietSite(self.root, reactor=reactor)
+        self.site = QuietSite(self.root, reactor=reactor)
         self.listener = SiteListener(endpoint, self.site, self._listening)
         self.listener.setServiceParent(self)
         self.observers = (self.recorder.observe, self.metrics.observe, self.usage.observe, self.hub.observe)

@@ -193,7 +193,10 @@ class _Worker:
         self.last_exit = why
         head = "worker {worker} (pid {pid}) {why} after {ran:.1f} s"
         if not sup.running:
-            sup.log.info(head, worker=self.k, pid=proto.pid, why=why, ran=ran)
+            # Stopping: SIGTERM was ours, and twistd ends by re-raising it.
+            stopped = why in ("exited normally", "killed by signal 15")
+            sup.log.info("worker {worker} (pid {pid}) stopped after {ran:.1f} s" if stopped else head,
+                         worker=self.k, pid=proto.pid, why=why, ran=ran)
         else:
             self.streak = self.streak + 1 if ran < sup.stable_after else 0
             delay = self._backoff()
