@@ -131,7 +131,7 @@ class _Closer(Service):
 
 
 def _cloud_asr(reactor: "IDeepgramReactor", settings: "EngineSettings") -> ASRFactory:
-    from xlbridge.engines.deepgram.asr import deepgram_asr_factory
+    from xlbridge.engines.deepgram.factory import deepgram_asr_factory
 
     return deepgram_asr_factory(reactor, settings.deepgram)
 

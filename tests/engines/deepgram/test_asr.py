@@ -39,7 +39,8 @@ from xlbridge.engines.base import (
     Transcript,
     UtteranceEnd,
 )
-from xlbridge.engines.deepgram.asr import DeepgramASR, deepgram_asr_factory
+from xlbridge.engines.deepgram.asr import DeepgramASR
+from xlbridge.engines.deepgram.factory import deepgram_asr_factory
 from xlbridge.engines.deepgram.connection import State
 from xlbridge.engines.deepgram.settings import DeepgramSettings
 from xlbridge.errors import ConfigError

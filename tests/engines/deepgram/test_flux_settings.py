@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.engines.deepgram.fixtures import KEY
 from xlbridge.engines.coverage import check_directions, read_engine_settings
-from xlbridge.engines.deepgram.asr import DeepgramASR, deepgram_asr_factory
+from xlbridge.engines.deepgram.asr import DeepgramASR
+from xlbridge.engines.deepgram.factory import deepgram_asr_factory
 from xlbridge.engines.deepgram.flux import FluxASR, flux_url
 from xlbridge.engines.deepgram.settings import DeepgramSettings, language_problem
 from xlbridge.errors import ConfigError

@@ -145,7 +145,7 @@ class MessagesTests(SynchronousTestCase):
         self.assertEqual(DeepgramSettings(extra_params=[["a", "b"]]).extra_params, (("a", "b"),))
 
     def test_missing_key_names_the_variable(self) -> None:
-        from xlbridge.engines.deepgram.asr import deepgram_asr_factory
+        from xlbridge.engines.deepgram.factory import deepgram_asr_factory
 
         e = self.assertRaises(ConfigError, deepgram_asr_factory, None, DeepgramSettings())  # type: ignore[arg-type]
         self.assertTrue(str(e).startswith("DEEPGRAM_API_KEY: no Deepgram API key"), str(e))

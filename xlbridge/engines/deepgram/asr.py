@@ -2,7 +2,7 @@
 Deepgram live ASR over an Autobahn WebSocket: one :class:`DeepgramASR`
 (``/v1/listen``, Nova) or :class:`~xlbridge.engines.deepgram.flux.FluxASR`
 (``/v2/listen``, Flux: ``[deepgram] api = "flux"``) per caller, built by
-:func:`deepgram_asr_factory`.
+:func:`~xlbridge.engines.deepgram.factory.deepgram_asr_factory`.
 
 The package, by concern:
 
@@ -52,9 +52,7 @@ from twisted.logger import Logger
 from xlbridge.audio.codecs import little_endian_bytes
 from xlbridge.audio.frame import FRAME_MS, SAMPLE_RATE, Samples
 from xlbridge.engines.base import (
-    ASR,
     ASREvent,
-    ASRFactory,
     EngineDown,
     EngineError,
     EngineUp,
@@ -66,11 +64,10 @@ from xlbridge.engines.deepgram.dialect import NOVA, Dialect
 from xlbridge.engines.deepgram.protocol import IDeepgramReactor
 from xlbridge.engines.deepgram.settings import ENGINE, DeepgramSettings, listen_url
 from xlbridge.engines.deepgram.wire import AudioSpool, Chunk, DeepgramSession
-from xlbridge.engines.options import EnvironmentSettingError
 
 # DeepgramSettings is the type of deepgram_asr_factory's settings, so
 # callers may take both from here.
-__all__ = ["DeepgramASR", "DeepgramSettings", "SpooledASR", "StreamSession", "deepgram_asr_factory"]
+__all__ = ["DeepgramASR", "DeepgramSettings", "SpooledASR", "StreamSession"]
 
 
 class StreamSession(Protocol):
@@ -371,27 +368,3 @@ class DeepgramASR(SpooledASR):
         # What the connection needs to judge the close that will follow.
         if cast(DeepgramSession, self.session).metadata is not None:
             self.connection.metadata_received()
-
-
-def deepgram_asr_factory(reactor: IDeepgramReactor, settings: DeepgramSettings) -> ASRFactory:
-    """
-    An :data:`~xlbridge.engines.base.ASRFactory` making one
-    :class:`DeepgramASR` per caller, or one
-    :class:`~xlbridge.engines.deepgram.flux.FluxASR` with ``api = "flux"``.
-
-    :raises ConfigError: if ``settings`` has no API key.
-    """
-    if not settings.api_key:
-        raise EnvironmentSettingError("DEEPGRAM_API_KEY", "no Deepgram API key: set it, or api_key in [deepgram]")
-
-    cls: type[SpooledASR] = DeepgramASR
-    if settings.api == "flux":
-        # Imported here: flux builds on this module's SpooledASR.
-        from xlbridge.engines.deepgram.flux import FluxASR
-
-        cls = FluxASR
-
-    def make(language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> ASR:
-        return cls(reactor, settings, language, on_event, call_id=call_id, extension=extension)
-
-    return make

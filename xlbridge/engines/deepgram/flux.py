@@ -1,7 +1,7 @@
 """
 Deepgram Flux (``/v2/listen``) live ASR: :class:`FluxASR`, one turn-based
 stream per caller, chosen with ``[deepgram] api = "flux"`` (the factory is
-:func:`~xlbridge.engines.deepgram.asr.deepgram_asr_factory`).
+:func:`~xlbridge.engines.deepgram.factory.deepgram_asr_factory`).
 
 Why Flux: it reports an *eager* end of turn (``EagerEndOfTurn``) about
 100 ms before it commits to the end (``EndOfTurn``), and guarantees that
