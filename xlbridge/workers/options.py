@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 import attrs
 
 from xlbridge.config import BridgeConfig
+from xlbridge.config_values import parse_bool
 from xlbridge.errors import ConfigError
 from xlbridge.workers.plan import (
     check_node, cores_for, default_node, parse_worker, parse_workers, usable_cpus, worker_config,
@@ -62,15 +63,6 @@ class ProcessPlan:
         return self.supervised and self.worker is None
 
 
-def _yes_no(option: str, value: Any) -> bool:
-    text = str(value).strip().lower()
-    if text in ("yes", "true", "on", "1"):
-        return True
-    if text in ("no", "false", "off", "0"):
-        return False
-    raise ConfigError(option, f"{value!r} is not yes or no")
-
-
 def process_plan(options: Mapping[str, Any], config: BridgeConfig) -> ProcessPlan:
     """
     Read the process options (``None`` when not given) against the
@@ -81,7 +73,7 @@ def process_plan(options: Mapping[str, Any], config: BridgeConfig) -> ProcessPla
     if options.get("ari-dispatch") is not None:
         if config.ari is None:
             raise ConfigError("ari-dispatch", "needs --ari")
-        dispatch = _yes_no("ari-dispatch", options["ari-dispatch"])
+        dispatch = parse_bool("ari-dispatch", options["ari-dispatch"])
     if options.get("worker"):
         k, n = parse_worker(options["worker"])
         return ProcessPlan(n, node, dispatch, (k, n), worker_config(config, k, n, node))
