@@ -129,11 +129,17 @@ class CloudDirectionsTests(Installed):
         settings = self.settings(deepgram={"model": "custom-model"}, elevenlabs={"model_id": "eleven_v3"})
         self.assertEqual(check_directions(CLOUD, settings, [("en", "xh")]), [])
 
-    def test_identifying_the_language_needs_whisper(self) -> None:
+    def test_identifying_the_language_needs_whisper_or_flux_multi(self) -> None:
         e = self.assertRaises(ConfigError, check_directions, CLOUD, self.settings(), [("auto", "es")])
-        self.assertIn("deepgram cannot recognise 'auto': identifying the caller's language is done by the local "
-                      "Whisper recogniser", str(e))
+        self.assertIn("deepgram cannot recognise 'auto' with nova-3: identifying the caller's language takes "
+                      'api = "flux" with flux_model = "flux-general-multi"', str(e))
+        self.assertIn("the local Whisper recogniser", str(e))
         self.assertEqual(check_directions(dict(CLOUD, asr="local"), self.settings(), [("auto", "es")]), [])
+        english_flux = self.settings(deepgram={"api": "flux"})
+        e = self.assertRaises(ConfigError, check_directions, CLOUD, english_flux, [("auto", "es")])
+        self.assertIn("cannot recognise 'auto' with flux-general-en", str(e))
+        multi = self.settings(deepgram={"api": "flux", "flux_model": "flux-general-multi"})
+        self.assertEqual(check_directions(CLOUD, multi, [("auto", "es")]), [])
 
 
 class LocalDirectionsTests(Installed):
@@ -204,6 +210,14 @@ class TableTests(Installed):
         self.assertIn("elevenlabs (eleven_flash_v2_5)", flat)
         self.assertIn("voices: en=en-us es=es; other languages with the default voice en-us", flat)
         self.assertIn("espeak-ng has voices for: ca en es fr", flat)
+
+    def test_table_flux_multi_identifies(self) -> None:
+        multi = self.settings(deepgram={"api": "flux", "flux_model": "flux-general-multi"})
+        flat = " ".join(language_table(multi, None, "no Whisper model").split())
+        self.assertIn("deepgram (flux-general-multi) de en es fr hi it ja nl pt ru, and auto (identify the language)",
+                      flat)
+        flat = " ".join(language_table(self.settings(deepgram={"api": "flux"}), None, "no Whisper model").split())
+        self.assertIn("deepgram (flux-general-en) en whisper (local)", flat)
 
     def test_table_without_whisper(self) -> None:
         table = " ".join(language_table(self.settings(), None, "no Whisper model: install it").split())

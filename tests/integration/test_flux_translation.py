@@ -51,12 +51,12 @@ class FluxTranslationTests(TestCase):
         }
         self.events: list[Event] = []
 
-    def start_bridge(self, deepgram: dict[str, Any], settings: TranslateSettings) -> BridgeService:
+    def start_bridge(self, deepgram: dict[str, Any], settings: TranslateSettings, langs: str = "en,es") -> BridgeService:
         # Spanish legs need the multilingual model: both legs use it here.
         options = {"deepgram": {**deepgram, "flux_model": "flux-general-multi"}}
         choice = choose_engines("cloud", reactor, self.environ, options)
         assert choice.engines is not None
-        config = load_config({"ports": "7777=0,8888=0", "reply-codec": "slin16", "langs": "en,es"})
+        config = load_config({"ports": "7777=0,8888=0", "reply-codec": "slin16", "langs": langs})
         bridge = BridgeService(
             config, reactor, pipeline_factory=translate_factory(choice.engines, settings),
             observers=[self.events.append], services=choice.services,
@@ -78,8 +78,8 @@ class FluxTranslationTests(TestCase):
         return [e for e in self.events if isinstance(e, kind)]
 
     @defer.inlineCallbacks
-    def talk(self, speech: np.ndarray, deepgram: dict[str, Any] = FLUX) -> Any:
-        bridge = self.start_bridge(deepgram, TranslateSettings(comfort_noise_dbfs=None))
+    def talk(self, speech: np.ndarray, deepgram: dict[str, Any] = FLUX, langs: str = "en,es") -> Any:
+        bridge = self.start_bridge(deepgram, TranslateSettings(comfort_noise_dbfs=None), langs)
         a = self.phone(bridge, "7777", speech)
         b = self.phone(bridge, "8888", silence(len(speech) / 16000))
         reports: list[PhoneReport] = yield defer.gatherResults([a.play(), b.play()])
@@ -95,6 +95,21 @@ class FluxTranslationTests(TestCase):
         self.assertEqual(started.text, "hola mundo")
         self.assertEqual(len(self.deepl.requests), 1)  # translated once, at the eager end
         self.assertEqual(self.of(UtteranceDropped), [])
+
+    @defer.inlineCallbacks
+    def test_auto_leg_translates_from_the_language_flux_heard(self) -> Any:
+        """--langs auto,es: no hint is sent; the eager speculation already translates from English."""
+        heard = yield self.talk(np.concatenate([silence(0.3), encode_words("hello world"), silence(1.5)]),
+                                langs="auto,es")
+        self.assertEqual(decode_words(heard), ["hola", "mundo"])
+        self.assertEqual([(e.outcome, e.text) for e in self.of(SpeculationEvent)],
+                         [("started", "hello world"), ("used", "hello world")])
+        [request] = self.deepl.requests
+        self.assertEqual((request.status, request.body["source_lang"], request.body["target_lang"]),
+                         (200, "EN", "ES"))
+        final = [e for e in self.of(TranscriptEvent) if e.is_final]
+        self.assertEqual([(e.language, e.text) for e in final], [("en", "hello world")])
+        self.assertNotIn("language_hint", self.flux.connections[0].params)
 
     @defer.inlineCallbacks
     def test_eager_resumed_then_end_only_the_final_is_heard(self) -> Any:

@@ -163,9 +163,11 @@ def _words(codes: Iterable[str]) -> str:
 
 def _asr_problem(settings: EngineSettings, source: str) -> Optional[str]:
     """Why Deepgram cannot recognise ``source``, or ``None``."""
-    if source.strip().lower() == AUTO:
-        return (f"deepgram cannot recognise {AUTO!r}: identifying the caller's language is done by the local "
-                "Whisper recogniser (--engines local, or auto without DEEPGRAM_API_KEY)")
+    dg = settings.deepgram
+    if source.strip().lower() == AUTO and not (dg.api == "flux" and dg.asr_model == "flux-general-multi"):
+        return (f"deepgram cannot recognise {AUTO!r} with {dg.asr_model}: identifying the caller's language takes "
+                'api = "flux" with flux_model = "flux-general-multi" in [deepgram], or the local Whisper '
+                "recogniser (--engines local, or auto without DEEPGRAM_API_KEY)")
     return deepgram_language_problem(settings.deepgram, source)
 
 
@@ -255,6 +257,15 @@ def _local_asr_languages(settings: LocalASRSettings, whisper: bool) -> dict[str,
     return out
 
 
+def _deepgram_words(settings: DeepgramSettings, langs: Optional[frozenset[str]]) -> str:
+    """The table's words for the Deepgram model in use."""
+    if langs is None:
+        return "model not known to this version: not checked"
+    if deepgram_language_problem(settings, AUTO) is None:
+        return f"{_words(langs)}, and auto (identify the language)"
+    return _words(langs)
+
+
 def language_table(settings: EngineSettings, whisper_model: Optional[str],
                    whisper_problem: Optional[str] = None) -> str:
     """
@@ -290,7 +301,7 @@ def language_table(settings: EngineSettings, whisper_model: Optional[str],
         _row("local (--engines local)", " ".join(local_pairs) or "none (see below)"),
         "",
         "Recognition (ASR):",
-        _row(f"deepgram ({dg_model})", _words(dg) if dg is not None else "model not known to this version: not checked"),
+        _row(f"deepgram ({dg_model})", _deepgram_words(settings.deepgram, dg)),
     ]
     if whisper_model is not None and settings.local_asr.engine != "pocketsphinx":
         lines.append(_row("whisper (local)", f"{len(WHISPER_LANGUAGES)} languages: {_words(WHISPER_LANGUAGES)}, "

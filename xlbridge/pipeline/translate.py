@@ -275,6 +275,8 @@ class TranslatePipeline:
 
     def _eager(self, event: EagerEnd) -> None:
         t = event.transcript
+        if t.language and self.source.language == AUTO:
+            self.source.spoken_language = t.language  # the speculation translates from it
         speech_end = self.timeline.time_at(t.speech_end if t.speech_end is not None else t.end)
         asr_ms = (t.received_at - speech_end) * 1000 if speech_end is not None else None
         self.speculator.eager(event, speech_end, asr_ms)

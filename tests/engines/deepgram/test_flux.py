@@ -117,6 +117,20 @@ class FluxStateTests(SynchronousTestCase):
         self.assertEqual((self.asr.speculations_used, self.asr.speculations_wasted), (0, 2))
         self.assertEqual(self.asr.session.tracker.violations, {"end_differs_from_eager": 1})
 
+    def test_languages_heard_label_the_transcripts(self) -> None:
+        """flux-general-multi: the first of ``languages`` (most heard) is each transcript's language."""
+        self.asr.start()
+        self.open()
+        self.say(turn("StartOfTurn", "hola", 0, 0.2, 0, languages=["es"]),
+                 turn("EagerEndOfTurn", "hola mundo ok", 0, 0.5, 1, languages=["es", "en"]),
+                 turn("EndOfTurn", "hola mundo ok", 0, 0.7, 2, languages=["es-MX", "en"]),
+                 turn("StartOfTurn", "yes", 1, 1.2, 3, turn_index=1),
+                 turn("EndOfTurn", "yes", 1, 1.5, 4, turn_index=1))
+        eager = next(e for e in self.events if isinstance(e, EagerEnd))
+        finals = [e for e in self.events if isinstance(e, Transcript) and e.is_final]
+        self.assertEqual(eager.transcript.language, "es")
+        self.assertEqual([f.language for f in finals], ["es", None])  # flux-general-en sends no languages
+
     def test_no_keepalive_ever_and_pings_stay(self) -> None:
         self.asr.start()
         p = self.open()
@@ -244,6 +258,27 @@ class FluxLoopbackTests(TestCase):
                                               ("eager", "hello world how are you"),
                                               ("final", "hello world how are you")])
         self.assertEqual((asr.speculations_used, asr.speculations_wasted), (1, 1))
+
+    @inlineCallbacks
+    def test_auto_leg_on_multi_sends_no_hint_and_reports_the_language(self) -> Any:
+        fake = self.fake()
+        settings = DeepgramSettings(api_key=KEY, base_url=fake.url, api="flux", flux_model="flux-general-multi",
+                                    eager_eot_threshold=0.5, finish_timeout_s=2.0)
+        events: list[Any] = []
+        asr = FluxASR(reactor, settings, "auto", events.append, call_id="call-1", extension="8888")
+        self.addCleanup(asr.finish)
+        asr.start()
+        asr.feed(self.audio("hola mundo como estas", 500))
+        yield eventually(lambda: any(k == "final" for k, _ in self.turns(events)))
+        final = next(e for e in events if isinstance(e, Transcript) and e.is_final)
+        eager = next(e for e in events if isinstance(e, EagerEnd))
+        self.assertEqual((final.text, final.language, eager.transcript.language),
+                         ("hola mundo como estas", "es", "es"))
+        yield asr.finish()
+        [rec] = fake.connections
+        self.assertEqual(rec.params["model"], "flux-general-multi")
+        self.assertNotIn("language_hint", rec.params)
+        self.assertEqual(rec.violations, [])
 
     @inlineCallbacks
     def test_no_eager_events_without_eager_threshold(self) -> Any:

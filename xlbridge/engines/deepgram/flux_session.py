@@ -34,6 +34,11 @@ connection's first sample) is added to every one, as Nova's session does.
 message's ``audio_window_end``.  ``final_end``, from which audio is
 replayed after a reconnect, is the ``audio_window_end`` of the last
 ``EndOfTurn``: the next turn's window starts there.
+
+Language: on ``flux-general-multi`` every ``TurnInfo`` lists the languages
+heard, most frequent first; the first becomes the transcript's
+``language``.  The pipeline translates from it on an ``auto`` leg (no
+``language_hint`` is sent then) and labels captions with it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Optional, Union
 from twisted.logger import Logger
 
 from xlbridge.engines.base import ASREvent, EagerEnd, SpeechStarted, Transcript, TurnResumed
+from xlbridge.engines.languages import primary
 from xlbridge.engines.deepgram.flux_wire import (
     Cancel,
     Commit,
@@ -154,7 +160,7 @@ class FluxSession:
         confidence = sum(w.confidence for w in info.words) / len(info.words) if info.words else 0.0
         return Transcript(text=text.strip(), is_final=final, speech_final=final, start=self.offset + info.start,
                           end=self.offset + info.end, received_at=now, confidence=confidence,
-                          speech_end=speech_end)
+                          speech_end=speech_end, language=primary(info.languages[0]) if info.languages else None)
 
     def _turn(self, info: TurnInfo, now: float) -> list[ASREvent]:
         # The tracker first: a StartOfTurn with a speculation still open

@@ -310,11 +310,14 @@ def language_problem(settings: DeepgramSettings, language: str) -> Optional[str]
     Why the configured model cannot recognise ``language`` (a caller's
     code, regional variants allowed), in words, or ``None`` (also for a
     model this version does not know).  A non-English leg on
-    ``flux-general-en`` is told to use ``flux-general-multi``.
+    ``flux-general-en`` is told to use ``flux-general-multi``, which also
+    takes ``auto`` (it reports the language it hears).
     """
     model = settings.asr_model
     langs = model_languages(model)
     lang = primary(language)
+    if lang == "auto" and settings.api == "flux" and model == "flux-general-multi":
+        return None  # Flux identifies it (TurnInfo ``languages``)
     if langs is None or lang in langs:
         return None
     known = " ".join(sorted(langs))
