@@ -773,6 +773,13 @@ def run_point(kind: str, cfg_name: str, n: int, ns: argparse.Namespace, tmp: str
     for e in events:
         res["event_counts"][e["event"]] = res["event_counts"].get(e["event"], 0) + 1
     res["dropped"] = [e for e in events if e["event"] == "UtteranceDropped"]
+    # Speculative translation (an early decode reported as an eager end):
+    # outcome (started/used/wasted) -> reason -> count, per listener.
+    res["speculations"] = {}
+    for e in events:
+        if e["event"] == "SpeculationEvent":
+            per = res["speculations"].setdefault(e["extension"], {}).setdefault(e["outcome"], {})
+            per[e["reason"] or "-"] = per.get(e["reason"] or "-", 0) + 1
     res["engine_status"] = [e for e in events if e["event"] == "EngineStatusEvent"][:20]
     res["decodes"] = probe_summary(probe)
     if kind == "concurrency":
