@@ -14,27 +14,23 @@ Design notes:
   ptime, and its own form (plain text or JSON) sets the form of every
   command we send.  The leg is :attr:`ready` from then on.  A format the
   bridge cannot carry hangs up, counted as ``websocket_format``.
-- Inbound BINARY audio is decoded (slin little-endian, G.711), resampled to
-  internal 16 kHz once, and handed to ``on_audio``, as an AudioSocket leg
-  does.  Audio before MEDIA_START or not whole samples is counted as
-  ``websocket_format``, unparsable TEXT as ``websocket_malformed``.
+- Inbound BINARY audio is decoded, resampled to internal 16 kHz once, and
+  handed to ``on_audio``, as an AudioSocket leg does; TEXT control events
+  are dispatched (:mod:`xlbridge.transports.websocket_inbound`).
 - Outbound, **Asterisk keeps time**: it queues what we send and plays one
   frame per ptime.  So this transport is not paced by the egress clock
   (:class:`~xlbridge.interfaces.IPeerPacedTransport`): the leg sends what
-  :meth:`frames_wanted` allows, and a
-  :class:`~xlbridge.transports.websocket_send.MediaSender` (one per
-  stream) encodes it, keeps the lookahead against its model of Asterisk's
-  queue, and owns FLUSH_MEDIA and the marks.  Nothing is sent while
-  Twisted's buffer is over its bound, and bytes still on our side of the
-  socket count as queued (see the protocol module), so the lookahead
-  bounds the whole path.
-- MEDIA_XOFF stops sending until MEDIA_XON (time counted in ``xoff_ms``);
-  at XON a GET_STATUS resyncs the model with Asterisk's real queue.
+  :meth:`frames_wanted` allows.  The
+  :class:`~xlbridge.transports.websocket_outbound.OutboundStreams` (gating,
+  writing, XOFF/XON, totals across streams) and its
+  :class:`~xlbridge.transports.websocket_send.MediaSender` (one per stream:
+  encoding, lookahead, FLUSH_MEDIA, marks) hold how.
   MEDIA_MARK_PROCESSED goes to the sender, then to ``on_mark``.
 - Hangup: Asterisk's CLOSE (or a dropped connection) calls ``on_hangup``;
   :meth:`hangup` sends HANGUP then CLOSE, and drops TCP if Asterisk has not
-  closed within :data:`CLOSE_TIMEOUT`.  :meth:`reset` hangs up, or for a
-  *persistent* endpoint only flushes and restarts the stream.
+  closed in time (:mod:`xlbridge.transports.websocket_close`).
+  :meth:`reset` hangs up, or for a *persistent* endpoint only flushes and
+  restarts the stream.
 - Nothing raises into the reactor: a failure is counted (``error``, or
   ``pipeline_error`` for ``on_audio``) and logged through a
   :class:`~xlbridge.logthrottle.LogThrottle`.
@@ -46,41 +42,25 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from xlbridge.audio.frame import SAMPLE_RATE, Samples
-from xlbridge.audio.resample import StreamResampler
+from xlbridge.audio.frame import Samples
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import IPeerPacedTransport
 from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports import websocket_protocol as wsp
 from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.backlog import peer_address
-from xlbridge.transports.websocket_codec import (
-    XOFF_LEVEL,
-    ControlFormat,
-    DtmfEnd,
-    Error,
-    Malformed,
-    MarkProcessed,
-    MediaFormat,
-    MediaStart,
-    Status,
-    XOff,
-    XOn,
-    command,
-    decode_audio,
-    media_format,
-    parse_event,
-)
+from xlbridge.transports.websocket_codec import ControlFormat, MediaFormat, MediaStart, media_format
+from xlbridge.transports.websocket_close import CloseHandshake
 from xlbridge.transports.websocket_flow import PeerQueue
-from xlbridge.transports.websocket_send import MediaSender, idle_queue
+from xlbridge.transports.websocket_inbound import InboundMedia
+from xlbridge.transports.websocket_outbound import OutboundStreams
+from xlbridge.transports.websocket_send import MediaSender
 
-#: Seconds Asterisk gets to answer our CLOSE before TCP is dropped.
-CLOSE_TIMEOUT = 2.0
 #: DTMF digits kept per connection (see :attr:`WebSocketEndpoint.dtmf`).
 DTMF_HISTORY = 32
 
@@ -145,24 +125,21 @@ class WebSocketEndpoint:
         self.start: Optional[MediaStart] = None
         self.format: Optional[MediaFormat] = None
         self.control = ControlFormat.PLAIN
-        #: what goes out, for the live stream (from its MEDIA_START)
-        self.sender: Optional[MediaSender] = None
-        self._idle = idle_queue(lookahead_ms, filler_lookahead_ms)
-        self._xoff_counted = 0  # ms of self.queue's XOFF time already counted
-        self._messages_before = 0  # messages sent by earlier streams
         self.dtmf: deque[str] = deque(maxlen=DTMF_HISTORY)
         #: ``host:port`` we listen on (set by the listener), for status pages
         self.local: Optional[str] = None
         #: how to read bytes still waiting in the kernel (tests replace it)
         self.unsent_bytes: Callable[[Any], int] = wsp.unsent_bytes
-        self._in: Optional[StreamResampler] = None
-        self._close_timer: Optional[IDelayedCall] = None
-        self._closing: Optional[Any] = None  # the connection we hung up, until it closes
         self._error_log = LogThrottle(self.log, clock)
         self._pipeline_log = LogThrottle(self.log, clock)
         self._send_log = LogThrottle(self.log, clock)
         self._control_log = LogThrottle(self.log, clock)
         self._busy_log = LogThrottle(self.log, clock)
+        #: what goes out, stream after stream
+        self.outbound = OutboundStreams(self, self._send_log)
+        #: what comes in (audio, control events)
+        self.inbound = InboundMedia(self, self._media_start, self._error_log, self._pipeline_log, self._control_log)
+        self._close = CloseHandshake(name, clock, self.log)
 
     # -- connecting ----------------------------------------------------------
 
@@ -224,61 +201,8 @@ class WebSocketEndpoint:
     # -- inbound ---------------------------------------------------------------
 
     def ws_message(self, proto: Any, payload: bytes, is_binary: bool) -> None:
-        if proto is not self.connection:
-            return
-        try:
-            if is_binary:
-                self._audio(payload)
-            else:
-                self._control(proto, payload)
-        except Exception:
-            self.counters.drop(DropReason.ERROR)
-            self._error_log.failure("{ext}: error handling WebSocket data", ext=self.extension)
-
-    def _audio(self, payload: bytes) -> None:
-        counters = self.counters
-        fmt = self.format
-        if fmt is None or self._in is None:
-            counters.drop(DropReason.WEBSOCKET_FORMAT)
-            return
-        pcm = decode_audio(fmt, payload)
-        if pcm is None:
-            counters.drop(DropReason.WEBSOCKET_FORMAT)
-            return
-        counters.packets_in += 1
-        counters.bytes_in += len(payload)
-        samples = self._in.process(pcm)
-        if len(samples):
-            try:
-                self.on_audio(self, samples)
-            except Exception:
-                counters.drop(DropReason.PIPELINE_ERROR)
-                self._pipeline_log.failure("{ext}: pipeline error on WebSocket audio", ext=self.extension)
-
-    def _control(self, proto: Any, payload: bytes) -> None:
-        event = parse_event(payload)
-        now = self.clock.seconds()
-        if isinstance(event, Malformed):
-            self.counters.drop(event.reason)
-            self._control_log.warn("{ext}: bad control message: {detail}", ext=self.extension,
-                                   detail=event.detail)
-        elif isinstance(event, MediaStart):
-            self._media_start(event)
-        elif isinstance(event, MarkProcessed):
-            sender = self.sender
-            if sender is not None and sender.mark_processed(event.correlation_id, now):
-                self.on_mark(self, event.correlation_id, now)
-        elif isinstance(event, XOff):
-            self.queue.set_xoff(now, XOFF_LEVEL)
-            self.log.warn("{ext}: Asterisk's queue is full (MEDIA_XOFF)", ext=self.extension)
-        elif isinstance(event, XOn):
-            self._xon(now)
-        elif isinstance(event, Status):
-            self.queue.resync(now, event.queue_length)
-        elif isinstance(event, DtmfEnd):
-            self.dtmf.append(event.digit)  # never logged: digits may be PINs
-        elif isinstance(event, Error):
-            self._control_log.warn("{ext}: Asterisk error: {text}", ext=self.extension, text=event.error_text)
+        if proto is self.connection:
+            self.inbound.message(payload, is_binary)
 
     def _media_start(self, start: MediaStart) -> None:
         if self.start is not None:
@@ -305,24 +229,18 @@ class WebSocketEndpoint:
         self.on_start(self)
 
     def _stream_state(self) -> None:
-        # A new stream: fresh resamplers, a fresh queue model (what was
-        # queued went with the old stream: reset flushes it), no marks.
+        # A new stream: fresh resamplers, a fresh sender (queue model, no marks).
         fmt, start = self.format, self.start
         assert fmt is not None and start is not None
-        self._in = StreamResampler(fmt.rate, SAMPLE_RATE)
-        self._retire_sender()
-        self.sender = MediaSender(
-            self.extension, fmt, start.optimal_frame_size, start.ptime, self.counters, self.clock.seconds,
-            self._send_binary, self._send_command, self._send_log, self.lookahead_ms, self.filler_lookahead_ms,
-        )
+        self.inbound.begin(fmt)
+        self.outbound.begin(fmt, start)
 
-    def _retire_sender(self) -> None:
-        sender = self.sender
-        if sender is not None:
-            self._sync_xoff(self.clock.seconds())
-            self._messages_before += sender.messages_out
-            self.sender = None
-        self._xoff_counted = 0
+    @property
+    def sender(self) -> Optional[MediaSender]:
+        """
+        What goes out, for the live stream (from its MEDIA_START).
+        """
+        return self.outbound.sender
 
     @property
     def queue(self) -> PeerQueue:
@@ -330,39 +248,18 @@ class WebSocketEndpoint:
         The model of Asterisk's queue for the live stream (an empty one
         before MEDIA_START).
         """
-        sender = self.sender
-        return sender.queue if sender is not None else self._idle
+        return self.outbound.queue
 
     @property
     def messages_out(self) -> int:
         """
         BINARY messages sent, over every stream of this endpoint.
         """
-        sender = self.sender
-        return self._messages_before + (sender.messages_out if sender is not None else 0)
-
-    def _xon(self, now: float) -> None:
-        was = self.queue.xoff
-        self.queue.set_xon(now)
-        self._sync_xoff(now)
-        if was:
-            self._send_command("GET_STATUS")  # learn the real queue
-
-    def _sync_xoff(self, now: float) -> None:
-        # counters.xoff_ms grows by what this queue's XOFF time grew since
-        # the last sync (the queue is replaced per connection and stream).
-        total = int(self.queue.xoff_total(now) * 1000)
-        self.counters.xoff_ms += total - self._xoff_counted
-        self._xoff_counted = total
+        return self.outbound.messages_out
 
     def ws_close(self, proto: Any, was_clean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        if proto is self._closing:
-            # The end of our own hangup: no drop needed any more.
-            self._closing = None
-            if self._close_timer is not None and self._close_timer.active():
-                self._close_timer.cancel()
-            self._close_timer = None
-            return
+        if self._close.closed(proto):
+            return  # the end of our own hangup: no drop needed any more
         if proto is not self.connection:
             return
         try:
@@ -376,15 +273,13 @@ class WebSocketEndpoint:
             self.log.failure("{ext}: error handling the end of a WebSocket connection", ext=self.extension)
 
     def _forget(self) -> None:
-        self._retire_sender()
+        self.outbound.retire()
         self.connection = None
         self.start = self.format = None
         self.control = ControlFormat.PLAIN
-        self._in = None
+        self.inbound.end()
         self.dtmf.clear()
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
-        self._close_timer = None
+        self._close.cancel_timer()
         for throttle in (self._error_log, self._pipeline_log, self._send_log, self._control_log):
             throttle.flush()
 
@@ -413,20 +308,10 @@ class WebSocketEndpoint:
         return start.channel_id or start.channel
 
     def frames_wanted(self, ahead: bool = True) -> int:
-        conn, sender = self.connection, self.sender
-        if conn is None or sender is None:
-            return 0
-        if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
-            return 0
-        return sender.frames_wanted(ahead, lambda: self.unsent_bytes(conn.transport))
+        return self.outbound.frames_wanted(ahead)
 
     def filler_wanted(self) -> int:
-        conn, sender = self.connection, self.sender
-        if conn is None or sender is None:
-            return 0
-        if getattr(conn, "backpressure", None) is not None and conn.backpressure.paused:
-            return 0
-        return sender.filler_wanted()
+        return self.outbound.filler_wanted()
 
     def send_frame(self, samples: Optional[Samples], speech: Optional[bool] = None) -> None:
         if speech is None:
@@ -438,12 +323,6 @@ class WebSocketEndpoint:
         if sender is None or self.connection is None or not frames:
             return
         sender.send_frames(frames, speech, self.frames_wanted(speech if ahead is None else ahead))
-
-    def _send_binary(self, data: bytes) -> None:
-        conn = self.connection
-        if conn is None:
-            raise ConnectionError("not connected")
-        conn.sendMessage(data, isBinary=True)
 
     def skip(self, ticks: int) -> None:
         # Asterisk keeps time: a missed tick is only a shorter queue, which
@@ -472,19 +351,6 @@ class WebSocketEndpoint:
             return None
         return self.sender.mark(correlation_id, then)
 
-    def _send_command(self, name: str, correlation_id: Optional[str] = None) -> bool:
-        conn = self.connection
-        if conn is None:
-            return False
-        try:
-            conn.sendMessage(command(name, correlation_id, self.control).encode("utf-8"), isBinary=False)
-        except Exception as e:
-            self.counters.drop(DropReason.ERROR)
-            self._send_log.warn("{ext}: WebSocket command {name} failed: {err}", ext=self.extension,
-                                name=name, err=e)
-            return False
-        return True
-
     def reset(self) -> None:
         """
         The call ended: hang up.  A persistent endpoint keeps the
@@ -500,28 +366,16 @@ class WebSocketEndpoint:
     def hangup(self) -> None:
         """
         Send HANGUP and close (1000); TCP is dropped if Asterisk has not
-        closed within :data:`CLOSE_TIMEOUT`.  The stream is forgotten; the
-        close that follows does not call ``on_hangup``.
+        closed within :data:`~xlbridge.transports.websocket_close.CLOSE_TIMEOUT`.
+        The stream is forgotten; the close that follows does not call
+        ``on_hangup``.
         """
         conn = self.connection
         if conn is None:
             return
-        self._send_command("HANGUP")
+        self.outbound.send_command("HANGUP")
         self._forget()
-        try:
-            self._closing = conn
-            self._close_timer = self.clock.callLater(CLOSE_TIMEOUT, self._drop, conn)
-            conn.sendClose(1000)
-        except Exception:
-            self.log.failure("{ext}: WebSocket hangup failed", ext=self.extension)
-
-    def _drop(self, conn: Any) -> None:
-        self._close_timer = None
-        self._closing = None
-        try:
-            conn.dropConnection(abort=True)
-        except Exception:
-            self.log.failure("{ext}: dropping the WebSocket connection failed", ext=self.extension)
+        self._close.close(conn)
 
     def describe(self) -> dict[str, Any]:
         peer = peer_address(self.connection)
