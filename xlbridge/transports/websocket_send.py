@@ -2,8 +2,9 @@
 The outbound half of a WebSocket media leg: what goes to Asterisk, how
 far ahead, and the marks that say when it was played.
 
-Kept apart from :mod:`xlbridge.transports.websocket` (the connection, the
-inbound audio and the control events) because it is the part that decides
+Kept apart from :mod:`xlbridge.transports.websocket` (the connection) and
+:mod:`xlbridge.transports.websocket_inbound` (the inbound audio and the
+control events) because it is the part that decides
 delay: a :class:`MediaSender` owns the model of Asterisk's queue
 (:class:`~xlbridge.transports.websocket_flow.PeerQueue`), the output
 resampler, the bytes short of a whole frame, and the pending marks.  It
