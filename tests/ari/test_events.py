@@ -24,7 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.ari.harness import PASSWORD, ARIHarness, wait_until
 from xlbridge.ari.client import ARIAuthError, ARIError
-from xlbridge.ari.events import ARIEvents, State
+from xlbridge.ari.events import ARIEvents
+from xlbridge.ari.events_lifecycle import State
 from xlbridge.ari.retry import retry_delay
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.ari.test_events import EventsOnClock, _Transport
 from xlbridge.ari.client import ARIAuthError
-from xlbridge.ari.events import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, State
+from xlbridge.ari.events import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+from xlbridge.ari.events_lifecycle import State
 from xlbridge.liveness import Liveness
 
 EVENT = b'{"type": "StasisEnd", "channel": {"id": "1.2"}}'

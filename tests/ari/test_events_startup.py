@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.ari.test_events import EventsOnClock
 from xlbridge.ari.client import ARIAuthError, ARIError
-from xlbridge.ari.events import State
+from xlbridge.ari.events_lifecycle import State
 from xlbridge.ari.events_startup import StartupRequests
 
 

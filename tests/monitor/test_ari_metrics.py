@@ -20,7 +20,8 @@ from tests.ari.test_events import _answer, _Endpoint
 from tests.ari.test_events_liveness import TEXT, server_frame
 from tests.monitor.harness import MonitoredBridge, Samples, bearer, parse_metrics
 from xlbridge.ari.event_checks import ACTED_ON, OTHER, REASONS
-from xlbridge.ari.events import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, ARIEvents, State
+from xlbridge.ari.events import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, ARIEvents
+from xlbridge.ari.events_lifecycle import State
 
 BINARY = 0x2
 

@@ -7,23 +7,15 @@ backs off and reconnects, runs the owner's start-up requests after each
 connection, and when Asterisk refuses our user (401/403) closes and tries
 again slowly.  An Asterisk restart only costs the calls it dropped.
 The socket itself (URL, credentials, Autobahn's factory and protocol) is in
-:mod:`xlbridge.ari.events_socket`, the start-up requests in
-:mod:`xlbridge.ari.events_startup`.
+:mod:`xlbridge.ari.events_socket`; one attempt to open it in
+:mod:`~xlbridge.ari.events_attempts`, each message received in
+:mod:`~xlbridge.ari.events_intake`, the start-up requests in
+:mod:`~xlbridge.ari.events_startup`, what a refusal logs in
+:mod:`~xlbridge.ari.events_refusals`, the states and their diagram in
+:mod:`~xlbridge.ari.events_lifecycle`.
 
 Design notes
 ------------
-
-Lifecycle (``state``)::
-
-    stopped --start--> connecting --upgrade 101--> preparing --on_connect done--> up
-                          ^   |                      |  ^   |                      |
-                          |   | refused, DNS,        |  |   | REST 5xx, timeout:   |
-                          |   | timeout, HTTP 5xx    |  +---+ retried, socket open |
-                          |   v                      v                             v
-                          +-- backoff <-------- closed ------------------------- closed
-    connecting, preparing, up --HTTP 401/403 (upgrade or any REST request)--> refused
-    refused --refused_delay--> connecting
-    any --stopService--> stopped
 
 * **Why not ClientService?**  It counts a connection as made once TCP
   connects and resets its retry count, but Asterisk refuses a wrong
@@ -44,11 +36,10 @@ Lifecycle (``state``)::
   (:class:`~xlbridge.ari.events_startup.StartupRequests`).
 * **Refused (401/403).**  On the upgrade, in the start-up requests, or in
   any later REST request (:meth:`refused`, which
-  :attr:`~xlbridge.ari.client.ARIClient.on_refused` calls): one error
-  naming ``--ari-user``/``--ari-password-file`` and what Asterisk said, the
-  socket closed (so ``Stasis()`` fails at once in the dialplan instead of
-  parking callers in a silent app), and a new attempt every
-  ``refused_delay`` (60 s), each refused again logged as one warning.  A
+  :attr:`~xlbridge.ari.client.ARIClient.on_refused` calls): the socket
+  closed (so ``Stasis()`` fails at once in the dialplan instead of parking
+  callers in a silent app) and a new attempt every ``refused_delay``
+  (60 s), logged by :class:`~xlbridge.ari.events_refusals.RefusalLog`.  A
   user or password fixed in ``ari.conf`` (``module reload res_ari.so``) is
   picked up without restarting xlbridge; calls on the fixed ports never
   depend on ARI.
@@ -61,16 +52,15 @@ Lifecycle (``state``)::
   (:data:`UNANSWERED`) says so, and it is handled as any drop: backoff,
   reconnect, start-up requests.
 * **Malformed events.**  Checked by :mod:`xlbridge.ari.event_checks`
-  (re-exported here: :func:`check_event`, :func:`decode_event`): a
-  malformed message is one counted drop and a throttled warning, never an
-  exception.  Counters for an exporter: :attr:`ARIEvents.counts`.
+  (re-exported here: :func:`check_event`, :func:`decode_event`), counted
+  and logged by :class:`~xlbridge.ari.events_intake.EventIntake`.
+  Counters for an exporter: :attr:`ARIEvents.counts`.
 * **Clock.**  Every timer is on the injected clock; Autobahn's own are
   off (:mod:`xlbridge.ari.events_socket`).
 """
 
 from __future__ import annotations
 
-import enum
 import random as _random
 from typing import Any, Callable, Optional, Union
 
@@ -80,37 +70,27 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClien
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.ari.client import ARIAuthError, refusal_advice
-from xlbridge.ari.event_checks import EventCounts, Rejected, check_event, decode_event
+from xlbridge.ari.client import ARIAuthError
+from xlbridge.ari.event_checks import Rejected, check_event, decode_event
+from xlbridge.ari.events_attempts import ConnectAttempts, cancel_call
+from xlbridge.ari.events_intake import EventHandler, EventIntake
+from xlbridge.ari.events_lifecycle import State
+from xlbridge.ari.events_refusals import RefusalLog
 from xlbridge.ari.events_socket import EventsProtocol, close_socket, events_endpoint, events_factory, events_url
 from xlbridge.ari.events_startup import StartupRequests
 from xlbridge.liveness import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S, Liveness
 from xlbridge.ari.reactor import IHTTPReactor
-from xlbridge.ari.retry import (
-    CLOSED,
-    REFUSED,
-    RETRYING,
-    STILL_REFUSED,
-    connect_failure,
-    restart_hint,
-    retry_delay,
-    upgrade_failure,
-    upgrade_refusal,
-)
-from xlbridge.logthrottle import LogThrottle
+from xlbridge.ari.retry import CLOSED, RETRYING, retry_delay, upgrade_failure, upgrade_refusal
 
 __all__ = [
     "LIVENESS_IDLE_S",
     "LIVENESS_TIMEOUT_S",
     "UNANSWERED",
     "ARIEvents",
-    "State",
     "check_event",
     "decode_event",
     "events_url",
 ]
-
-EventHandler = Callable[[dict[str, Any]], None]
 
 #: The socket was dropped because a ping went unanswered (fields
 #: ``silent``: seconds with nothing received, ``timeout``, ``up``: seconds
@@ -119,24 +99,6 @@ UNANSWERED = (
     "ARI events: no answer from Asterisk to a ping within {timeout:g} s (nothing received for "
     "{silent:.1f} s): connection dropped after {up:.1f} s; next attempt in {delay:.1f} s"
 )
-
-
-class State(enum.StrEnum):
-    """
-    State of :class:`ARIEvents` (see the module's diagram).
-    """
-
-    STOPPED = "stopped"
-    CONNECTING = "connecting"
-    PREPARING = "preparing"
-    UP = "up"
-    BACKOFF = "backoff"
-    REFUSED = "refused"
-
-
-def _cancel(call: Optional[IDelayedCall]) -> None:
-    if call is not None and call.active():
-        call.cancel()
 
 
 class ARIEvents(Service):
@@ -155,7 +117,7 @@ class ARIEvents(Service):
     :param liveness_timeout: seconds a ping may go unanswered before the
         socket is dropped (see the module's notes).
 
-    :ivar state: a :class:`State`.
+    :ivar state: a :class:`~xlbridge.ari.events_lifecycle.State`.
     :ivar connections: connections opened so far.
     :ivar failures: failed attempts in a row (the backoff exponent).
     :ivar last_error: why the last attempt failed, or ``None``.
@@ -210,33 +172,30 @@ class ARIEvents(Service):
 
         self.state = State.STOPPED
         self.connections = 0
-        self.attempts = 0
         self.failures = 0
         self.last_error: Optional[str] = None
         self.next_attempt: Optional[float] = None
         self.protocol: Optional[EventsProtocol] = None
         self._open = False
         self._opened_at = 0.0
-        self._timed_out = False
-        self._connecting: Optional[Deferred[Any]] = None
-        self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
         self.startup = StartupRequests(
             lambda: self.on_connect(), self.clock, self._delay, self._started, self._startup_failed,
             self.refused, self.log,
         )
-        #: (status, answer) of the refusal last logged in full
-        self._refusal: Optional[tuple[int, str]] = None
+        self._refusals = RefusalLog(self.log, user)
         self._stopping: list[Deferred[None]] = []
-        self.counts = EventCounts()
+        self._attempts = ConnectAttempts(
+            lambda: self.endpoint.connect(self._factory), self.clock, connect_timeout, self.address,
+            lambda: bool(self.running) and self.state is State.CONNECTING, self._upgrading, self._failed,
+            lambda: self.protocol,
+        )
+        self._intake = EventIntake(lambda event: self.on_event(event), self.log, self.clock)
+        self.counts = self._intake.counts
         self.malformed: dict[str, int] = self.counts.malformed
         self.liveness = Liveness(self.clock, self._ping, self._unanswered, liveness_idle, liveness_timeout)
         #: seconds of silence when the liveness check dropped the socket
         self._dead: Optional[float] = None
-        # A peer that sends one bad event usually sends many: one line per
-        # 10 s each for drops and for handler failures, the counts exact.
-        self._malformed_log = LogThrottle(self.log, self.clock)
-        self._handler_log = LogThrottle(self.log, self.clock)
 
     @property
     def connected(self) -> bool:
@@ -244,6 +203,11 @@ class ARIEvents(Service):
         The socket is open (events arrive), whatever the start-up requests.
         """
         return self._open
+
+    @property
+    def attempts(self) -> int:
+        """Connection attempts started so far."""
+        return self._attempts.count
 
     def status(self) -> dict[str, Any]:
         """
@@ -272,14 +236,11 @@ class ARIEvents(Service):
         super().stopService()
         self.state = State.STOPPED
         self.next_attempt = None
-        self._malformed_log.flush()
-        self._handler_log.flush()
+        self._intake.flush()
         self.liveness.stop()
         self.startup.cancel()
-        for call in (self._timeout_call, self._retry_call):
-            _cancel(call)
-        if self._connecting is not None:
-            self._connecting.cancel()
+        cancel_call(self._retry_call)
+        self._attempts.cancel()
         proto = self.protocol
         if proto is None:
             return succeed(None)
@@ -296,47 +257,17 @@ class ARIEvents(Service):
         if not self.running:
             return
         self.state = State.CONNECTING
-        self.attempts += 1
-        attempt = self.attempts
-        self._timed_out = False
-        self._timeout_call = self.clock.callLater(self.connect_timeout, self._attempt_timed_out, attempt)
-        d = self._connecting = self.endpoint.connect(self._factory)
-        d.addCallbacks(self._tcp_connected, self._tcp_failed, callbackArgs=(attempt,), errbackArgs=(attempt,))
+        self._attempts.start()
 
-    def _current(self, attempt: int) -> bool:
-        return bool(self.running) and attempt == self.attempts and self.state is State.CONNECTING
-
-    def _tcp_connected(self, proto: EventsProtocol, attempt: int) -> None:
-        if attempt == self.attempts:
-            self._connecting = None
-        if not self._current(attempt):
-            proto.dropConnection(abort=True)
-            return
-        self.protocol = proto  # the upgrade is under way
-
-    def _tcp_failed(self, failure: Failure, attempt: int) -> None:
-        if attempt == self.attempts:
-            self._connecting = None
-        if not self._current(attempt):
-            return
-        self._failed(connect_failure(self.address, self.connect_timeout, failure, self._timed_out))
-
-    def _attempt_timed_out(self, attempt: int) -> None:
-        self._timeout_call = None
-        if not self._current(attempt):
-            return
-        self._timed_out = True
-        if self._connecting is not None:
-            self._connecting.cancel()
-        elif self.protocol is not None:
-            self.protocol.dropConnection(abort=True)
+    def _upgrading(self, proto: EventsProtocol) -> None:
+        """TCP is connected for the current attempt: the upgrade is under way."""
+        self.protocol = proto
 
     def _opened(self, proto: EventsProtocol) -> None:
         if proto is not self.protocol or self.state is not State.CONNECTING:
             proto.dropConnection(abort=True)
             return
-        _cancel(self._timeout_call)
-        self._timeout_call = None
+        self._attempts.done()
         self._open = True
         self._opened_at = self.clock.seconds()
         self.connections += 1
@@ -347,16 +278,10 @@ class ARIEvents(Service):
         self.startup.start(proto)
 
     def _event(self, event: dict[str, Any]) -> None:
-        self.counts.accepted(event)
-        try:
-            self.on_event(event)
-        except Exception:
-            self._handler_log.failure("ARI event handler failed for {type}", type=event.get("type"))
+        self._intake.event(event)
 
     def _malformed(self, rejected: Rejected, payload: bytes) -> None:
-        """Count and (throttled) log a message :func:`parse_event` rejected."""
-        self.counts.rejected(rejected)
-        self._malformed_log.warn("ARI sent a malformed event ({why}): {p!r}", why=rejected.why, p=payload[:120])
+        self._intake.malformed(rejected, payload)
 
     # -- liveness ------------------------------------------------------------------
 
@@ -383,9 +308,7 @@ class ARIEvents(Service):
         if not ok:
             return
         self.last_error = None
-        if self._refusal is not None:
-            self.log.info("ARI accepts user {user!r} again", user=self.user)
-            self._refusal = None
+        self._refusals.accepted()
 
     def _startup_failed(self, why: str) -> None:
         self.last_error = why
@@ -400,8 +323,7 @@ class ARIEvents(Service):
         self._retry_call = self.clock.callLater(delay, self._connect)
 
     def _failed(self, why: str) -> None:
-        _cancel(self._timeout_call)
-        self._timeout_call = None
+        self._attempts.done()
         self.failures += 1
         delay = self._delay(self.failures)
         self.state = State.BACKOFF
@@ -418,8 +340,7 @@ class ARIEvents(Service):
         self._open = False
         self.liveness.stop()
         self.startup.stop()
-        _cancel(self._timeout_call)
-        self._timeout_call = None
+        self._attempts.done()
         if not self.running:
             self.log.info("ARI events closed")
             waiting, self._stopping = self._stopping, []
@@ -447,7 +368,7 @@ class ARIEvents(Service):
         if refusal is not None and refusal[0] in (401, 403):
             self._refuse(refusal[0], refusal[1], "the events WebSocket")
         else:
-            self._failed(upgrade_failure(self.address, self.connect_timeout, refusal, self._timed_out, reason))
+            self._failed(upgrade_failure(self.address, self.connect_timeout, refusal, self._attempts.timed_out, reason))
 
     def refused(self, error: Union[ARIAuthError, Failure]) -> None:
         """
@@ -463,26 +384,18 @@ class ARIEvents(Service):
 
     def _refuse(self, status: int, answer: str, where: str) -> None:
         self.startup.stop()
-        for call in (self._timeout_call, self._retry_call):
-            _cancel(call)
-        self._timeout_call = self._retry_call = None
+        self._attempts.done()
+        cancel_call(self._retry_call)
+        self._retry_call = None
         self.state = State.REFUSED
         self.failures = 0
-        if self._connecting is not None:
-            self._connecting.cancel()
+        self._attempts.cancel()
         if self.protocol is not None:
             self._close(self.protocol, "credentials refused")
         self.last_error = f"refused: {answer} on {where}"
         delay = self.refused_delay
         self._schedule(delay)
-        if self._refusal != (status, answer):
-            self._refusal = (status, answer)
-            self.log.error(
-                REFUSED, user=self.user, answer=answer, where=where, advice=refusal_advice(status, self.user),
-                every=delay, restart=restart_hint(status),
-            )
-        else:
-            self.log.warn(STILL_REFUSED, user=self.user, answer=answer, where=where, delay=delay)
+        self._refusals.refused(status, answer, where, delay)
 
     def _close(self, proto: EventsProtocol, why: str) -> None:
         self.liveness.stop()  # closing: no ping, and no judging the close handshake
