@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from xlbridge.monitor.service import IDLE_TIMEOUT, REQUEST_DEADLINE, QuietSite
+from xlbridge.monitor.quiet_site import IDLE_TIMEOUT, REQUEST_DEADLINE, QuietSite
 
 
 class SlowClientTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from xlbridge.monitor.service import STATIC_DIR, StaticResource, _read_static
+from xlbridge.monitor.static_files import STATIC_DIR, StaticResource, _read_static
 
 SHIPPED = {name: open(os.path.join(STATIC_DIR, name), "rb").read() for name in os.listdir(STATIC_DIR)
            if not name.startswith(".")}

@@ -48,10 +48,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 from xlbridge.monitor.api import to_json
 from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource
 from xlbridge.monitor.machine_metrics import (
-    FETCH_TIMEOUT,
-    MAX_BODY,
-    Fetched,
-    WorkerClient,
     WorkerScrape,
     WorkerView,
     gather,
@@ -59,7 +55,10 @@ from xlbridge.monitor.machine_metrics import (
 )
 from xlbridge.monitor.machine_page import ASSETS, PAGE
 from xlbridge.monitor.metrics import CONTENT_TYPE
-from xlbridge.monitor.service import SiteListener, Branch, QuietSite, secure_headers, base_url
+from xlbridge.monitor.quiet_site import QuietSite
+from xlbridge.monitor.service import SiteListener, Branch, base_url
+from xlbridge.monitor.static_files import secure_headers
+from xlbridge.monitor.worker_client import FETCH_TIMEOUT, MAX_BODY, Fetched, WorkerClient
 
 #: Answer of a deferred resource: status code, content type, body.
 Answer = tuple[int, bytes, bytes]

@@ -13,13 +13,15 @@ starts after the calls container and stops before it.  While running it
   and the health checks' egress watch.
 
 The site writes no access log: the token travels in query strings, and an
-access log would write it to disk with every page load.
+access log would write it to disk with every page load
+(:class:`~xlbridge.monitor.quiet_site.QuietSite`, its own module with the
+site's other defences).  The page and its files are served by
+:mod:`.static_files`.
 """
 
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.application.service import MultiService, Service
@@ -34,11 +36,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import Request
-from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Request as ServerRequest
-from twisted.web.server import Site
 
 from xlbridge.bridge_view import MonitorView
 from xlbridge.monitor.api import CallRecorder, CallsResource
@@ -46,7 +44,10 @@ from xlbridge.monitor.auth import GuardedResource, TokenGuard, TokenSource, reso
 from xlbridge.monitor.health import EgressWatch, HealthCheck, HealthResource
 from xlbridge.monitor.live import LiveHub
 from xlbridge.monitor.metrics import BridgeMetrics, MetricsResource
+from xlbridge.monitor.quiet_site import QuietSite
+from xlbridge.monitor.static_files import IndexResource, StaticResource
 from xlbridge.monitor.usage import UsageMeter
+
 
 class IMonitorReactor(IReactorTCP, IReactorTime):
     """
@@ -61,126 +62,6 @@ DISABLED = "none"
 #: The ``--monitor`` default: loopback only.
 DEFAULT_ENDPOINT = "tcp:3001:interface=127.0.0.1"
 
-#: The page and its assets: shipped inside the package (package-data glob
-#: ``monitor/static/*``) so the wheel serves them offline, with no CDN.
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
-
-_CONTENT_TYPES = {
-    ".html": b"text/html; charset=utf-8",
-    ".js": b"text/javascript; charset=utf-8",
-    ".css": b"text/css; charset=utf-8",
-    ".svg": b"image/svg+xml",
-    ".png": b"image/png",
-    ".ico": b"image/x-icon",
-}
-
-#: The page needs nothing but its own scripts and styles, the WebSocket and
-#: ``/api``: everything else (inline script, other origins, frames, plugins,
-#: forms) is refused.
-CONTENT_SECURITY_POLICY = (
-    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    b"connect-src 'self' ws: wss:; media-src 'self' blob:; object-src 'none'; "
-    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-
-
-def secure_headers(request: IRequest, content_type: bytes) -> None:
-    request.setHeader(b"content-type", content_type)
-    request.setHeader(b"referrer-policy", b"no-referrer")
-    request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY)
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"x-frame-options", b"DENY")
-    request.setHeader(b"cache-control", b"no-store")
-
-
-def _read_static(name: str) -> Optional[bytes]:
-    """
-    The bytes of ``static/<name>``, or ``None`` unless ``name`` is a plain
-    file name of a known type in that directory (no ``..``, no sub-paths).
-    """
-    # A NUL (``/static/%00app.js``) made open() raise ValueError: a 500
-    # with a traceback in the log per request.
-    if not name or "\x00" in name or name != os.path.basename(name) or name.startswith("."):
-        return None
-    if os.path.splitext(name)[1] not in _CONTENT_TYPES:
-        return None
-    path = os.path.join(STATIC_DIR, name)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (OSError, ValueError):
-        return None
-
-
-class IndexResource(Resource):
-    """
-    ``/``: the page.  It holds no data (that comes over ``/ws`` and
-    ``/api``), so it is served without a token; it reads the token from its
-    own ``?token=`` and must not leak it in a ``Referer``.
-    """
-
-    isLeaf = True
-
-    def render_GET(self, request: IRequest) -> bytes:
-        body = _read_static("index.html")
-        if body is None:
-            request.setResponseCode(500)
-            secure_headers(request, b"text/plain; charset=utf-8")
-            return b"monitor page missing from the installation\n"
-        secure_headers(request, _CONTENT_TYPES[".html"])
-        return body
-
-
-class StaticResource(Resource):
-    """
-    ``/static/<name>``: the page's scripts and styles, without a token (they
-    hold no data).  Only plain files of known types in :data:`STATIC_DIR`.
-    """
-
-    isLeaf = True
-
-    def render_GET(self, request: IRequest) -> bytes:
-        parts = [p for p in request.postpath if p]
-        name = parts[0].decode("utf-8", "replace") if len(parts) == 1 else ""
-        body = _read_static(name)
-        if body is None:
-            request.setResponseCode(404)
-            secure_headers(request, b"text/plain; charset=utf-8")
-            return b"not found\n"
-        secure_headers(request, _CONTENT_TYPES[os.path.splitext(name)[1]])
-        return body
-
-
-#: Seconds a monitor connection has to complete each request (head and
-#: body).  Twisted only times out *idle* connections, so a client that
-#: drips one header byte every few seconds ("slowloris") held its
-#: connection, and a file descriptor, for as long as it liked: 1,000 of
-#: them held 1,000 fds (reliability/fuzz_monitor.py).  Checked every this
-#: many seconds: a connection that completed no request since the last
-#: check is closed, so one is cut off after 10 to 20 s.  Upgraded
-#: WebSockets (viewers) are not HTTP any more and are left alone.
-REQUEST_DEADLINE = 10.0
-
-#: Seconds an idle keep-alive connection may stay open (Twisted's default:
-#: 12 hours).
-IDLE_TIMEOUT = 60.0
-
-
-class _RedactedRequest(ServerRequest):
-    """
-    A request whose ``repr`` leaves out the query string.  Twisted puts the
-    repr in its own log lines (for a HEAD request: "Warning: HEAD request
-    <Request ... uri=/api/calls?token=...> ... I think I'll eat it."), and
-    the monitor token travels in ``?token=``: found in the fuzz run's log.
-    """
-
-    def __repr__(self) -> str:
-        path = (self.uri or b"").split(b"?", 1)[0].decode("ascii", "replace")
-        query = "?..." if b"?" in (self.uri or b"") else ""
-        method = (self.method or b"").decode("ascii", "replace")
-        proto = (self.clientproto or b"").decode("ascii", "replace")
-        return f"<Request at 0x{id(self):x} method={method} uri={path}{query} clientproto={proto}>"
-
 
 class Branch(Resource):
     """
@@ -191,67 +72,6 @@ class Branch(Resource):
     """
 
     render_HEAD = None  # type: ignore[assignment]
-
-
-class QuietSite(Site):
-    """
-    A site with no access log (see the module docstring), an idle timeout
-    of :data:`IDLE_TIMEOUT` and a per-request deadline of
-    :data:`REQUEST_DEADLINE` (see there).
-
-    :ivar cut_off: connections closed for missing the deadline.
-    """
-
-    noisy = False
-
-    def __init__(self, resource: Resource, reactor: Any, request_deadline: float = REQUEST_DEADLINE,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
-        super().__init__(resource, requestFactory=_RedactedRequest, reactor=reactor, timeout=idle_timeout)
-        self.request_deadline = request_deadline
-        self.cut_off = 0
-        #: transport -> a request was handed to a resource since the last check
-        self._served: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
-        self._checks: set[Any] = set()
-
-    def log(self, request: Request) -> None:
-        pass
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = super().buildProtocol(addr)
-        if proto is not None and self.request_deadline > 0:
-            self._arm(proto)
-        return proto
-
-    def getResourceFor(self, request: Any) -> Any:
-        if request.transport is not None:
-            self._served[request.transport] = True
-        return super().getResourceFor(request)
-
-    def _arm(self, proto: Any) -> None:
-        call = self.reactor.callLater(self.request_deadline, self._check, proto)
-        self._checks.add(call)
-
-    def _check(self, proto: Any) -> None:
-        self._checks = {c for c in self._checks if c.active()}
-        # Twisted wraps its HTTPChannel (for HTTP/2 negotiation); the
-        # channel's transport is None once a WebSocket took the connection.
-        transport = getattr(proto, "transport", None) or getattr(getattr(proto, "_channel", None), "transport", None)
-        if transport is None or getattr(transport, "disconnected", False) or getattr(transport, "disconnecting", False):
-            return
-        if getattr(transport, "protocol", proto) is not proto:
-            return  # taken over by a WebSocket (a viewer): not HTTP any more
-        if not self._served.pop(transport, False):
-            self.cut_off += 1
-            transport.abortConnection()
-            return
-        self._arm(proto)
-
-    def stop_checks(self) -> None:
-        """Cancel the pending deadline checks (at stop, so no timer outlives the monitor)."""
-        for call in self._checks:
-            if call.active():
-                call.cancel()
-        self._checks.clear()
 
 
 class SiteListener(Service):
