@@ -199,7 +199,7 @@ class ConnectionTests(SynchronousTestCase):
         no answer within ``LIVENESS_TIMEOUT_S`` drops the socket, and its
         close is a retryable outage (reconnect and replay).
         """
-        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+        from xlbridge.engines.deepgram.traffic import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
 
         self.conn.connect()
         p = self.open()
@@ -221,7 +221,7 @@ class ConnectionTests(SynchronousTestCase):
 
     def test_pong_just_in_time_saves_the_connection(self) -> None:
         """A pong just before the ping times out keeps the connection."""
-        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+        from xlbridge.engines.deepgram.traffic import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
 
         self.conn.connect()
         p = self.open()
@@ -234,7 +234,7 @@ class ConnectionTests(SynchronousTestCase):
 
     def test_answering_server_is_not_dropped(self) -> None:
         """Messages or pongs keep a quiet connection alive: no drop, at most one ping per idle spell."""
-        from xlbridge.engines.deepgram.connection import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
+        from xlbridge.engines.deepgram.traffic import LIVENESS_IDLE_S, LIVENESS_TIMEOUT_S
 
         self.conn.connect()
         p = self.open()

@@ -9,10 +9,12 @@ drop into an :class:`~xlbridge.engines.base.EngineError`, backs off and
 reconnects or gives up, keeps an idle socket alive and shuts down.  It knows
 nothing of audio positions, results or the pipeline: it reports to its owner
 through :class:`DeepgramConnectionOwner` (opened, message, down, closed) and
-takes bytes to send.  The Autobahn protocol and its factory (one per
-attempt, :mod:`xlbridge.engines.deepgram.protocol`) only forward Autobahn's
-callbacks to it.  What differs between the two APIs (keepalive or none, the
-messages that end a stream, which closes are normal) is a
+takes bytes to send, which its
+:class:`~xlbridge.engines.deepgram.traffic.SocketTraffic` sends (with the
+keepalive and the liveness ping).  The Autobahn protocol and its factory
+(one per attempt, :mod:`xlbridge.engines.deepgram.protocol`) only forward
+Autobahn's callbacks to it.  What differs between the two APIs (keepalive
+or none, the messages that end a stream, which closes are normal) is a
 :class:`~xlbridge.engines.deepgram.dialect.Dialect` it is built with; the
 URL comes from the owner.
 
@@ -45,26 +47,13 @@ Lifecycle (``state``)::
   handshake finishes) is the end, not a drop to recover from.  The owner
   parses messages, so it tells the connection about them and about
   ``Error`` messages; the latter's text explains the close that follows.
-* **Keepalive** (``/v1`` only): a ``KeepAlive`` text frame after
-  ``keepalive_s`` without sending anything (trap T4),
-  :class:`~xlbridge.engines.deepgram.keepalive.KeepAliveTimer`.  Flux gets
-  none: it would kill the stream; the liveness pings keep it open.
+* **Keepalive and liveness** (:mod:`xlbridge.engines.deepgram.traffic`):
+  a ``KeepAlive`` after ``keepalive_s`` without sending (``/v1`` only), and
+  a ping after a quiet spell, whose lack of answer drops a half-open socket
+  (then handled as any drop: ``EngineDown``, backoff, reconnect, replay).
 * **Secrets.**  The key only travels in the ``Authorization`` header, and
   the protocol's logger scrubs it (see
   :mod:`~xlbridge.engines.deepgram.protocol`).
-* **Liveness.**  A half-open connection (the server or the path gone with
-  no FIN or RST: a crashed host, a NAT that forgot us, a blackholing
-  middlebox) never closes by itself: TCP keeps buffering the audio we
-  write, nothing comes back, and without a check the leg would neither
-  fall back nor reconnect (measured with ``reliability/faults.py``,
-  ``dg-blackhole``).  So after ``LIVENESS_IDLE_S`` without any message from
-  the server a WebSocket ping goes out (Deepgram answers pings, as any
-  RFC 6455 server must), and if neither a pong nor a message arrives
-  within ``LIVENESS_TIMEOUT_S`` the socket is dropped and the outage is
-  handled as any drop: ``EngineDown``, backoff, reconnect, replay.  A
-  quiet but healthy server costs one ping per ``LIVENESS_IDLE_S``.  Not
-  after ``CloseStream``: ``finish_timeout_s`` bounds that wait.  The timer
-  is :class:`xlbridge.liveness.Liveness`, shared with the ARI events socket.
 """
 
 from __future__ import annotations
@@ -72,7 +61,6 @@ from __future__ import annotations
 import random as _random
 from typing import Callable, Optional
 
-from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.logger import Logger
@@ -81,7 +69,6 @@ from twisted.python.failure import Failure
 from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable
 from xlbridge.engines.deepgram.dialect import NOVA, Dialect
 from xlbridge.engines.deepgram.failures import ENGINE, backoff_delay, close_error
-from xlbridge.engines.deepgram.keepalive import KeepAliveTimer
 from xlbridge.engines.deepgram.lifecycle import DeepgramConnectionOwner, State
 from xlbridge.engines.deepgram.protocol import (
     DeepgramClientFactory,
@@ -92,28 +79,13 @@ from xlbridge.engines.deepgram.protocol import (
     upgrade_status,
 )
 from xlbridge.engines.deepgram.settings import DeepgramSettings
-from xlbridge.engines.wsframe import send_binary
-from xlbridge.liveness import Liveness
+from xlbridge.engines.deepgram.traffic import SocketTraffic
 
 __all__ = [
     "DeepgramConnection",
     "DeepgramConnectionOwner",
-    "LIVENESS_IDLE_S",
-    "LIVENESS_TIMEOUT_S",
     "State",
 ]
-
-_WS_OPEN = WebSocketProtocol.STATE_OPEN
-
-#: Seconds without any message from the server before a ping goes out.
-LIVENESS_IDLE_S = 2.0
-#: Seconds a ping may go unanswered (no pong, no message) before the
-#: connection is judged dead and dropped.  Generous on purpose: a false
-#: alarm costs a reconnect and a replay.  (On a 2-core machine loaded to 8
-#: runnable processes a CPU-starved local fake missed 2 s often and 4 s
-#: now and then; a real service is not starved by our machine.)
-LIVENESS_TIMEOUT_S = 4.0
-
 
 def _cancel(call: Optional[IDelayedCall]) -> None:
     if call is not None and call.active():
@@ -143,9 +115,7 @@ class DeepgramConnection:
         until it closes), or ``None``.
     :ivar connect_attempts: attempts so far; the current one's number.
     :ivar reconnects: attempts after the first.
-    :ivar sent_bytes: audio bytes sent.
-    :ivar messages_out: binary and text messages sent.
-    :ivar keepalives: ``KeepAlive`` messages sent.
+    :ivar liveness: the liveness ping timer of the open socket.
     """
 
     log = Logger()
@@ -173,24 +143,17 @@ class DeepgramConnection:
         self.protocol: Optional[DeepgramClientProtocol] = None
         self.connect_attempts = 0
         self.reconnects = 0
-        self.sent_bytes = 0
-        self.messages_out = 0
         self._failures = 0
         self._connector: Optional[IConnector] = None
-        self._open = False
         self._timed_out = False
-        self._close_sent = False
         self._request_id: Optional[str] = None
         self._last_seen = False
         self._server_error: Optional[str] = None
         self._timeout_call: Optional[IDelayedCall] = None
         self._retry_call: Optional[IDelayedCall] = None
-        self._keepalive: Optional[KeepAliveTimer] = None
-        if dialect.keepalive is not None:
-            self._keepalive = KeepAliveTimer(reactor, settings.keepalive_s, self._send_keepalive)
-        self.liveness = Liveness(self.reactor, self._ping, self._peer_dead,
-                                 idle=LIVENESS_IDLE_S, timeout=LIVENESS_TIMEOUT_S)
-        self._dead = False
+        self._traffic = SocketTraffic(reactor, dialect, settings.keepalive_s, lambda: self.protocol,
+                                      self.log, call_id, extension)
+        self.liveness = self._traffic.liveness
 
     def __repr__(self) -> str:
         return (f"<DeepgramConnection call={self.call_id!r} ext={self.extension!r} "
@@ -199,17 +162,27 @@ class DeepgramConnection:
     @property
     def is_open(self) -> bool:
         """The WebSocket is open: the owner may send."""
-        return self._open
+        return self._traffic.open
 
     @property
     def close_sent(self) -> bool:
         """``CloseStream`` went out on the open connection: no more audio."""
-        return self._close_sent
+        return self._traffic.close_sent
+
+    @property
+    def sent_bytes(self) -> int:
+        """Audio bytes sent."""
+        return self._traffic.sent_bytes
+
+    @property
+    def messages_out(self) -> int:
+        """Binary and text messages sent."""
+        return self._traffic.messages_out
 
     @property
     def keepalives(self) -> int:
         """``KeepAlive`` messages sent (always 0 on Flux)."""
-        return self._keepalive.sent if self._keepalive is not None else 0
+        return self._traffic.keepalives
 
     # -- what the owner does -----------------------------------------------
 
@@ -248,15 +221,7 @@ class DeepgramConnection:
 
         :return: whether it went out (not if empty or not open).
         """
-        if not data or not self._open or not self._writable():
-            return False
-        assert self.protocol is not None
-        send_binary(self.protocol, data)
-        self.sent_bytes += len(data)
-        self.messages_out += 1
-        if self._keepalive is not None:
-            self._keepalive.touched()
-        return True
+        return self._traffic.send_audio(data)
 
     def end_stream(self) -> None:
         """
@@ -266,11 +231,7 @@ class DeepgramConnection:
         ``EndOfTurn``, a close without status).  That close is reported as
         ``connection_closed``.  No keepalives or pings after this.
         """
-        for text in self.dialect.end_messages:
-            self._send_text(text)
-        self._close_sent = True
-        self._stop_keepalive()
-        self.liveness.stop()
+        self._traffic.end_stream()
 
     def last_message_received(self) -> None:
         """
@@ -333,19 +294,12 @@ class DeepgramConnection:
         _cancel(self._timeout_call)
         self._timeout_call = None
         self.state = State.OPEN
-        self._open = True
-        self._close_sent = False
         self._last_seen = False
         self._server_error = None
         self._failures = 0
-        self._dead = False
-        if self._keepalive is not None:
-            self._keepalive.touched()
+        self._traffic.opened()
         self._owner.connection_opened(self._request_id)
-        if self._keepalive is not None and self._open and not self._close_sent:
-            self._keepalive.start()
-        if self._open and not self._close_sent:
-            self.liveness.start()
+        self._traffic.start()
 
     def ws_message(self, proto: DeepgramClientProtocol, payload: bytes, is_binary: bool) -> None:
         """One server message: to the owner, if it is from the current socket."""
@@ -363,25 +317,23 @@ class DeepgramConnection:
         """The connection ended: a normal end, a refused upgrade, or a drop."""
         if proto is not self.protocol:
             return
-        was_open = self._open
+        was_open = self._traffic.open
         self.protocol = None
-        self._open = False
         _cancel(self._timeout_call)
         self._timeout_call = None
-        self._stop_keepalive()
-        self.liveness.stop()
+        self._traffic.ended()
         if self.state in (State.CLOSED, State.FAILED):
             return
-        if was_open and self._close_sent and (code in self.dialect.normal_closes or self._last_seen):
+        if was_open and self._traffic.close_sent and (code in self.dialect.normal_closes or self._last_seen):
             self.log.info("deepgram: closed call={call_id} ext={ext} api={api} code={code}",
                           call_id=self.call_id, ext=self.extension, api=self.dialect.name, code=code)
             self._shutdown()
             return
         headers = getattr(proto, "http_headers", None) or {}
         err = close_error(was_open, code, reason, None if was_open else upgrade_status(proto), headers,
-                          self._timed_out, LIVENESS_IDLE_S + LIVENESS_TIMEOUT_S if self._dead else None,
+                          self._timed_out, self._traffic.dead_after,
                           self._server_error or "", self.settings.connect_timeout_s, self.settings.api_key)
-        self._dead = False
+        self._traffic.dead = False
         self._failed(err)
 
     # -- internals ---------------------------------------------------------
@@ -422,7 +374,7 @@ class DeepgramConnection:
         self.state = State.CLOSED
         self._cancel_timers()
         proto, self.protocol = self.protocol, None
-        self._open = False
+        self._traffic.open = False
         if proto is not None:
             proto.dropConnection(abort=True)
         elif self._connector is not None and getattr(self._connector, "state", None) == "connecting":
@@ -436,55 +388,4 @@ class DeepgramConnection:
         for call in (self._timeout_call, self._retry_call):
             _cancel(call)
         self._timeout_call = self._retry_call = None
-        self._stop_keepalive()
-        self.liveness.stop()
-
-    def _stop_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.stop()
-
-    def _ping(self) -> None:
-        if self.protocol is not None:
-            self.protocol.sendPing()
-
-    def _peer_dead(self, silent_s: float) -> None:
-        """The liveness ping went unanswered: drop the socket (``ws_close`` reports it)."""
-        if self.protocol is None or not self._open or self._close_sent:
-            return
-        # One warning per drop is enough: ws_close -> _failed logs the
-        # outage with its cause and the retry; Autobahn's own line (it
-        # warns on every unclean drop) is told why.
-        self.log.debug("deepgram: no answer to a ping in {timeout:g} s; dropping the connection "
-                       "call={call_id} ext={ext}", timeout=LIVENESS_TIMEOUT_S,
-                       call_id=self.call_id, ext=self.extension)
-        self._dead = True
-        self.protocol.wasNotCleanReason = f"no answer to a liveness ping in {LIVENESS_TIMEOUT_S:g} s"
-        self.protocol.dropConnection(abort=True)
-
-    def _writable(self) -> bool:
-        """
-        The socket can take a message now.  Autobahn leaves its OPEN state
-        (a close frame came in, or we dropped the socket) before it reports
-        the close: until ``ws_close`` arrives ``sendMessage`` would raise
-        ``Disconnected`` into whoever fed the audio (the RTP receive path,
-        the gap filler's timer).  Audio not sent stays in the spool and is
-        replayed on the next connection.
-        """
-        proto = self.protocol
-        return proto is not None and getattr(proto, "state", _WS_OPEN) == _WS_OPEN
-
-    def _send_text(self, text: str) -> bool:
-        if not self._writable():
-            return False
-        assert self.protocol is not None
-        self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
-        self.messages_out += 1
-        if self._keepalive is not None:
-            self._keepalive.touched()
-        return True
-
-    def _send_keepalive(self) -> bool:
-        """The keepalive timer's send: not after ``CloseStream``, nor on a closing socket."""
-        if not self._open or self._close_sent or self.dialect.keepalive is None:
-            return False
-        return self._send_text(self.dialect.keepalive)
+        self._traffic.stop()
