@@ -5,7 +5,7 @@ a supervisor running ``--workers N`` worker processes.
 Each worker serves its own monitor (:mod:`.service`) on
 ``127.0.0.1:<PORT+1+K>``; the supervisor serves this one on the configured
 ``--monitor`` endpoint and asks the workers over loopback with the shared
-view token (:mod:`.machine_metrics`).  The same token rules as a worker's
+view token (:mod:`.worker_client`).  The same token rules as a worker's
 monitor (:mod:`.auth`): ``/api/*`` needs the token, ``/metrics`` too unless
 ``metrics_open``; ``/healthz``, ``/livez`` and ``/readyz`` are open (they
 name no call).
