@@ -3,9 +3,9 @@ The bridge: endpoints, the egress clock and the calls, composed as services.
 
 ``BridgeService`` is a ``MultiService`` owning, in start order:
 
-1. one listener per extension: UDP for an :class:`RTPEndpoint`, TCP for an
-   :class:`AudioSocketEndpoint` or a :class:`WebSocketEndpoint` (Asterisk's
-   chan_websocket dials it),
+1. one listener per extension (:mod:`xlbridge.listeners`): UDP for an
+   :class:`RTPEndpoint`, TCP for an :class:`AudioSocketEndpoint` or a
+   :class:`WebSocketEndpoint` (Asterisk's chan_websocket dials it),
 2. the :class:`EgressClock` that paces every leg,
 3. ``calls``, a ``MultiService`` holding one :class:`CallService` per live
    call.
@@ -40,20 +40,11 @@ A detached endpoint's counters are folded into
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import attrs
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IAddress,
-    IListeningPort,
-    IProtocol,
-    IReactorTCP,
-    IReactorTime,
-    IReactorUDP,
-)
-from twisted.internet.protocol import DatagramProtocol
+from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUDP
 from twisted.logger import Logger
 
 from xlbridge.audio.codecs import Codec
@@ -62,17 +53,15 @@ from xlbridge.call.service import CallService, PipelineFactory
 from xlbridge.config import BridgeConfig, PairConfig
 from xlbridge.egress import EgressClock
 from xlbridge.events import DropReason, Event, LegCounters
+from xlbridge.listeners import ListenerService, TCPListenerService, UDPListenerService
 from xlbridge.pipeline.relay import relay_factory
 from xlbridge.room import Endpoint, Room
-from xlbridge.transports.admission import AdmittingFactory, MediaAdmission, PeerFilter
+from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.websocket import WebSocketEndpoint
 from xlbridge.transports.rtp import RTPEndpoint, RTPSettings
 
-__all__ = [
-    "CONFIGURED", "BridgeService", "Endpoint", "IBridgeReactor", "Pair", "TCPListenerService",
-    "UDPListenerService",
-]
+__all__ = ["CONFIGURED", "BridgeService", "Endpoint", "IBridgeReactor", "Pair"]
 
 #: The ``origin`` of configured endpoints in :meth:`BridgeService.status`.
 CONFIGURED = "config"
@@ -83,96 +72,6 @@ class IBridgeReactor(IReactorUDP, IReactorTCP, IReactorTime):
     What the bridge uses of its reactor: UDP ports (RTP), TCP ports
     (AudioSocket) and time (the egress clock, calls, latching).
     """
-
-
-class ListenerService(Service):
-    """
-    Listen on a port for the lifetime of the service.
-
-    :ivar port: the listening port while running (``getHost().port`` gives
-        the real number when 0 was asked for).
-    """
-
-    def __init__(self, portNumber: int, interface: str) -> None:
-        self.portNumber = portNumber
-        self.interface = interface
-        self.port: Optional[IListeningPort] = None
-
-    def _listen(self) -> IListeningPort:
-        raise NotImplementedError()
-
-    def privilegedStartService(self) -> None:
-        # Bind early so a port clash fails start-up with a clear error.
-        if self.port is None:
-            self.port = self._listen()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        if self.port is None:
-            self.port = self._listen()
-        super().startService()
-
-    def stopService(self) -> Optional[Deferred[None]]:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            stopped: Optional[Deferred[None]] = port.stopListening()
-            return stopped
-        return None
-
-
-class UDPListenerService(ListenerService):
-    """
-    Listen on a UDP port (RTP) for the lifetime of the service.
-    """
-
-    def __init__(self, reactor: IReactorUDP, port: int, protocol: DatagramProtocol, interface: str) -> None:
-        super().__init__(port, interface)
-        self.reactor = reactor
-        self.protocol = protocol
-
-    def _listen(self) -> IListeningPort:
-        return self.reactor.listenUDP(
-            self.portNumber, self.protocol, interface=self.interface, maxPacketSize=8192
-        )
-
-
-class AnnouncedFactory(Protocol):
-    """
-    A TCP protocol factory told where it listens (status pages show where
-    Asterisk should connect, even when idle).
-    """
-
-    local: Optional[str]
-
-    def buildProtocol(self, addr: IAddress) -> Optional[IProtocol]: ...
-
-
-class TCPListenerService(ListenerService):
-    """
-    Listen on a TCP port (AudioSocket) for the lifetime of the service;
-    ``protocol`` is the factory.
-    """
-
-    def __init__(
-        self, reactor: IReactorTCP, port: int, protocol: AnnouncedFactory, interface: str,
-        peers: Optional[PeerFilter] = None, what: str = "",
-    ) -> None:
-        super().__init__(port, interface)
-        self.reactor = reactor
-        self.protocol = protocol
-        #: what listens: ``protocol`` behind the allow-list when ``peers``
-        self.factory: AnnouncedFactory = protocol
-        if peers is not None:
-            self.factory = AdmittingFactory(protocol, peers, what or f"port {port}")  # type: ignore[arg-type]
-
-    def _listen(self) -> IListeningPort:
-        port = self.reactor.listenTCP(
-            self.portNumber, self.factory, interface=self.interface  # type: ignore[arg-type]
-        )
-        host = port.getHost()
-        self.protocol.local = f"{getattr(host, 'host', '?')}:{getattr(host, 'port', '?')}"
-        return port
 
 
 @attrs.frozen

@@ -22,7 +22,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
-from xlbridge.bridge import BridgeService, ListenerService, UDPListenerService
+from xlbridge.bridge import BridgeService
+from xlbridge.listeners import ListenerService, UDPListenerService
 
 log = Logger()
 

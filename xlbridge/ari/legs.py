@@ -40,7 +40,7 @@ from xlbridge.ari.settings import ARISettings
 from xlbridge.ari.stasis import StasisWaiter
 from xlbridge.ari.websocket_media import WebSocketMedia
 from xlbridge.audio.frame import Samples
-from xlbridge.bridge import TCPListenerService
+from xlbridge.listeners import TCPListenerService
 from xlbridge.bridge_view import ControllerView
 from xlbridge.transports.rtp import RTPEndpoint
 

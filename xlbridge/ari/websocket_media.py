@@ -40,7 +40,7 @@ from xlbridge.ari.client import ARIClient
 from xlbridge.ari.leftovers import websocket_id_prefix
 from xlbridge.ari.websocket import MediaConnectError, MediaDial, WebSocketRouter, media_url
 from xlbridge.audio.frame import Samples
-from xlbridge.bridge import TCPListenerService
+from xlbridge.listeners import TCPListenerService
 from xlbridge.transports.admission import PeerFilter
 from xlbridge.config import ARISettings
 from xlbridge.transports.websocket import WebSocketEndpoint

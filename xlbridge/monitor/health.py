@@ -41,7 +41,7 @@ from twisted.web.resource import Resource
 
 from xlbridge.ari.events import ARIEvents
 from xlbridge.audio.frame import FRAME_MS
-from xlbridge.bridge import ListenerService
+from xlbridge.listeners import ListenerService
 from xlbridge.bridge_view import MonitorView
 from xlbridge.call.service import CallService
 

@@ -120,7 +120,7 @@ class HTTPStreamTransport:
             pool = quiet_pool(reactor, persistent=True)
             pool.maxPersistentPerHost = settings.max_connections
             pool.cachedConnectionTimeout = 60
-            pool.retryAutomatically = False  # POST: _Utterance retries itself
+            pool.retryAutomatically = False  # POST: Utterance retries itself
         self.pool = pool
         agent = Agent(reactor, connectTimeout=settings.timeout_s, pool=pool)
 
@@ -227,7 +227,7 @@ class _Stream:
 
     def failed(self, failure: Failure) -> Failure:
         # Our own errors, and cancellation (by the caller or the watchdog,
-        # which _Utterance tells apart), pass through unchanged.
+        # which Utterance tells apart), pass through unchanged.
         if self.stopped or failure.check(EngineError, CancelledError, _Stopped):
             return failure
         if self.received:

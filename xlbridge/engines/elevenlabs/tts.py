@@ -60,96 +60,39 @@ deadline.
 
 Settings are in :mod:`xlbridge.engines.elevenlabs.settings`; what goes on
 the wire (URLs, bodies, messages, error mapping, PCM decoding) is in
-:mod:`xlbridge.engines.elevenlabs.wire`, which both transports share.
+:mod:`xlbridge.engines.elevenlabs.wire`, which both transports share.  This
+module holds the shared client (transport, connection slots, closing); each
+:meth:`ElevenLabsTTS.synthesize` call is run by an
+:class:`~xlbridge.engines.elevenlabs.utterance.Utterance` (watchdog, retry,
+counting), and the status-page counters are in
+:mod:`xlbridge.engines.elevenlabs.counters`.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Callable, Optional, Protocol, TypeVar
 
-import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from xlbridge.audio.frame import Samples
-from xlbridge.engines.base import (
-    EngineAuthError,
-    EngineError,
-    EngineQuotaError,
-    EngineRequestError,
-    EngineUnavailable,
-)
+from xlbridge.engines.base import EngineAuthError, EngineUnavailable
+from xlbridge.engines.elevenlabs.counters import ElevenLabsCounters
 from xlbridge.engines.elevenlabs.http import HTTPStreamTransport
 from xlbridge.engines.elevenlabs.settings import ENV_API_KEY, ElevenLabsSettings
-from xlbridge.engines.elevenlabs.wire import ENGINE, IElevenLabsReactor, PCMChunker, scrub
+from xlbridge.engines.elevenlabs.utterance import Utterance
+from xlbridge.engines.elevenlabs.wire import ENGINE, IElevenLabsReactor
 from xlbridge.engines.elevenlabs.ws import WebSocketStreamTransport
 
 __all__ = [
-    "ElevenLabsCounters",
     "ElevenLabsSettings",  # defined in settings; engine selection imports it from here
     "ElevenLabsTTS",
     "StreamTransport",
-    "error_kind",
 ]
 
 _T = TypeVar("_T")
-
-
-def error_kind(error: EngineError) -> str:
-    """Counter key for ``error``: ``auth``, ``quota``, ``request`` or ``unavailable``."""
-    for cls, kind in (
-        (EngineAuthError, "auth"),
-        (EngineQuotaError, "quota"),
-        (EngineRequestError, "request"),
-    ):
-        if isinstance(error, cls):
-            return kind
-    return "unavailable"
-
-
-@attrs.define
-class ElevenLabsCounters:
-    """
-    Counters for the status page; all cumulative since start.
-
-    :ivar requests: HTTP requests or WebSocket streams started (with retries).
-    :ivar retries: attempts that were retries.
-    :ivar completed: utterances spoken to the end.
-    :ivar cancelled: utterances cancelled by the caller.
-    :ivar bytes_received: audio bytes received (S16LE, 32000 per second).
-    :ivar first_byte_ms: time from :meth:`ElevenLabsTTS.synthesize` to the
-        first audio byte of the latest utterance, in milliseconds.
-    :ivar first_byte_history: the last 64 such values, oldest first.
-    :ivar errors: failed utterances by kind (see :func:`error_kind`).
-    :ivar queued: attempts that had to wait for a free connection slot
-        (``max_connections`` in flight).
-    :ivar queue_abandoned: attempts that gave up while waiting for one
-        (first-byte deadline, or cancelled).
-    """
-
-    requests: int = 0
-    retries: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    bytes_received: int = 0
-    first_byte_ms: Optional[float] = None
-    first_byte_history: "collections.deque[float]" = attrs.field(
-        factory=lambda: collections.deque(maxlen=64)
-    )
-    errors: dict[str, int] = attrs.field(factory=dict)
-    queued: int = 0
-    queue_abandoned: int = 0
-
-    def first_byte(self, ms: float) -> None:
-        self.first_byte_ms = ms
-        self.first_byte_history.append(ms)
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 class StreamTransport(Protocol):
@@ -188,7 +131,7 @@ class ElevenLabsTTS:
     :param pool: an ``HTTPConnectionPool`` to share (HTTP transport); by
         default one is made and closed by :meth:`close`.
 
-    :ivar counters: :class:`ElevenLabsCounters`.
+    :ivar counters: :class:`~xlbridge.engines.elevenlabs.counters.ElevenLabsCounters`.
     """
 
     name = ENGINE
@@ -235,7 +178,9 @@ class ElevenLabsTTS:
         if not self.settings.api_key:
             self.counters.error("auth")
             return _failed(EngineAuthError(ENGINE, f"no API key (set {ENV_API_KEY})"))
-        job = _Utterance(self, text, language, on_audio)
+        job = Utterance(
+            self.reactor, self.settings, self.counters, self.log, self._open, text, language, on_audio
+        )
         d = job.start()
         self._active.add(d)
         d.addBoth(_discard, self._active, d)
@@ -252,7 +197,7 @@ class ElevenLabsTTS:
         d = self._transport.close()
         return d
 
-    # -- used by _Utterance ---------------------------------------------------
+    # -- connection slots (each Utterance's attempts go through _open) --------
 
     @property
     def in_flight(self) -> int:
@@ -329,147 +274,3 @@ def _failed(error: Exception) -> "Deferred[None]":
 def _discard(result: _T, active: "set[Deferred[None]]", d: "Deferred[None]") -> _T:
     active.discard(d)
     return result
-
-
-class _Utterance:
-    """
-    One :meth:`ElevenLabsTTS.synthesize` call: attempts, the progress
-    watchdog, the bounded retry, odd-byte carrying and counting.
-    """
-
-    def __init__(
-        self, tts: ElevenLabsTTS, text: str, language: str, on_audio: Callable[[Samples], None]
-    ) -> None:
-        self.tts = tts
-        self.settings = tts.settings
-        self.clock: IReactorTime = tts.reactor
-        self.text = text
-        self.language = language
-        self.voice_id = self.settings.voice_for(language)
-        self.on_audio = on_audio
-        self.chunker = PCMChunker()
-        self.started = self.clock.seconds()
-        self.attempts = 0
-        self.delivered = False
-        self.got_bytes = False
-        self.attempt_bytes = False
-        self.finished = False
-        self.timed_out = False
-        self.attempt: "Optional[Deferred[None]]" = None
-        self.watchdog: Optional[IDelayedCall] = None
-        self.retry_call: Optional[IDelayedCall] = None
-        self.d: Deferred[None] = Deferred(self._cancel)
-
-    def start(self) -> "Deferred[None]":
-        self._attempt()
-        return self.d
-
-    def _attempt(self) -> None:
-        self.retry_call = None
-        self.attempts += 1
-        counters = self.tts.counters
-        counters.requests += 1
-        if self.attempts > 1:
-            counters.retries += 1
-        self.chunker.reset()
-        self.timed_out = False
-        self.attempt_bytes = False
-        # The first-byte deadline runs from here, so a wait for a free
-        # connection slot counts against it; each byte then re-arms the
-        # watchdog with timeout_s.
-        self._arm(self.settings.first_byte_timeout_s)
-        attempt = self.tts._open(self.voice_id, self.text, self.language, self._bytes)
-        self.attempt = attempt
-        attempt.addCallbacks(self._done, self._failed, errbackArgs=(attempt,))
-
-    def _arm(self, seconds: float) -> None:
-        if self.watchdog is not None and self.watchdog.active():
-            self.watchdog.reset(seconds)
-        else:
-            self.watchdog = self.clock.callLater(seconds, self._stalled)
-
-    def _disarm(self) -> None:
-        if self.watchdog is not None and self.watchdog.active():
-            self.watchdog.cancel()
-        self.watchdog = None
-
-    def _stalled(self) -> None:
-        self.watchdog = None
-        self.timed_out = True
-        if self.attempt is not None:
-            self.attempt.cancel()
-
-    def _bytes(self, data: bytes) -> None:
-        if self.finished or not data:
-            return
-        counters = self.tts.counters
-        if not self.got_bytes:
-            self.got_bytes = True
-            counters.first_byte((self.clock.seconds() - self.started) * 1000.0)
-        self.attempt_bytes = True
-        counters.bytes_received += len(data)
-        self._arm(self.settings.timeout_s)
-        samples = self.chunker.feed(data)
-        if samples is None:
-            return
-        self.delivered = True
-        try:
-            self.on_audio(samples)
-        except Exception:
-            self.tts.log.failure("on_audio raised; audio chunk lost")
-
-    def _done(self, _: object) -> None:
-        self._disarm()
-        if self.finished:
-            return
-        self.finished = True
-        if self.chunker.pending:
-            self.tts.log.warn("ElevenLabs stream ended on half a sample; byte dropped")
-        self.tts.counters.completed += 1
-        self.d.callback(None)
-
-    def _failed(self, failure: Failure, attempt: "Deferred[None]") -> None:
-        self._disarm()
-        if self.finished or attempt is not self.attempt:
-            return
-        if self.timed_out:
-            if self.attempt_bytes:
-                message = f"no audio for {self.settings.timeout_s:g} s"
-            else:
-                message = f"no first audio byte within {self.settings.first_byte_timeout_s:g} s"
-            error: EngineError = EngineUnavailable(ENGINE, message)
-        elif isinstance(failure.value, EngineError):
-            error = failure.value
-        elif failure.check(CancelledError):
-            error = EngineUnavailable(ENGINE, "stream cancelled")
-        else:
-            error = EngineUnavailable(
-                ENGINE, scrub(f"{type(failure.value).__name__}: {failure.value}", self.settings.api_key)
-            )
-        if (
-            isinstance(error, EngineUnavailable)
-            and not self.delivered
-            and self.attempts <= self.settings.retries
-        ):
-            self.tts.log.info(
-                "ElevenLabs attempt {attempt} failed ({error}); retrying",
-                attempt=self.attempts,
-                error=error.message,
-            )
-            self.retry_call = self.clock.callLater(self.settings.retry_delay_s, self._attempt)
-            return
-        self.finished = True
-        self.tts.counters.error(error_kind(error))
-        self.d.errback(Failure(error))
-
-    def _cancel(self, d: "Deferred[None]") -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self.tts.counters.cancelled += 1
-        self._disarm()
-        if self.retry_call is not None and self.retry_call.active():
-            self.retry_call.cancel()
-        if self.attempt is not None:
-            self.attempt.cancel()
-
