@@ -27,7 +27,9 @@ from xlbridge.audio.codecs import get_codec
 from xlbridge.bridge import BridgeService
 from xlbridge.config import load_config
 from xlbridge.engines.select import choose_engines
-from xlbridge.events import Event, PlaybackStarted, SpeculationEvent, TranscriptEvent, UtteranceDropped
+from xlbridge.events import (
+    EngineStatusEvent, Event, PlaybackStarted, SpeculationEvent, TranscriptEvent, UtteranceDropped,
+)
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.tools.phone import Phone, PhoneReport
@@ -136,6 +138,25 @@ class FluxTranslationTests(TestCase):
         self.assertEqual(decode_words(heard), ["hola", "adios"])
         finals = [e.text for e in self.of(TranscriptEvent) if e.is_final and e.text and e.extension == "7777"]
         self.assertEqual(finals, ["hello", "bye"])
+
+    @defer.inlineCallbacks
+    def test_translation_failing_during_a_speculation_falls_back_as_without(self) -> Any:
+        """DeepL refuses the speculation (456, quota): the turn is dropped once, then the original voice."""
+        self.deepl.faults.quota_exceeded = True
+        speech = np.concatenate([
+            silence(0.3), encode_words("hello"), silence(0.8), encode_words("world"), silence(1.5),
+        ])
+        heard = yield self.talk(speech)
+        down = [e for e in self.of(EngineStatusEvent) if e.state == "down"]
+        self.assertEqual([(e.engine, e.fallback) for e in down], [("deepl", "relay")])
+        # Each turn was tried once, at its eager end (still down: DeepL is
+        # asked again for the next turn), and dropped once.
+        self.assertEqual([(e.text, e.reason) for e in self.of(UtteranceDropped)],
+                         [("hello", "failed"), ("world", "failed")])
+        self.assertEqual(len(self.deepl.requests), 2)
+        self.assertEqual(self.of(PlaybackStarted), [])
+        # After the failure 8888 hears 7777's own voice: the second word, once.
+        self.assertEqual(decode_words(heard), ["world"])
 
     @defer.inlineCallbacks
     def test_without_eager_no_speculation(self) -> Any:

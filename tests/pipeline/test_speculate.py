@@ -16,7 +16,9 @@ from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.testing import pump_ticks
 
 
-class SpeculationTests(Harness):
+class SpeculationHarness(Harness):
+    """The harness with eager ends, resumptions and turn ends to drive; no tests of its own."""
+
     def eager(self, text: str, ext: str = "7777") -> None:
         now = self.reactor.seconds()
         self.asr.made[ext].emit(EagerEnd(Transcript(text, False, False, 0.0, 0.02, now, speech_end=0.02)))
@@ -38,6 +40,9 @@ class SpeculationTests(Harness):
     def outcomes(self) -> list[tuple[str, str]]:
         return [(e.outcome, e.reason) for e in self.of(SpeculationEvent)]
 
+
+
+class SpeculationTests(SpeculationHarness):
     def test_eager_then_end_of_turn_plays_once_early(self) -> None:
         self.heard(8888)
         self.eager("hello world")
@@ -161,6 +166,35 @@ class SpeculationTests(Harness):
         self.eager("hello")
         self.bridge.stopService()
         self.assertEqual(self.outcomes(), [("started", ""), ("wasted", "stopped")])
+
+
+class BacklogTests(SpeculationHarness):
+    """The backlog bound with a speculation held: older speech is dropped, never the held turn."""
+
+    settings = TranslateSettings(comfort_noise_dbfs=None, backlog_s=0.5)
+
+    def test_bound_drops_older_speech_not_the_held_turn(self) -> None:
+        self.heard(8888)
+        self.end_of_turn("first")
+        self.end_of_turn("second")
+        _, _, audio1, _ = self.translate(0, "primero")
+        audio1(const(1, 6400))  # 0.4 s, not yet complete
+        _, _, audio2, done2 = self.translate(1, "segundo")
+        audio2(const(2, 3200))  # 0.6 s pending: over the 0.5 s bound
+        done2.callback(None)
+        self.eager("third")
+        _, _, audio3, done3 = self.translate(2, "tercero")
+        audio3(const(3, 4800))  # 0.3 s held: the bound drops the oldest, never the newest
+        done3.callback(None)
+        dropped = [(e.text, e.reason) for e in self.of(UtteranceDropped)]
+        self.assertEqual(dropped[0], ("primero", "backlog"))
+        self.assertNotIn("tercero", [text for text, _ in dropped])
+        self.end_of_turn("third")
+        pump_ticks(self.reactor, 80)
+        # What is left plays in order, one after the other: the second whole,
+        # then the confirmed speculation whole.
+        self.assertEqual(self.voiced(), [2] * 10 + [3] * 15)
+        self.assertEqual(self.outcomes(), [("started", ""), ("used", "")])
 
 
 class EarlyPlayTests(Harness):
