@@ -24,10 +24,12 @@ from typing import Any
 
 FAKES = ("deepgram", "deepl", "elevenlabs")
 EXTRA = ("chan_websocket", "deepgram-flux")  # not started by "all"
-LISTEN_ONLY = ("deepgram-flux",)  # prints its URL; the bridge has no variable for it yet
+#: Needs a setting besides the environment: printed with the exports.
+SETTINGS = {"deepgram-flux": '[deepgram] api = "flux" (and flux_model = "flux-general-multi" for non-English legs)'}
 PORTS = {"deepgram": 8801, "deepl": 8802, "elevenlabs": 8803}
 ENV = {
     "deepgram": ("XLBRIDGE_DEEPGRAM_URL", "DEEPGRAM_API_KEY"),
+    "deepgram-flux": ("XLBRIDGE_DEEPGRAM_URL", "DEEPGRAM_API_KEY"),
     "deepl": ("XLBRIDGE_DEEPL_URL", "DEEPL_AUTH_KEY"),
     "elevenlabs": ("XLBRIDGE_ELEVENLABS_URL", "ELEVENLABS_API_KEY"),
 }
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         started.append((args.which, _module(args.which).run_from_args(reactor, args)))
     exports = []
     for name, fake in started:
-        if name in LISTEN_ONLY:
-            print(f"fake {name} listening on {fake.url}", flush=True)
+        if name in SETTINGS:
+            print(f"fake {name}: the bridge needs {SETTINGS[name]}", flush=True)
         if name not in ENV:
             continue  # not an engine, or nothing to export
         url_var, key_var = ENV[name]
