@@ -27,6 +27,9 @@ Design notes:
   last few seconds; ``gate`` feeds the recogniser silence while the caller
   is being played translated speech (and a short tail after); ``both``;
   ``off``.
+- Speculation: an eager end of turn (Flux, Whisper's early decode) starts
+  MT and TTS into a *held* utterance; the end of turn confirms or withdraws
+  it (:mod:`xlbridge.pipeline.speculate`).
 - Fallback: while an engine is down, the listener hears the speaker's
   original voice (``relay``) or nothing (``silence``); entering and leaving
   fallback are events (:mod:`xlbridge.pipeline.engine_status`).
