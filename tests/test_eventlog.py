@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from xlbridge.config import load_config
 from xlbridge.errors import ConfigError
+from xlbridge.event_json import event_to_dict
 from xlbridge.eventlog import (
     TEXT_FIELDS,
     EventFileError,
@@ -32,7 +33,6 @@ from xlbridge.events import (
     TranscriptEvent,
     TranslationEvent,
     UtteranceDropped,
-    event_to_dict,
 )
 
 

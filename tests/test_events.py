@@ -1,31 +1,16 @@
 """
 Tests for xlbridge.events: drop reasons, leg counters (count, fold,
-snapshot) and the one place events are serialised.
+snapshot) and events.  Their JSON form is tested in tests.test_event_json.
 """
 
 from __future__ import annotations
 
 import json
-import typing
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.events import (
-    CallEnded,
-    CallStarted,
-    DropReason,
-    EngineStatusEvent,
-    Event,
-    LegCounters,
-    PlaybackEnded,
-    PlaybackStarted,
-    TranscriptEvent,
-    TranslationEvent,
-    SpeculationEvent,
-    UtteranceDropped,
-    event_to_dict,
-)
+from xlbridge.events import CallEnded, DropReason, LegCounters
 
 
 class DropReasonTests(SynchronousTestCase):
@@ -80,40 +65,7 @@ class LegCountersTests(SynchronousTestCase):
         self.assertEqual(snap["drops"]["short"], 1)  # a copy, not a view
 
 
-class EventToDictTests(SynchronousTestCase):
-    def test_fields_plus_event_name_tuples_as_lists_floats_rounded(self) -> None:
-        e = CallStarted("c1", ("7777", "8888"), ("en", "es"), 12.345678, channels=("a.1", "b.2"))
-        self.assertEqual(
-            event_to_dict(e),
-            {
-                "event": "CallStarted",
-                "call_id": "c1",
-                "extensions": ["7777", "8888"],
-                "languages": ["en", "es"],
-                "time": 12.346,
-                "channels": ["a.1", "b.2"],
-            },
-        )
-
-    def test_every_event_type_serialises_to_json(self) -> None:
-        samples: list[Event] = [
-            CallStarted("c", ("1", "2"), ("en", "es"), 1.0),
-            CallEnded("c", ("1", "2"), "hangup", 3.5, 4.5),
-            TranscriptEvent("c", "1", "en", "hello", True, 1.0, speech_final=True, asr_ms=120.0),
-            TranslationEvent("c", "1", "es", "hola", "hello", "en", 1, 80.0, 1.1),
-            PlaybackStarted("c", "2", "1", "es", "hola", 1, 1.2, 120.0, 80.0, 200.0, 10.0, 410.0),
-            PlaybackEnded("c", "2", "1", "es", "hola", 1, 2.0, 800.0),
-            UtteranceDropped("c", "2", "es", "hola", "backlog", 2.1),
-            EngineStatusEvent("c", "1", "deepgram", "down", "relay", "refused", True, 2.2),
-            SpeculationEvent("c", "2", "1", "es", "hello", "wasted", "resumed", 2.3),
-        ]
-        self.assertEqual({type(e) for e in samples}, set(typing.get_args(Event)))
-        for e in samples:
-            d = event_to_dict(e)
-            self.assertEqual(d["event"], type(e).__name__)
-            self.assertEqual(set(d) - {"event"}, {f.name for f in attrs.fields(type(e))})
-            self.assertEqual(json.loads(json.dumps(d)), d)
-
+class EventTests(SynchronousTestCase):
     def test_events_are_frozen(self) -> None:
         e = CallEnded("c", ("1", "2"), "shutdown", 1.0, 2.0)
         self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, e, "reason", "hangup")

@@ -38,7 +38,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-from xlbridge.events import Event, event_to_dict
+from xlbridge.event_json import event_to_dict
+from xlbridge.events import Event
 
 _STOP = object()
 

@@ -5,7 +5,8 @@ and call lifecycle events.
 Drop reasons are an :class:`enum.Enum` so counters are keyed by a closed set
 (the monitor turns them into Prometheus labels without cardinality surprises).
 Events are frozen attrs classes named for what they carry; they are
-serialised in one place (:func:`event_to_dict`) for logs and transcripts.
+serialised in one place (:func:`xlbridge.event_json.event_to_dict`) for
+logs and transcripts.
 """
 
 from __future__ import annotations
@@ -397,18 +398,3 @@ Event = Union[
     EngineStatusEvent,
     SpeculationEvent,
 ]
-
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    """
-    Serialise an event for JSON lines and the monitor: its fields plus
-    ``"event"``, the class name.
-    """
-    d: dict[str, Any] = {"event": type(event).__name__}
-    d.update(attrs.asdict(event, recurse=False))
-    for k, v in d.items():
-        if isinstance(v, tuple):
-            d[k] = list(v)
-        elif isinstance(v, float):
-            d[k] = round(v, 3)
-    return d

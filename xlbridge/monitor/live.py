@@ -55,7 +55,8 @@ from twisted.logger import Logger
 
 from xlbridge.audio.frame import Samples
 from xlbridge.bridge_view import MonitorView
-from xlbridge.events import CallEnded, CallStarted, Event, event_to_dict
+from xlbridge.event_json import event_to_dict
+from xlbridge.events import CallEnded, CallStarted, Event
 from xlbridge.monitor.api import CallRecorder, snapshot, to_json
 from xlbridge.monitor.auth import TokenGuard
 from xlbridge.monitor.taps import AUDIO_FORMAT, DIRECTIONS, LegTap, TapKey, Taps, encode_frame
