@@ -19,7 +19,8 @@ from xlbridge.pipeline.relay import RelayPipeline
 from xlbridge.pipeline.settings import TranslateSettings
 from xlbridge.pipeline.translate import TranslatePipeline
 from xlbridge.rtp.packet import build
-from xlbridge.testing import ManualMT, ManualTTS, MemoryNetReactor, MemoryUDPReactor, ScriptedASRFactory
+from xlbridge.testing import MemoryNetReactor, MemoryUDPReactor
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 from xlbridge.transports.audiosocket import AudioSocketEndpoint
 from xlbridge.transports.audiosocket_codec import uuid_frame
 from xlbridge.transports.rtp import RTPEndpoint

@@ -17,11 +17,17 @@ branch as production; each :class:`Sent` says which way it went
 ``listenTCP`` returns a :class:`MemoryStreamPort`, and
 :meth:`MemoryNetReactor.connect` opens a connection to it as Asterisk would,
 returning a :class:`MemoryStream` the test writes to and reads from.
+
+:func:`pump_ticks` advances a clock by whole 20 ms ticks without float
+drift.  The engine doubles (:class:`~xlbridge.testing_engines.ManualMT`,
+:class:`~xlbridge.testing_engines.ManualTTS`,
+:class:`~xlbridge.testing_engines.ScriptedASRFactory`) are in
+:mod:`xlbridge.testing_engines`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import attrs
 from twisted.internet.address import IPv4Address
@@ -33,9 +39,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
-
-from xlbridge.audio.frame import Samples
-from xlbridge.engines.base import ASREvent
 
 Address = tuple[str, int]
 
@@ -351,88 +354,3 @@ def pump_ticks(clock: Clock, n: int, interval: float = 0.02) -> None:
     for i in range(1, n + 1):
         target = (base + i) * interval + 1e-9
         clock.advance(max(0.0, target - clock.seconds()))
-
-
-# -- controllable engines ------------------------------------------------------
-
-
-class ScriptedASR:
-    """
-    An ASR whose results the test injects (``emit``); records what it is fed.
-
-    :ivar fed: number of samples fed; ``chunks`` the chunks themselves.
-    """
-
-    def __init__(self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str) -> None:
-        self.language = language
-        self.on_event = on_event
-        self.call_id = call_id
-        self.extension = extension
-        self.chunks: list[Samples] = []
-        self.fed = 0
-        self.started = False
-        self.finished = False
-
-    def start(self) -> None:
-        self.started = True
-
-    def feed(self, samples: Samples) -> None:
-        self.chunks.append(samples)
-        self.fed += len(samples)
-
-    def finish(self) -> Deferred[None]:
-        self.finished = True
-        return succeed(None)
-
-    def emit(self, event: ASREvent) -> None:
-        self.on_event(event)
-
-
-class ScriptedASRFactory:
-    """
-    Builds :class:`ScriptedASR` and keeps them by extension.
-    """
-
-    def __init__(self) -> None:
-        self.made: dict[str, ScriptedASR] = {}
-
-    def __call__(
-        self, language: str, on_event: Callable[[ASREvent], None], call_id: str, extension: str
-    ) -> ScriptedASR:
-        asr = ScriptedASR(language, on_event, call_id, extension)
-        self.made[extension] = asr
-        return asr
-
-
-class ManualMT:
-    """
-    An MT whose answers the test fires: ``requests`` holds
-    ``(text, source, target, context, deferred)``.
-    """
-
-    name = "manual-mt"
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, str, list[str], Deferred[str]]] = []
-
-    def translate(self, text: str, source: str, target: str, context: Sequence[str] = ()) -> Deferred[str]:
-        d: Deferred[str] = Deferred()
-        self.requests.append((text, source, target, list(context), d))
-        return d
-
-
-class ManualTTS:
-    """
-    A TTS whose audio the test pushes: ``requests`` holds
-    ``(text, language, on_audio, deferred)``.
-    """
-
-    name = "manual-tts"
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, Callable[[Samples], None], Deferred[None]]] = []
-
-    def synthesize(self, text: str, language: str, on_audio: Callable[[Samples], None]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.requests.append((text, language, on_audio, d))
-        return d

@@ -17,17 +17,13 @@ from xlbridge.audio import g711
 from xlbridge.audio.codecs import (
     CODEC_NAMES,
     Codec,
-    CodecError,
     codec_for_payload_type,
-    from_big_endian,
-    from_little_endian,
     get_codec,
-    little_endian_bytes,
     make_decoder,
     make_encoder,
-    to_big_endian,
 )
 from xlbridge.audio.frame import FRAME_SAMPLES
+from xlbridge.audio.pcm16 import CodecError
 from xlbridge.audio.resample import StreamResampler
 
 #: G.722 (sippy/libg722, ITU reference) delays its output by 22 samples.
@@ -165,27 +161,6 @@ class ByteOrderTests(SynchronousTestCase):
         expected = b"".join(rs.process(f).astype(">i2").tobytes() for f in frames(x))
         enc = make_encoder(get_codec("slin"))
         self.assertEqual(b"".join(enc.encode(f) for f in frames(x)), expected)
-
-    def test_big_endian_helpers(self) -> None:
-        self.assertEqual(to_big_endian(np.array([0x0102], np.int16)), b"\x01\x02")
-        self.assertEqual(from_big_endian(b"\x01\x02").tolist(), [0x0102])
-        self.assertRaises(CodecError, from_big_endian, b"\x01")
-
-    def test_little_endian_helpers(self) -> None:
-        x = np.array([0x0102, -2], dtype=np.int16)
-        self.assertEqual(little_endian_bytes(x), b"\x02\x01\xfe\xff")
-        back = from_little_endian(b"\x02\x01\xfe\xff")
-        self.assertEqual(back.tolist(), [0x0102, -2])
-        self.assertTrue(back.dtype.isnative)
-        self.assertTrue(back.flags.writeable)
-        self.assertRaises(CodecError, from_little_endian, b"\x00\x01\x02")
-        self.assertTrue(issubclass(CodecError, ValueError))
-
-    @settings(max_examples=50, deadline=None)
-    @given(hnp.arrays(np.int16, st.integers(0, 700)))
-    def test_property_pcm_helpers_round_trip(self, x: np.ndarray) -> None:
-        np.testing.assert_array_equal(from_big_endian(to_big_endian(x)), x)
-        np.testing.assert_array_equal(from_little_endian(little_endian_bytes(x)), x)
 
 
 class PayloadSizeTests(SynchronousTestCase):

@@ -35,7 +35,7 @@ from xlbridge.engines.base import Engines, Transcript
 from xlbridge.monitor.service import MonitorService, make_monitor
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.pipeline.translate import TranslateSettings
-from xlbridge.testing import ManualMT, ManualTTS, ScriptedASRFactory
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 from xlbridge.tools.phone import Phone, noise
 
 reactor: Any = _reactor

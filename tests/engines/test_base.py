@@ -22,7 +22,7 @@ from xlbridge.engines.base import (
     redact,
 )
 from xlbridge.errors import XLBridgeError
-from xlbridge.testing import ManualMT, ManualTTS, ScriptedASRFactory
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 
 
 class ErrorTests(SynchronousTestCase):

@@ -24,7 +24,8 @@ from xlbridge.monitor.taps import decode_frame
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.pipeline.translate import TranslateSettings
 from xlbridge.rtp.packet import build
-from xlbridge.testing import ManualMT, ManualTTS, MemoryUDPReactor, ScriptedASRFactory, pump_ticks
+from xlbridge.testing import MemoryUDPReactor, pump_ticks
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 
 
 A = ("127.0.0.1", 10000)

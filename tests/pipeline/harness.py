@@ -18,7 +18,8 @@ from xlbridge.events import Event
 from xlbridge.pipeline.factory import translate_factory
 from xlbridge.pipeline.translate import TranslatePipeline, TranslateSettings
 from xlbridge.rtp.packet import build, parse
-from xlbridge.testing import ManualMT, ManualTTS, MemoryUDPReactor, ScriptedASRFactory
+from xlbridge.testing import MemoryUDPReactor
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 
 A = ("127.0.0.1", 10000)
 B = ("127.0.0.1", 10002)

@@ -21,7 +21,8 @@ from xlbridge.pipeline.factory import translate_factory
 from xlbridge.pipeline.relay import RelayPipeline
 from xlbridge.pipeline.settings import TranslateSettings
 from xlbridge.pipeline.translate import TranslatePipeline
-from xlbridge.testing import ManualMT, ManualTTS, MemoryUDPReactor, ScriptedASRFactory, pump_ticks
+from xlbridge.testing import MemoryUDPReactor, pump_ticks
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 
 from tests.call.recording import RecordingTransport
 from tests.pipeline.harness import Harness, const

@@ -26,7 +26,8 @@ from xlbridge.events import (
 )
 from xlbridge.pipeline.translate import TranslatePipeline, TranslateSettings
 from xlbridge.rtp.packet import parse
-from xlbridge.testing import ManualMT, ManualTTS, ScriptedASRFactory, pump_ticks
+from xlbridge.testing import pump_ticks
+from xlbridge.testing_engines import ManualMT, ManualTTS, ScriptedASRFactory
 
 from tests.call.recording import RecordingContext, RecordingTransport
 from tests.pipeline.harness import Harness, const

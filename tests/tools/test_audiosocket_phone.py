@@ -20,8 +20,8 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from xlbridge.audio.codecs import little_endian_bytes
 from xlbridge.audio.frame import FRAME_SAMPLES, Samples
+from xlbridge.audio.pcm16 import little_endian_bytes
 from xlbridge.audio.wavfile import noise, tone
 from xlbridge.testing import MemoryNetReactor, MemoryStream, pump_ticks
 from xlbridge.tools.audiosocket_phone import AudioSocketPhone, AudioSocketReport, connect

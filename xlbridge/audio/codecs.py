@@ -23,9 +23,10 @@ g722       9     16000 Hz     8000 (sic)    160 B, G.722 at 64 kbit/s
 =========  ====  ===========  ============  ===========================
 
 Byte order: L16 on RTP is **big-endian** (network order, RFC 3551); the
-internal arrays are native order.  AudioSocket, Deepgram and ElevenLabs use
-little-endian PCM instead, for which :func:`little_endian_bytes` and
-:func:`from_little_endian` are provided.
+internal arrays are native order.  The byte-order helpers, and
+:class:`~xlbridge.audio.pcm16.CodecError` raised for bad payloads, live in
+:mod:`xlbridge.audio.pcm16` (AudioSocket, Deepgram and ElevenLabs use
+little-endian PCM and need only those).
 
 8 kHz codecs go through a :class:`~xlbridge.audio.resample.StreamResampler`
 (8000 -> 16000 Hz on decode, 16000 -> 8000 Hz on encode).  G.722 uses one
@@ -42,27 +43,19 @@ import numpy as np
 
 from xlbridge.audio import g711
 from xlbridge.audio.frame import FRAME_MS, SAMPLE_RATE, Samples
+from xlbridge.audio.pcm16 import CodecError, pcm16_samples
 from xlbridge.audio.resample import StreamResampler
 
 __all__ = [
     "CODEC_NAMES",
     "Codec",
-    "CodecError",
     "Decoder",
     "Encoder",
     "codec_for_payload_type",
-    "from_big_endian",
-    "from_little_endian",
     "get_codec",
-    "little_endian_bytes",
     "make_decoder",
     "make_encoder",
-    "to_big_endian",
 ]
-
-
-class CodecError(ValueError):
-    """A payload that cannot be decoded (empty, or not whole L16 samples)."""
 
 
 @attrs.frozen
@@ -147,51 +140,6 @@ def codec_for_payload_type(pt: int) -> Codec | None:
     return _BY_PAYLOAD_TYPE.get(pt)
 
 
-# --- byte-order helpers ---------------------------------------------------
-
-
-def _pcm16(data: bytes, dtype: str) -> Samples:
-    if len(data) % 2:
-        raise CodecError(f"16-bit PCM needs an even number of bytes, got {len(data)}")
-    return np.frombuffer(data, dtype=dtype).astype(np.int16)
-
-
-def to_big_endian(x: Samples) -> bytes:
-    """
-    :param x: int16 samples, native byte order.
-    :return: the samples as 16-bit big-endian (network order) bytes, as L16
-        on RTP.
-    """
-    return np.asarray(x, dtype=">i2").tobytes()
-
-
-def from_big_endian(data: bytes) -> Samples:
-    """
-    :param data: 16-bit big-endian PCM.
-    :return: a fresh native-order int16 array.
-    :raises CodecError: for an odd number of bytes.
-    """
-    return _pcm16(data, ">i2")
-
-
-def little_endian_bytes(x: Samples) -> bytes:
-    """
-    :param x: int16 samples, native byte order.
-    :return: the samples as 16-bit little-endian bytes (AudioSocket,
-        Deepgram, ElevenLabs).
-    """
-    return np.asarray(x, dtype="<i2").tobytes()
-
-
-def from_little_endian(data: bytes) -> Samples:
-    """
-    :param data: 16-bit little-endian PCM.
-    :return: a fresh native-order int16 array.
-    :raises CodecError: for an odd number of bytes.
-    """
-    return _pcm16(data, "<i2")
-
-
 # --- decoders ---------------------------------------------------------------
 
 
@@ -228,7 +176,7 @@ class _Slin16Decoder(Decoder):
     def decode(self, payload: bytes) -> Samples:
         if not payload:
             raise CodecError("empty slin16 payload")
-        return _pcm16(payload, ">i2")
+        return pcm16_samples(payload, ">i2")
 
 
 class _Narrowband(Decoder):
@@ -256,7 +204,7 @@ class _SlinDecoder(_Narrowband):
     __slots__ = ()
 
     def _wire(self, payload: bytes) -> Samples:
-        return _pcm16(payload, ">i2")
+        return pcm16_samples(payload, ">i2")
 
 
 class _UlawDecoder(_Narrowband):

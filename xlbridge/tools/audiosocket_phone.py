@@ -22,8 +22,8 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from xlbridge.audio.codecs import from_little_endian, little_endian_bytes
 from xlbridge.audio.frame import FRAME_MS, SAMPLE_RATE, Samples
+from xlbridge.audio.pcm16 import from_little_endian, little_endian_bytes
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.transports.audiosocket_codec import (
     AUDIO_RATES,

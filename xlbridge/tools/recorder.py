@@ -17,8 +17,9 @@ from typing import Mapping, Optional
 import attrs
 import numpy as np
 
-from xlbridge.audio.codecs import Codec, CodecError, Decoder, codec_for_payload_type, make_decoder
+from xlbridge.audio.codecs import Codec, Decoder, codec_for_payload_type, make_decoder
 from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples
+from xlbridge.audio.pcm16 import CodecError
 from xlbridge.rtp.packet import RTPParseError, parse
 from xlbridge.rtp.seq import RESYNC_JUMP, seq_diff
 

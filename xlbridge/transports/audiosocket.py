@@ -79,8 +79,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from xlbridge.audio.codecs import from_little_endian, little_endian_bytes
 from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
+from xlbridge.audio.pcm16 import from_little_endian, little_endian_bytes
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport

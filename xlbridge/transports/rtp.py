@@ -36,8 +36,9 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from xlbridge.audio.codecs import Codec, CodecError, make_decoder, make_encoder
+from xlbridge.audio.codecs import Codec, make_decoder, make_encoder
 from xlbridge.audio.frame import FRAME_SAMPLES, Samples, silence
+from xlbridge.audio.pcm16 import CodecError
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
 from xlbridge.logthrottle import LogThrottle

@@ -18,18 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.engines.deepgram.fixtures import KEY, eventually, reactor, silence_ms, sleep
 from tests.fakes import tonewords
 from tests.fakes.deepgram_flux import FakeFlux, FluxRecognizer, start_fake_flux
+from xlbridge.engines.deepgram.flux_turns import Cancel, Commit, Speculate, TurnTracker
 from xlbridge.engines.deepgram.flux_wire import (
     CLOSE_STREAM,
     FORCE_END_TURN,
-    Cancel,
-    Commit,
     ConfigureResult,
     Connected,
     FluxError,
-    Speculate,
     TurnEvent,
     TurnInfo,
-    TurnTracker,
     configure,
     flux_query,
     parse_flux,

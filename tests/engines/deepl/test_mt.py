@@ -27,7 +27,8 @@ from xlbridge.engines.base import (
     EngineRequestError,
     EngineUnavailable,
 )
-from xlbridge.engines.deepl.mt import DeepLFailure, DeepLMT
+from xlbridge.engines.deepl.failures import DeepLFailure
+from xlbridge.engines.deepl.mt import DeepLMT
 from xlbridge.engines.deepl.settings import DeepLSettings
 
 from tests.engines.deepl.loopback import KEY, Loopback

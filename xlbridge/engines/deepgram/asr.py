@@ -49,8 +49,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from xlbridge.audio.codecs import little_endian_bytes
 from xlbridge.audio.frame import FRAME_MS, SAMPLE_RATE, Samples
+from xlbridge.audio.pcm16 import little_endian_bytes
 from xlbridge.engines.base import (
     ASREvent,
     EngineDown,

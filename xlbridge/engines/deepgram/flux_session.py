@@ -20,7 +20,7 @@ Flux ``TurnInfo``      event
 =====================  =====================================================
 
 The eager/resumed/end decisions go through
-:class:`~xlbridge.engines.deepgram.flux_wire.TurnTracker`, which holds Flux
+:class:`~xlbridge.engines.deepgram.flux_turns.TurnTracker`, which holds Flux
 to its rules (an ``EndOfTurn`` whose text differs from the eager one first
 withdraws the speculation: ``TurnResumed``, then the final) and counts
 speculations started, used and wasted.  One tracker lives as long as the
@@ -49,17 +49,14 @@ from twisted.logger import Logger
 
 from xlbridge.engines.base import ASREvent, EagerEnd, SpeechStarted, Transcript, TurnResumed
 from xlbridge.engines.languages import primary
+from xlbridge.engines.deepgram.flux_turns import Cancel, Commit, Speculate, TurnTracker
 from xlbridge.engines.deepgram.flux_wire import (
-    Cancel,
-    Commit,
     ConfigureResult,
     Connected,
     FluxError,
     Malformed,
-    Speculate,
     TurnEvent,
     TurnInfo,
-    TurnTracker,
     Unknown,
     parse_flux,
 )

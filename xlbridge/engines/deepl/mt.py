@@ -28,7 +28,8 @@ Design notes:
   :class:`EngineAuthError`; 456 → :class:`EngineQuotaError`; 400 and other
   4xx → :class:`EngineRequestError`; retries exhausted by the deadline →
   :class:`EngineUnavailable`.  No message, repr or log line carries the key
-  (:func:`~xlbridge.engines.base.redact`).
+  (:func:`~xlbridge.engines.base.redact`).  The mapping, the failure kinds
+  and the counters are in :mod:`xlbridge.engines.deepl.failures`.
 
 Settings, language-code mapping and the ``context`` builder live in
 :mod:`xlbridge.engines.deepl.settings`.
@@ -36,12 +37,10 @@ Settings, language-code mapping and the ``context`` builder live in
 
 from __future__ import annotations
 
-import enum
 import random as _random
 import threading
 from typing import Callable, Optional, Sequence
 
-import attrs
 import deepl
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -49,14 +48,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xlbridge.engines.base import (
-    EngineAuthError,
-    EngineError,
-    EngineQuotaError,
-    EngineRequestError,
-    EngineUnavailable,
-    redact,
-)
+from xlbridge.engines.base import EngineError, EngineRequestError, EngineUnavailable, redact
+from xlbridge.engines.deepl.failures import DeepLCounters, DeepLFailure, classify_failure
 from xlbridge.engines.deepl.settings import DeepLSettings, build_context, deepl_source_lang, deepl_target_lang
 from xlbridge.engines.threads import PoolFull, ThreadPoolService
 
@@ -66,48 +59,6 @@ ENGINE = "deepl"
 #: gRPC-style ``_BackoffTimer`` (only the first wait is shorter).
 BACKOFF_MULTIPLIER = 1.6
 BACKOFF_JITTER = 0.23
-
-
-# -- counters -----------------------------------------------------------------
-
-
-class DeepLFailure(enum.Enum):
-    """
-    Why a :meth:`DeepLMT.translate` failed (keys of ``failures``).
-    """
-
-    AUTH = "auth"  #: 403
-    QUOTA = "quota"  #: 456
-    REQUEST = "request"  #: 400/4xx, unknown language, bad setting
-    UNAVAILABLE = "unavailable"  #: 429/5xx/network until the deadline was near
-    DEADLINE = "deadline"  #: an attempt was still running at the deadline
-    POOL_FULL = "pool_full"  #: the thread pool refused the work
-
-
-@attrs.define
-class DeepLCounters:
-    """
-    What the adapter did, for the monitor.  Updated on the reactor thread.
-
-    :ivar requests: HTTP requests that completed (answered, failed or timed
-        out), retries included.
-    :ivar retries: of those, how many were retries.
-    :ivar characters_sent: characters of ``text`` in those requests
-        (``context`` is not billed and not counted).
-    :ivar characters_billed: ``billed_characters`` DeepL reported.
-    :ivar late: answers that came after their deadline and were dropped.
-    :ivar failures: failed translations by :class:`DeepLFailure`.
-    :ivar last_latency_ms: milliseconds from ``translate()`` to the result of
-        the last successful translation, retries included.
-    """
-
-    requests: int = 0
-    retries: int = 0
-    characters_sent: int = 0
-    characters_billed: int = 0
-    late: int = 0
-    failures: dict[DeepLFailure, int] = attrs.field(factory=lambda: {k: 0 for k in DeepLFailure})
-    last_latency_ms: Optional[float] = None
 
 
 # -- the adapter --------------------------------------------------------------
@@ -238,31 +189,6 @@ def _version() -> str:
         return "0"
 
 
-def _classify(exc: BaseException) -> tuple[Optional[type[EngineError]], DeepLFailure, str]:
-    """
-    What a failed attempt means: ``(error class, kind, message)``, where an
-    error class of ``None`` means "retry if time allows".
-    """
-    status = getattr(exc, "http_status_code", None)
-    if isinstance(exc, deepl.AuthorizationException):
-        return EngineAuthError, DeepLFailure.AUTH, f"key refused (HTTP 403): {exc}"
-    if isinstance(exc, deepl.QuotaExceededException):
-        return EngineQuotaError, DeepLFailure.QUOTA, f"character quota exceeded (HTTP 456): {exc}"
-    if isinstance(exc, deepl.ConnectionException):
-        if exc.should_retry:
-            return None, DeepLFailure.UNAVAILABLE, str(exc)
-        return EngineRequestError, DeepLFailure.REQUEST, f"request not sent: {exc}"
-    if isinstance(exc, deepl.DeepLException):
-        if status is not None and (status == 429 or status >= 500):
-            return None, DeepLFailure.UNAVAILABLE, f"HTTP {status}: {exc}"
-        if status is not None:
-            return EngineRequestError, DeepLFailure.REQUEST, f"request refused (HTTP {status}): {exc}"
-        return EngineRequestError, DeepLFailure.REQUEST, str(exc)
-    if isinstance(exc, (ValueError, TypeError)):
-        return EngineRequestError, DeepLFailure.REQUEST, f"bad request: {exc}"
-    return EngineUnavailable, DeepLFailure.UNAVAILABLE, f"unexpected {type(exc).__name__}: {exc}"
-
-
 def _ignore_cancelled(failure: Failure) -> None:
     failure.trap(CancelledError)
 
@@ -341,7 +267,7 @@ class _Translation:
             self.mt.counters.late += 1
             return
         assert failure.value is not None
-        error_class, kind, message = _classify(failure.value)
+        error_class, kind, message = classify_failure(failure.value)
         message = self.mt._scrub(message)
         self.last_reason = message
         if error_class is not None:

@@ -34,7 +34,7 @@ Audio format: ``output_format`` is always ``pcm_16000``: raw signed 16-bit
 **little-endian** mono at 16000 Hz, no header (PROTOCOLS.md T1, section 4.1).
 Chunk boundaries are arbitrary, so a chunk of odd length leaves one byte
 that is carried to the next chunk
-(:class:`~xlbridge.engines.elevenlabs.wire.PCMChunker`); the audio handed on
+(:class:`~xlbridge.engines.elevenlabs.pcm.PCMChunker`); the audio handed on
 is native-order int16 (:mod:`xlbridge.audio.frame`).
 
 Failures (:mod:`xlbridge.engines.base`): 401 ``invalid_api_key`` ->

@@ -19,7 +19,7 @@ retried (``retries`` times, ``retry_delay_s`` seconds apart) only while no
 audio has reached ``on_audio``, so the caller never hears a sentence twice.
 
 Audio: the transport hands on raw S16LE (little-endian) bytes with
-arbitrary boundaries; :class:`~xlbridge.engines.elevenlabs.wire.PCMChunker`
+arbitrary boundaries; :class:`~xlbridge.engines.elevenlabs.pcm.PCMChunker`
 carries an odd byte to the next chunk and ``on_audio`` gets native-order
 int16 samples at 16 kHz mono.
 """
@@ -37,7 +37,8 @@ from xlbridge.audio.frame import Samples
 from xlbridge.engines.base import EngineError, EngineUnavailable
 from xlbridge.engines.elevenlabs.counters import ElevenLabsCounters, error_kind
 from xlbridge.engines.elevenlabs.settings import ElevenLabsSettings
-from xlbridge.engines.elevenlabs.wire import ENGINE, PCMChunker, scrub
+from xlbridge.engines.elevenlabs.pcm import PCMChunker
+from xlbridge.engines.elevenlabs.wire import ENGINE, scrub
 
 __all__ = ["OpenAttempt", "Utterance"]
 

@@ -23,9 +23,11 @@ WebSocket ``stream-input`` (PROTOCOLS.md 4.3)
     :func:`parse_server_message`; :func:`close_error` explains a close.
 
 Audio (PROTOCOLS.md T1)
-    ``pcm_16000`` is raw signed 16-bit **little-endian** mono at 16000 Hz, no
-    header, cut at arbitrary byte boundaries; :class:`PCMChunker` turns it
-    into whole native-order samples.
+    ``pcm_16000`` (:data:`OUTPUT_FORMAT`) is raw signed 16-bit
+    **little-endian** mono at 16000 Hz, no header, cut at arbitrary byte
+    boundaries;
+    :class:`~xlbridge.engines.elevenlabs.pcm.PCMChunker` turns it into whole
+    native-order samples.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 
-from xlbridge.audio.codecs import from_little_endian
-from xlbridge.audio.frame import Samples
 from xlbridge.engines.base import (
     EngineAuthError,
     EngineError,
@@ -61,7 +61,6 @@ __all__ = [
     "IElevenLabsReactor",
     "KEEPALIVE",
     "OUTPUT_FORMAT",
-    "PCMChunker",
     "STREAM_QUERY",
     "ServerMessage",
     "close_error",
@@ -373,42 +372,3 @@ def close_error(
     return EngineUnavailable(
         ENGINE, scrub(f"WebSocket closed {where} (code {code}: {reason[:200]})", key)
     )
-
-
-# -- audio --------------------------------------------------------------------------
-
-
-class PCMChunker:
-    """
-    Turns arbitrary byte chunks of S16LE PCM into whole native-order samples.
-
-    A chunk may end in the middle of a sample; that odd byte is kept and
-    prepended to the next chunk, so the samples produced are bit-exact
-    whatever the chunking.  The buffer is bounded: at most one byte.
-    """
-
-    def __init__(self) -> None:
-        self._odd = b""
-
-    def feed(self, data: bytes) -> Optional[Samples]:
-        """
-        :param data: the next bytes of the little-endian stream.
-        :return: the whole samples completed by ``data`` (native int16), or
-            ``None`` if there are none yet.
-        """
-        if self._odd:
-            data = self._odd + data
-        if len(data) % 2:
-            self._odd, data = data[-1:], data[:-1]
-        else:
-            self._odd = b""
-        return from_little_endian(data) if data else None
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back (0 or 1)."""
-        return len(self._odd)
-
-    def reset(self) -> None:
-        """Forget a held byte (a new stream starts)."""
-        self._odd = b""
