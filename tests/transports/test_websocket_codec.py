@@ -15,7 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from xlbridge.events import DropReason
 from xlbridge.transports.websocket_codec import (
     MAX_COMMAND,
-    MAX_MESSAGE,
     QUEUE_FULL,
     XOFF_LEVEL,
     XON_LEVEL,
@@ -32,9 +31,9 @@ from xlbridge.transports.websocket_codec import (
     XOff,
     XOn,
     command,
-    media_format,
     parse_event,
 )
+from xlbridge.transports.websocket_media import MAX_MESSAGE, media_format
 
 # Messages as a real Asterisk (master f0c1c1a) wrote them.
 PLAIN_START = (

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.events import DropReason
-from xlbridge.transports.websocket_codec import MAX_MESSAGE, MAX_PTIME, Malformed, MediaStart, parse_event
+from xlbridge.transports.websocket_codec import MAX_PTIME, Malformed, MediaStart, parse_event
+from xlbridge.transports.websocket_media import MAX_MESSAGE
 
 
 def media_start(frame_size: int, ptime: int = 20, plain: bool = True) -> str:

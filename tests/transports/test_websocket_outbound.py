@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.logthrottle import LogThrottle
-from xlbridge.transports.websocket_codec import ControlFormat, MediaStart, media_format
+from xlbridge.transports.websocket_codec import ControlFormat, MediaStart
+from xlbridge.transports.websocket_media import media_format
 from xlbridge.transports.websocket_outbound import OutboundStreams
 
 

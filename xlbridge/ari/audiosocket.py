@@ -31,7 +31,8 @@ from twisted.logger import Logger
 
 from xlbridge.audio.frame import Samples
 from xlbridge.events import DropReason, LegCounters
-from xlbridge.transports.audiosocket import AudioSocketEndpoint, AudioSocketProtocol
+from xlbridge.transports.audiosocket import AudioSocketEndpoint
+from xlbridge.transports.audiosocket_connection import AudioSocketProtocol
 from xlbridge.transports.audiosocket_codec import KIND_UUID, Frame, Malformed, Token, format_uuid
 
 

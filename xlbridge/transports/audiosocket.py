@@ -29,11 +29,11 @@ Design notes:
   does the first reply go at 8 kHz and switch at the leg's first audio;
   the switch happens between two 20 ms messages, so the pacing keeps its
   step (checked on Asterisk 22: no delay comes of it).
-- Nothing waits long in the connection: ``TCP_NODELAY``, a small kernel
-  send buffer, and before each message a look at what is still unsent
-  (:mod:`xlbridge.transports.backlog`); behind more than two messages the
-  frame is dropped and counted (``send_backlog``), never queued, so a peer
-  that reads slowly gets gaps, not a delay that lasts the whole call.
+- Nothing waits long in the connection: ``TCP_NODELAY`` and a small kernel
+  send buffer (:mod:`xlbridge.transports.audiosocket_connection`), and a
+  reply behind more than two unsent messages is dropped and counted
+  (``send_backlog``), never queued
+  (:mod:`xlbridge.transports.audiosocket_replies` sends the replies).
 - :attr:`line_open` while a connection with its UUID is up: the call it
   belongs to does not end for inactivity, and :attr:`on_uuid` starts it.
 - Hangup: 0x00 or a closed socket from Asterisk calls ``on_hangup`` so the
@@ -72,15 +72,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Optional
 
-import numpy as np
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from xlbridge.audio.frame import FRAME_SAMPLES, SAMPLE_RATE, Samples, silence
-from xlbridge.audio.pcm16 import from_little_endian, little_endian_bytes
+from xlbridge.audio.frame import SAMPLE_RATE, Samples
+from xlbridge.audio.pcm16 import from_little_endian
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.interfaces import ILegTransport
@@ -94,44 +92,16 @@ from xlbridge.transports.audiosocket_codec import (
     KIND_OF_RATE,
     KIND_UUID,
     Frame,
-    FrameDecoder,
     Malformed,
     Token,
-    encode,
     format_uuid,
 )
-from xlbridge.transports.backlog import SendBacklog, peer_address, tune
+from xlbridge.transports.audiosocket_connection import AudioSocketProtocol
+from xlbridge.transports.audiosocket_replies import ReplyStream
+from xlbridge.transports.backlog import peer_address
 
 #: DTMF digits kept per connection in :attr:`AudioSocketEndpoint.dtmf`.
 DTMF_HISTORY = 32
-
-
-class AudioSocketProtocol(Protocol):
-    """
-    One TCP connection from Asterisk; forwards everything to its endpoint.
-    """
-
-    def __init__(self, endpoint: Any) -> None:
-        #: an :class:`AudioSocketEndpoint`, or a router until the UUID came
-        #: (:mod:`xlbridge.ari.audiosocket`): anything with
-        #: ``connection_made``, ``data_received`` and ``connection_lost``
-        #: taking this protocol; ``Any`` because the router's methods take
-        #: its own subclass of it.
-        self.endpoint = endpoint
-        self.decoder = FrameDecoder()
-        #: what waits unsent on this connection (set once connected)
-        self.backlog: Optional[SendBacklog] = None
-
-    def connectionMade(self) -> None:
-        tune(self.transport)
-        self.backlog = SendBacklog(self.transport)
-        self.endpoint.connection_made(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.endpoint.data_received(self, data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.endpoint.connection_lost(self)
 
 
 @implementer(ILegTransport)
@@ -176,8 +146,6 @@ class AudioSocketEndpoint(Factory):
         self.persistent = persistent
         self.on_uuid = on_uuid
         self.first_reply_rate = first_reply_rate
-        #: sample rate replies are sent at (``None``: not sending)
-        self.reply_rate: Optional[int] = None
         self.on_audio = on_audio
         self.on_hangup = on_hangup
         self.counters = LegCounters()
@@ -190,8 +158,6 @@ class AudioSocketEndpoint(Factory):
         self.dtmf: deque[str] = deque(maxlen=DTMF_HISTORY)
         self.dtmf_dropped = 0
         self._in: Optional[StreamResampler] = None
-        self._out: Optional[StreamResampler] = None
-        self._silence = silence(FRAME_SAMPLES)
         #: ``host:port`` we listen on (set by the listener), for status pages
         self.local: Optional[str] = None
         self.clock = clock
@@ -199,7 +165,7 @@ class AudioSocketEndpoint(Factory):
         log = self.log
         self._error_log = LogThrottle(log, clock)
         self._pipeline_log = LogThrottle(log, clock)
-        self._send_log = LogThrottle(log, clock)
+        self._replies = ReplyStream(extension, LogThrottle(log, clock))
         self._busy_log = LogThrottle(log, clock)
 
     def buildProtocol(self, addr: Optional[IAddress]) -> AudioSocketProtocol:
@@ -268,7 +234,7 @@ class AudioSocketEndpoint(Factory):
                 self.call_id = call_id
                 self.log.info("{ext}: AudioSocket call {call_id}", ext=self.extension, call_id=call_id)
                 if self.reply_rate is None:
-                    self._reply_at(self.first_reply_rate)
+                    self._replies.start(self.first_reply_rate)
                 self.on_uuid(self)
             elif call_id != self.call_id:
                 self.counters.drop(DropReason.AUDIOSOCKET_KIND)
@@ -294,7 +260,7 @@ class AudioSocketEndpoint(Factory):
             self.rate = rate
             self._in = StreamResampler(rate, SAMPLE_RATE)
         if rate != self.reply_rate:
-            self._reply_at(rate)
+            self._replies.start(rate)
         assert self._in is not None
         samples = self._in.process(from_little_endian(frame.payload))
         counters.packets_in += 1
@@ -336,15 +302,12 @@ class AudioSocketEndpoint(Factory):
             transport.write(HANGUP)
             transport.loseConnection()
 
-    def _reply_at(self, rate: int) -> None:
-        self.reply_rate = rate
-        self._out = StreamResampler(SAMPLE_RATE, rate)
-
     def _forget(self) -> None:
         self.connection = None
         self.call_id = None
-        self.rate = self.reply_rate = None
-        self._in = self._out = None
+        self.rate = None
+        self._in = None
+        self._replies.stop()
         self._end_of_call()
 
     def _end_of_call(self) -> None:
@@ -353,9 +316,16 @@ class AudioSocketEndpoint(Factory):
         self.dtmf.clear()
         self._error_log.flush()
         self._pipeline_log.flush()
-        self._send_log.flush()
+        self._replies.flush_log()
 
     # -- outbound (ILegTransport) ----------------------------------------
+
+    @property
+    def reply_rate(self) -> Optional[int]:
+        """
+        Sample rate replies are sent at, in Hz (``None``: not sending).
+        """
+        return self._replies.rate
 
     @property
     def ready(self) -> bool:
@@ -369,35 +339,10 @@ class AudioSocketEndpoint(Factory):
         return self.connection is not None and self.call_id is not None
 
     def send_frame(self, samples: Samples | None, speech: bool | None = None) -> None:
-        conn, out, rate = self.connection, self._out, self.reply_rate
-        if conn is None or out is None or rate is None or conn.transport is None:
+        conn = self.connection
+        if conn is None or conn.transport is None:
             return
-        if speech is None:
-            speech = samples is not None
-        pcm = out.process(samples if samples is not None else self._silence)
-        payload = little_endian_bytes(np.asarray(pcm, dtype=np.int16))
-        if not payload:
-            return
-        counters = self.counters
-        message = encode(KIND_OF_RATE[rate], payload)
-        backlog = conn.backlog
-        if backlog is not None and backlog.full(2 * len(message)):
-            counters.drop(DropReason.SEND_BACKLOG)
-            self._send_log.warn(
-                "{ext}: Asterisk is not reading the AudioSocket connection fast enough: frame dropped",
-                ext=self.extension,
-            )
-            return
-        try:
-            conn.transport.write(message)
-        except Exception as e:
-            counters.drop(DropReason.ERROR)
-            self._send_log.warn("{ext}: AudioSocket send failed: {err}", ext=self.extension, err=e)
-            return
-        counters.packets_out += 1
-        counters.bytes_out += len(payload)
-        if not speech:
-            counters.silence_out += 1
+        self._replies.send(conn.transport, conn.backlog, self.counters, samples, speech)
 
     def skip(self, ticks: int) -> None:
         # TCP has no media clock to keep in step: Asterisk writes what it
@@ -411,11 +356,12 @@ class AudioSocketEndpoint(Factory):
         connection and only restarts the stream (rate and resamplers).
         """
         if self.persistent:
-            self.rate = self.reply_rate = None
-            self._in = self._out = None
+            self.rate = None
+            self._in = None
+            self._replies.stop()
             self._end_of_call()
             if self.call_id is not None:
-                self._reply_at(self.first_reply_rate)
+                self._replies.start(self.first_reply_rate)
             return
         self.hangup()
 

@@ -54,10 +54,11 @@ from xlbridge.logthrottle import LogThrottle
 from xlbridge.transports import websocket_protocol as wsp
 from xlbridge.transports.admission import MediaAdmission
 from xlbridge.transports.backlog import peer_address
-from xlbridge.transports.websocket_codec import ControlFormat, MediaFormat, MediaStart, media_format
+from xlbridge.transports.websocket_codec import ControlFormat, MediaStart
 from xlbridge.transports.websocket_close import CloseHandshake
 from xlbridge.transports.websocket_flow import PeerQueue
 from xlbridge.transports.websocket_inbound import InboundMedia
+from xlbridge.transports.websocket_media import MediaFormat, media_format
 from xlbridge.transports.websocket_outbound import OutboundStreams
 from xlbridge.transports.websocket_send import MediaSender
 

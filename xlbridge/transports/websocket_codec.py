@@ -1,13 +1,12 @@
 """
-Asterisk chan_websocket control messages and media formats, sans I/O.
+Asterisk chan_websocket control (TEXT) messages, sans I/O.
 
 Wire facts (PROTOCOLS.md section 10):
 
-- BINARY messages are raw audio in the channel's format, no header: slin16
-  is 16 kHz signed 16-bit **little-endian** (Asterisk's host order; RTP's
-  slin is big-endian), 640 bytes per 20 ms.  Asterisk cuts what the app
-  sends into ``optimal_frame_size`` frames and drops a remainder, so
-  payloads should be whole frames, at most :data:`MAX_MESSAGE` bytes.
+- BINARY messages are raw audio in the channel's format, no header; their
+  formats and encoding live in :mod:`xlbridge.transports.websocket_media`
+  (at most :data:`~xlbridge.transports.websocket_media.MAX_MESSAGE` bytes,
+  which also bounds a MEDIA_START's ``optimal_frame_size`` here).
 - TEXT messages are control, in one of two formats chosen per channel
   (``f(json)`` or ``chan_websocket.conf``): plain text, ``NAME key:value
   key:value`` (``ERROR``'s ``error_text`` runs to the end and may hold
@@ -29,15 +28,10 @@ import json
 from typing import Any, Optional, Union
 
 import attrs
-import numpy as np
 
-from xlbridge.audio import g711
-from xlbridge.audio.frame import Samples
 from xlbridge.events import DropReason
+from xlbridge.transports.websocket_media import MAX_MESSAGE
 
-#: Largest BINARY payload Asterisk accepts (its frame header included, a
-#: frame must fit 65 535 bytes); one more byte and it closes with 1009.
-MAX_MESSAGE = 65527
 #: Longest command Asterisk acts on, in bytes; longer ones are ignored.
 MAX_COMMAND = 128
 #: Largest ``ptime`` (ms per frame) a MEDIA_START may state; Asterisk's
@@ -49,75 +43,6 @@ XOFF_LEVEL = 900
 XON_LEVEL = 800
 #: ...and a message arriving at this many is dropped whole, silently.
 QUEUE_FULL = 1000
-
-
-@attrs.frozen
-class MediaFormat:
-    """
-    One channel format the bridge can decode and encode.
-
-    :ivar name: Asterisk's format name (``slin16``...).
-    :ivar rate: sample rate in Hz.
-    :ivar frame_bytes: bytes per 20 ms frame (Asterisk's optimal frame).
-    :ivar sample_bytes: bytes per sample (2 for slin, 1 for G.711).
-    """
-
-    name: str
-    rate: int
-    frame_bytes: int
-    sample_bytes: int
-
-
-#: The formats a WebSocket leg can carry, by Asterisk name.
-FORMATS: dict[str, MediaFormat] = {
-    f.name: f
-    for f in (
-        MediaFormat("slin16", 16000, 640, 2),
-        MediaFormat("slin", 8000, 320, 2),
-        MediaFormat("ulaw", 8000, 160, 1),
-        MediaFormat("alaw", 8000, 160, 1),
-    )
-}
-
-
-def media_format(name: str) -> MediaFormat:
-    """
-    The format Asterisk calls ``name``.
-
-    :raises ValueError: for a format the bridge cannot carry (opus, g722,
-        slin48...): the message names the ones it can.
-    """
-    fmt = FORMATS.get(name)
-    if fmt is None:
-        raise ValueError(f"unsupported chan_websocket format {name!r}; supported: {', '.join(FORMATS)}")
-    return fmt
-
-
-def decode_audio(fmt: MediaFormat, payload: bytes) -> Optional[Samples]:
-    """
-    One BINARY payload as native int16 samples at ``fmt.rate``: slin is
-    **little-endian** on this wire, G.711 one byte per sample.  ``None``
-    for a payload that is not whole samples (or empty).
-    """
-    if not payload or len(payload) % fmt.sample_bytes:
-        return None
-    if fmt.name == "ulaw":
-        return g711.ulaw_decode(payload)
-    if fmt.name == "alaw":
-        return g711.alaw_decode(payload)
-    return np.frombuffer(payload, dtype="<i2").astype(np.int16)
-
-
-def encode_audio(fmt: MediaFormat, samples: Samples) -> bytes:
-    """
-    Native int16 samples at ``fmt.rate`` as a BINARY payload (slin
-    little-endian, G.711 one byte per sample).
-    """
-    if fmt.name == "ulaw":
-        return g711.ulaw_encode(samples)
-    if fmt.name == "alaw":
-        return g711.alaw_encode(samples)
-    return np.asarray(samples, dtype="<i2").tobytes()
 
 
 class ControlFormat(enum.Enum):

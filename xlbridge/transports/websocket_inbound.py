@@ -45,14 +45,13 @@ from xlbridge.transports.websocket_codec import (
     Error,
     Malformed,
     MarkProcessed,
-    MediaFormat,
     MediaStart,
     Status,
     XOff,
     XOn,
-    decode_audio,
     parse_event,
 )
+from xlbridge.transports.websocket_media import MediaFormat, decode_audio
 from xlbridge.transports.websocket_outbound import OutboundStreams
 
 __all__ = ["InboundMedia", "InboundOwner"]

@@ -39,8 +39,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.logthrottle import LogThrottle
-from xlbridge.transports.websocket_codec import ControlFormat, MediaFormat, MediaStart, command
+from xlbridge.transports.websocket_codec import ControlFormat, MediaStart, command
 from xlbridge.transports.websocket_flow import PeerQueue
+from xlbridge.transports.websocket_media import MediaFormat
 from xlbridge.transports.websocket_send import MediaSender, idle_queue
 
 __all__ = ["OutboundStreams", "StreamOwner"]

@@ -18,7 +18,7 @@ connection of its own and a test can drive it with lists.
 - :meth:`MediaSender.send_frames`: resample and encode (little-endian for
   slin), cut into whole ``optimal_frame_size`` frames (the remainder waits
   for the next call: Asterisk drops a partial frame outside media
-  buffering), at most :data:`~xlbridge.transports.websocket_codec.MAX_MESSAGE`
+  buffering), at most :data:`~xlbridge.transports.websocket_media.MAX_MESSAGE`
   bytes per BINARY message.
 - :meth:`MediaSender.mark` / :meth:`MediaSender.mark_processed`:
   MARK_MEDIA and its MEDIA_MARK_PROCESSED, with the callback waiting on
@@ -46,8 +46,8 @@ from xlbridge.audio.frame import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Samples, 
 from xlbridge.audio.resample import StreamResampler
 from xlbridge.events import DropReason, LegCounters
 from xlbridge.logthrottle import LogThrottle
-from xlbridge.transports.websocket_codec import MAX_MESSAGE, MediaFormat, encode_audio
 from xlbridge.transports.websocket_flow import PeerQueue
+from xlbridge.transports.websocket_media import MAX_MESSAGE, MediaFormat, encode_audio
 
 __all__ = ["MediaSender"]
 
